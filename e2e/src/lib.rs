@@ -1,0 +1,1 @@
+//! ferrolb-e2e
