@@ -1,1 +1,5 @@
-//! ferrolb-e2e
+//! End-to-end support for FerroLB: the lab (network namespaces, real routing daemons) and the
+//! Kubernetes API emulator that the test suite runs the controller and speaker against.
+
+pub mod emulator;
+pub mod lab;
