@@ -1,1 +1,3 @@
-//! ferrolb-bgp
+//! ferrolb-bgp: FerroLB's in-house BGP engine.
+
+pub mod packet;
