@@ -1,1 +1,19 @@
-//! ferrolb-config
+//! FerroLB configuration: API objects in, a validated model out. Pure: no I/O, no clock.
+//!
+//! - [`build`] turns pools, advertisements, peers, BFD profiles, communities and Secrets into a
+//!   [`Config`], or returns every problem found, each naming `Kind/name` and the field path.
+//! - [`manifest`] reads the YAML a user would `kubectl apply` (for `validate`, `plan` and the
+//!   speaker's file source), rejecting unknown fields, which the API server would prune.
+//! - [`service`] reads what a Service asks of FerroLB (requested IPs, pool, sharing key).
+
+pub mod addresses;
+mod build;
+pub mod community;
+mod error;
+pub mod manifest;
+pub mod model;
+pub mod service;
+
+pub use build::{build, Resources};
+pub use error::ConfigError;
+pub use model::Config;

@@ -92,7 +92,10 @@ mod tests {
             "\"18446744073709551616\""
         );
         let max_i64 = AddressCount(i64::MAX as u128);
-        assert_eq!(serde_json::to_string(&max_i64).unwrap(), i64::MAX.to_string());
+        assert_eq!(
+            serde_json::to_string(&max_i64).unwrap(),
+            i64::MAX.to_string()
+        );
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! reach `ferrolb-config`, which names the object and field, instead of failing the whole object's
 //! deserialisation in a watch stream.
 
+// The derive takes one `printcolumn(...)` per column; clippy reads the repeats as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::SecretReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -49,14 +52,43 @@ fn is_false(value: &bool) -> bool {
     shortname = "ipp",
     category = "ferrolb",
     doc = "A pool of addresses FerroLB hands out to LoadBalancer Services.",
-    printcolumn(name = "Auto Assign", type_ = "boolean", json_path = ".spec.autoAssign"),
-    printcolumn(name = "Avoid Buggy IPs", type_ = "boolean", json_path = ".spec.avoidBuggyIPs", priority = 1),
+    printcolumn(
+        name = "Auto Assign",
+        type_ = "boolean",
+        json_path = ".spec.autoAssign"
+    ),
+    printcolumn(
+        name = "Avoid Buggy IPs",
+        type_ = "boolean",
+        json_path = ".spec.avoidBuggyIPs",
+        priority = 1
+    ),
     printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses"),
-    printcolumn(name = "Assigned IPv4", type_ = "string", json_path = ".status.assignedIPv4"),
-    printcolumn(name = "Available IPv4", type_ = "string", json_path = ".status.availableIPv4"),
-    printcolumn(name = "Assigned IPv6", type_ = "string", json_path = ".status.assignedIPv6"),
-    printcolumn(name = "Available IPv6", type_ = "string", json_path = ".status.availableIPv6"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Assigned IPv4",
+        type_ = "string",
+        json_path = ".status.assignedIPv4"
+    ),
+    printcolumn(
+        name = "Available IPv4",
+        type_ = "string",
+        json_path = ".status.availableIPv4"
+    ),
+    printcolumn(
+        name = "Assigned IPv6",
+        type_ = "string",
+        json_path = ".status.assignedIPv6"
+    ),
+    printcolumn(
+        name = "Available IPv6",
+        type_ = "string",
+        json_path = ".status.availableIPv6"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolSpec {
@@ -119,11 +151,28 @@ pub struct IPAddressPoolStatus {
     shortname = "l2adv",
     category = "ferrolb",
     doc = "Announces the addresses of the selected pools in layer 2 mode (ARP / NDP).",
-    printcolumn(name = "IPAddressPools", type_ = "string", json_path = ".spec.ipAddressPools"),
-    printcolumn(name = "IPAddressPool Selectors", type_ = "string", json_path = ".spec.ipAddressPoolSelectors"),
+    printcolumn(
+        name = "IPAddressPools",
+        type_ = "string",
+        json_path = ".spec.ipAddressPools"
+    ),
+    printcolumn(
+        name = "IPAddressPool Selectors",
+        type_ = "string",
+        json_path = ".spec.ipAddressPoolSelectors"
+    ),
     printcolumn(name = "Interfaces", type_ = "string", json_path = ".spec.interfaces"),
-    printcolumn(name = "Node Selectors", type_ = "string", json_path = ".spec.nodeSelectors", priority = 10),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Node Selectors",
+        type_ = "string",
+        json_path = ".spec.nodeSelectors",
+        priority = 10
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct L2AdvertisementSpec {
@@ -142,6 +191,20 @@ pub struct L2AdvertisementSpec {
     /// Services, by label, that this advertisement applies to; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_selectors: Vec<LabelSelector>,
+    /// Soft preferences for the announcing node: matching nodes rank higher, weights of every
+    /// matching term summed. When no preferred node is available any eligible node announces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred_node_selectors: Vec<PreferredNodeSelector>,
+}
+
+/// A weighted soft preference for nodes, as Kubernetes' PreferredSchedulingTerm.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct PreferredNodeSelector {
+    /// 1 to 100; higher ranks matching nodes higher.
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: i32,
+    /// The nodes this preference applies to.
+    pub preference: LabelSelector,
 }
 
 /// Announces Services' addresses as BGP routes to the selected peers.
@@ -155,11 +218,28 @@ pub struct L2AdvertisementSpec {
     shortname = "bgpadv",
     category = "ferrolb",
     doc = "Announces the addresses of the selected pools as BGP routes.",
-    printcolumn(name = "IPAddressPools", type_ = "string", json_path = ".spec.ipAddressPools"),
-    printcolumn(name = "IPAddressPool Selectors", type_ = "string", json_path = ".spec.ipAddressPoolSelectors"),
+    printcolumn(
+        name = "IPAddressPools",
+        type_ = "string",
+        json_path = ".spec.ipAddressPools"
+    ),
+    printcolumn(
+        name = "IPAddressPool Selectors",
+        type_ = "string",
+        json_path = ".spec.ipAddressPoolSelectors"
+    ),
     printcolumn(name = "Peers", type_ = "string", json_path = ".spec.peers"),
-    printcolumn(name = "Node Selectors", type_ = "string", json_path = ".spec.nodeSelectors", priority = 10),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Node Selectors",
+        type_ = "string",
+        json_path = ".spec.nodeSelectors",
+        priority = 10
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BGPAdvertisementSpec {
@@ -168,7 +248,11 @@ pub struct BGPAdvertisementSpec {
     #[schemars(range(min = 0, max = 32))]
     pub aggregation_length: Option<i32>,
     /// Prefix length of the IPv6 routes announced (default 128).
-    #[serde(default, rename = "aggregationLengthV6", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "aggregationLengthV6",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 0, max = 128))]
     pub aggregation_length_v6: Option<i32>,
     /// LOCAL_PREF sent to iBGP peers.
@@ -219,10 +303,23 @@ pub enum DynamicAsn {
     printcolumn(name = "Address", type_ = "string", json_path = ".spec.peerAddress"),
     printcolumn(name = "ASN", type_ = "integer", json_path = ".spec.myASN"),
     printcolumn(name = "Peer ASN", type_ = "string", json_path = ".spec.peerASN"),
-    printcolumn(name = "Dynamic ASN", type_ = "string", json_path = ".spec.dynamicASN", priority = 1),
+    printcolumn(
+        name = "Dynamic ASN",
+        type_ = "string",
+        json_path = ".spec.dynamicASN",
+        priority = 1
+    ),
     printcolumn(name = "BFD Profile", type_ = "string", json_path = ".spec.bfdProfile"),
-    printcolumn(name = "Multi Hops", type_ = "boolean", json_path = ".spec.ebgpMultiHop"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Multi Hops",
+        type_ = "boolean",
+        json_path = ".spec.ebgpMultiHop"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("!(has(self.peerASN) && has(self.dynamicASN))").message("peerASN and dynamicASN are mutually exclusive"),
@@ -237,11 +334,24 @@ pub struct BGPPeerSpec {
     /// The peer's AS number. Exactly one of peerASN and dynamicASN must be set.
     #[serde(default, rename = "peerASN", skip_serializing_if = "Option::is_none")]
     pub peer_asn: Option<u32>,
+    /// The AS number presented to this peer instead of myASN (FRR's `local-as`).
+    #[serde(default, rename = "localASN", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub local_asn: Option<u32>,
     /// Accept whatever AS the peer announces, as long as it is internal or external as given.
-    #[serde(default, rename = "dynamicASN", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "dynamicASN",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dynamic_asn: Option<DynamicAsn>,
     /// The peer's address.
+    #[serde(default)]
     pub peer_address: String,
+    /// Node interface for unnumbered BGP (MetalLB field; not supported by FerroLB yet, and
+    /// reported as such).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     /// Our source address for the session; by default the kernel's choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_address: Option<String>,
@@ -285,6 +395,9 @@ pub struct BGPPeerSpec {
     /// Accepted for compatibility with MetalLB; FerroLB always negotiates multiprotocol.
     #[serde(default, rename = "disableMP", skip_serializing_if = "is_false")]
     pub disable_mp: bool,
+    /// Accepted for compatibility with MetalLB; FerroLB always offers both address families.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dual_stack_address_family: bool,
 }
 
 /// Timers and mode of the BFD sessions of the BGPPeers that name this profile.
@@ -298,11 +411,31 @@ pub struct BGPPeerSpec {
     shortname = "bfdp",
     category = "ferrolb",
     doc = "Timers and mode of BFD sessions.",
-    printcolumn(name = "Passive Mode", type_ = "boolean", json_path = ".spec.passiveMode"),
-    printcolumn(name = "Transmit Interval", type_ = "integer", json_path = ".spec.transmitInterval"),
-    printcolumn(name = "Receive Interval", type_ = "integer", json_path = ".spec.receiveInterval"),
-    printcolumn(name = "Multiplier", type_ = "integer", json_path = ".spec.detectMultiplier"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Passive Mode",
+        type_ = "boolean",
+        json_path = ".spec.passiveMode"
+    ),
+    printcolumn(
+        name = "Transmit Interval",
+        type_ = "integer",
+        json_path = ".spec.transmitInterval"
+    ),
+    printcolumn(
+        name = "Receive Interval",
+        type_ = "integer",
+        json_path = ".spec.receiveInterval"
+    ),
+    printcolumn(
+        name = "Multiplier",
+        type_ = "integer",
+        json_path = ".spec.detectMultiplier"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BFDProfileSpec {
@@ -345,7 +478,11 @@ pub struct BFDProfileSpec {
     shortname = "bgpcomm",
     category = "ferrolb",
     doc = "Named BGP communities for use in BGPAdvertisements.",
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CommunitySpec {
@@ -376,9 +513,21 @@ pub struct CommunityAlias {
     category = "ferrolb",
     doc = "The node that announces a Service in layer 2 mode.",
     printcolumn(name = "Allocated Node", type_ = "string", json_path = ".status.node"),
-    printcolumn(name = "Service Name", type_ = "string", json_path = ".status.serviceName"),
-    printcolumn(name = "Service Namespace", type_ = "string", json_path = ".status.serviceNamespace"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Service Name",
+        type_ = "string",
+        json_path = ".status.serviceName"
+    ),
+    printcolumn(
+        name = "Service Namespace",
+        type_ = "string",
+        json_path = ".status.serviceNamespace"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 pub struct ServiceL2StatusSpec {}
 
@@ -415,9 +564,21 @@ pub struct InterfaceInfo {
     category = "ferrolb",
     doc = "The peers a node announces a Service to.",
     printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
-    printcolumn(name = "Service Name", type_ = "string", json_path = ".status.serviceName"),
-    printcolumn(name = "Service Namespace", type_ = "string", json_path = ".status.serviceNamespace"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Service Name",
+        type_ = "string",
+        json_path = ".status.serviceName"
+    ),
+    printcolumn(
+        name = "Service Namespace",
+        type_ = "string",
+        json_path = ".status.serviceNamespace"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 pub struct ServiceBGPStatusSpec {}
 
@@ -449,7 +610,11 @@ pub struct ServiceBGPStatusStatus {
     doc = "Whether a FerroLB component accepted the current configuration.",
     printcolumn(name = "Result", type_ = "string", json_path = ".status.result"),
     printcolumn(name = "Errors", type_ = "string", json_path = ".status.errorSummary"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 pub struct ConfigurationStateSpec {}
 
@@ -474,10 +639,55 @@ pub struct ConfigurationStateStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// Kinds whose spec may be left out, as in MetalLB (`kind: L2Advertisement` with no spec
+/// announces every pool). Their CRD defaults `spec` to `{}`, so the API server always returns one.
+pub const KINDS_WITH_OPTIONAL_SPEC: [&str; 7] = [
+    "L2Advertisement",
+    "BGPAdvertisement",
+    "BFDProfile",
+    "Community",
+    "ServiceL2Status",
+    "ServiceBGPStatus",
+    "ConfigurationState",
+];
+
+type Crd =
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// Makes `spec` optional with a `{}` default in the CRD of a kind whose spec fields are all
+/// optional; the derive marks it required.
+fn default_empty_spec(mut crd: Crd) -> Crd {
+    if !KINDS_WITH_OPTIONAL_SPEC.contains(&crd.spec.names.kind.as_str()) {
+        return crd;
+    }
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(required) = schema.required.as_mut() {
+            required.retain(|field| field != "spec");
+            if required.is_empty() {
+                schema.required = None;
+            }
+        }
+        if let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+            spec.default = Some(
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+                    serde_json::json!({}),
+                ),
+            );
+        }
+    }
+    crd
+}
+
 /// Every FerroLB CustomResourceDefinition, in a stable order.
-pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
-{
-    vec![
+pub fn all_crds() -> Vec<Crd> {
+    [
         IPAddressPool::crd(),
         L2Advertisement::crd(),
         BGPAdvertisement::crd(),
@@ -488,6 +698,9 @@ pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiext
         ServiceBGPStatus::crd(),
         ConfigurationState::crd(),
     ]
+    .into_iter()
+    .map(default_empty_spec)
+    .collect()
 }
 
 /// All CRDs as one multi-document YAML stream: what `crdgen` prints and `deploy/crds/` holds.

@@ -6,7 +6,10 @@ use serde_json::Value;
 
 #[test]
 fn committed_crds_match_crdgen() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds/ferrolb.io.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/crds/ferrolb.io.yaml"
+    );
     let committed = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
         committed == all_crds_yaml(),
@@ -40,8 +43,14 @@ fn schema_bounds_match_the_validator() {
     for field in ["receiveInterval", "transmitInterval", "echoInterval"] {
         assert_eq!(bounds("BFDProfile", field), widen(limits::BFD_INTERVAL_MS));
     }
-    assert_eq!(bounds("BFDProfile", "detectMultiplier"), widen(limits::BFD_MULTIPLIER));
-    assert_eq!(bounds("BFDProfile", "minimumTtl"), widen(limits::BFD_MINIMUM_TTL));
+    assert_eq!(
+        bounds("BFDProfile", "detectMultiplier"),
+        widen(limits::BFD_MULTIPLIER)
+    );
+    assert_eq!(
+        bounds("BFDProfile", "minimumTtl"),
+        widen(limits::BFD_MINIMUM_TTL)
+    );
     let widen = |(a, b): (i32, i32)| (i64::from(a), i64::from(b));
     assert_eq!(bounds("BGPPeer", "peerPort"), widen(limits::PEER_PORT));
     assert_eq!(
@@ -61,7 +70,12 @@ fn every_kind_is_in_the_group_with_a_short_name_and_category() {
     for crd in crds {
         assert_eq!(crd.spec.group, ferrolb_crds::GROUP);
         assert_eq!(crd.spec.versions[0].name, ferrolb_crds::VERSION);
-        assert!(crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()));
+        assert!(crd
+            .spec
+            .names
+            .short_names
+            .as_ref()
+            .is_some_and(|s| !s.is_empty()));
         assert_eq!(crd.spec.names.categories, Some(vec!["ferrolb".to_string()]));
     }
 }

@@ -1,0 +1,908 @@
+//! `build`: API objects in, validated [`Config`] or every problem found out.
+
+use crate::addresses::{Family, IpRange};
+use crate::community::Community;
+use crate::error::{ConfigError, Reporter};
+use crate::model::*;
+use ferrolb_crds as crds;
+use ferrolb_crds::limits;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::Selector;
+use kube::ResourceExt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// Everything `build` reads. Objects come from the API (kube mode) or from manifests (file mode
+/// and `validate`); FerroLB objects are expected to live in one namespace, the one the
+/// components watch.
+#[derive(Clone, Debug, Default)]
+pub struct Resources {
+    pub pools: Vec<crds::IPAddressPool>,
+    pub l2_advertisements: Vec<crds::L2Advertisement>,
+    pub bgp_advertisements: Vec<crds::BGPAdvertisement>,
+    pub bgp_peers: Vec<crds::BGPPeer>,
+    pub bfd_profiles: Vec<crds::BFDProfile>,
+    pub communities: Vec<crds::Community>,
+    /// Secrets that BGPPeers' passwordSecret may name.
+    pub secrets: Vec<Secret>,
+}
+
+/// Validates `resources` and builds the model, or returns every problem found, sorted.
+pub fn build(resources: &Resources) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    check_duplicate_names(resources, &mut errors);
+
+    let pools = build_pools(&resources.pools, &mut errors);
+    let aliases = build_aliases(&resources.communities, &mut errors);
+    let bfd_profiles = build_bfd_profiles(&resources.bfd_profiles, &mut errors);
+    let peers = build_peers(resources, &bfd_profiles, &mut errors);
+
+    let mut l2_advertisements = BTreeMap::new();
+    for adv in &resources.l2_advertisements {
+        let name = adv.name_any();
+        let mut r = Reporter::new("L2Advertisement", &name, &mut errors);
+        let spec = &adv.spec;
+        let pools = resolve_pools(
+            &spec.ip_address_pools,
+            &spec.ip_address_pool_selectors,
+            &pools,
+            &mut r,
+        );
+        let node_selectors = selectors(&spec.node_selectors, "spec.nodeSelectors", &mut r);
+        let service_selectors = selectors(&spec.service_selectors, "spec.serviceSelectors", &mut r);
+        for (i, interface) in spec.interfaces.iter().enumerate() {
+            if let Err(why) = check_interface_name(interface) {
+                r.error(format!("spec.interfaces[{i}]"), why);
+            }
+        }
+        let mut preferred_nodes = Vec::new();
+        for (i, term) in spec.preferred_node_selectors.iter().enumerate() {
+            let field = format!("spec.preferredNodeSelectors[{i}]");
+            if !(1..=100).contains(&term.weight) {
+                r.error(
+                    format!("{field}.weight"),
+                    format!("{} is out of range 1..=100", term.weight),
+                );
+                continue;
+            }
+            match selector_of(&term.preference) {
+                Ok(s) => preferred_nodes.push((term.weight as u32, s)),
+                Err(why) => r.error(format!("{field}.preference"), why),
+            }
+        }
+        l2_advertisements.insert(
+            name.clone(),
+            L2Advertisement {
+                name,
+                pools,
+                node_selectors,
+                interfaces: spec.interfaces.clone(),
+                service_selectors,
+                preferred_nodes,
+            },
+        );
+    }
+
+    // Advertisements may name a peer that is itself invalid; that peer reports its own errors.
+    let peer_names: BTreeSet<String> = resources.bgp_peers.iter().map(|p| p.name_any()).collect();
+    let mut bgp_advertisements = BTreeMap::new();
+    for adv in &resources.bgp_advertisements {
+        let name = adv.name_any();
+        let mut r = Reporter::new("BGPAdvertisement", &name, &mut errors);
+        if let Some(built) = build_bgp_advertisement(adv, &pools, &peer_names, &aliases, &mut r) {
+            bgp_advertisements.insert(name, built);
+        }
+    }
+
+    if errors.is_empty() {
+        Ok(Config {
+            pools,
+            l2_advertisements,
+            bgp_advertisements,
+            peers,
+            bfd_profiles,
+        })
+    } else {
+        errors.sort();
+        errors.dedup();
+        Err(errors)
+    }
+}
+
+fn check_duplicate_names(resources: &Resources, errors: &mut Vec<ConfigError>) {
+    fn check(kind: &str, names: impl Iterator<Item = String>, errors: &mut Vec<ConfigError>) {
+        let mut seen = BTreeSet::new();
+        for name in names {
+            if name.is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{kind}/<unnamed>"),
+                    "metadata.name",
+                    "is required",
+                ));
+            } else if !seen.insert(name.clone()) {
+                errors.push(ConfigError::new(
+                    format!("{kind}/{name}"),
+                    "metadata.name",
+                    "defined more than once",
+                ));
+            }
+        }
+    }
+    check(
+        "IPAddressPool",
+        resources.pools.iter().map(|o| o.name_any()),
+        errors,
+    );
+    check(
+        "L2Advertisement",
+        resources.l2_advertisements.iter().map(|o| o.name_any()),
+        errors,
+    );
+    check(
+        "BGPAdvertisement",
+        resources.bgp_advertisements.iter().map(|o| o.name_any()),
+        errors,
+    );
+    check(
+        "BGPPeer",
+        resources.bgp_peers.iter().map(|o| o.name_any()),
+        errors,
+    );
+    check(
+        "BFDProfile",
+        resources.bfd_profiles.iter().map(|o| o.name_any()),
+        errors,
+    );
+    check(
+        "Community",
+        resources.communities.iter().map(|o| o.name_any()),
+        errors,
+    );
+}
+
+fn selectors(list: &[LabelSelector], field: &str, r: &mut Reporter<'_>) -> SelectorSet {
+    let mut out = Vec::new();
+    for (i, selector) in list.iter().enumerate() {
+        match selector_of(selector) {
+            Ok(s) => out.push(s),
+            Err(why) => r.error(format!("{field}[{i}]"), why),
+        }
+    }
+    SelectorSet(out)
+}
+
+/// Converts and checks one label selector (operators, values present where needed).
+pub(crate) fn selector_of(selector: &LabelSelector) -> Result<Selector, String> {
+    for (j, expr) in selector.match_expressions.iter().flatten().enumerate() {
+        let has_values = expr.values.as_ref().is_some_and(|v| !v.is_empty());
+        match expr.operator.as_str() {
+            "In" | "NotIn" if !has_values => {
+                return Err(format!(
+                    "matchExpressions[{j}]: operator {} needs at least one value",
+                    expr.operator
+                ))
+            }
+            "Exists" | "DoesNotExist" if has_values => {
+                return Err(format!(
+                    "matchExpressions[{j}]: operator {} takes no values",
+                    expr.operator
+                ))
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => {
+                return Err(format!(
+                    "matchExpressions[{j}]: unknown operator {other:?} (In, NotIn, Exists, DoesNotExist)"
+                ))
+            }
+        }
+    }
+    Selector::try_from(selector.clone()).map_err(|e| e.to_string())
+}
+
+fn labels_of(meta: &kube::core::ObjectMeta) -> Labels {
+    meta.labels.clone().unwrap_or_default()
+}
+
+fn build_pools(
+    objects: &[crds::IPAddressPool],
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Pool> {
+    // Every parsed range, for the overlap check across and within pools.
+    let mut all: Vec<(IpRange, String, usize)> = Vec::new();
+    let mut pools = BTreeMap::new();
+    for obj in objects {
+        let name = obj.name_any();
+        let mut r = Reporter::new("IPAddressPool", &name, errors);
+        let spec = &obj.spec;
+        if spec.addresses.is_empty() {
+            r.error("spec.addresses", "at least one address range is required");
+        }
+        let mut ranges = Vec::new();
+        for (i, text) in spec.addresses.iter().enumerate() {
+            match IpRange::parse(text) {
+                Ok(range) => {
+                    all.push((range, name.clone(), i));
+                    ranges.push(range);
+                }
+                Err(e) => r.error(format!("spec.addresses[{i}]"), e.to_string()),
+            }
+        }
+        ranges.sort();
+        let allocation = spec.service_allocation.as_ref().map(|a| {
+            let priority = match a.priority {
+                Some(p) if p < 0 => {
+                    r.error(
+                        "spec.serviceAllocation.priority",
+                        format!("{p} is negative"),
+                    );
+                    None
+                }
+                Some(0) | None => None,
+                Some(p) => Some(p as u32),
+            };
+            for (i, ns) in a.namespaces.iter().enumerate() {
+                if ns.is_empty() {
+                    r.error(
+                        format!("spec.serviceAllocation.namespaces[{i}]"),
+                        "is empty",
+                    );
+                }
+            }
+            PoolAllocation {
+                priority,
+                namespaces: a.namespaces.iter().cloned().collect(),
+                namespace_selectors: selectors(
+                    &a.namespace_selectors,
+                    "spec.serviceAllocation.namespaceSelectors",
+                    &mut r,
+                ),
+                service_selectors: selectors(
+                    &a.service_selectors,
+                    "spec.serviceAllocation.serviceSelectors",
+                    &mut r,
+                ),
+            }
+        });
+        pools.insert(
+            name.clone(),
+            Pool {
+                name,
+                labels: labels_of(&obj.metadata),
+                ranges,
+                auto_assign: spec.auto_assign,
+                avoid_buggy_ips: spec.avoid_buggy_ips,
+                allocation,
+            },
+        );
+    }
+
+    // Sweep the ranges in address order; each range is compared with the one reaching furthest
+    // so far, which finds every range that overlaps an earlier one.
+    all.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+    let mut reach: Option<&(IpRange, String, usize)> = None;
+    for item in &all {
+        if let Some(prev) = reach {
+            if prev.0.overlaps(&item.0) {
+                let (range, pool, i) = item;
+                let where_ = if prev.1 == *pool {
+                    format!("spec.addresses[{}] of the same pool", prev.2)
+                } else {
+                    format!("IPAddressPool/{} spec.addresses[{}]", prev.1, prev.2)
+                };
+                errors.push(ConfigError::new(
+                    format!("IPAddressPool/{pool}"),
+                    format!("spec.addresses[{i}]"),
+                    format!(
+                        "{range} overlaps {} ({where_}); pools must not overlap",
+                        prev.0
+                    ),
+                ));
+            }
+            if prev.0.family() != item.0.family() || item.0.end() > prev.0.end() {
+                reach = Some(item);
+            }
+        } else {
+            reach = Some(item);
+        }
+    }
+    pools
+}
+
+fn build_aliases(
+    objects: &[crds::Community],
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Community> {
+    let mut aliases = BTreeMap::new();
+    let mut owner: HashMap<String, String> = HashMap::new();
+    for obj in objects {
+        let name = obj.name_any();
+        let mut r = Reporter::new("Community", &name, errors);
+        for (i, alias) in obj.spec.communities.iter().enumerate() {
+            if alias.name.trim().is_empty() {
+                r.error(format!("spec.communities[{i}].name"), "is empty");
+                continue;
+            }
+            if Community::looks_literal(&alias.name) {
+                r.error(
+                    format!("spec.communities[{i}].name"),
+                    format!("{:?} looks like a community value, not a name", alias.name),
+                );
+            }
+            match alias.value.parse::<Community>() {
+                Ok(value) => {
+                    if let Some(first) = owner.get(&alias.name) {
+                        r.error(
+                            format!("spec.communities[{i}].name"),
+                            format!(
+                                "alias {:?} is already defined in Community/{first}",
+                                alias.name
+                            ),
+                        );
+                    } else {
+                        owner.insert(alias.name.clone(), name.clone());
+                        aliases.insert(alias.name.clone(), value);
+                    }
+                }
+                Err(e) => r.error(format!("spec.communities[{i}].value"), e.to_string()),
+            }
+        }
+    }
+    aliases
+}
+
+fn check_range(value: Option<u32>, (min, max): (u32, u32), field: &str, r: &mut Reporter<'_>) {
+    if let Some(v) = value {
+        if !(min..=max).contains(&v) {
+            r.error(field, format!("{v} is out of range {min}..={max}"));
+        }
+    }
+}
+
+fn build_bfd_profiles(
+    objects: &[crds::BFDProfile],
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, BfdProfile> {
+    let mut out = BTreeMap::new();
+    for obj in objects {
+        let name = obj.name_any();
+        let mut r = Reporter::new("BFDProfile", &name, errors);
+        let s = &obj.spec;
+        check_range(
+            s.receive_interval,
+            limits::BFD_INTERVAL_MS,
+            "spec.receiveInterval",
+            &mut r,
+        );
+        check_range(
+            s.transmit_interval,
+            limits::BFD_INTERVAL_MS,
+            "spec.transmitInterval",
+            &mut r,
+        );
+        check_range(
+            s.echo_interval,
+            limits::BFD_INTERVAL_MS,
+            "spec.echoInterval",
+            &mut r,
+        );
+        check_range(
+            s.detect_multiplier,
+            limits::BFD_MULTIPLIER,
+            "spec.detectMultiplier",
+            &mut r,
+        );
+        check_range(
+            s.minimum_ttl,
+            limits::BFD_MINIMUM_TTL,
+            "spec.minimumTtl",
+            &mut r,
+        );
+        out.insert(
+            name.clone(),
+            BfdProfile {
+                name,
+                receive_interval_ms: s.receive_interval.unwrap_or(defaults::BFD_INTERVAL_MS),
+                transmit_interval_ms: s.transmit_interval.unwrap_or(defaults::BFD_INTERVAL_MS),
+                detect_multiplier: s.detect_multiplier.unwrap_or(defaults::BFD_MULTIPLIER),
+                echo_interval_ms: s.echo_interval.unwrap_or(defaults::BFD_ECHO_INTERVAL_MS),
+                echo_mode: s.echo_mode.unwrap_or(false),
+                passive_mode: s.passive_mode.unwrap_or(false),
+                minimum_ttl: s.minimum_ttl.unwrap_or(defaults::BFD_MINIMUM_TTL),
+            },
+        );
+    }
+    out
+}
+
+/// Parses a Go-style duration (`90s`, `1m30s`, `500ms`) as MetalLB's metav1.Duration fields take.
+fn duration(text: &Option<String>, field: &str, r: &mut Reporter<'_>) -> Option<Duration> {
+    let text = text.as_ref()?;
+    match text.trim().parse::<kube::core::Duration>() {
+        Ok(d) if d.is_negative() => {
+            r.error(field, format!("{text:?} is negative"));
+            None
+        }
+        Ok(d) => Some(d.into()),
+        Err(_) => {
+            r.error(
+                field,
+                format!("{text:?} is not a duration such as \"90s\", \"1m30s\" or \"500ms\""),
+            );
+            None
+        }
+    }
+}
+
+fn whole_seconds(d: Duration, field: &str, r: &mut Reporter<'_>) {
+    if d.subsec_nanos() != 0 {
+        r.error(
+            field,
+            format!("{d:?} is not a whole number of seconds (BGP timers are in seconds)"),
+        );
+    }
+}
+
+fn build_peers(
+    resources: &Resources,
+    bfd_profiles: &BTreeMap<String, BfdProfile>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Peer> {
+    let mut out = BTreeMap::new();
+    for obj in &resources.bgp_peers {
+        let name = obj.name_any();
+        let mut r = Reporter::new("BGPPeer", &name, errors);
+        let s = &obj.spec;
+        let before = r.count();
+
+        if s.my_asn == 0 {
+            r.error("spec.myASN", "AS 0 is reserved (RFC 7607)");
+        }
+        let peer_asn = match (s.peer_asn, s.dynamic_asn) {
+            (Some(_), Some(_)) => {
+                r.error(
+                    "spec.peerASN",
+                    "peerASN and dynamicASN are mutually exclusive",
+                );
+                None
+            }
+            (None, None) => {
+                r.error("spec.peerASN", "one of peerASN or dynamicASN must be set");
+                None
+            }
+            (Some(0), None) => {
+                r.error("spec.peerASN", "AS 0 is reserved (RFC 7607)");
+                None
+            }
+            (Some(asn), None) => Some(PeerAsn::Fixed(asn)),
+            (None, Some(crds::DynamicAsn::Internal)) => Some(PeerAsn::Internal),
+            (None, Some(crds::DynamicAsn::External)) => Some(PeerAsn::External),
+        };
+
+        if s.local_asn == Some(0) {
+            r.error("spec.localASN", "AS 0 is reserved (RFC 7607)");
+        }
+        if s.interface.is_some() {
+            r.error(
+                "spec.interface",
+                "unnumbered BGP peering is not supported by FerroLB yet; set peerAddress instead",
+            );
+        }
+        let address = match s.peer_address.trim() {
+            "" => {
+                r.error("spec.peerAddress", "is required");
+                None
+            }
+            text => match text.parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    r.error("spec.peerAddress", format!("{text:?} is not an IP address"));
+                    None
+                }
+            },
+        };
+        let source_address =
+            s.source_address
+                .as_ref()
+                .and_then(|text| match text.trim().parse::<IpAddr>() {
+                    Ok(ip) => Some(ip),
+                    Err(_) => {
+                        r.error(
+                            "spec.sourceAddress",
+                            format!("{text:?} is not an IP address"),
+                        );
+                        None
+                    }
+                });
+        if let (Some(a), Some(src)) = (address, source_address) {
+            if a.is_ipv4() != src.is_ipv4() {
+                r.error(
+                    "spec.sourceAddress",
+                    format!("{src} is not of the same family as peerAddress {a}"),
+                );
+            }
+        }
+        let port = match s.peer_port {
+            None => defaults::PEER_PORT,
+            Some(p) if (limits::PEER_PORT.0..=limits::PEER_PORT.1).contains(&p) => p as u16,
+            Some(p) => {
+                r.error(
+                    "spec.peerPort",
+                    format!(
+                        "{p} is out of range {}..={}",
+                        limits::PEER_PORT.0,
+                        limits::PEER_PORT.1
+                    ),
+                );
+                defaults::PEER_PORT
+            }
+        };
+
+        // Hold and keepalive: MetalLB derives a missing one from the other (x3 or /3).
+        let hold = duration(&s.hold_time, "spec.holdTime", &mut r);
+        let keepalive = duration(&s.keepalive_time, "spec.keepaliveTime", &mut r);
+        if let Some(h) = hold {
+            whole_seconds(h, "spec.holdTime", &mut r);
+            if h > Duration::ZERO && h < Duration::from_secs(3) {
+                r.error(
+                    "spec.holdTime",
+                    format!("{h:?} is invalid: it must be 0 or at least 3s (RFC 4271)"),
+                );
+            }
+            if h > Duration::from_secs(65535) {
+                r.error("spec.holdTime", format!("{h:?} is more than 65535s"));
+            }
+        }
+        if let Some(k) = keepalive {
+            whole_seconds(k, "spec.keepaliveTime", &mut r);
+        }
+        let (hold_time, keepalive_time) = match (hold, keepalive) {
+            (Some(h), Some(k)) => {
+                if k > h {
+                    r.error(
+                        "spec.keepaliveTime",
+                        format!("{k:?} is greater than holdTime {h:?}"),
+                    );
+                }
+                if h.is_zero() != k.is_zero() {
+                    r.error(
+                        "spec.keepaliveTime",
+                        "holdTime and keepaliveTime must both be zero (no keepalives) or both be non-zero",
+                    );
+                }
+                (h, k)
+            }
+            (Some(h), None) => (h, Duration::from_secs(h.as_secs() / 3)),
+            (None, Some(k)) => {
+                let h = k * 3;
+                if k > Duration::ZERO && h < Duration::from_secs(3) {
+                    r.error(
+                        "spec.keepaliveTime",
+                        format!("{k:?} gives a hold time under 3s"),
+                    );
+                }
+                (h, k)
+            }
+            (None, None) => (defaults::HOLD_TIME, defaults::HOLD_TIME / 3),
+        };
+        let connect_time =
+            duration(&s.connect_time, "spec.connectTime", &mut r).unwrap_or(defaults::CONNECT_TIME);
+        if s.connect_time.is_some()
+            && !(Duration::from_secs(1)..=Duration::from_secs(65535)).contains(&connect_time)
+        {
+            r.error(
+                "spec.connectTime",
+                format!("{connect_time:?} is out of range 1s..=65535s"),
+            );
+        }
+
+        let router_id =
+            s.router_id
+                .as_ref()
+                .and_then(|text| match text.trim().parse::<Ipv4Addr>() {
+                    Ok(id) if id.is_unspecified() => {
+                        r.error("spec.routerID", "0.0.0.0 is not a valid BGP identifier");
+                        None
+                    }
+                    Ok(id) => Some(id),
+                    Err(_) => {
+                        r.error(
+                            "spec.routerID",
+                            format!(
+                                "{text:?} is not an IPv4 address (a BGP identifier is 4 octets)"
+                            ),
+                        );
+                        None
+                    }
+                });
+        let node_selectors = selectors(&s.node_selectors, "spec.nodeSelectors", &mut r);
+
+        let password = match (&s.password, &s.password_secret) {
+            (Some(_), Some(_)) => {
+                r.error(
+                    "spec.passwordSecret",
+                    "password and passwordSecret are mutually exclusive",
+                );
+                None
+            }
+            (Some(p), None) if p.len() > 80 => {
+                r.error(
+                    "spec.password",
+                    "is longer than 80 bytes, the TCP MD5 key limit",
+                );
+                None
+            }
+            (Some(p), None) => Some(Password(p.clone())),
+            (None, Some(reference)) => secret_password(reference, obj, &resources.secrets, &mut r),
+            (None, None) => None,
+        };
+
+        if let Some(profile) = &s.bfd_profile {
+            if !bfd_profiles.contains_key(profile) {
+                r.error(
+                    "spec.bfdProfile",
+                    format!("BFDProfile/{profile} does not exist"),
+                );
+            }
+        }
+        if s.ebgp_multi_hop {
+            let internal = match peer_asn {
+                Some(PeerAsn::Fixed(asn)) => asn == s.local_asn.unwrap_or(s.my_asn),
+                Some(PeerAsn::Internal) => true,
+                _ => false,
+            };
+            if internal {
+                r.error(
+                    "spec.ebgpMultiHop",
+                    "is only valid for eBGP peers; this peer is iBGP",
+                );
+            }
+        }
+        if let Some(vrf) = &s.vrf {
+            if let Err(why) = check_interface_name(vrf) {
+                r.error("spec.vrf", why);
+            }
+        }
+
+        if r.count() == before {
+            if let (Some(peer_asn), Some(address)) = (peer_asn, address) {
+                out.insert(
+                    name.clone(),
+                    Peer {
+                        name,
+                        my_asn: s.my_asn,
+                        local_asn: s.local_asn.filter(|asn| *asn != s.my_asn),
+                        peer_asn,
+                        address,
+                        source_address,
+                        port,
+                        hold_time,
+                        keepalive_time,
+                        connect_time,
+                        router_id,
+                        node_selectors,
+                        password,
+                        bfd_profile: s.bfd_profile.clone(),
+                        graceful_restart: s.enable_graceful_restart,
+                        ebgp_multihop: s.ebgp_multi_hop,
+                        vrf: s.vrf.clone(),
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
+fn secret_password(
+    reference: &k8s_openapi::api::core::v1::SecretReference,
+    peer: &crds::BGPPeer,
+    secrets: &[Secret],
+    r: &mut Reporter<'_>,
+) -> Option<Password> {
+    let Some(name) = reference.name.as_deref().filter(|n| !n.is_empty()) else {
+        r.error("spec.passwordSecret.name", "is required");
+        return None;
+    };
+    // Like a Pod's secret reference, the namespace defaults to the referring object's.
+    let namespace = reference
+        .namespace
+        .clone()
+        .or_else(|| peer.namespace())
+        .unwrap_or_default();
+    // A Secret read from a manifest without a namespace matches any namespace.
+    let found = secrets.iter().find(|s| {
+        s.name_any() == name
+            && s.namespace()
+                .is_none_or(|ns| namespace.is_empty() || ns == namespace)
+    });
+    let Some(secret) = found else {
+        r.error(
+            "spec.passwordSecret",
+            format!("Secret {namespace}/{name} does not exist"),
+        );
+        return None;
+    };
+    if secret.type_.as_deref() != Some("kubernetes.io/basic-auth") {
+        r.error(
+            "spec.passwordSecret",
+            format!(
+                "Secret {namespace}/{name} has type {:?}; it must be kubernetes.io/basic-auth",
+                secret.type_.as_deref().unwrap_or("Opaque")
+            ),
+        );
+        return None;
+    }
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("password"))
+        .map(|b| String::from_utf8(b.0.clone()));
+    let from_string_data = secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get("password"))
+        .cloned();
+    match (from_data, from_string_data) {
+        (Some(Ok(p)), _) | (None, Some(p)) if !p.is_empty() && p.len() <= 80 => Some(Password(p)),
+        (Some(Ok(p)), _) | (None, Some(p)) if p.len() > 80 => {
+            r.error(
+                "spec.passwordSecret",
+                format!("Secret {namespace}/{name}: password is longer than 80 bytes, the TCP MD5 key limit"),
+            );
+            None
+        }
+        (Some(Err(_)), _) => {
+            r.error(
+                "spec.passwordSecret",
+                format!("Secret {namespace}/{name}: password is not UTF-8"),
+            );
+            None
+        }
+        _ => {
+            r.error(
+                "spec.passwordSecret",
+                format!("Secret {namespace}/{name} has no non-empty key \"password\""),
+            );
+            None
+        }
+    }
+}
+
+/// Interface and VRF names as Linux accepts them.
+fn check_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!("{name:?} is not an interface name (1 to 15 bytes)"));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+        || name == "."
+        || name == ".."
+    {
+        return Err(format!("{name:?} is not an interface name"));
+    }
+    Ok(())
+}
+
+/// Pool names from an explicit list plus label selectors; neither given means every pool.
+fn resolve_pools(
+    names: &[String],
+    pool_selectors: &[LabelSelector],
+    pools: &BTreeMap<String, Pool>,
+    r: &mut Reporter<'_>,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, name) in names.iter().enumerate() {
+        if pools.contains_key(name) {
+            out.insert(name.clone());
+        } else {
+            r.error(
+                format!("spec.ipAddressPools[{i}]"),
+                format!("IPAddressPool/{name} does not exist"),
+            );
+        }
+    }
+    let sel = selectors(pool_selectors, "spec.ipAddressPoolSelectors", r);
+    if !sel.is_empty() {
+        out.extend(
+            pools
+                .values()
+                .filter(|p| sel.matches(&p.labels))
+                .map(|p| p.name.clone()),
+        );
+    }
+    if names.is_empty() && pool_selectors.is_empty() {
+        out.extend(pools.keys().cloned());
+    }
+    out
+}
+
+fn build_bgp_advertisement(
+    adv: &crds::BGPAdvertisement,
+    pools: &BTreeMap<String, Pool>,
+    peer_names: &BTreeSet<String>,
+    aliases: &BTreeMap<String, Community>,
+    r: &mut Reporter<'_>,
+) -> Option<BgpAdvertisement> {
+    let s = &adv.spec;
+    let selected = resolve_pools(&s.ip_address_pools, &s.ip_address_pool_selectors, pools, r);
+    let mut lengths = [(Family::V4, 32u8), (Family::V6, 128u8)];
+    for ((family, length), (field, value, (min, max))) in lengths.iter_mut().zip([
+        (
+            "spec.aggregationLength",
+            s.aggregation_length,
+            limits::AGGREGATION_LENGTH_V4,
+        ),
+        (
+            "spec.aggregationLengthV6",
+            s.aggregation_length_v6,
+            limits::AGGREGATION_LENGTH_V6,
+        ),
+    ]) {
+        let Some(v) = value else { continue };
+        if !(min..=max).contains(&v) {
+            r.error(field, format!("{v} is out of range {min}..={max}"));
+            continue;
+        }
+        *length = v as u8;
+        // A route shorter than a pool's own blocks would announce addresses outside the pool.
+        for pool in selected.iter().filter_map(|n| pools.get(n)) {
+            for range in pool.ranges.iter().filter(|rg| rg.family() == *family) {
+                let needed = range.most_specific_prefix();
+                if *length < needed {
+                    r.error(
+                        field,
+                        format!(
+                            "{v} is shorter than /{needed}, the most specific block of {range} in IPAddressPool/{}; \
+                             routes would cover addresses outside the pool",
+                            pool.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let mut communities = BTreeSet::new();
+    for (i, text) in s.communities.iter().enumerate() {
+        if let Some(c) = aliases.get(text) {
+            communities.insert(*c);
+        } else if Community::looks_literal(text) {
+            match text.parse::<Community>() {
+                Ok(c) => {
+                    communities.insert(c);
+                }
+                Err(e) => r.error(format!("spec.communities[{i}]"), e.to_string()),
+            }
+        } else {
+            r.error(
+                format!("spec.communities[{i}]"),
+                format!(
+                    "{text:?} is not a community value and no Community object defines that alias"
+                ),
+            );
+        }
+    }
+    for (i, peer) in s.peers.iter().enumerate() {
+        if !peer_names.contains(peer) {
+            r.error(
+                format!("spec.peers[{i}]"),
+                format!("BGPPeer/{peer} does not exist"),
+            );
+        }
+    }
+    let node_selectors = selectors(&s.node_selectors, "spec.nodeSelectors", r);
+    let service_selectors = selectors(&s.service_selectors, "spec.serviceSelectors", r);
+    Some(BgpAdvertisement {
+        name: adv.name_any(),
+        aggregation_length: lengths[0].1,
+        aggregation_length_v6: lengths[1].1,
+        local_pref: s.local_pref,
+        communities,
+        pools: selected,
+        node_selectors,
+        peers: s.peers.iter().cloned().collect(),
+        service_selectors,
+    })
+}
