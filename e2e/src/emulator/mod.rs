@@ -1,1 +1,215 @@
 //! The Kubernetes API emulator (see docs/testing.md).
+//!
+//! An in-memory kube-apiserver stand-in, good enough for kube-rs clients and for running the
+//! real FerroLB controller and speaker against it: generic storage for any resource, watches
+//! with resumption and bookmarks, optimistic concurrency, the status subresource, server-side
+//! apply with field ownership, CRDs with structural-schema validation and CEL rules, and
+//! Service clusterIP allocation. [`harness`] starts it for tests, or uses a real cluster.
+
+mod error;
+mod fields;
+pub mod harness;
+mod http;
+mod patch;
+mod registry;
+mod schema;
+mod selector;
+mod services;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use error::{ApiError, FieldError};
+
+/// How to run an emulator.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Where to listen; port 0 picks a free port. Use loopback, or a documentation address
+    /// inside a test network namespace so other namespaces can reach it.
+    pub listen: SocketAddr,
+    /// Service CIDRs, primary family first (at most one per family).
+    pub service_cidrs: Vec<IpNet>,
+    /// How many events the watch history keeps; watches from before it get 410 Gone.
+    pub history_limit: usize,
+    /// How often a watch with allowWatchBookmarks gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+    /// A watch without timeoutSeconds ends after this long.
+    pub default_watch_timeout: Duration,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            service_cidrs: default_service_cidrs(),
+            history_limit: 10_000,
+            bookmark_interval: Duration::from_secs(1),
+            default_watch_timeout: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// Documentation ranges, so nothing allocated here can clash with a real network.
+pub fn default_service_cidrs() -> Vec<IpNet> {
+    vec![
+        "198.51.100.0/24".parse().expect("valid CIDR"),
+        "2001:db8:5e7::/112".parse().expect("valid CIDR"),
+    ]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("at most one service CIDR per IP family, and at least one: {0:?}")]
+    ServiceCidrs(Vec<IpNet>),
+    #[error("cannot write kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running emulator. Dropping it stops the server.
+#[derive(Debug)]
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<http::Shared>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Binds and starts serving on the current tokio runtime.
+    pub async fn start(config: EmulatorConfig) -> Result<Self, EmulatorError> {
+        let v4 = config
+            .service_cidrs
+            .iter()
+            .filter(|c| matches!(c, IpNet::V4(_)))
+            .count();
+        let v6 = config.service_cidrs.len() - v4;
+        if config.service_cidrs.is_empty() || v4 > 1 || v6 > 1 {
+            return Err(EmulatorError::ServiceCidrs(config.service_cidrs));
+        }
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| EmulatorError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let shared = Arc::new(http::Shared {
+            store: Mutex::new(store::Store::new(
+                config.service_cidrs.clone(),
+                config.history_limit,
+            )),
+            bookmark_interval: config.bookmark_interval,
+            default_watch_timeout: config.default_watch_timeout,
+            shutdown: shutdown_rx.clone(),
+            server_address: addr.to_string(),
+        });
+        let router = axum::Router::new()
+            .fallback(http::handle)
+            .with_state(shared.clone());
+        let mut stop = shutdown_rx;
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "emulator server stopped");
+            }
+        });
+        tracing::info!(%addr, "Kubernetes API emulator listening");
+        Ok(Self {
+            addr,
+            shared,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().resource_version()
+    }
+
+    pub fn kubeconfig_yaml(&self) -> String {
+        kubeconfig_yaml(&self.url())
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), EmulatorError> {
+        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| EmulatorError::Kubeconfig {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// A kube client for this emulator.
+    pub fn client(&self) -> Result<kube::Client, kube::Error> {
+        let config = kube::Config::new(self.url().parse().expect("emulator URL is valid"));
+        kube::Client::try_from(config)
+    }
+
+    /// Stops serving and waits for the server (and its open watches) to finish.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// A kubeconfig pointing at `server` with no credentials (the emulator does no auth).
+pub fn kubeconfig_yaml(server: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: ferrolb-emulator
+  cluster:
+    server: {server}
+contexts:
+- name: ferrolb-emulator
+  context:
+    cluster: ferrolb-emulator
+    user: ferrolb-emulator
+    namespace: default
+current-context: ferrolb-emulator
+users:
+- name: ferrolb-emulator
+  user: {{}}
+"
+    )
+}
