@@ -2,3 +2,4 @@
 
 pub mod fsm;
 pub mod packet;
+pub mod rib_out;
