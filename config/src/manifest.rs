@@ -288,7 +288,7 @@ fn typed<T: DeserializeOwned>(
     let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(&path));
     let deserializer = serde_ignored::Deserializer::new(value, &mut record);
     let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
-    let mut ok = true;
+    // An object with unknown fields is still kept, so its other fields are checked too.
     for path in unknown {
         // The kube-derived types check apiVersion and kind without storing them; `status` of
         // objects FerroLB writes may appear in a manifest and is not configuration.
@@ -300,11 +300,9 @@ fn typed<T: DeserializeOwned>(
             path,
             "unknown field (misspelt? the API server would silently drop it)",
         ));
-        ok = false;
     }
     match result {
-        Ok(v) if ok => Some(v),
-        Ok(_) => None,
+        Ok(v) => Some(v),
         Err(e) => {
             let field = typed_path(e.path());
             errors.push(ConfigError::new(object, field, e.into_inner().to_string()));

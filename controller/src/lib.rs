@@ -1,1 +1,5 @@
-//! ferrolb-controller
+//! FerroLB controller: the allocator and the reconcile loop, and the offline commands that run
+//! the same code on manifests (`validate`, `plan`).
+
+pub mod manifests;
+pub mod validate;

@@ -1,0 +1,125 @@
+//! `ferrolb-controller validate` as a user runs it: exit codes, one line per problem, a summary.
+
+use std::path::Path;
+use std::process::Command;
+
+fn validate(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
+        .arg("validate")
+        .args(args)
+        .output()
+        .expect("run ferrolb-controller");
+    assert!(
+        out.stderr.is_empty() || out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().expect("exited, not killed"),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+fn examples() -> String {
+    format!("{}/../examples", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_examples_are_valid() {
+    for file in ["l2.yaml", "bgp.yaml"] {
+        let path = format!("{}/{file}", examples());
+        let (code, out) = validate(&["-f", &path]);
+        assert_eq!(code, 0, "{file}: {out}");
+        assert!(out.starts_with("valid; read "), "{out}");
+    }
+    let (code, out) = validate(&["-f", &examples()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 1);
+}
+
+#[test]
+fn problems_are_printed_one_per_line_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: a}\nspec:\n  adresses: [192.0.2.0/24]\n  addresses: [192.0.2.0/33]\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: p}\nspec: {myASN: 64500, peerASN: 64501, dynamicASN: external, peerAddress: 192.0.2.1, holdTime: 2s}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("ignored.txt"),
+        "not read: not a manifest extension",
+    )
+    .unwrap();
+    let (code, out) = validate(&["-f", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "IPAddressPool/a: spec.adresses: unknown field (misspelt? the API server would silently drop it)",
+            "BGPPeer/p: spec.holdTime: 2s is invalid: it must be 0 or at least 3s (RFC 4271)",
+            "BGPPeer/p: spec.peerASN: peerASN and dynamicASN are mutually exclusive",
+            "IPAddressPool/a: spec.addresses[0]: \"192.0.2.0/33\" is not a valid CIDR: invalid IP address syntax",
+            "invalid: 4 problems; read 1 IPAddressPool, 1 BGPPeer",
+        ]
+    );
+}
+
+#[test]
+fn services_are_checked_against_the_pools() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: a}\nspec: {addresses: [192.0.2.0/28]}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  namespace: app\n  annotations: {metallb.universe.tf/address-pool: b, metallb.io/loadBalancerIPs: 198.51.100.1}\nspec: {type: LoadBalancer}\n",
+    )
+    .unwrap();
+    let (code, out) = validate(&["-f", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "Service/app/s: metadata.annotations[ferrolb.io/address-pool]: IPAddressPool/b does not exist",
+            "Service/app/s: metadata.annotations[ferrolb.io/loadBalancerIPs]: 198.51.100.1 is in no IPAddressPool",
+            "invalid: 2 problems; read 1 IPAddressPool, 1 Service",
+        ]
+    );
+}
+
+#[test]
+fn unreadable_paths_and_garbage_are_problems_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.yaml");
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&garbage, bytes).unwrap();
+    let missing = dir.path().join("missing.yaml");
+    let (code, out) = validate(&[
+        "-f",
+        garbage.to_str().unwrap(),
+        "-f",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("garbage.yaml: not UTF-8 text"), "{out}");
+    assert!(out.contains("missing.yaml: cannot read"), "{out}");
+    assert!(Path::new(&garbage).exists());
+}
+
+#[test]
+fn recursive_reads_subdirectories_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(
+        dir.path().join("sub/pool.yaml"),
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: a}\nspec: {addresses: [192.0.2.0/28]}\n",
+    )
+    .unwrap();
+    let root = dir.path().to_str().unwrap();
+    assert_eq!(validate(&["-f", root]).1, "valid; read no objects\n");
+    assert_eq!(
+        validate(&["-R", "-f", root]).1,
+        "valid; read 1 IPAddressPool\n"
+    );
+}
