@@ -130,6 +130,64 @@ pub fn service_request(svc: &Service) -> Result<ServiceRequest, Vec<ConfigError>
     }
 }
 
+/// Checks what Services ask of the configuration that `validate` can judge without allocating:
+/// annotations readable, the named pool existing, requested addresses inside some pool.
+pub fn check_services(config: &crate::Config, services: &[Service]) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for svc in services {
+        let request = match service_request(svc) {
+            Ok(r) => r,
+            Err(mut e) => {
+                errors.append(&mut e);
+                continue;
+            }
+        };
+        let id = service_id(svc);
+        if let Some(pool) = &request.pool {
+            if !config.pools.contains_key(pool) {
+                errors.push(ConfigError::new(
+                    &id,
+                    format!("metadata.annotations[{}]", annotations::ADDRESS_POOL),
+                    format!("IPAddressPool/{pool} does not exist"),
+                ));
+            }
+        }
+        for ip in &request.requested_ips {
+            match config.pool_of(*ip) {
+                None => errors.push(ConfigError::new(
+                    &id,
+                    requested_field(svc),
+                    format!("{ip} is in no IPAddressPool"),
+                )),
+                Some(p) if request.pool.as_ref().is_some_and(|want| want != &p.name) => errors
+                    .push(ConfigError::new(
+                        &id,
+                        requested_field(svc),
+                        format!(
+                            "{ip} is in IPAddressPool/{}, not in the pool the Service names",
+                            p.name
+                        ),
+                    )),
+                Some(_) => {}
+            }
+        }
+    }
+    errors
+}
+
+fn requested_field(svc: &Service) -> String {
+    let from_spec = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_ip.as_deref())
+        .is_some_and(|s| !s.trim().is_empty());
+    if from_spec {
+        "spec.loadBalancerIP".into()
+    } else {
+        format!("metadata.annotations[{}]", annotations::LOAD_BALANCER_IPS)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,63 +288,5 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(r.pool.as_deref(), Some("a"));
-    }
-}
-
-/// Checks what Services ask of the configuration that `validate` can judge without allocating:
-/// annotations readable, the named pool existing, requested addresses inside some pool.
-pub fn check_services(config: &crate::Config, services: &[Service]) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
-    for svc in services {
-        let request = match service_request(svc) {
-            Ok(r) => r,
-            Err(mut e) => {
-                errors.append(&mut e);
-                continue;
-            }
-        };
-        let id = service_id(svc);
-        if let Some(pool) = &request.pool {
-            if !config.pools.contains_key(pool) {
-                errors.push(ConfigError::new(
-                    &id,
-                    format!("metadata.annotations[{}]", annotations::ADDRESS_POOL),
-                    format!("IPAddressPool/{pool} does not exist"),
-                ));
-            }
-        }
-        for ip in &request.requested_ips {
-            match config.pool_of(*ip) {
-                None => errors.push(ConfigError::new(
-                    &id,
-                    requested_field(svc),
-                    format!("{ip} is in no IPAddressPool"),
-                )),
-                Some(p) if request.pool.as_ref().is_some_and(|want| want != &p.name) => errors
-                    .push(ConfigError::new(
-                        &id,
-                        requested_field(svc),
-                        format!(
-                            "{ip} is in IPAddressPool/{}, not in the pool the Service names",
-                            p.name
-                        ),
-                    )),
-                Some(_) => {}
-            }
-        }
-    }
-    errors
-}
-
-fn requested_field(svc: &Service) -> String {
-    let from_spec = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.load_balancer_ip.as_deref())
-        .is_some_and(|s| !s.trim().is_empty());
-    if from_spec {
-        "spec.loadBalancerIP".into()
-    } else {
-        format!("metadata.annotations[{}]", annotations::LOAD_BALANCER_IPS)
     }
 }
