@@ -26,6 +26,8 @@ pub struct Shared {
     pub bookmark_interval: Duration,
     pub default_watch_timeout: Duration,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Bumped to end every open watch (clients then resume from their resourceVersion).
+    pub disconnect: tokio::sync::watch::Sender<u64>,
     pub server_address: String,
 }
 
@@ -522,6 +524,7 @@ fn watch(
     let rt = rt.clone();
     let interval = shared.bookmark_interval;
     let mut shutdown = shared.shutdown.clone();
+    let mut disconnect = shared.disconnect.subscribe();
     tokio::spawn(async move {
         for l in first {
             if tx.send(l).await.is_err() {
@@ -540,7 +543,10 @@ fn watch(
             bookmarks,
             interval,
             timeout,
-            &mut shutdown,
+            Stops {
+                shutdown: &mut shutdown,
+                disconnect: &mut disconnect,
+            },
         )
         .await;
     });
@@ -561,6 +567,12 @@ fn watch(
     Ok(response)
 }
 
+/// What ends a watch early: server shutdown, or a test asking to drop all watches.
+struct Stops<'a> {
+    shutdown: &'a mut tokio::sync::watch::Receiver<bool>,
+    disconnect: &'a mut tokio::sync::watch::Receiver<u64>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn pump(
     mut receiver: broadcast::Receiver<Arc<EventRecord>>,
@@ -571,7 +583,7 @@ async fn pump(
     bookmarks: bool,
     interval: Duration,
     timeout: Duration,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    stops: Stops<'_>,
 ) {
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -605,7 +617,8 @@ async fn pump(
                 }
             }
             _ = &mut deadline => return,
-            _ = shutdown.changed() => return,
+            _ = stops.shutdown.changed() => return,
+            _ = stops.disconnect.changed() => return,
             _ = tx.closed() => return,
         }
     }

@@ -123,6 +123,7 @@ impl Emulator {
             bookmark_interval: config.bookmark_interval,
             default_watch_timeout: config.default_watch_timeout,
             shutdown: shutdown_rx.clone(),
+            disconnect: tokio::sync::watch::channel(0).0,
             server_address: addr.to_string(),
         });
         let router = axum::Router::new()
@@ -157,6 +158,12 @@ impl Emulator {
     /// The current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.lock().resource_version()
+    }
+
+    /// Ends every open watch stream, as an apiserver restart or a load balancer would.
+    /// Clients resume from their last resourceVersion (and get 410 if it left the history).
+    pub fn disconnect_watches(&self) {
+        self.shared.disconnect.send_modify(|n| *n += 1);
     }
 
     pub fn kubeconfig_yaml(&self) -> String {
