@@ -1,0 +1,160 @@
+//! Peer settings and session events: the vocabulary of the engine's public API.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::fsm::{DownReason, FsmConfig, GracefulRestartConfig};
+use crate::packet::{Family, BGP_PORT};
+
+/// How to reach and talk to one peer. Peers are identified by `address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    /// TCP port of the peer (179).
+    pub port: u16,
+    pub local_asn: u32,
+    pub peer_asn: u32,
+    /// BGP identifier; `None` uses the engine's.
+    pub router_id: Option<Ipv4Addr>,
+    /// Bind outgoing connections to this address.
+    pub source_address: Option<IpAddr>,
+    /// Proposed hold time in seconds (0, or 3 and more).
+    pub hold_time: u16,
+    /// `None`: a third of the negotiated hold time.
+    pub keepalive_time: Option<u16>,
+    pub connect_retry: Duration,
+    /// Only accept connections from the peer, never connect.
+    pub passive: bool,
+    /// TCP MD5 signature key (RFC 2385).
+    pub md5_password: Option<String>,
+    /// eBGP multihop: TTL of our packets (eBGP defaults to 1, iBGP to the system default).
+    pub ebgp_multihop: Option<u8>,
+    /// GTSM (RFC 5082): send with TTL 255 and accept only packets within this many hops.
+    pub gtsm_hops: Option<u8>,
+    pub families: Vec<Family>,
+    /// Advertise RFC 8950 so IPv4 routes can use an IPv6 next hop (IPv6-only sessions).
+    pub extended_next_hop: bool,
+    pub extended_messages: bool,
+    pub graceful_restart: Option<GracefulRestartConfig>,
+    /// Next hops for routes that do not name one; `None`: our address on the session.
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
+    /// RFC 9687; `None`: max(8 minutes, 2 x hold time).
+    pub send_hold_time: Option<Duration>,
+    /// First reconnect delay after a failure, doubled per consecutive failure up to a minute.
+    pub idle_hold: Duration,
+}
+
+impl PeerConfig {
+    /// A peer with the defaults of a load-balancer speaker: active, IPv4 and IPv6 unicast,
+    /// hold 90 s, extended messages, no MD5, no graceful restart.
+    pub fn new(address: IpAddr, local_asn: u32, peer_asn: u32) -> Self {
+        PeerConfig {
+            address,
+            port: BGP_PORT,
+            local_asn,
+            peer_asn,
+            router_id: None,
+            source_address: None,
+            hold_time: 90,
+            keepalive_time: None,
+            connect_retry: Duration::from_secs(5),
+            passive: false,
+            md5_password: None,
+            ebgp_multihop: None,
+            gtsm_hops: None,
+            families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+            extended_next_hop: false,
+            extended_messages: true,
+            graceful_restart: None,
+            next_hop_v4: None,
+            next_hop_v6: None,
+            send_hold_time: None,
+            idle_hold: Duration::from_millis(200),
+        }
+    }
+
+    pub fn is_ibgp(&self) -> bool {
+        self.local_asn == self.peer_asn
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+
+    pub(crate) fn fsm_config(&self, default_router_id: Ipv4Addr) -> FsmConfig {
+        let mut c = FsmConfig::new(
+            self.local_asn,
+            self.peer_asn,
+            self.router_id.unwrap_or(default_router_id),
+        );
+        c.hold_time = self.hold_time;
+        c.keepalive_time = self.keepalive_time;
+        c.connect_retry = self.connect_retry;
+        c.idle_hold = self.idle_hold;
+        c.passive = self.passive;
+        c.families = self.families.clone();
+        c.extended_messages = self.extended_messages;
+        c.extended_next_hop = self.extended_next_hop;
+        c.graceful_restart = self.graceful_restart;
+        c.send_hold_time = self.send_hold_time;
+        c
+    }
+
+    /// Checks the settings; the error says what is wrong.
+    pub fn validate(&self) -> Result<(), crate::EngineError> {
+        let bad = |m: &str| Err(crate::EngineError::InvalidConfig(m.to_owned()));
+        if self.local_asn == 0 || self.peer_asn == 0 {
+            return bad("ASN 0 is reserved");
+        }
+        if self.hold_time == 1 || self.hold_time == 2 {
+            return bad("hold time must be 0 or at least 3 seconds");
+        }
+        if self.md5_password.as_ref().is_some_and(|p| p.len() > 80) {
+            return bad("TCP MD5 password longer than 80 bytes");
+        }
+        if self.gtsm_hops == Some(0) {
+            return bad("GTSM hops must be at least 1");
+        }
+        if self.gtsm_hops.is_some() && self.ebgp_multihop.is_some() {
+            return bad("GTSM and eBGP multihop are exclusive");
+        }
+        if self.families.is_empty() {
+            return bad("no address family");
+        }
+        if self.graceful_restart.is_some_and(|g| g.restart_time > 4095) {
+            return bad("graceful restart time above 4095 seconds");
+        }
+        Ok(())
+    }
+}
+
+/// A session event for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    pub peer: IpAddr,
+    pub kind: SessionEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEventKind {
+    /// The session is established.
+    Up(SessionInfo),
+    /// The established session ended.
+    Down(DownReason),
+}
+
+/// What was negotiated, for logs and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub peer_asn: u32,
+    pub peer_router_id: Ipv4Addr,
+    pub local_address: IpAddr,
+    pub hold_time: u16,
+    pub keepalive_time: u16,
+    pub families: Vec<Family>,
+    pub four_octet_asn: bool,
+    pub extended_messages: bool,
+    pub graceful_restart: bool,
+    pub ipv4_with_ipv6_next_hop: bool,
+}
