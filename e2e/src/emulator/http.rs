@@ -318,7 +318,7 @@ async fn resource_request(
         )));
     }
     let sub = t.subresource.clone().unwrap_or_default();
-    if !sub.is_empty() && !(sub == "status" && rt.status) {
+    if !(sub.is_empty() || (sub == "status" && rt.status)) {
         return Err(ApiError::not_found_path(&format!("{}/{sub}", rt.plural)));
     }
     let ns = t.namespace.clone().unwrap_or_default();

@@ -281,7 +281,7 @@ impl Registry {
             .filter(|(_, versions)| !versions.is_empty())
             .map(|(group, versions)| {
                 let mut names: Vec<String> = versions.keys().cloned().collect();
-                names.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+                names.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
                 (group.clone(), names)
             })
             .collect()
@@ -379,7 +379,7 @@ pub fn crd_resource_types(crd: &Value) -> ApiResult<Vec<ResourceType>> {
         errors.push(FieldError::invalid(
             "metadata.name",
             &Value::String(name.into()),
-            &format!("must be spec.names.plural+\".\"+spec.group"),
+            "must be spec.names.plural+\".\"+spec.group",
         ));
     }
     let scope = spec["scope"].as_str().unwrap_or_default();

@@ -247,7 +247,7 @@ fn hex(s: &str) -> String {
 }
 
 fn unhex(s: &str) -> Option<String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..s.len())
@@ -770,9 +770,7 @@ impl Store {
                 }
             }
             Some(Builtin::CustomResourceDefinition) => {
-                if let Err(e) = super::registry::crd_resource_types(&object) {
-                    return Err(e);
-                }
+                super::registry::crd_resource_types(&object)?;
             }
             _ => {}
         }
