@@ -3,4 +3,5 @@
 
 pub mod allocator;
 pub mod manifests;
+pub mod plan;
 pub mod validate;

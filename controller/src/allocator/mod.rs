@@ -18,7 +18,7 @@ use ferrolb_config::addresses::{ip_to_u128, u128_to_ip, Family, IpRange};
 use ferrolb_config::model::{Labels, Pool};
 use ferrolb_config::Config;
 use free_set::FreeSet;
-pub use service::{FamilyPolicy, ServiceInfo, ServiceKey};
+pub use service::{service_info, FamilyPolicy, ServiceInfo, ServiceKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
