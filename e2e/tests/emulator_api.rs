@@ -491,3 +491,98 @@ async fn emulator_binary_serves_a_kubeconfig() {
     }
     drop(process);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_takeover_by_apply_conflicts_for_the_loser() {
+    // The pattern of SSA-based lease locks (e.g. kube-lease-manager): contenders apply
+    // holderIdentity as their own field manager; the second one to arrive conflicts.
+    let env = Env::start("emu-lease-ssa-").await;
+    let api: Api<Lease> = env.typed();
+    let mut lease = Lease::default();
+    lease.metadata.name = Some("lock".into());
+    api.create(&PostParams::default(), &lease).await.unwrap();
+    let take = |who: &str| {
+        Patch::Apply(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "spec": {"holderIdentity": who, "leaseDurationSeconds": 15},
+        }))
+    };
+    let contenders = ["speaker-a", "speaker-b"].map(|who| {
+        let api = api.clone();
+        let patch = take(who);
+        tokio::spawn(async move { api.patch("lock", &PatchParams::apply(who), &patch).await })
+    });
+    let mut outcomes = Vec::new();
+    for c in contenders {
+        outcomes.push(
+            c.await
+                .unwrap()
+                .map(|l| l.spec.unwrap().holder_identity.unwrap())
+                .map_err(|e| match e {
+                    kube::Error::Api(s) => s.code,
+                    other => panic!("{other}"),
+                }),
+        );
+    }
+    let winners: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().any(|o| *o == Err(409)), "{outcomes:?}");
+    // The holder renews with a strategic merge patch (an Update); releasing clears the fields,
+    // after which the other contender's apply no longer conflicts.
+    let holder = winners[0].clone();
+    let other = if holder == "speaker-a" {
+        "speaker-b"
+    } else {
+        "speaker-a"
+    };
+    let release = json!({"spec": {"holderIdentity": null, "leaseDurationSeconds": null}});
+    api.patch(
+        "lock",
+        &PatchParams {
+            field_manager: Some(holder.clone()),
+            ..Default::default()
+        },
+        &Patch::Strategic(release),
+    )
+    .await
+    .unwrap();
+    let taken = api
+        .patch("lock", &PatchParams::apply(other), &take(other))
+        .await
+        .unwrap();
+    assert_eq!(taken.spec.unwrap().holder_identity.as_deref(), Some(other));
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_recorder_creates_then_patches_series() {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    use kube::Resource;
+    let env = Env::start("emu-events-").await;
+    let api: Api<ConfigMap> = env.typed();
+    let cm = api
+        .create(&PostParams::default(), &config_map("subject", &[]))
+        .await
+        .unwrap();
+    let reporter = Reporter {
+        controller: "ferrolb-e2e".into(),
+        instance: Some("test".into()),
+    };
+    let recorder = Recorder::new(env.client(), reporter);
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "IPAllocated".into(),
+        note: Some("assigned 192.0.2.1".into()),
+        action: "Allocate".into(),
+        secondary: None,
+    };
+    let reference = cm.object_ref(&());
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    let events: Api<K8sEvent> = env.typed();
+    let listed = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1, "{:?}", listed.items);
+    assert_eq!(listed.items[0].series.as_ref().map(|s| s.count), Some(2));
+    env.finish().await;
+}

@@ -239,3 +239,42 @@ async fn watch_ends_after_timeout_seconds() {
     assert!(ended);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_ends_initial_events_with_a_bookmark() {
+    let env = Env::start("emu-wstream-").await;
+    if env.cluster.is_real_cluster() {
+        // WatchList (sendInitialEvents) depends on the cluster's version and feature gates.
+        eprintln!("SKIP: streaming lists are only asserted against the emulator");
+        return env.finish().await;
+    }
+    let api: Api<ConfigMap> = env.typed();
+    for name in ["a", "b"] {
+        api.create(&PostParams::default(), &cm(name)).await.unwrap();
+    }
+    let mut events = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut initial = BTreeSet::new();
+    within(10, "streamed initial events", async {
+        loop {
+            match events.try_next().await.unwrap().unwrap() {
+                watcher::Event::InitApply(o) => {
+                    initial.insert(o.metadata.name.unwrap());
+                }
+                watcher::Event::InitDone => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(initial, BTreeSet::from(["a".to_string(), "b".to_string()]));
+    api.create(&PostParams::default(), &cm("c")).await.unwrap();
+    let next = within(10, "live event", events.try_next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(next, watcher::Event::Apply(ref o) if o.metadata.name.as_deref() == Some("c")),
+        "{next:?}"
+    );
+    env.finish().await;
+}
