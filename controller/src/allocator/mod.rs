@@ -136,6 +136,8 @@ pub struct Allocator {
     addresses: BTreeMap<IpAddr, AddressUse>,
     assignments: BTreeMap<ServiceKey, (Assignment, ServiceInfo)>,
     namespaces: BTreeMap<String, Labels>,
+    /// Services holding addresses, by sharing key, so sharing costs no scan of all Services.
+    by_sharing_key: BTreeMap<String, BTreeSet<ServiceKey>>,
 }
 
 /// The sharing rules: same non-empty key, no common (protocol, port), and the same traffic
@@ -307,6 +309,12 @@ impl Allocator {
                 .insert(svc.key.clone());
         }
         let assignment = Assignment { pool, ips };
+        if let Some(key) = &svc.request.sharing_key {
+            self.by_sharing_key
+                .entry(key.clone())
+                .or_default()
+                .insert(svc.key.clone());
+        }
         self.assignments
             .insert(svc.key.clone(), (assignment.clone(), svc.clone()));
         assignment
@@ -436,12 +444,15 @@ impl Allocator {
     }
 
     fn shared_candidate(&mut self, svc: &ServiceInfo, pools: &[String]) -> Option<Assignment> {
-        svc.request.sharing_key.as_ref()?;
-        // Holders of every candidate pool's addresses with the same key, oldest assignment
-        // first by key order, as a deterministic choice.
+        let sharing = svc.request.sharing_key.as_ref()?;
+        // Addresses held under the same key in a candidate pool, by holder key order: a
+        // deterministic choice.
         let mut options: Vec<(String, Vec<IpAddr>)> = Vec::new();
-        for (key, (assignment, info)) in &self.assignments {
-            if *key == svc.key || info.request.sharing_key != svc.request.sharing_key {
+        for key in self.by_sharing_key.get(sharing).into_iter().flatten() {
+            let Some((assignment, _)) = self.assignments.get(key) else {
+                continue;
+            };
+            if *key == svc.key {
                 continue;
             }
             if pools.contains(&assignment.pool)
@@ -467,7 +478,15 @@ impl Allocator {
 
     /// Frees a Service's addresses (shared ones only when their last holder goes).
     pub fn release(&mut self, key: &ServiceKey) -> Option<Assignment> {
-        let (assignment, _) = self.assignments.remove(key)?;
+        let (assignment, info) = self.assignments.remove(key)?;
+        if let Some(sharing) = &info.request.sharing_key {
+            if let Some(set) = self.by_sharing_key.get_mut(sharing) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_sharing_key.remove(sharing);
+                }
+            }
+        }
         for ip in &assignment.ips {
             let Some(used) = self.addresses.get_mut(ip) else {
                 continue;
