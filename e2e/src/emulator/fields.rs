@@ -74,10 +74,20 @@ const SERVER_METADATA: [&str; 10] = [
     "selfLink",
 ];
 
+/// A list-map key field's value, with the default the server would fill in: an applied
+/// configuration that omits a Service port's protocol means TCP, as in structured-merge-diff.
+fn key_field(item: &Value, key: &str) -> Value {
+    match item.get(key) {
+        Some(v) if !v.is_null() => v.clone(),
+        _ if key == "protocol" => Value::from("TCP"),
+        _ => Value::Null,
+    }
+}
+
 fn key_segment(item: &Value, keys: &[String]) -> String {
     let key: Map<String, Value> = keys
         .iter()
-        .map(|k| (k.clone(), item.get(k).cloned().unwrap_or(Value::Null)))
+        .map(|k| (k.clone(), key_field(item, k)))
         .collect();
     format!("k:{}", Value::Object(key))
 }
@@ -145,10 +155,10 @@ fn collect(value: &Value, shape: Shape<'_>, dotted: &str, prefix: &mut Path, out
 fn find_keyed<'v>(items: &'v [Value], seg: &str) -> Option<(usize, &'v Value)> {
     let key: Value = serde_json::from_str(seg.strip_prefix("k:")?).ok()?;
     let key = key.as_object()?;
-    items.iter().enumerate().find(|(_, item)| {
-        key.iter()
-            .all(|(k, v)| item.get(k).unwrap_or(&Value::Null) == v)
-    })
+    items
+        .iter()
+        .enumerate()
+        .find(|(_, item)| key.iter().all(|(k, v)| key_field(item, k) == *v))
 }
 
 /// The value at a field path; `.` yields a marker meaning "the element exists".
@@ -649,5 +659,38 @@ mod tests {
             panic!()
         };
         assert_eq!(after["data"], json!({"k": "2"}));
+    }
+}
+
+#[cfg(test)]
+mod port_key_tests {
+    use super::*;
+
+    #[test]
+    fn applied_port_without_protocol_matches_the_defaulted_live_port() {
+        let writer = Writer {
+            manager: "kubectl",
+            subresource: "",
+            api_version: "v1",
+            time: "t",
+            has_status: true,
+        };
+        let mut live = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"ports": [{"port": 81, "protocol": "TCP", "targetPort": 81, "nodePort": 30000}], "type": "LoadBalancer"}});
+        let entries = vec![Entry {
+            manager: "kubectl-client-side-apply".into(),
+            operation: "Update".into(),
+            subresource: String::new(),
+            api_version: "v1".into(),
+            time: "t".into(),
+            fields: field_set(&live, Shape { schema: None }),
+        }];
+        write_entries(&mut live, &entries);
+        let applied = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"ports": [{"port": 81}], "type": "LoadBalancer"}});
+        match apply(&live, &applied, &writer, false, Shape { schema: None }) {
+            ApplyOutcome::Merged(m) => assert_eq!(m["spec"]["ports"].as_array().unwrap().len(), 1),
+            ApplyOutcome::Conflicts(c) => panic!("{c:?}"),
+        }
     }
 }

@@ -116,6 +116,11 @@ pub async fn handle(
     let result = match segments.as_slice() {
         ["version"] => Ok(json_response(200, &version_info(), &[])),
         ["healthz"] | ["readyz"] | ["livez"] => Ok((StatusCode::OK, "ok").into_response()),
+        ["openapi", "v3"] => Ok(json_response(200, &openapi_v3_root(&shared), &[])),
+        ["openapi", "v3", "api", version] => openapi_v3_group_version(&shared, "", version),
+        ["openapi", "v3", "apis", group, version] => {
+            openapi_v3_group_version(&shared, group, version)
+        }
         ["api"] => Ok(json_response(
             200,
             &json!({"kind": "APIVersions", "versions": ["v1"],
@@ -230,6 +235,65 @@ fn resource_list(shared: &Shared, group: &str, version: &str) -> ApiResult<Respo
     ))
 }
 
+/// The OpenAPI v3 index: one document per group/version, as kubectl expects.
+fn openapi_v3_root(shared: &Shared) -> Value {
+    let store = shared.lock();
+    let mut paths = serde_json::Map::new();
+    for (group, versions) in store.registry.groups() {
+        for version in versions {
+            let key = if group.is_empty() {
+                format!("api/{version}")
+            } else {
+                format!("apis/{group}/{version}")
+            };
+            let url = format!("/openapi/v3/{key}?hash={}", store.resource_version());
+            paths.insert(key, json!({"serverRelativeURL": url}));
+        }
+    }
+    json!({"paths": paths})
+}
+
+/// A minimal OpenAPI v3 document for a group/version: no schemas, but one operation per
+/// verb with the group-version-kind extension and the `fieldValidation` parameter, which is
+/// what kubectl checks before it leaves validation to the server (`--validate=strict`).
+fn openapi_v3_group_version(shared: &Shared, group: &str, version: &str) -> ApiResult<Response> {
+    let store = shared.lock();
+    if !store.registry.has_group_version(group, version) {
+        return Err(ApiError::not_found_path(&format!(
+            "/openapi/v3/{group}/{version}"
+        )));
+    }
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    let params = json!([
+        {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+        {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+        {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+    ]);
+    let mut paths = serde_json::Map::new();
+    for rt in store.registry.resources(group, version) {
+        let gvk = json!({"group": group, "version": version, "kind": rt.kind});
+        let op = |action: &str| json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": {}});
+        let base = if rt.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", rt.plural)
+        } else {
+            format!("{prefix}/{}", rt.plural)
+        };
+        paths.insert(base.clone(), json!({"get": op("list"), "post": op("post")}));
+        paths.insert(format!("{base}/{{name}}"), json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
+    }
+    let doc = json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    });
+    Ok(json_response(200, &doc, &[]))
+}
+
 fn flag(query: &HashMap<String, String>, key: &str) -> bool {
     query
         .get(key)
@@ -275,11 +339,16 @@ fn list_options(query: &HashMap<String, String>) -> ApiResult<ListOptions> {
 }
 
 fn parse_body(body: &Bytes, headers: &HeaderMap) -> ApiResult<Value> {
-    let yaml = headers
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("yaml"));
-    if yaml {
+        .unwrap_or("");
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the API emulator speaks JSON and YAML only, not {content_type}"
+        )));
+    }
+    if content_type.contains("yaml") {
         serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else {
