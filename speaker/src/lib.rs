@@ -1,1 +1,9 @@
-//! ferrolb-speaker
+//! FerroLB speaker: decides which Service addresses this node announces, and announces them.
+//!
+//! - [`view`] reduces Kubernetes objects to what the decisions need (pure).
+//! - [`planner`] decides, for one node, what it announces by L2 and by BGP and why not otherwise
+//!   (pure), including the deterministic ranking of candidate nodes that every speaker computes
+//!   alike for each L2 address.
+
+pub mod planner;
+pub mod view;

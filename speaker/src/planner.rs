@@ -1,0 +1,269 @@
+//! What one node announces, and why not otherwise. Pure: every speaker runs the same function on
+//! the same inputs and so agrees, without talking, on which node owns each L2 address.
+//!
+//! Rules (MetalLB's, see shared/reference/metallb-behaviour.md):
+//! - nothing is announced for a Service with no serving endpoint anywhere;
+//! - a node with the NetworkUnavailable condition or the exclude-from-external-load-balancers
+//!   label announces nothing;
+//! - L2: candidates are the live speakers on nodes selected by an L2Advertisement that covers the
+//!   address's pool and selects the Service (with externalTrafficPolicy Local, only nodes with a
+//!   serving endpoint); they are ranked by preferredNodeSelectors weight, then by
+//!   sha256(node "#" address); the first announces, the second is the hot standby;
+//! - BGP: every eligible node selected by a BGPAdvertisement announces while any endpoint
+//!   serves (Local: only nodes with a local serving endpoint), to the advertisement's peers that
+//!   select this node, as a prefix of the advertisement's aggregation length.
+
+use crate::view::{NodeView, ServiceView};
+use ferrolb_config::addresses::Family;
+use ferrolb_config::community::Community;
+use ferrolb_config::Config;
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// Everything the decision depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub services: &'a [ServiceView],
+    pub nodes: &'a [NodeView],
+    /// Nodes whose speaker is alive (from membership).
+    pub live_speakers: &'a BTreeSet<String>,
+    pub this_node: &'a str,
+}
+
+/// The L2 decision for one address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L2Decision {
+    pub service: String,
+    pub ip: IpAddr,
+    /// Candidates, best first; the first announces.
+    pub ranking: Vec<String>,
+    /// Interfaces to announce on when this node owns the address; empty: every eligible one.
+    pub interfaces: Vec<String>,
+}
+
+impl L2Decision {
+    pub fn owner(&self) -> Option<&str> {
+        self.ranking.first().map(String::as_str)
+    }
+}
+
+/// A route this node announces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpRoute {
+    pub prefix: IpNet,
+    /// Services whose addresses the prefix covers.
+    pub services: BTreeSet<String>,
+    pub peers: BTreeSet<String>,
+    pub communities: BTreeSet<Community>,
+    /// Sent to iBGP peers only.
+    pub local_pref: Option<u32>,
+}
+
+/// Why an address is not announced by this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub service: String,
+    pub ip: Option<IpAddr>,
+    pub reason: String,
+}
+
+/// This node's whole decision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodePlan {
+    /// Every L2 address with its ranking, whoever owns it (the standby needs them all).
+    pub l2: Vec<L2Decision>,
+    /// Routes this node announces, one per prefix and attribute set.
+    pub bgp: Vec<BgpRoute>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl NodePlan {
+    /// The L2 addresses this node announces now.
+    pub fn l2_owned<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a L2Decision> + 'a {
+        self.l2.iter().filter(move |d| d.owner() == Some(node))
+    }
+}
+
+/// A route before merging: prefix, communities, local preference, peers.
+type RouteKey = (IpNet, Vec<Community>, Option<u32>, Vec<String>);
+
+/// sha256(node "#" address), the rank key every speaker computes alike.
+pub fn rank_key(node: &str, ip: IpAddr) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(node.as_bytes());
+    h.update(b"#");
+    h.update(ip.to_string().as_bytes());
+    h.finalize().into()
+}
+
+pub fn plan(inputs: Inputs<'_>) -> NodePlan {
+    let Inputs {
+        config,
+        services,
+        nodes,
+        live_speakers,
+        this_node,
+    } = inputs;
+    let mut out = NodePlan::default();
+    let this = nodes.iter().find(|n| n.name == this_node);
+    let mut routes: BTreeMap<RouteKey, BTreeSet<String>> = BTreeMap::new();
+
+    let mut sorted: Vec<&ServiceView> = services.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    for svc in sorted {
+        let skip = |out: &mut NodePlan, ip: Option<IpAddr>, reason: &str| {
+            out.skipped.push(Skipped {
+                service: svc.key.clone(),
+                ip,
+                reason: reason.to_string(),
+            })
+        };
+        if svc.ips.is_empty() {
+            skip(&mut out, None, "the Service has no address yet");
+            continue;
+        }
+        if !svc.serving.anywhere() {
+            skip(&mut out, None, "no endpoint of the Service is serving");
+            continue;
+        }
+        for &ip in &svc.ips {
+            let Some(pool) = config.pool_of(ip) else {
+                skip(&mut out, Some(ip), "the address is in no IPAddressPool");
+                continue;
+            };
+
+            // Layer 2.
+            let l2_ads: Vec<_> = config
+                .l2_advertisements
+                .values()
+                .filter(|a| {
+                    a.pools.contains(&pool.name) && a.service_selectors.matches(&svc.labels)
+                })
+                .collect();
+            if !l2_ads.is_empty() {
+                let mut candidates: Vec<(u32, [u8; 32], &NodeView)> = nodes
+                    .iter()
+                    .filter(|n| n.eligible() && live_speakers.contains(&n.name))
+                    .filter(|n| !svc.local_traffic || svc.serving.on(&n.name))
+                    .filter_map(|n| {
+                        let selecting: Vec<_> = l2_ads
+                            .iter()
+                            .filter(|a| a.node_selectors.matches(&n.labels))
+                            .collect();
+                        if selecting.is_empty() {
+                            return None;
+                        }
+                        let preference = selecting
+                            .iter()
+                            .map(|a| a.node_preference(&n.labels))
+                            .max()
+                            .unwrap_or(0);
+                        Some((preference, rank_key(&n.name, ip), n))
+                    })
+                    .collect();
+                candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                let ranking: Vec<String> = candidates.iter().map(|c| c.2.name.clone()).collect();
+                let interfaces = match candidates.first() {
+                    Some((_, _, owner)) => {
+                        let selecting: Vec<_> = l2_ads
+                            .iter()
+                            .filter(|a| a.node_selectors.matches(&owner.labels))
+                            .collect();
+                        if selecting.iter().any(|a| a.interfaces.is_empty()) {
+                            vec![]
+                        } else {
+                            let set: BTreeSet<String> = selecting
+                                .iter()
+                                .flat_map(|a| a.interfaces.iter().cloned())
+                                .collect();
+                            set.into_iter().collect()
+                        }
+                    }
+                    None => vec![],
+                };
+                if ranking.is_empty() {
+                    skip(&mut out, Some(ip), "L2: no live, eligible node is selected (or none has a serving endpoint, with externalTrafficPolicy Local)");
+                }
+                out.l2.push(L2Decision {
+                    service: svc.key.clone(),
+                    ip,
+                    ranking,
+                    interfaces,
+                });
+            }
+
+            // BGP.
+            let Some(this) = this else { continue };
+            for adv in config.bgp_advertisements.values() {
+                if !adv.pools.contains(&pool.name) || !adv.service_selectors.matches(&svc.labels) {
+                    continue;
+                }
+                if !this.eligible() || !adv.node_selectors.matches(&this.labels) {
+                    continue;
+                }
+                if svc.local_traffic && !svc.serving.on(this_node) {
+                    skip(
+                        &mut out,
+                        Some(ip),
+                        "BGP: externalTrafficPolicy Local and no serving endpoint on this node",
+                    );
+                    continue;
+                }
+                let peers: Vec<String> = config
+                    .peers
+                    .values()
+                    .filter(|p| adv.peers.is_empty() || adv.peers.contains(&p.name))
+                    .filter(|p| p.node_selectors.matches(&this.labels))
+                    .map(|p| p.name.clone())
+                    .collect();
+                if peers.is_empty() {
+                    skip(
+                        &mut out,
+                        Some(ip),
+                        "BGP: no peer of the advertisement selects this node",
+                    );
+                    continue;
+                }
+                let length = match Family::of(ip) {
+                    Family::V4 => adv.aggregation_length,
+                    Family::V6 => adv.aggregation_length_v6,
+                };
+                let prefix = IpNet::new(ip, length)
+                    .expect("validated aggregation length")
+                    .trunc();
+                let key = (
+                    prefix,
+                    adv.communities.iter().copied().collect(),
+                    adv.local_pref,
+                    peers,
+                );
+                routes.entry(key).or_default().insert(svc.key.clone());
+            }
+        }
+    }
+    // One route per prefix: attribute sets of several advertisements for the same prefix are
+    // merged per peer set (communities united, the highest local preference kept).
+    let mut merged: BTreeMap<(IpNet, Vec<String>), BgpRoute> = BTreeMap::new();
+    for ((prefix, communities, local_pref, peers), services) in routes {
+        let route = merged
+            .entry((prefix, peers.clone()))
+            .or_insert_with(|| BgpRoute {
+                prefix,
+                services: BTreeSet::new(),
+                peers: peers.into_iter().collect(),
+                communities: BTreeSet::new(),
+                local_pref: None,
+            });
+        route.services.extend(services);
+        route.communities.extend(communities);
+        route.local_pref = route.local_pref.max(local_pref);
+    }
+    out.bgp = merged.into_values().collect();
+    out
+}
+
+#[cfg(test)]
+mod tests;

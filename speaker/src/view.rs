@@ -1,0 +1,168 @@
+//! What the planner needs of Nodes, Services and EndpointSlices.
+
+use ferrolb_config::model::Labels;
+use ferrolb_config::service::service_request;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// Nodes with this label (any value) never announce, as in Kubernetes' own service controller.
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+/// The label an EndpointSlice carries naming its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A node as the planner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    pub labels: Labels,
+    /// The NetworkUnavailable condition is True.
+    pub network_unavailable: bool,
+    /// Carries [`EXCLUDE_LABEL`].
+    pub excluded: bool,
+}
+
+impl NodeView {
+    pub fn of(node: &Node) -> Self {
+        let network_unavailable = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
+            });
+        Self {
+            name: node.name_any(),
+            labels: node.labels().clone(),
+            network_unavailable,
+            excluded: node.labels().contains_key(EXCLUDE_LABEL),
+        }
+    }
+
+    /// Whether the node may announce anything at all.
+    pub fn eligible(&self) -> bool {
+        !self.network_unavailable && !self.excluded
+    }
+}
+
+/// Where a Service's endpoints serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// No EndpointSlice is known for the Service (file mode): it counts as serving everywhere.
+    Everywhere,
+    /// Nodes with at least one serving endpoint (empty: nowhere).
+    On(BTreeSet<String>),
+}
+
+impl Serving {
+    pub fn anywhere(&self) -> bool {
+        match self {
+            Serving::Everywhere => true,
+            Serving::On(nodes) => !nodes.is_empty(),
+        }
+    }
+
+    pub fn on(&self, node: &str) -> bool {
+        match self {
+            Serving::Everywhere => true,
+            Serving::On(nodes) => nodes.contains(node),
+        }
+    }
+}
+
+/// A LoadBalancer Service as the planner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceView {
+    /// `namespace/name`.
+    pub key: String,
+    pub labels: Labels,
+    pub ips: Vec<IpAddr>,
+    /// externalTrafficPolicy: Local.
+    pub local_traffic: bool,
+    pub serving: Serving,
+}
+
+/// The Service's addresses: its status, or (for hosts with no controller yet, in file mode)
+/// what it requests.
+fn addresses(svc: &Service) -> Vec<IpAddr> {
+    let from_status: Vec<IpAddr> = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|ingress| {
+            ingress
+                .iter()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !from_status.is_empty() {
+        return from_status;
+    }
+    service_request(svc)
+        .map(|r| r.requested_ips)
+        .unwrap_or_default()
+}
+
+/// Whether an endpoint serves: `serving` true, or unset with `ready` unset or true.
+fn endpoint_serves(
+    conditions: Option<&k8s_openapi::api::discovery::v1::EndpointConditions>,
+) -> bool {
+    let Some(c) = conditions else { return true };
+    match c.serving {
+        Some(serving) => serving,
+        None => c.ready.unwrap_or(true),
+    }
+}
+
+/// Views of `services`, with where each serves from `slices` (grouped by their service-name
+/// label). `slices_known` false means EndpointSlices are not watched at all (file mode without
+/// any): every Service then serves everywhere.
+pub fn service_views(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    slices_known: bool,
+) -> Vec<ServiceView> {
+    let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        if let Some(name) = slice.labels().get(SERVICE_NAME_LABEL) {
+            let ns = slice.namespace().unwrap_or_else(|| "default".into());
+            by_service
+                .entry((ns, name.clone()))
+                .or_default()
+                .push(slice);
+        }
+    }
+    services
+        .iter()
+        .map(|svc| {
+            let ns = svc.namespace().unwrap_or_else(|| "default".into());
+            let name = svc.name_any();
+            let serving = match by_service.get(&(ns.clone(), name.clone())) {
+                None if !slices_known => Serving::Everywhere,
+                None => Serving::On(BTreeSet::new()),
+                Some(slices) => Serving::On(
+                    slices
+                        .iter()
+                        .flat_map(|s| s.endpoints.iter())
+                        .filter(|e| endpoint_serves(e.conditions.as_ref()))
+                        .filter_map(|e| e.node_name.clone())
+                        .collect(),
+                ),
+            };
+            let spec = svc.spec.as_ref();
+            ServiceView {
+                key: format!("{ns}/{name}"),
+                labels: svc.labels().clone(),
+                ips: addresses(svc),
+                local_traffic: spec.and_then(|s| s.external_traffic_policy.as_deref())
+                    == Some("Local"),
+                serving,
+            }
+        })
+        .collect()
+}
