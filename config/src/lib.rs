@@ -4,12 +4,14 @@
 //!   [`Config`], or returns every problem found, each naming `Kind/name` and the field path.
 //! - [`manifest`] reads the YAML a user would `kubectl apply` (for `validate`, `plan` and the
 //!   speaker's file source), rejecting unknown fields, which the API server would prune.
+//! - [`files`] reads manifest files and directories (the crate's only I/O).
 //! - [`service`] reads what a Service asks of FerroLB (requested IPs, pool, sharing key).
 
 pub mod addresses;
 mod build;
 pub mod community;
 mod error;
+pub mod files;
 pub mod manifest;
 pub mod model;
 pub mod service;

@@ -2,6 +2,5 @@
 //! the same code on manifests (`validate`, `plan`).
 
 pub mod allocator;
-pub mod manifests;
 pub mod plan;
 pub mod validate;

@@ -2,7 +2,7 @@
 //! the allocation code the live controller runs.
 
 use crate::allocator::{self, service_info, ServiceKey};
-use crate::manifests::read_manifests;
+use ferrolb_config::files::read_manifests;
 use ferrolb_crds::AddressCount;
 use kube::ResourceExt;
 use serde::Serialize;

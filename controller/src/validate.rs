@@ -1,6 +1,6 @@
 //! `ferrolb-controller validate`: checks manifests as the controller would load them.
 
-use crate::manifests::read_manifests;
+use ferrolb_config::files::read_manifests;
 use ferrolb_config::service::check_services;
 use std::path::PathBuf;
 

@@ -1,7 +1,8 @@
-//! Reading manifest files from disk: the thin I/O in front of `ferrolb_config::manifest`.
+//! Reading manifest files from disk: the one piece of I/O in this crate, a thin layer in front of
+//! [`crate::manifest`], kept here so the controller and the speaker read files alike.
 
-use ferrolb_config::manifest::Manifests;
-use ferrolb_config::ConfigError;
+use crate::manifest::Manifests;
+use crate::ConfigError;
 use std::path::{Path, PathBuf};
 
 /// File name endings read from a directory, as `kubectl apply -f DIR` does.
