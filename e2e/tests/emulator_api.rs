@@ -526,7 +526,7 @@ async fn lease_takeover_by_apply_conflicts_for_the_loser() {
     }
     let winners: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
     assert_eq!(winners.len(), 1, "{outcomes:?}");
-    assert!(outcomes.iter().any(|o| *o == Err(409)), "{outcomes:?}");
+    assert!(outcomes.contains(&Err(409)), "{outcomes:?}");
     // The holder renews with a strategic merge patch (an Update); releasing clears the fields,
     // after which the other contender's apply no longer conflicts.
     let holder = winners[0].clone();
@@ -585,4 +585,180 @@ async fn event_recorder_creates_then_patches_series() {
     assert_eq!(listed.items.len(), 1, "{:?}", listed.items);
     assert_eq!(listed.items[0].series.as_ref().map(|s| s.count), Some(2));
     env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx_statuses_not_a_dead_server() {
+    use axum::http::{Method, Request};
+    let env = Env::start("emu-garbage-").await;
+    let ns = env.ns.clone();
+    let cms = format!("/api/v1/namespaces/{ns}/configmaps");
+    let widgets = format!("/apis/emulator-test.ferrolb.io/v1/namespaces/{ns}/widgets");
+    env.widgets()
+        .create(&PostParams::default(), &widget("w", json!({"size": 1})))
+        .await
+        .unwrap();
+    let cases: Vec<(Method, String, &str, &str)> = vec![
+        (Method::POST, cms.clone(), "application/json", "{not json"),
+        (Method::POST, cms.clone(), "application/json", "[1, 2, 3]"),
+        (
+            Method::POST,
+            cms.clone(),
+            "application/json",
+            r#"{"metadata": "x", "data": {}}"#,
+        ),
+        (
+            Method::POST,
+            cms.clone(),
+            "application/json",
+            r#"{"kind": "Secret", "metadata": {"name": "a"}}"#,
+        ),
+        (
+            Method::POST,
+            cms.clone(),
+            "application/json",
+            r#"{"metadata": {"name": "UPPER"}}"#,
+        ),
+        (
+            Method::POST,
+            cms.clone(),
+            "application/json",
+            r#"{"metadata": {"name": "a"}, "data": 7}"#,
+        ),
+        (
+            Method::POST,
+            widgets.clone(),
+            "application/json",
+            r#"{"apiVersion": "emulator-test.ferrolb.io/v1", "kind": "Widget", "metadata": {"name": "x"}, "spec": "big"}"#,
+        ),
+        (
+            Method::PATCH,
+            format!("{widgets}/w"),
+            "application/json-patch+json",
+            r#"[{"op": "explode"}]"#,
+        ),
+        (
+            Method::PATCH,
+            format!("{widgets}/w"),
+            "application/json-patch+json",
+            r#"[{"op": "replace", "path": "", "value": "s"}]"#,
+        ),
+        (
+            Method::PATCH,
+            format!("{widgets}/w"),
+            "application/merge-patch+json",
+            "nope",
+        ),
+        (
+            Method::PATCH,
+            format!("{widgets}/w"),
+            "application/strategic-merge-patch+json",
+            "{}",
+        ),
+        (
+            Method::PATCH,
+            format!("{widgets}/w?fieldManager=m"),
+            "application/apply-patch+yaml",
+            "just a string",
+        ),
+        (
+            Method::PATCH,
+            format!("{widgets}/w?fieldManager=m"),
+            "application/apply-patch+yaml",
+            "apiVersion: v1\nkind: Widget\nmetadata: 3\n",
+        ),
+        (Method::PATCH, format!("{widgets}/w"), "text/plain", "{}"),
+        (
+            Method::GET,
+            format!("{cms}?labelSelector=a%20b%20c"),
+            "",
+            "",
+        ),
+        (
+            Method::GET,
+            format!("{cms}?resourceVersion=notanumber&resourceVersionMatch=Exact"),
+            "",
+            "",
+        ),
+        (Method::GET, "/apis/no.such.group/v1/things".into(), "", ""),
+        (
+            Method::PUT,
+            format!("{widgets}/w/scale"),
+            "application/json",
+            "{}",
+        ),
+    ];
+    let client = env.client();
+    for (method, uri, content_type, body) in cases {
+        let mut request = Request::builder().method(method.clone()).uri(&uri);
+        if !content_type.is_empty() {
+            request = request.header("Content-Type", content_type);
+        }
+        let request = request.body(body.as_bytes().to_vec()).unwrap();
+        match client.request_text(request).await {
+            Err(kube::Error::Api(s)) => {
+                assert!((400..500).contains(&s.code), "{method} {uri} {body}: {s:?}")
+            }
+            other => panic!("{method} {uri} {body}: expected a 4xx Status, got {other:?}"),
+        }
+    }
+    // Still serving.
+    env.widgets().get("w").await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_and_get_work() {
+    let Ok(kubectl) = which("kubectl") else {
+        eprintln!("SKIP: kubectl is not installed");
+        return;
+    };
+    let env = Env::start("emu-kubectl-").await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("widget.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: emulator-test.ferrolb.io/v1\nkind: Widget\nmetadata:\n  name: from-kubectl\nspec:\n  size: 2\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(env.cluster.kubeconfig())
+            .args(["--namespace", &env.ns])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let manifest = manifest.to_str().unwrap();
+    let (ok, _, err) = run(&["apply", "-f", manifest]);
+    assert!(ok, "client-side apply: {err}");
+    let (ok, _, err) = run(&["apply", "--server-side", "-f", manifest]);
+    assert!(ok, "server-side apply: {err}");
+    let (ok, out, err) = run(&["get", "widgets", "-o", "json"]);
+    assert!(ok, "get: {err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["items"][0]["spec"]["mode"], "slow");
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "apiVersion: emulator-test.ferrolb.io/v1\nkind: Widget\nmetadata:\n  name: bad\nspec:\n  size: 99\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["apply", "-f", dir.path().join("bad.yaml").to_str().unwrap()]);
+    assert!(!ok && err.contains("spec.size"), "{err}");
+    env.finish().await;
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
 }

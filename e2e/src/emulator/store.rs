@@ -1200,6 +1200,11 @@ impl Store {
         if !applied.is_object() {
             return Err(ApiError::bad_request("apply patch must be an object"));
         }
+        match applied.get("metadata") {
+            None | Some(Value::Null) => applied["metadata"] = json!({}),
+            Some(Value::Object(_)) => {}
+            Some(_) => return Err(ApiError::bad_request("metadata must be an object")),
+        }
         for key in ["apiVersion", "kind"] {
             if applied[key].as_str().is_none_or(str::is_empty) {
                 return Err(ApiError::bad_request(format!("{key} must be set")));
