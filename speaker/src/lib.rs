@@ -5,5 +5,6 @@
 //!   (pure), including the deterministic ranking of candidate nodes that every speaker computes
 //!   alike for each L2 address.
 
+pub mod offline;
 pub mod planner;
 pub mod view;
