@@ -334,6 +334,9 @@ async fn label_and_field_selectors_filter_lists() {
         ),
         ["b"]
     );
+    // Only the field labels the real server supports for the kind.
+    let unsupported = status(api.list(&ListParams::default().fields("data.k=v1")).await);
+    assert_eq!(unsupported.code, 400, "{unsupported:?}");
     let ns_field = format!("metadata.namespace={}", env.ns);
     let all: Api<ConfigMap> = Api::all(env.client());
     let across = names(

@@ -54,6 +54,11 @@ async fn cluster_ips_follow_the_family_policy() {
     assert_eq!(port.protocol.as_deref(), Some("TCP"));
     assert!(port.target_port.is_some());
     assert_eq!(families_match(&plain).len(), 1);
+    let by_type = api
+        .list(&kube::api::ListParams::default().fields("spec.type=ClusterIP"))
+        .await
+        .unwrap();
+    assert_eq!(by_type.items.len(), 1);
 
     let prefer = api
         .create(

@@ -324,10 +324,19 @@ fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> ApiRes
     })
 }
 
-fn list_options(query: &HashMap<String, String>) -> ApiResult<ListOptions> {
+fn list_options(rt: &ResourceType, query: &HashMap<String, String>) -> ApiResult<ListOptions> {
+    let fields =
+        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+    for field in fields.fields() {
+        if !rt.selectable_fields().iter().any(|f| f == field) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {field}"
+            )));
+        }
+    }
     Ok(ListOptions {
         labels: LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?,
-        fields: FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?,
+        fields,
         limit: query.get("limit").and_then(|l| l.parse().ok()),
         continue_token: query.get("continue").cloned(),
         resource_version: query.get("resourceVersion").cloned(),
@@ -398,7 +407,7 @@ async fn resource_request(
         (Method::GET, None) => {
             let list = shared
                 .lock()
-                .list(rt, t.namespace.as_deref(), &list_options(query)?)?;
+                .list(rt, t.namespace.as_deref(), &list_options(rt, query)?)?;
             Ok(json_response(200, &list, &[]))
         }
         (Method::GET, Some(name)) => {
@@ -466,7 +475,7 @@ async fn resource_request(
             let list = shared.lock().delete_collection(
                 rt,
                 t.namespace.as_deref(),
-                &list_options(query)?,
+                &list_options(rt, query)?,
                 &opts,
             )?;
             Ok(json_response(200, &list, &[]))
@@ -532,7 +541,7 @@ fn watch(
     ns: Option<&str>,
     query: &HashMap<String, String>,
 ) -> ApiResult<Response> {
-    let list = list_options(query)?;
+    let list = list_options(rt, query)?;
     let filter = WatchFilter {
         storage: rt.storage_key(),
         namespace: ns.map(String::from),

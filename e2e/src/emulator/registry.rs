@@ -34,6 +34,8 @@ pub enum Flavour {
         schema: Option<Arc<Value>>,
         /// Whether the schema carries `x-kubernetes-validations` anywhere (CEL is only run then).
         has_cel: bool,
+        /// Field labels from the CRD's `selectableFields` (`.spec.x` becomes `spec.x`).
+        selectable: Vec<String>,
     },
 }
 
@@ -93,6 +95,55 @@ impl ResourceType {
                 matches!(b, Builtin::Service | Builtin::CustomResourceDefinition)
             }
         }
+    }
+
+    /// The field labels a fieldSelector may use, per kind as in kube-apiserver.
+    pub fn selectable_fields(&self) -> Vec<String> {
+        let mut fields = vec![
+            "metadata.name".to_string(),
+            "metadata.namespace".to_string(),
+        ];
+        let extra: &[&str] = match &self.flavour {
+            Flavour::Custom { selectable, .. } => {
+                fields.extend(selectable.iter().cloned());
+                &[]
+            }
+            Flavour::Builtin(Builtin::Service) => &["spec.clusterIP", "spec.type"],
+            Flavour::Builtin(Builtin::Node) => &["spec.unschedulable"],
+            Flavour::Builtin(Builtin::Namespace) => &["status.phase"],
+            Flavour::Builtin(Builtin::Secret) => &["type"],
+            Flavour::Builtin(Builtin::Pod) => &[
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            ],
+            Flavour::Builtin(Builtin::CoreEvent | Builtin::Event) => &[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "regarding.kind",
+                "regarding.namespace",
+                "regarding.name",
+                "regarding.uid",
+                "reason",
+                "reportingComponent",
+                "reportingController",
+                "source",
+                "type",
+            ],
+            Flavour::Builtin(_) => &[],
+        };
+        fields.extend(extra.iter().map(|s| s.to_string()));
+        fields
     }
 
     /// Custom resources refuse an update without a resourceVersion, as the real server does.
@@ -449,6 +500,13 @@ pub fn crd_resource_types(crd: &Value) -> ApiResult<Vec<ResourceType>> {
                 short_names: strings(&names["shortNames"]),
                 categories: strings(&names["categories"]),
                 flavour: Flavour::Custom {
+                    selectable: v["selectableFields"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f["jsonPath"].as_str())
+                        .map(|p| p.trim_start_matches('.').to_string())
+                        .collect(),
                     schema: schema.map(Arc::new),
                     has_cel,
                 },

@@ -113,8 +113,7 @@ impl LabelSelector {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
-    /// Every kind supports `metadata.name` and `metadata.namespace`; other dotted paths are
-    /// matched as strings (the real server only allows a per-kind list of them).
+    /// Parses `a=b,c!=d`; which fields a kind supports is checked by the caller.
     pub fn parse(s: &str) -> ApiResult<Self> {
         let mut terms = Vec::new();
         for term in split_terms(s) {
@@ -130,6 +129,11 @@ impl FieldSelector {
             terms.push((field.trim().to_string(), equal, value.trim().to_string()));
         }
         Ok(Self(terms))
+    }
+
+    /// The field labels the selector uses.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(field, _, _)| field.as_str())
     }
 
     pub fn matches(&self, object: &Value) -> bool {

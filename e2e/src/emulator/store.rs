@@ -732,6 +732,7 @@ impl Store {
         if let Flavour::Custom {
             schema: Some(schema),
             has_cel,
+            ..
         } = &rt.flavour
         {
             schema::validate(&object, schema, "", true, &mut errors);
