@@ -765,3 +765,25 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_processes_get_the_cluster_kubeconfig() {
+    let env = Env::start("emu-spawn-").await;
+    let mut process = env
+        .cluster
+        .spawn(
+            std::path::Path::new("/bin/sh"),
+            &["-c", "cat \"$KUBECONFIG\"; sleep 30"],
+        )
+        .unwrap();
+    emulator_common::within(10, "process output", async {
+        while !process.log().contains("server:") {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(process.is_running());
+    process.kill();
+    assert!(!process.is_running());
+    env.finish().await;
+}

@@ -265,6 +265,73 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Starts `binary` with `args` and `KUBECONFIG` pointing at this cluster (how the tests run
+    /// `ferrolb-controller` and `ferrolb-speaker`). Output goes to a log file; the process is
+    /// killed by its PID when the handle is dropped.
+    pub fn spawn(&self, binary: &Path, args: &[&str]) -> Result<TestProcess, HarnessError> {
+        let log_path = self._dir.path().join(format!(
+            "{}-{}.log",
+            binary
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("process"),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(binary)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(TestProcess { child, log_path })
+    }
+}
+
+/// A process started by [`TestCluster::spawn`].
+#[derive(Debug)]
+pub struct TestProcess {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl TestProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running (reaps it if it exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills it (SIGKILL, as a crash would) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Everything it wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+}
+
+impl Drop for TestProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// `deploy/crds/` of this workspace.
 pub fn ferrolb_crds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
