@@ -787,3 +787,56 @@ async fn spawned_processes_get_the_cluster_kubeconfig() {
     assert!(!process.is_running());
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_emulator_is_trusted_through_the_kubeconfig_ca() {
+    let config = ferrolb_e2e::emulator::EmulatorConfig {
+        tls: true,
+        ..Default::default()
+    };
+    let env = Env::start_with("emu-tls-", config).await;
+    if let Some(emulator) = env.cluster.emulator() {
+        assert!(emulator.url().starts_with("https://"), "{}", emulator.url());
+        let kubeconfig = std::fs::read_to_string(env.cluster.kubeconfig()).unwrap();
+        assert!(
+            kubeconfig.contains("certificate-authority-data:"),
+            "{kubeconfig}"
+        );
+        // The bare emulator client trusts the same CA.
+        let direct: Api<Namespace> = Api::all(emulator.client().unwrap());
+        direct.get(&env.ns).await.unwrap();
+        // A client that does not know the CA is refused.
+        let mut untrusted = kube::Config::new(emulator.url().parse().unwrap());
+        untrusted.root_cert = None;
+        let stranger: Api<Namespace> = Api::all(kube::Client::try_from(untrusted).unwrap());
+        assert!(stranger.get(&env.ns).await.is_err());
+    }
+    let api: Api<ConfigMap> = env.typed();
+    api.create(&PostParams::default(), &config_map("over-tls", &[]))
+        .await
+        .unwrap();
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_binary_serves_tls_with_a_kubeconfig() {
+    use ferrolb_e2e::emulator::harness::EmulatorProcess;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_ferrolb-apiserver-emulator"));
+    let process = EmulatorProcess::spawn_with_args(
+        binary,
+        &[],
+        "127.0.0.1:0".parse().unwrap(),
+        &kubeconfig,
+        &["--tls"],
+    )
+    .unwrap();
+    assert!(
+        process.url().starts_with("https://127.0.0.1:"),
+        "{}",
+        process.url()
+    );
+    let namespaces: Api<Namespace> = Api::all(process.client().await.unwrap());
+    namespaces.get("default").await.unwrap();
+}

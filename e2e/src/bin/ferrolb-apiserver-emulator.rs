@@ -27,6 +27,9 @@ struct Args {
     /// Events kept for watch resumption.
     #[arg(long, default_value_t = 10_000)]
     history_limit: usize,
+    /// Serve HTTPS with a throwaway CA (written into the kubeconfig).
+    #[arg(long)]
+    tls: bool,
     /// Interval between watch bookmarks, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     bookmark_interval_ms: u64,
@@ -50,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         },
         history_limit: args.history_limit,
         bookmark_interval: Duration::from_millis(args.bookmark_interval_ms),
+        tls: args.tls,
         ..EmulatorConfig::default()
     };
     let emulator = Emulator::start(config)

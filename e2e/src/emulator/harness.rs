@@ -358,6 +358,17 @@ impl EmulatorProcess {
         listen: SocketAddr,
         kubeconfig: &Path,
     ) -> Result<Self, HarnessError> {
+        Self::spawn_with_args(binary, wrapper, listen, kubeconfig, &[])
+    }
+
+    /// Like [`EmulatorProcess::spawn`], with extra arguments (e.g. `--tls`).
+    pub fn spawn_with_args(
+        binary: &Path,
+        wrapper: &[&str],
+        listen: SocketAddr,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Result<Self, HarnessError> {
         use std::io::BufRead;
         let mut command = match wrapper.split_first() {
             Some((first, rest)) => {
@@ -372,6 +383,7 @@ impl EmulatorProcess {
             .arg(listen.to_string())
             .arg("--kubeconfig")
             .arg(kubeconfig)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = command.spawn()?;

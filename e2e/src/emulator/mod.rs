@@ -16,6 +16,7 @@ mod schema;
 mod selector;
 mod services;
 mod store;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -42,6 +43,8 @@ pub struct EmulatorConfig {
     pub bookmark_interval: Duration,
     /// A watch without timeoutSeconds ends after this long.
     pub default_watch_timeout: Duration,
+    /// Serve HTTPS with a throwaway CA (written into the kubeconfig) instead of plain HTTP.
+    pub tls: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -52,6 +55,7 @@ impl Default for EmulatorConfig {
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(1),
             default_watch_timeout: Duration::from_secs(1800),
+            tls: false,
         }
     }
 }
@@ -73,6 +77,8 @@ pub enum EmulatorError {
     },
     #[error("at most one service CIDR per IP family, and at least one: {0:?}")]
     ServiceCidrs(Vec<IpNet>),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot write kubeconfig {path}: {source}")]
     Kubeconfig {
         path: String,
@@ -84,6 +90,8 @@ pub enum EmulatorError {
 #[derive(Debug)]
 pub struct Emulator {
     addr: SocketAddr,
+    /// The CA, when serving HTTPS.
+    ca: Option<tls::TlsMaterial>,
     shared: Arc<http::Shared>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
@@ -129,18 +137,37 @@ impl Emulator {
         let router = axum::Router::new()
             .fallback(http::handle)
             .with_state(shared.clone());
-        let mut stop = shutdown_rx;
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
+        let mut stop = shutdown_rx.clone();
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        let (task, ca) = if config.tls {
+            let material = tls::generate(addr.ip())?;
+            let listener = tls::TlsListener::new(listener, &material, shutdown_rx)?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::warn!(error = %e, "emulator server stopped");
+                }
             });
-            if let Err(e) = serve.await {
-                tracing::warn!(error = %e, "emulator server stopped");
-            }
-        });
-        tracing::info!(%addr, "Kubernetes API emulator listening");
+            (task, Some(material))
+        } else {
+            let task = tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::warn!(error = %e, "emulator server stopped");
+                }
+            });
+            (task, None)
+        };
+        tracing::info!(%addr, tls = config.tls, "Kubernetes API emulator listening");
         Ok(Self {
             addr,
+            ca,
             shared,
             shutdown,
             task: Some(task),
@@ -152,7 +179,13 @@ impl Emulator {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA certificate (PEM) clients must trust, when serving HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_ref().map(|m| m.ca_pem.as_str())
     }
 
     /// The current global resourceVersion.
@@ -167,7 +200,7 @@ impl Emulator {
     }
 
     pub fn kubeconfig_yaml(&self) -> String {
-        kubeconfig_yaml(&self.url())
+        kubeconfig_yaml(&self.url(), self.ca_pem())
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), EmulatorError> {
@@ -179,7 +212,8 @@ impl Emulator {
 
     /// A kube client for this emulator.
     pub fn client(&self) -> Result<kube::Client, kube::Error> {
-        let config = kube::Config::new(self.url().parse().expect("emulator URL is valid"));
+        let mut config = kube::Config::new(self.url().parse().expect("emulator URL is valid"));
+        config.root_cert = self.ca.as_ref().map(|m| vec![m.ca_der.clone()]);
         kube::Client::try_from(config)
     }
 
@@ -198,15 +232,27 @@ impl Drop for Emulator {
     }
 }
 
-/// A kubeconfig pointing at `server` with no credentials (the emulator does no auth).
-pub fn kubeconfig_yaml(server: &str) -> String {
+/// A kubeconfig pointing at `server`. Over HTTPS it carries the CA and a bearer token (which
+/// the emulator accepts without checking), so clients take their production TLS and auth path.
+pub fn kubeconfig_yaml(server: &str, ca_pem: Option<&str>) -> String {
+    use base64::Engine;
+    let (ca, user) = match ca_pem {
+        Some(pem) => (
+            format!(
+                "\n    certificate-authority-data: {}",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            ),
+            "\n    token: ferrolb-emulator-token-not-checked".to_string(),
+        ),
+        None => (String::new(), " {}".to_string()),
+    };
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: ferrolb-emulator
   cluster:
-    server: {server}
+    server: {server}{ca}
 contexts:
 - name: ferrolb-emulator
   context:
@@ -216,7 +262,7 @@ contexts:
 current-context: ferrolb-emulator
 users:
 - name: ferrolb-emulator
-  user: {{}}
+  user:{user}
 "
     )
 }
