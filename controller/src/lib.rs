@@ -3,4 +3,5 @@
 
 pub mod allocator;
 pub mod plan;
+pub mod run;
 pub mod validate;

@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the controller against the cluster (in-cluster config, or KUBECONFIG).
+    Run(RunArgs),
     /// Check manifests (YAML files or directories of them) as the controller would load them.
     /// Prints one line per problem, `Kind/name: field.path: message`, then a summary; exits 1
     /// if anything is invalid.
@@ -46,6 +48,48 @@ enum Command {
     },
 }
 
+/// Flags of `run`; each has an environment variable fallback for the Deployment.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Namespace of the FerroLB objects, the Lease and the ConfigurationState.
+    #[arg(long, env = "FERROLB_NAMESPACE", default_value = "ferrolb-system")]
+    namespace: String,
+    /// Serve only Services with this spec.loadBalancerClass (default: Services without one).
+    #[arg(long, env = "FERROLB_LB_CLASS")]
+    lb_class: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
+    metrics_addr: std::net::SocketAddr,
+    /// Log format.
+    #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// This replica's identity in the Lease and in Events (default: host name and PID).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Name of the Lease that elects the active replica.
+    #[arg(long, env = "FERROLB_LEASE_NAME", default_value = "ferrolb-controller")]
+    lease_name: String,
+    /// Seconds a leader holds the lease without renewing it; a standby takes over after this.
+    #[arg(long, env = "FERROLB_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds before expiry at which the leader renews the lease.
+    #[arg(long, env = "FERROLB_LEASE_GRACE_SECONDS", default_value_t = 5)]
+    lease_grace_seconds: u64,
+    /// Name of this controller's ConfigurationState.
+    #[arg(
+        long,
+        env = "FERROLB_CONFIGURATION_STATE",
+        default_value = "controller"
+    )]
+    configuration_state: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Output {
     Table,
@@ -61,6 +105,14 @@ fn say(text: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => match run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "controller stopped");
+                eprintln!("ferrolb-controller: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Plan {
             paths,
             recursive,
@@ -99,6 +151,76 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "ferrolb-controller".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use ferrolb_controller::run::{leader, Options, Shutdown};
+    init_logging(args.log_format);
+    leader::check_timings(args.lease_duration_seconds, args.lease_grace_seconds)
+        .map_err(anyhow::Error::msg)?;
+    let opts = Options {
+        namespace: args.namespace,
+        lb_class: args.lb_class.filter(|c| !c.is_empty()),
+        metrics_addr: args.metrics_addr,
+        identity: args.identity.unwrap_or_else(default_identity),
+        lease_name: args.lease_name,
+        lease_duration_seconds: args.lease_duration_seconds,
+        lease_grace_seconds: args.lease_grace_seconds,
+        configuration_state: args.configuration_state,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+        let (stop, shutdown) = Shutdown::new();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        });
+        ferrolb_controller::run::run(client, opts, shutdown).await?;
+        Ok(())
+    })
+}
+
+/// SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -1,0 +1,284 @@
+//! The configuration as the cluster holds it: watched FerroLB objects, Secrets and Namespaces;
+//! turned into the [`Engine`](super::engine::Engine)'s configuration when valid, reported in this
+//! controller's ConfigurationState either way. An invalid configuration changes no assignment:
+//! the last valid one stays in force.
+
+use super::engine::Engine;
+use super::reconcile::patch_params;
+use super::Shared;
+use crate::allocator::service::is_ours;
+use crate::allocator::{service_info, ServiceKey};
+use ferrolb_config::model::Labels;
+use ferrolb_config::{ConfigError, Resources};
+use ferrolb_crds::{
+    BFDProfile, BGPAdvertisement, BGPPeer, Community, ConfigurationResult, ConfigurationState,
+    ConfigurationStateSpec, IPAddressPool, L2Advertisement,
+};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use kube::api::{Api, Patch, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Read-only views of everything the configuration is made of.
+#[derive(Clone)]
+pub struct ConfigStores {
+    pub pools: Store<IPAddressPool>,
+    pub l2: Store<L2Advertisement>,
+    pub bgp: Store<BGPAdvertisement>,
+    pub peers: Store<BGPPeer>,
+    pub bfd: Store<BFDProfile>,
+    pub communities: Store<Community>,
+    pub secrets: Store<Secret>,
+    pub namespaces: Store<Namespace>,
+}
+
+/// Watches `api` into a store, waking `changed` on every change; the task runs until aborted.
+fn watch<K>(api: Api<K>, changed: Arc<Notify>, tasks: &mut Vec<JoinHandle<()>>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    tasks.push(tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(_) => changed.notify_one(),
+                Err(e) => warn!(kind = %K::kind(&Default::default()), error = %e, "watch failed"),
+            }
+        }
+    }));
+    reader
+}
+
+impl ConfigStores {
+    /// Starts the watches: FerroLB objects and Secrets in `namespace`, Namespaces everywhere.
+    pub fn start(
+        client: &kube::Client,
+        namespace: &str,
+        changed: &Arc<Notify>,
+        tasks: &mut Vec<JoinHandle<()>>,
+    ) -> Self {
+        let c = || client.clone();
+        Self {
+            pools: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
+            l2: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
+            bgp: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
+            peers: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
+            bfd: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
+            communities: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
+            secrets: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
+            namespaces: watch(Api::all(c()), changed.clone(), tasks),
+        }
+    }
+
+    pub async fn wait_until_ready(&self) {
+        // A writer is dropped only when its task ends, i.e. on shutdown: nothing to wait for then.
+        let _ = futures::join!(
+            self.pools.wait_until_ready(),
+            self.l2.wait_until_ready(),
+            self.bgp.wait_until_ready(),
+            self.peers.wait_until_ready(),
+            self.bfd.wait_until_ready(),
+            self.communities.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+        );
+    }
+
+    fn resources(&self) -> Resources {
+        fn all<K: Clone + Resource + 'static>(s: &Store<K>) -> Vec<K>
+        where
+            K::DynamicType: Eq + Hash + Clone,
+        {
+            let mut v: Vec<K> = s.state().iter().map(|o| (**o).clone()).collect();
+            v.sort_by_key(|o| o.meta().name.clone());
+            v
+        }
+        Resources {
+            pools: all(&self.pools),
+            l2_advertisements: all(&self.l2),
+            bgp_advertisements: all(&self.bgp),
+            bgp_peers: all(&self.peers),
+            bfd_profiles: all(&self.bfd),
+            communities: all(&self.communities),
+            secrets: all(&self.secrets),
+        }
+    }
+
+    fn namespace_labels(&self) -> BTreeMap<String, Labels> {
+        self.namespaces
+            .state()
+            .iter()
+            .map(|ns| (ns.name_any(), ns.labels().clone()))
+            .collect()
+    }
+}
+
+/// This controller's ConfigurationState, written only when it changes.
+pub struct StateWriter {
+    api: Api<ConfigurationState>,
+    name: String,
+    written: Option<(ConfigurationResult, Option<String>)>,
+}
+
+impl StateWriter {
+    pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            written: None,
+        }
+    }
+
+    pub async fn write(
+        &mut self,
+        result: ConfigurationResult,
+        summary: Option<String>,
+    ) -> Result<(), kube::Error> {
+        let wanted = (result, summary);
+        if self.written.as_ref() == Some(&wanted) {
+            return Ok(());
+        }
+        if self.api.get_opt(&self.name).await?.is_none() {
+            let object = ConfigurationState::new(&self.name, ConfigurationStateSpec::default());
+            match self.api.create(&PostParams::default(), &object).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let patch = json!({"status": {"result": wanted.0, "errorSummary": wanted.1}});
+        self.api
+            .patch_status(&self.name, &patch_params(), &Patch::Merge(&patch))
+            .await?;
+        self.written = Some(wanted);
+        Ok(())
+    }
+}
+
+fn summary(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The configuration loop: waits until every store is filled, loads the state from the cluster
+/// (status first) once a valid configuration exists, then applies every later valid
+/// configuration and reports every invalid one.
+pub async fn config_loop(
+    shared: Arc<Shared>,
+    stores: ConfigStores,
+    services: Store<Service>,
+    changed: Arc<Notify>,
+    mut state: StateWriter,
+    lb_class: Option<String>,
+) {
+    stores.wait_until_ready().await;
+    let _ = services.wait_until_ready().await;
+    info!("caches filled");
+    loop {
+        let built = ferrolb_config::build(&stores.resources());
+        let namespaces = stores.namespace_labels();
+        let report = match built {
+            Ok(config) => {
+                let touched = {
+                    let mut guard = shared.engine.lock().unwrap_or_else(|e| e.into_inner());
+                    match guard.as_mut() {
+                        Some(engine) => {
+                            let mut touched = engine.set_namespaces(namespaces);
+                            touched.extend(engine.set_config(config));
+                            touched
+                                .into_iter()
+                                .map(|k| ObjectRef::new(&k.name).within(&k.namespace))
+                                .collect::<Vec<ObjectRef<Service>>>()
+                        }
+                        None => {
+                            let list = load_services(&services, lb_class.as_deref());
+                            let count = list.len();
+                            let (engine, _) = Engine::load(config, namespaces, list);
+                            *guard = Some(engine);
+                            info!(services = count, "state loaded from Service status");
+                            // Everything is reconciled once now that decisions can be made.
+                            services
+                                .state()
+                                .iter()
+                                .map(|s| ObjectRef::from_obj(&**s))
+                                .collect()
+                        }
+                    }
+                };
+                for r in touched {
+                    let _ = shared.triggers.unbounded_send(r);
+                }
+                shared.usage_changed.notify_one();
+                shared
+                    .health
+                    .ready
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                (ConfigurationResult::Valid, None)
+            }
+            Err(errors) => {
+                warn!(
+                    problems = errors.len(),
+                    "invalid configuration; the last valid one stays in force"
+                );
+                for e in &errors {
+                    warn!(problem = %e, "configuration problem");
+                }
+                (ConfigurationResult::Invalid, Some(summary(&errors)))
+            }
+        };
+        if let Err(e) = state.write(report.0, report.1.clone()).await {
+            warn!(error = %e, "cannot write ConfigurationState; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        changed.notified().await;
+        // Several objects are often applied together: take them as one change.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every Service of ours with its uid, for [`Engine::load`]. Unreadable ones are left to their
+/// reconcile, which reports why.
+fn load_services(
+    services: &Store<Service>,
+    lb_class: Option<&str>,
+) -> Vec<(crate::allocator::ServiceInfo, String)> {
+    let mut list: Vec<_> = services
+        .state()
+        .iter()
+        .filter(|s| is_ours(s, lb_class))
+        .filter_map(|s| Some((service_info(s).ok()?, s.uid().unwrap_or_default())))
+        .collect();
+    list.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+    list
+}
+
+/// Keys of the Services present in the cluster, with uids (to drop what was deleted unseen).
+pub fn present(services: &Store<Service>) -> BTreeMap<ServiceKey, String> {
+    services
+        .state()
+        .iter()
+        .map(|s| (ServiceKey::of(s), s.uid().unwrap_or_default()))
+        .collect()
+}

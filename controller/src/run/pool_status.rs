@@ -1,0 +1,75 @@
+//! Keeps every IPAddressPool's status counts (and the metrics) equal to the allocator's exact
+//! counts. Runs after allocation changes, batched, so a burst of Services costs one write per
+//! pool.
+
+use super::metrics::Health;
+use super::reconcile::patch_params;
+use super::Shared;
+use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
+use kube::api::{Api, Patch};
+use kube::runtime::reflector::Store;
+use kube::ResourceExt;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+
+pub async fn pool_status_loop(
+    shared: Arc<Shared>,
+    health: Arc<Health>,
+    pools: Store<IPAddressPool>,
+    api: Api<IPAddressPool>,
+) {
+    // What was last written, by pool name and uid (a pool deleted and created again needs it
+    // written again).
+    let mut written: BTreeMap<(String, String), IPAddressPoolStatus> = BTreeMap::new();
+    loop {
+        shared.usage_changed.notified().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let usage = {
+            let guard = shared.engine.lock().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                Some(engine) => engine.pool_usage(),
+                None => continue,
+            }
+        };
+        health.metrics.set_pools(&usage);
+        let mut failed = false;
+        for (name, counts, _) in &usage {
+            let Some(object) = pools.state().into_iter().find(|p| p.name_any() == *name) else {
+                continue;
+            };
+            let id = (name.clone(), object.uid().unwrap_or_default());
+            let wanted = IPAddressPoolStatus {
+                assigned_ipv4: counts.assigned_v4.into(),
+                assigned_ipv6: counts.assigned_v6.into(),
+                available_ipv4: counts.available_v4.into(),
+                available_ipv6: counts.available_v6.into(),
+            };
+            let known = written.get(&id).or(object.status.as_ref());
+            if known == Some(&wanted) {
+                continue;
+            }
+            let patch = json!({ "status": wanted });
+            match api
+                .patch_status(name, &patch_params(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    written.insert(id, wanted);
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    warn!(pool = %name, error = %e, "cannot write pool status; retrying");
+                    failed = true;
+                }
+            }
+        }
+        written.retain(|(name, _), _| usage.iter().any(|(n, _, _)| n == name));
+        if failed {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            shared.usage_changed.notify_one();
+        }
+    }
+}
