@@ -491,3 +491,36 @@ fn bgp_two_octet_frr_gets_as4_path() {
         },
     );
 }
+
+#[test]
+fn bgp_gtsm() {
+    lab_test("gt", "bgp_gtsm", Duration::from_secs(60), |tag| {
+        // FRR only accepts TTL 255 from us (RFC 5082, one hop), and sends with TTL 255.
+        let frr = start_frr(
+            tag,
+            &frr_conf(
+                65001,
+                &format!(
+                    " neighbor {SPEAKER_V4} remote-as 65070\n neighbor {SPEAKER_V4} ttl-security hops 1"
+                ),
+            ),
+        );
+        runtime().block_on(async {
+            let (engine, mut events) = engine().await;
+            // Without GTSM our TTL-1 packets are dropped by FRR: no session.
+            let mut peer = PeerConfig::new(ip(ROUTER_V4), 65070, 65001);
+            peer.families = vec![ferrolb_bgp::Family::IPV4_UNICAST];
+            peer.connect_retry = Duration::from_secs(1);
+            engine.add_peer(peer.clone()).unwrap();
+            let early = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+            assert!(early.is_err(), "session without GTSM: {early:?}");
+            peer.gtsm_hops = Some(1);
+            engine.update_peer(peer).await.unwrap();
+            wait_up(&mut events).await;
+            engine.set_routes(ip(ROUTER_V4), host_v4(2)).unwrap();
+            frr.wait_received("ipv4", SPEAKER_V4, 2, SESSION).unwrap();
+            engine.remove_peer(ip(ROUTER_V4)).await.unwrap();
+            engine.shutdown(ShutdownMode::Cease(None)).await;
+        });
+    });
+}

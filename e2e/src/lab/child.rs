@@ -22,7 +22,13 @@ pub fn run_in_netns(ns: &NetNs, test: &str, limit: Duration) -> Result<String, S
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns.name()])
         .arg(&exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            test,
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(CHILD_ENV, test)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -9,10 +9,14 @@
 //! runs in a child process: [`child::run_in_netns`] re-executes the current test binary under
 //! `ip netns exec`, filtered to one test, which then sees [`child::is_child`] and runs its body.
 
+pub mod bird;
+pub mod capture;
 pub mod child;
 pub mod frr;
 pub mod netns;
 
+pub use bird::Bird;
+pub use capture::Capture;
 pub use child::{is_child, run_in_netns};
 pub use frr::{Frr, FrrDaemons};
 pub use netns::{NetNs, VethPair};
