@@ -247,3 +247,45 @@ async fn load_balancer_services_get_node_ports_and_a_separate_status() {
     assert_eq!(kept_ports, node_ports);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_tables_show_the_service_columns() {
+    use axum::http::Request;
+    let env = Env::start("emu-svctable-").await;
+    let api: Api<Service> = env.typed();
+    api.create(
+        &PostParams::default(),
+        &service("tabled", json!({"type": "LoadBalancer"})),
+    )
+    .await
+    .unwrap();
+    let request = Request::get(format!("/api/v1/namespaces/{}/services", env.ns))
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let table: Value =
+        serde_json::from_str(&env.client().request_text(request).await.unwrap()).unwrap();
+    assert_eq!(table["kind"], "Table");
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for wanted in [
+        "Name",
+        "Type",
+        "Cluster-IP",
+        "External-IP",
+        "Port(s)",
+        "Age",
+    ] {
+        assert!(columns.contains(&wanted), "{wanted} not in {columns:?}");
+    }
+    assert_eq!(table["rows"][0]["cells"][0], "tabled");
+    assert_eq!(table["rows"][0]["cells"][1], "LoadBalancer");
+    env.finish().await;
+}

@@ -294,6 +294,18 @@ fn openapi_v3_group_version(shared: &Shared, group: &str, version: &str) -> ApiR
     Ok(json_response(200, &doc, &[]))
 }
 
+/// kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` first.
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept
+                .split(',')
+                .any(|t| t.contains("as=Table") && t.contains("v=v1"))
+        })
+}
+
 fn flag(query: &HashMap<String, String>, key: &str) -> bool {
     query
         .get(key)
@@ -408,10 +420,27 @@ async fn resource_request(
             let list = shared
                 .lock()
                 .list(rt, t.namespace.as_deref(), &list_options(rt, query)?)?;
+            if wants_table(headers) {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                return Ok(json_response(
+                    200,
+                    &super::table::table(rt, &items, &list["metadata"], query),
+                    &[],
+                ));
+            }
             Ok(json_response(200, &list, &[]))
         }
         (Method::GET, Some(name)) => {
-            Ok(json_response(200, &shared.lock().get(rt, &ns, name)?, &[]))
+            let object = shared.lock().get(rt, &ns, name)?;
+            if wants_table(headers) {
+                let meta = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+                return Ok(json_response(
+                    200,
+                    &super::table::table(rt, &[object], &meta, query),
+                    &[],
+                ));
+            }
+            Ok(json_response(200, &object, &[]))
         }
         (Method::POST, None) => {
             let opts = write_options(query, headers)?;

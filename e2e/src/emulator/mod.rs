@@ -16,6 +16,7 @@ mod schema;
 mod selector;
 mod services;
 mod store;
+mod table;
 mod tls;
 
 use std::net::SocketAddr;

@@ -51,6 +51,8 @@ pub struct ResourceType {
     pub status: bool,
     pub short_names: Vec<String>,
     pub categories: Vec<String>,
+    /// A CRD version's `additionalPrinterColumns`, for `kubectl get` tables.
+    pub printer_columns: Vec<Value>,
     pub flavour: Flavour,
 }
 
@@ -173,6 +175,7 @@ fn builtin(
         status,
         short_names: short_names.iter().map(|s| s.to_string()).collect(),
         categories: Vec::new(),
+        printer_columns: Vec::new(),
         flavour: Flavour::Builtin(which),
     }
 }
@@ -499,6 +502,10 @@ pub fn crd_resource_types(crd: &Value) -> ApiResult<Vec<ResourceType>> {
                 status: v["subresources"].get("status").is_some(),
                 short_names: strings(&names["shortNames"]),
                 categories: strings(&names["categories"]),
+                printer_columns: v["additionalPrinterColumns"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
                 flavour: Flavour::Custom {
                     selectable: v["selectableFields"]
                         .as_array()
