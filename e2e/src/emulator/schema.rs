@@ -505,3 +505,79 @@ pub fn list_type(schema: &Value) -> ListType {
         _ => ListType::Atomic,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "required": ["size"],
+                    "properties": {
+                        "size": {"type": "integer", "minimum": 1},
+                        "mode": {"type": "string", "default": "slow"},
+                        "note": {"type": "string", "nullable": true},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                                 "properties": {"known": {"type": "object", "properties": {"a": {"type": "string"}}}}},
+                        "either": {"type": "string", "anyOf": [{"pattern": "^a"}, {"pattern": "^b"}]},
+                    }
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn prunes_unknown_fields_but_keeps_preserved_and_map_values() {
+        let mut obj = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"}, "top": 1,
+            "spec": {"size": 1, "junk": true, "labels": {"a": "b"}, "free": {"anything": 1, "known": {"a": "x", "b": "pruned"}}}});
+        let mut unknown = Vec::new();
+        prune_and_default(&mut obj, &schema(), "", true, &mut unknown, true);
+        unknown.sort();
+        assert_eq!(unknown, ["spec.free.known.b", "spec.junk", "top"]);
+        assert_eq!(obj["spec"]["labels"]["a"], "b");
+        assert_eq!(obj["spec"]["free"]["anything"], 1);
+        assert_eq!(obj["spec"]["mode"], "slow");
+        assert_eq!(obj["metadata"]["name"], "n");
+    }
+
+    #[test]
+    fn null_in_a_defaulted_field_takes_the_default_and_nullable_keeps_null() {
+        let mut obj = json!({"spec": {"size": 1, "mode": null, "note": null}});
+        prune_and_default(&mut obj, &schema(), "", true, &mut Vec::new(), true);
+        assert_eq!(obj["spec"]["mode"], "slow");
+        let mut errors = Vec::new();
+        validate(&obj, &schema(), "", true, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn reports_every_violation_with_its_path() {
+        let obj = json!({"spec": {"size": 0, "labels": {"a": 1}, "either": "c"}});
+        let mut errors = Vec::new();
+        validate(&obj, &schema(), "", true, &mut errors);
+        let messages: Vec<String> = errors.iter().map(FieldError::message).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(
+            messages.iter().any(|m| m.starts_with(
+                "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"
+            )),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with("spec.labels.a: Invalid value: \"integer\"")),
+            "{messages:?}"
+        );
+        assert!(messages.iter().any(|m| m.contains("anyOf")), "{messages:?}");
+        let mut missing = Vec::new();
+        validate(&json!({"spec": {}}), &schema(), "", true, &mut missing);
+        assert_eq!(missing, [FieldError::required("spec.size")]);
+    }
+}

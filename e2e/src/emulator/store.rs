@@ -231,12 +231,16 @@ fn comparable(object: &Value) -> Value {
     o
 }
 
-/// Everything except metadata and status: what a generation bump is about.
-fn spec_part(object: &Value) -> Value {
+/// What a generation bump is about: everything but metadata, and but status when status is
+/// a subresource (without one, a status change is a change like any other).
+fn spec_part(object: &Value, status_subresource: bool) -> Value {
     let mut o = object.clone();
     if let Some(m) = o.as_object_mut() {
-        for k in ["metadata", "status", "apiVersion", "kind"] {
+        for k in ["metadata", "apiVersion", "kind"] {
             m.remove(k);
+        }
+        if status_subresource {
+            m.remove("status");
         }
     }
     o
@@ -813,7 +817,7 @@ impl Store {
                 None => 1,
                 Some(old) => {
                     let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
-                    if spec_part(old) != spec_part(&object) {
+                    if spec_part(old, rt.status) != spec_part(&object, rt.status) {
                         g + 1
                     } else {
                         g
