@@ -840,3 +840,38 @@ async fn emulator_binary_serves_tls_with_a_kubeconfig() {
     let namespaces: Api<Namespace> = Api::all(process.client().await.unwrap());
     namespaces.get("default").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_rules_secret_string_data_and_resource_version() {
+    use k8s_openapi::api::core::v1::Secret;
+    let env = Env::start("emu-create-").await;
+    let secrets: Api<Secret> = env.typed();
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("bgp-password".into());
+    secret.string_data = Some([("password".to_string(), "s3cret".to_string())].into());
+    let stored = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    assert!(stored.string_data.is_none(), "stringData is write-only");
+    assert_eq!(stored.data.unwrap()["password"].0, b"s3cret");
+
+    // Creating from a fetched object (with its resourceVersion) is refused.
+    let api: Api<ConfigMap> = env.typed();
+    let first = api
+        .create(&PostParams::default(), &config_map("orig", &[]))
+        .await
+        .unwrap();
+    let mut copy = first.clone();
+    copy.metadata.name = Some("copy".into());
+    let refused = status(api.create(&PostParams::default(), &copy).await);
+    assert_eq!(refused.code, 400, "{refused:?}");
+    assert!(
+        refused
+            .message
+            .contains("resourceVersion should not be set"),
+        "{}",
+        refused.message
+    );
+    env.finish().await;
+}

@@ -718,6 +718,19 @@ impl Store {
                     object["status"] = json!({"phase": "Active"});
                 }
             }
+            Some(Builtin::Secret) => {
+                // stringData is write-only: it lands in data, base64-encoded.
+                if let Some(Value::Object(plain)) =
+                    object.as_object_mut().and_then(|m| m.remove("stringData"))
+                {
+                    use base64::Engine;
+                    for (k, v) in plain {
+                        let text = v.as_str().unwrap_or_default().to_string();
+                        object["data"][k] =
+                            Value::from(base64::engine::general_purpose::STANDARD.encode(text));
+                    }
+                }
+            }
             Some(Builtin::EndpointSlice) => {
                 if let Some(ports) = object["ports"].as_array_mut() {
                     for p in ports {
@@ -961,6 +974,16 @@ impl Store {
                     ))
                 }
             }
+        }
+        let tracked_apply = matches!(tracking, Tracking::Applied);
+        if !tracked_apply
+            && body["metadata"]["resourceVersion"]
+                .as_str()
+                .is_some_and(|rv| !rv.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
         self.check_namespace(rt, ns)?;
         if self.lookup(rt, ns, &name).is_some() {
