@@ -448,8 +448,44 @@ async fn namespace_deletion_removes_its_content() {
     let namespaces: Api<Namespace> = Api::all(env.client());
     let ns = namespaces.get(&env.ns).await.unwrap();
     assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Active"));
+    let mut held = widget("held", json!({"size": 1}));
+    held.metadata.finalizers = Some(vec!["emulator-test.ferrolb.io/hold".into()]);
+    env.widgets()
+        .create(&PostParams::default(), &held)
+        .await
+        .unwrap();
     let name = env.ns.clone();
     env.cluster.delete_namespace(&name).await.unwrap();
+    // The finalizer holds the namespace in Terminating, where nothing new may be created.
+    emulator_common::within(120, "namespace content deleted", async {
+        while api.get("cm").await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let terminating = namespaces.get(&name).await.unwrap();
+    assert_eq!(
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    let refused = status(
+        api.create(&PostParams::default(), &config_map("late", &[]))
+            .await,
+    );
+    assert_eq!(refused.code, 403, "{refused:?}");
+    assert!(
+        refused.message.contains("being terminated"),
+        "{}",
+        refused.message
+    );
+    env.widgets()
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
     // A real cluster finishes this asynchronously; wait for it.
     emulator_common::within(120, "namespace deletion", async {
         loop {

@@ -877,7 +877,7 @@ impl Store {
         Ok(object)
     }
 
-    fn check_namespace(&self, rt: &ResourceType, ns: &str) -> ApiResult<()> {
+    fn check_namespace(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<()> {
         if !rt.namespaced {
             return Ok(());
         }
@@ -888,9 +888,8 @@ impl Store {
         match self.lookup(&ns_rt, "", ns) {
             None => Err(ApiError::not_found(ns_subject(), ns)),
             Some(n) if n["metadata"].get("deletionTimestamp").is_some() => Err(ApiError::forbidden(format!(
-                "{} {:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                 rt.subject().qualified_resource(),
-                ""
             ))),
             Some(_) => Ok(()),
         }
@@ -985,7 +984,7 @@ impl Store {
                 "resourceVersion should not be set on objects to be created",
             ));
         }
-        self.check_namespace(rt, ns)?;
+        self.check_namespace(rt, ns, &name)?;
         if self.lookup(rt, ns, &name).is_some() {
             return Err(ApiError::already_exists(rt.subject(), &name));
         }
