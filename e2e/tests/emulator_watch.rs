@@ -278,3 +278,39 @@ async fn streaming_list_ends_initial_events_with_a_bookmark() {
     );
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_lists_and_watches() {
+    use kube::runtime::metadata_watcher;
+    let env = Env::start("emu-wmeta-").await;
+    let api: Api<ConfigMap> = env.typed();
+    let mut labelled = cm("a");
+    labelled.metadata.labels = Some([("k".to_string(), "v".to_string())].into());
+    api.create(&PostParams::default(), &labelled).await.unwrap();
+    let list = api
+        .list_metadata(&kube::api::ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.labels.as_ref().unwrap()["k"], "v");
+
+    let mut events = metadata_watcher(api.clone(), watcher::Config::default()).boxed();
+    within(10, "metadata watcher init", async {
+        loop {
+            if let watcher::Event::InitDone = events.try_next().await.unwrap().unwrap() {
+                break;
+            }
+        }
+    })
+    .await;
+    api.create(&PostParams::default(), &cm("b")).await.unwrap();
+    let next = within(10, "metadata event", events.try_next())
+        .await
+        .unwrap()
+        .unwrap();
+    match next {
+        watcher::Event::Apply(m) => assert_eq!(m.metadata.name.as_deref(), Some("b")),
+        other => panic!("{other:?}"),
+    }
+    env.finish().await;
+}

@@ -294,6 +294,42 @@ fn openapi_v3_group_version(shared: &Shared, group: &str, version: &str) -> ApiR
     Ok(json_response(200, &doc, &[]))
 }
 
+/// Whether the client asked for objects or only their metadata (`as=PartialObjectMetadata`,
+/// as kube-rs `list_metadata` and `metadata_watcher` do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    Full,
+    Metadata,
+}
+
+fn view(headers: &HeaderMap) -> View {
+    let metadata = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept
+                .split(',')
+                .next()
+                .is_some_and(|t| t.contains("as=PartialObjectMetadata"))
+        });
+    if metadata {
+        View::Metadata
+    } else {
+        View::Full
+    }
+}
+
+fn render(view: View, rt: &ResourceType, object: &Value) -> Value {
+    match view {
+        View::Full => Store::present(rt, object),
+        View::Metadata => json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadata",
+            "metadata": object["metadata"],
+        }),
+    }
+}
+
 /// kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` first.
 fn wants_table(headers: &HeaderMap) -> bool {
     headers
@@ -414,12 +450,27 @@ async fn resource_request(
     let ns = t.namespace.clone().unwrap_or_default();
     match (method, t.name.as_deref()) {
         (Method::GET, None) if flag(query, "watch") => {
-            watch(shared, rt, t.namespace.as_deref(), query)
+            watch(shared, rt, t.namespace.as_deref(), query, view(headers))
         }
         (Method::GET, None) => {
             let list = shared
                 .lock()
                 .list(rt, t.namespace.as_deref(), &list_options(rt, query)?)?;
+            if view(headers) == View::Metadata {
+                let items: Vec<Value> = list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|o| render(View::Metadata, rt, o))
+                    .collect();
+                let body = json!({
+                    "apiVersion": "meta.k8s.io/v1",
+                    "kind": "PartialObjectMetadataList",
+                    "metadata": list["metadata"],
+                    "items": items,
+                });
+                return Ok(json_response(200, &body, &[]));
+            }
             if wants_table(headers) {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
                 return Ok(json_response(
@@ -432,6 +483,13 @@ async fn resource_request(
         }
         (Method::GET, Some(name)) => {
             let object = shared.lock().get(rt, &ns, name)?;
+            if view(headers) == View::Metadata {
+                return Ok(json_response(
+                    200,
+                    &render(View::Metadata, rt, &object),
+                    &[],
+                ));
+            }
             if wants_table(headers) {
                 let meta = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
                 return Ok(json_response(
@@ -569,6 +627,7 @@ fn watch(
     rt: &ResourceType,
     ns: Option<&str>,
     query: &HashMap<String, String>,
+    view: View,
 ) -> ApiResult<Response> {
     let list = list_options(rt, query)?;
     let filter = WatchFilter {
@@ -603,7 +662,7 @@ fn watch(
                 Ok(events) => {
                     for e in &events {
                         if let Some((kind, object)) = filter.translate(e) {
-                            first.push(line(kind, &Store::present(rt, object)));
+                            first.push(line(kind, &render(view, rt, object)));
                         }
                     }
                 }
@@ -616,7 +675,7 @@ fn watch(
             _ => {
                 for object in store.current(rt, ns) {
                     if filter.matches(&object) {
-                        first.push(line("ADDED", &Store::present(rt, &object)));
+                        first.push(line("ADDED", &render(view, rt, &object)));
                     }
                 }
                 if initial_events && bookmarks {
@@ -646,6 +705,7 @@ fn watch(
             tx,
             filter,
             rt,
+            view,
             start_rv,
             bookmarks,
             interval,
@@ -686,6 +746,7 @@ async fn pump(
     tx: mpsc::Sender<Bytes>,
     filter: WatchFilter,
     rt: ResourceType,
+    view: View,
     start_rv: u64,
     bookmarks: bool,
     interval: Duration,
@@ -706,7 +767,7 @@ async fn pump(
                     }
                     last_rv = e.rv;
                     if let Some((kind, object)) = filter.translate(&e) {
-                        if tx.send(line(kind, &Store::present(&rt, object))).await.is_err() {
+                        if tx.send(line(kind, &render(view, &rt, object))).await.is_err() {
                             return;
                         }
                     }
