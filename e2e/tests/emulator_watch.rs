@@ -281,7 +281,7 @@ async fn streaming_list_ends_initial_events_with_a_bookmark() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_only_lists_and_watches() {
-    use kube::runtime::metadata_watcher;
+    use kube::core::PartialObjectMeta;
     let env = Env::start("emu-wmeta-").await;
     let api: Api<ConfigMap> = env.typed();
     let mut labelled = cm("a");
@@ -294,7 +294,8 @@ async fn metadata_only_lists_and_watches() {
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].metadata.labels.as_ref().unwrap()["k"], "v");
 
-    let mut events = metadata_watcher(api.clone(), watcher::Config::default()).boxed();
+    let meta_api: Api<PartialObjectMeta<ConfigMap>> = Api::namespaced(env.client(), &env.ns);
+    let mut events = watcher(meta_api, watcher::Config::default()).boxed();
     within(10, "metadata watcher init", async {
         loop {
             if let watcher::Event::InitDone = events.try_next().await.unwrap().unwrap() {
