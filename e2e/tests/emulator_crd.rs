@@ -435,3 +435,68 @@ async fn a_kube_runtime_controller_converges_without_a_hot_loop() {
     running.abort();
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_crd_stops_serving_it_and_removes_its_objects() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::DeleteParams;
+    let env = Env::start("emu-crddel-").await;
+    let crd = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: sprockets.emulator-test.ferrolb.io
+spec:
+  group: emulator-test.ferrolb.io
+  scope: Namespaced
+  names: {plural: sprockets, singular: sprocket, kind: Sprocket, listKind: SprocketList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sprockets.yaml");
+    std::fs::write(&path, crd).unwrap();
+    env.cluster.apply_crds(&path).await.unwrap();
+    let gvk = GroupVersionKind::gvk("emulator-test.ferrolb.io", "v1", "Sprocket");
+    let sprockets: Api<DynamicObject> = Api::namespaced_with(
+        env.client(),
+        &env.ns,
+        &ApiResource::from_gvk_with_plural(&gvk, "sprockets"),
+    );
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "emulator-test.ferrolb.io/v1", "kind": "Sprocket", "metadata": {"name": "s"}, "teeth": 12,
+    }))
+    .unwrap();
+    let created = sprockets
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+    assert_eq!(
+        created.data["teeth"], 12,
+        "preserve-unknown-fields at the root keeps everything"
+    );
+
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client());
+    crds.delete(
+        "sprockets.emulator-test.ferrolb.io",
+        &DeleteParams::default(),
+    )
+    .await
+    .unwrap();
+    emulator_common::within(60, "CRD removal", async {
+        loop {
+            match sprockets.get("s").await {
+                Err(kube::Error::Api(s)) if s.code == 404 => break,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await;
+    env.finish().await;
+}

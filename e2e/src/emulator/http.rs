@@ -683,7 +683,9 @@ fn watch(
                 }
             }
         }
-        (receiver, current)
+        // From a resourceVersion the server has not reached yet, only later events count
+        // (what the watch cache does).
+        (receiver, requested.map_or(current, |rv| rv.max(current)))
     };
 
     let (tx, rx) = mpsc::channel::<Bytes>(256);
