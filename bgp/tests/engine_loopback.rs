@@ -38,7 +38,7 @@ async fn engine(router_id: &str, listen: &str) -> (BgpEngine, UnboundedReceiver<
 fn host_routes(n: u32) -> Vec<(ipnet::IpNet, RouteAttributes)> {
     (0..n)
         .map(|i| {
-            let a = std::net::Ipv4Addr::from(0xc633_6400u32 + i);
+            let a = std::net::Ipv4Addr::from(0x6440_0000u32 + i);
             (
                 ipnet::IpNet::V4(ipnet::Ipv4Net::new(a, 32).unwrap()),
                 RouteAttributes::default(),
@@ -328,5 +328,65 @@ async fn hold_timer_expiry_sends_notification() {
         ev.kind,
         SessionEventKind::Down(DownReason::NotificationSent(_))
     ));
+    e.shutdown(ShutdownMode::Cease(None)).await;
+}
+
+#[tokio::test]
+async fn send_hold_timer_closes_a_session_whose_peer_stopped_reading() {
+    // RFC 9687: the peer keeps the TCP connection open but never reads.
+    let (e, mut ev) = engine("192.0.2.1", "127.0.0.1:0").await;
+    let mut c = PeerConfig::new(ip("127.0.0.11"), 65001, 65010);
+    c.passive = true;
+    c.send_hold_time = Some(Duration::from_secs(1));
+    c.hold_time = 0; // so the hold timer cannot end the session first
+    e.add_peer(c).unwrap();
+    let addr = e.listen_addrs()[0];
+    // A small receive window so the socket buffers fill quickly.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(SocketAddr::new(ip("127.0.0.11"), 0)).unwrap();
+    let mut s = tokio::time::timeout(WAIT, sock.connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut open = Open::new(
+        65010,
+        0,
+        "192.0.2.96".parse().unwrap(),
+        vec![
+            Capability::Multiprotocol(Family::IPV4_UNICAST),
+            Capability::FourOctetAsn(65010),
+        ],
+    );
+    open.hold_time = 0;
+    s.write_all(
+        &Message::Open(open)
+            .to_bytes(&DecodeContext::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    s.write_all(
+        &Message::Keepalive
+            .to_bytes(&DecodeContext::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        next_event(&mut ev).await.kind,
+        SessionEventKind::Up(_)
+    ));
+    // More than the socket buffers hold: a million /32s, about 5 MB of UPDATEs.
+    let t0 = tokio::time::Instant::now();
+    e.set_routes(ip("127.0.0.11"), host_routes(1_000_000))
+        .unwrap();
+    let ev = next_event(&mut ev).await;
+    let SessionEventKind::Down(DownReason::NotificationSent(n)) = ev.kind else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(n.code, 8, "Send Hold Timer Expired");
+    eprintln!("closed {:?} after the routes were set", t0.elapsed());
+    drop(s);
     e.shutdown(ShutdownMode::Cease(None)).await;
 }
