@@ -623,6 +623,23 @@ async fn event_recorder_creates_then_patches_series() {
     let listed = events.list(&ListParams::default()).await.unwrap();
     assert_eq!(listed.items.len(), 1, "{:?}", listed.items);
     assert_eq!(listed.items[0].series.as_ref().map(|s| s.count), Some(2));
+    // One store, two shapes: the same event through the core API.
+    let core: Api<k8s_openapi::api::core::v1::Event> = env.typed();
+    let core_events = core.list(&ListParams::default()).await.unwrap();
+    assert_eq!(core_events.items.len(), 1);
+    assert_eq!(
+        core_events.items[0].message.as_deref(),
+        Some("assigned 192.0.2.1")
+    );
+    assert_eq!(
+        core_events.items[0].involved_object.name.as_deref(),
+        Some("subject")
+    );
+    let by_regarding = events
+        .list(&ListParams::default().fields("regarding.name=subject"))
+        .await
+        .unwrap();
+    assert_eq!(by_regarding.items.len(), 1);
     env.finish().await;
 }
 

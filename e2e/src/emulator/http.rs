@@ -382,6 +382,12 @@ fn list_options(rt: &ResourceType, query: &HashMap<String, String>) -> ApiResult
             )));
         }
     }
+    // events.k8s.io selectors name fields of the stored (core) shape.
+    let fields = if rt.builtin() == Some(super::registry::Builtin::Event) {
+        fields.map_fields(super::events::core_field_label)
+    } else {
+        fields
+    };
     Ok(ListOptions {
         labels: LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?,
         fields,

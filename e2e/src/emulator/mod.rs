@@ -7,6 +7,7 @@
 //! Service clusterIP allocation. [`harness`] starts it for tests, or uses a real cluster.
 
 mod error;
+mod events;
 mod fields;
 pub mod harness;
 mod http;

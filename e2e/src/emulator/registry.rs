@@ -75,7 +75,11 @@ impl ResourceType {
 
     /// Objects of all versions of a resource share one store.
     pub fn storage_key(&self) -> (String, String) {
-        (self.group.clone(), self.plural.clone())
+        match self.flavour {
+            // events.k8s.io Events live in the core Event store.
+            Flavour::Builtin(Builtin::Event) => (String::new(), "events".into()),
+            _ => (self.group.clone(), self.plural.clone()),
+        }
     }
 
     pub fn is_custom(&self) -> bool {
@@ -124,7 +128,7 @@ impl ResourceType {
                 "status.podIP",
                 "status.nominatedNodeName",
             ],
-            Flavour::Builtin(Builtin::CoreEvent | Builtin::Event) => &[
+            Flavour::Builtin(Builtin::CoreEvent) => &[
                 "involvedObject.kind",
                 "involvedObject.namespace",
                 "involvedObject.name",
@@ -132,14 +136,21 @@ impl ResourceType {
                 "involvedObject.apiVersion",
                 "involvedObject.resourceVersion",
                 "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ],
+            Flavour::Builtin(Builtin::Event) => &[
                 "regarding.kind",
                 "regarding.namespace",
                 "regarding.name",
                 "regarding.uid",
-                "reason",
-                "reportingComponent",
+                "regarding.apiVersion",
+                "regarding.resourceVersion",
+                "regarding.fieldPath",
                 "reportingController",
-                "source",
+                "reason",
                 "type",
             ],
             Flavour::Builtin(_) => &[],

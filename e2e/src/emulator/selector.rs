@@ -131,6 +131,16 @@ impl FieldSelector {
         Ok(Self(terms))
     }
 
+    /// The same selector with its field labels translated.
+    pub fn map_fields(self, f: impl Fn(&str) -> String) -> Self {
+        Self(
+            self.0
+                .into_iter()
+                .map(|(field, eq, value)| (f(&field), eq, value))
+                .collect(),
+        )
+    }
+
     /// The field labels the selector uses.
     pub fn fields(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(field, _, _)| field.as_str())

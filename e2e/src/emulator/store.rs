@@ -335,7 +335,10 @@ impl Store {
 
     /// The object as clients of `rt`'s version see it.
     pub fn present(rt: &ResourceType, object: &Value) -> Value {
-        let mut o = object.clone();
+        let mut o = match rt.builtin() {
+            Some(Builtin::Event) => super::events::to_events_v1(object),
+            _ => object.clone(),
+        };
         o["apiVersion"] = Value::from(rt.api_version());
         o["kind"] = Value::from(rt.kind.clone());
         o
@@ -609,6 +612,9 @@ impl Store {
         warnings: &mut Vec<String>,
     ) -> ApiResult<Value> {
         let mut object = self.decode(rt, incoming, opts.field_validation, warnings)?;
+        if rt.builtin() == Some(Builtin::Event) {
+            object = super::events::to_core(&object);
+        }
         object["apiVersion"] = Value::from(rt.api_version());
         object["kind"] = Value::from(rt.kind.clone());
         let name = object["metadata"]["name"]
