@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Read-only views of everything the configuration is made of.
 #[derive(Clone)]
@@ -88,6 +88,8 @@ impl ConfigStores {
         }
     }
 
+    /// Only one task may wait on a store: kube-runtime wakes a single waiter (the last one to
+    /// poll), so a second waiter can sleep forever.
     pub async fn wait_until_ready(&self) {
         // A writer is dropped only when its task ends, i.e. on shutdown: nothing to wait for then.
         let _ = futures::join!(
@@ -188,12 +190,16 @@ pub async fn config_loop(
     shared: Arc<Shared>,
     stores: ConfigStores,
     services: Store<Service>,
+    mut services_listed: tokio::sync::watch::Receiver<bool>,
     changed: Arc<Notify>,
     mut state: StateWriter,
     lb_class: Option<String>,
 ) {
     stores.wait_until_ready().await;
-    let _ = services.wait_until_ready().await;
+    debug!("configuration caches filled");
+    // Not `services.wait_until_ready()`: the kube-runtime Controller already waits on that
+    // store, and only one waiter is woken.
+    let _ = services_listed.wait_for(|listed| *listed).await;
     info!("caches filled");
     loop {
         let built = ferrolb_config::build(&stores.resources());

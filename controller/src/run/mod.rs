@@ -152,6 +152,7 @@ async fn lead(
 
     let (services, writer) = reflector::store::<Service>();
     let (notes, note_rx) = mpsc::unbounded();
+    let (listed, services_listed) = tokio::sync::watch::channel(false);
     let service_stream = watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
@@ -163,7 +164,11 @@ async fn lead(
             watcher::Event::Delete(svc) => {
                 ServiceNote::Deleted(ServiceKey::of(svc), svc.uid().unwrap_or_default())
             }
-            watcher::Event::InitDone => ServiceNote::Relisted,
+            watcher::Event::InitDone => {
+                // The reflector has filled the store before passing the event on.
+                let _ = listed.send(true);
+                ServiceNote::Relisted
+            }
             _ => return,
         };
         let _ = notes.unbounded_send(note);
@@ -174,6 +179,7 @@ async fn lead(
         shared.clone(),
         stores.clone(),
         services.clone(),
+        services_listed,
         changed,
         config::StateWriter::new(client.clone(), &opts.namespace, &opts.configuration_state),
         opts.lb_class.clone(),

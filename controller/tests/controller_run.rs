@@ -1,0 +1,566 @@
+//! The real `ferrolb-controller run` binary, as a process, against the Kubernetes API emulator
+//! (or the cluster named by FERROLB_E2E_KUBECONFIG): allocation, reuse after delete, restart and
+//! leader failover without change, an invalid configuration changing nothing, pool deletion.
+//!
+//! Every test works in its own namespaces and with its own load balancer class, so it can share
+//! a real cluster with other workloads and with the other tests. Every wait is bounded; every
+//! process is killed by PID when its handle drops.
+
+use ferrolb_crds::{ConfigurationResult, ConfigurationState, IPAddressPool};
+use ferrolb_e2e::emulator::harness::{TestCluster, TestProcess};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const CONTROLLER: &str = env!("CARGO_BIN_EXE_ferrolb-controller");
+const POLL: Duration = Duration::from_millis(10);
+
+struct Env {
+    cluster: TestCluster,
+    /// Where the FerroLB objects, the Lease and the ConfigurationState live.
+    system: String,
+    /// Where the Services live.
+    apps: String,
+    class: String,
+    /// Logs of the controllers started, shown when a wait fails.
+    logs: std::sync::Mutex<Vec<std::path::PathBuf>>,
+}
+
+impl Env {
+    async fn start(prefix: &str) -> Self {
+        let cluster = TestCluster::start().await.expect("cluster");
+        cluster.apply_ferrolb_crds().await.expect("CRDs");
+        let system = cluster
+            .create_namespace(&format!("{prefix}sys-"))
+            .await
+            .unwrap();
+        let apps = cluster
+            .create_namespace(&format!("{prefix}app-"))
+            .await
+            .unwrap();
+        let class = format!("ferrolb.io/test-{system}");
+        Self {
+            cluster,
+            system,
+            apps,
+            class,
+            logs: Default::default(),
+        }
+    }
+
+    /// Starts a controller replica.
+    fn controller(&self, identity: &str, metrics_port: u16) -> TestProcess {
+        let metrics = format!("127.0.0.1:{metrics_port}");
+        let process = self
+            .cluster
+            .spawn(
+                Path::new(CONTROLLER),
+                &[
+                    "run",
+                    "--namespace",
+                    &self.system,
+                    "--lb-class",
+                    &self.class,
+                    "--metrics-addr",
+                    &metrics,
+                    "--identity",
+                    identity,
+                    "--lease-duration-seconds",
+                    "3",
+                    "--lease-grace-seconds",
+                    "1",
+                ],
+            )
+            .expect("spawn the controller");
+        self.logs
+            .lock()
+            .unwrap()
+            .push(process.log_path().to_path_buf());
+        process
+    }
+
+    /// What the controllers logged, for failure messages.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for path in self.logs.lock().unwrap().iter() {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            out.push_str(&format!("\n--- {}\n{text}", path.display()));
+        }
+        out
+    }
+
+    async fn apply(&self, yaml: &str) {
+        self.cluster
+            .apply_yaml(yaml, Some(&self.system))
+            .await
+            .expect("apply");
+    }
+
+    async fn pool(&self, name: &str, addresses: &str) {
+        self.apply(&format!(
+            "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {name}}}\nspec:\n  addresses: [{addresses}]\n"
+        ))
+        .await;
+    }
+
+    fn services(&self) -> Api<Service> {
+        Api::namespaced(self.cluster.client(), &self.apps)
+    }
+
+    async fn service(&self, name: &str, annotations: &[(&str, &str)]) {
+        let annotations: BTreeMap<&str, &str> = annotations.iter().copied().collect();
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {
+                "type": "LoadBalancer",
+                "loadBalancerClass": self.class,
+                "ports": [{"port": 80, "protocol": "TCP"}],
+            }
+        }))
+        .unwrap();
+        self.services()
+            .create(&PostParams::default(), &svc)
+            .await
+            .expect("create Service");
+    }
+
+    async fn delete_service(&self, name: &str) {
+        self.services()
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete Service");
+    }
+
+    async fn ips(&self, name: &str) -> Vec<String> {
+        let svc = self.services().get(name).await.expect("get Service");
+        svc.status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.ip)
+            .collect()
+    }
+
+    /// Waits (at most `limit`) until the Service shows addresses; returns them and the time.
+    async fn wait_ips(&self, name: &str, limit: Duration) -> (Vec<String>, Duration) {
+        let start = Instant::now();
+        loop {
+            let ips = self.ips(name).await;
+            if !ips.is_empty() {
+                return (ips, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < limit,
+                "Service {name} got no address within {limit:?}{}",
+                self.logs()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until `check` holds, at most `limit`.
+    async fn wait_until<F, Fut>(&self, what: &str, limit: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        while !check().await {
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?}: {what}{}",
+                self.logs()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn configuration_state(&self) -> Option<ConfigurationState> {
+        let api: Api<ConfigurationState> = Api::namespaced(self.cluster.client(), &self.system);
+        api.get_opt("controller").await.unwrap()
+    }
+
+    async fn wait_config(&self, result: ConfigurationResult) -> ConfigurationState {
+        let start = Instant::now();
+        loop {
+            if let Some(state) = self.configuration_state().await {
+                if state.status.as_ref().and_then(|s| s.result) == Some(result) {
+                    return state;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "ConfigurationState never became {result:?}: {:?}{}",
+                self.configuration_state().await,
+                self.logs()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn events(&self, service: &str) -> Vec<(String, String)> {
+        let api: Api<Event> = Api::namespaced(self.cluster.client(), &self.apps);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(service))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+
+    async fn lease_holder(&self) -> Option<String> {
+        let api: Api<Lease> = Api::namespaced(self.cluster.client(), &self.system);
+        api.get_opt("ferrolb-controller")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    }
+
+    async fn finish(self) {
+        let _ = self.cluster.delete_namespace(&self.apps).await;
+        let _ = self.cluster.delete_namespace(&self.system).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// All Services' addresses, by name.
+async fn snapshot(env: &Env, names: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for name in names {
+        out.insert(name.to_string(), env.ips(name).await);
+    }
+    out
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l[series.len()..].trim().parse().ok())
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocates_within_a_second_and_reuses_a_deleted_services_address() {
+    let env = Env::start("ctl-alloc-").await;
+    env.pool("pool-a", "192.0.2.10-192.0.2.12").await;
+    let port = free_port();
+    let controller = env.controller("only", port);
+    env.wait_config(ConfigurationResult::Valid).await;
+
+    env.service("first", &[]).await;
+    let (ips, took) = env.wait_ips("first", Duration::from_secs(10)).await;
+    assert_eq!(ips, ["192.0.2.10"]);
+    assert!(
+        took < Duration::from_secs(1),
+        "the first address took {took:?}"
+    );
+    for name in ["second", "third"] {
+        env.service(name, &[]).await;
+        env.wait_ips(name, Duration::from_secs(5)).await;
+    }
+    assert_eq!(env.ips("third").await, ["192.0.2.12"]);
+    let svc = env.services().get("first").await.unwrap();
+    assert_eq!(
+        svc.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("ferrolb.io/ip-allocated-from-pool")
+            .map(String::as_str),
+        Some("pool-a")
+    );
+
+    // The pool is full: the fourth waits, and says why.
+    env.service("fourth", &[]).await;
+    env.wait_until(
+        "an AllocationFailed Event for fourth",
+        Duration::from_secs(5),
+        || async {
+            env.events("fourth")
+                .await
+                .iter()
+                .any(|(reason, _)| reason == "AllocationFailed")
+        },
+    )
+    .await;
+    let events = env.events("fourth").await;
+    let (_, note) = events
+        .iter()
+        .find(|(reason, _)| reason == "AllocationFailed")
+        .unwrap();
+    assert!(
+        note.contains(
+            "no IPAddressPool serving this Service has a free IPv4 address (tried pool-a)"
+        ),
+        "{note}"
+    );
+    assert!(env.ips("fourth").await.is_empty());
+    assert!(env
+        .events("first")
+        .await
+        .iter()
+        .any(|(reason, note)| reason == "IPAllocated" && note.contains("192.0.2.10")));
+
+    // Pool status and metrics count exactly.
+    let pools: Api<IPAddressPool> = Api::namespaced(env.cluster.client(), &env.system);
+    env.wait_until("pool status 3 assigned", Duration::from_secs(5), || async {
+        pools
+            .get("pool-a")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.assigned_ipv4.0 == 3 && s.available_ipv4.0 == 0)
+    })
+    .await;
+    let (code, text) = http_get(port, "/metrics");
+    assert_eq!(code, 200);
+    let series = |name: &str| format!("ferrolb_{name}{{pool=\"pool-a\"}}");
+    assert_eq!(
+        metric(&text, &series("allocator_addresses_in_use_total")),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &series("allocator_addresses_total")),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&text, &series("allocator_services_allocated_total")),
+        Some(3.0)
+    );
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    assert_eq!(http_get(port, "/readyz").0, 200);
+
+    // Deleting a Service frees its address for the one waiting.
+    env.delete_service("first").await;
+    let (ips, _) = env.wait_ips("fourth", Duration::from_secs(5)).await;
+    assert_eq!(ips, ["192.0.2.10"]);
+    assert_eq!(env.ips("second").await, ["192.0.2.11"]);
+    drop(controller);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_changes_nothing_even_with_changes_while_down() {
+    let env = Env::start("ctl-restart-").await;
+    env.pool("pool-a", "192.0.2.10-192.0.2.14").await;
+    let mut controller = env.controller("first-run", free_port());
+    env.wait_config(ConfigurationResult::Valid).await;
+    for name in ["m-one", "m-two", "m-three"] {
+        env.service(name, &[]).await;
+        env.wait_ips(name, Duration::from_secs(5)).await;
+    }
+    let before = snapshot(&env, &["m-one", "m-two", "m-three"]).await;
+    controller.kill();
+
+    // While it is down: a Service that sorts (and would be served) before every existing one is
+    // created, and one is deleted. MetalLB #1774: a new Service processed first steals an
+    // address that an existing one shows.
+    env.service("a-new", &[]).await;
+    env.delete_service("m-two").await;
+    let _controller = env.controller("second-run", free_port());
+    env.wait_ips("a-new", Duration::from_secs(20)).await;
+    let after = snapshot(&env, &["m-one", "m-three"]).await;
+    assert_eq!(after["m-one"], before["m-one"]);
+    assert_eq!(after["m-three"], before["m-three"]);
+    // The new Service gets the lowest free address: the one m-two gave back.
+    assert_eq!(env.ips("a-new").await, before["m-two"]);
+    // Nothing else moves afterwards either.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(snapshot(&env, &["m-one", "m-three"]).await, after);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_a_killed_leader_without_change() {
+    let env = Env::start("ctl-ha-").await;
+    env.pool("pool-a", "192.0.2.10-192.0.2.20").await;
+    let mut replicas = [
+        Some(env.controller("replica-a", free_port())),
+        Some(env.controller("replica-b", free_port())),
+    ];
+    env.wait_config(ConfigurationResult::Valid).await;
+    let names = ["s-1", "s-2", "s-3"];
+    for name in names {
+        env.service(name, &[]).await;
+        env.wait_ips(name, Duration::from_secs(5)).await;
+    }
+    let leader = env.lease_holder().await.expect("a lease holder");
+    let (index, standby) = match leader.as_str() {
+        "replica-a" => (0, "replica-b"),
+        "replica-b" => (1, "replica-a"),
+        other => panic!("unexpected holder {other}"),
+    };
+    let before = snapshot(&env, &names).await;
+
+    // SIGKILL by PID: no chance to release the lease.
+    let mut killed = replicas[index].take().unwrap();
+    killed.kill();
+    assert!(!killed.is_running());
+    let orphan_created = Instant::now();
+    env.service("s-new", &[]).await;
+    // The lease lasts 3 s; the standby checks when it expires.
+    let (ips, _) = env.wait_ips("s-new", Duration::from_secs(20)).await;
+    eprintln!(
+        "takeover: a Service created right after the kill got {ips:?} after {:?}",
+        orphan_created.elapsed()
+    );
+    assert_eq!(env.lease_holder().await.as_deref(), Some(standby));
+    assert_eq!(snapshot(&env, &names).await, before);
+    let taken: Vec<&String> = before.values().flatten().collect();
+    assert!(!taken.contains(&&ips[0]), "{ips:?} was already in use");
+
+    // The standby is the only writer: the survivor still runs and keeps serving.
+    let survivor = replicas[1 - index].as_mut().unwrap();
+    assert!(survivor.is_running());
+    env.delete_service("s-1").await;
+    env.service("s-after", &[]).await;
+    let (ips, _) = env.wait_ips("s-after", Duration::from_secs(5)).await;
+    assert_eq!(ips, before["s-1"]);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_configuration_is_reported_and_changes_nothing() {
+    let env = Env::start("ctl-invalid-").await;
+    env.pool("pool-a", "192.0.2.10-192.0.2.14").await;
+    let _controller = env.controller("only", free_port());
+    env.wait_config(ConfigurationResult::Valid).await;
+    env.service("kept", &[]).await;
+    let (ips, _) = env.wait_ips("kept", Duration::from_secs(5)).await;
+
+    // A second pool overlapping the first (the API server accepts it; FerroLB cannot), and an
+    // edit of the first pool that removes the Service's address: neither may take effect.
+    env.pool("pool-overlap", "192.0.2.12/30").await;
+    env.pool("pool-a", "192.0.2.13-192.0.2.14").await;
+    let state = env.wait_config(ConfigurationResult::Invalid).await;
+    let summary = state.status.unwrap().error_summary.unwrap_or_default();
+    assert!(
+        summary.contains("IPAddressPool/pool-a") || summary.contains("IPAddressPool/pool-overlap"),
+        "{summary}"
+    );
+    assert!(summary.contains("overlap"), "{summary}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.ips("kept").await, ips);
+    let svc = env.services().get("kept").await.unwrap();
+    assert!(svc
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .contains_key("ferrolb.io/ip-allocated-from-pool"));
+    // New Services are still served from the last valid configuration.
+    env.service("new", &[]).await;
+    let (new_ips, _) = env.wait_ips("new", Duration::from_secs(5)).await;
+    assert_eq!(new_ips, ["192.0.2.11"]);
+
+    // Fixing it (removing the overlap) applies the pool edit: only now does `kept` move.
+    let pools: Api<IPAddressPool> = Api::namespaced(env.cluster.client(), &env.system);
+    pools
+        .delete("pool-overlap", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_config(ConfigurationResult::Valid).await;
+    env.wait_until(
+        "kept and new move into the edited pool",
+        Duration::from_secs(5),
+        || async {
+            let a = env.ips("kept").await;
+            let b = env.ips("new").await;
+            a == ["192.0.2.13"] && b == ["192.0.2.14"]
+        },
+    )
+    .await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_pool_moves_only_its_services() {
+    let env = Env::start("ctl-pooldel-").await;
+    env.pool("pool-a", "192.0.2.10-192.0.2.11").await;
+    env.pool("pool-b", "198.51.100.10-198.51.100.13").await;
+    let _controller = env.controller("only", free_port());
+    env.wait_config(ConfigurationResult::Valid).await;
+    // One at a time: Services created together are served in the order their reconciles run.
+    for (name, annotations) in [
+        ("in-a", vec![]),
+        ("in-b", vec![("ferrolb.io/address-pool", "pool-b")]),
+        ("pinned-a", vec![("ferrolb.io/address-pool", "pool-a")]),
+    ] {
+        env.service(name, &annotations).await;
+        env.wait_ips(name, Duration::from_secs(5)).await;
+    }
+    assert_eq!(env.ips("in-a").await, ["192.0.2.10"]);
+    let in_b = env.ips("in-b").await;
+    assert_eq!(in_b, ["198.51.100.10"]);
+
+    let pools: Api<IPAddressPool> = Api::namespaced(env.cluster.client(), &env.system);
+    pools
+        .delete("pool-a", &DeleteParams::default())
+        .await
+        .unwrap();
+    // in-a moves to pool-b; pinned-a has nowhere to go and shows no address; in-b is untouched.
+    env.wait_until(
+        "in-a moves to pool-b and pinned-a is cleared",
+        Duration::from_secs(5),
+        || async {
+            env.ips("in-a").await == ["198.51.100.11"] && env.ips("pinned-a").await.is_empty()
+        },
+    )
+    .await;
+    assert_eq!(env.ips("in-b").await, in_b);
+    env.wait_until(
+        "an AllocationFailed Event naming the missing pool",
+        Duration::from_secs(5),
+        || async {
+            env.events("pinned-a").await.iter().any(|(reason, note)| {
+                reason == "AllocationFailed" && note.contains("IPAddressPool/pool-a does not exist")
+            })
+        },
+    )
+    .await;
+    // The pool comes back: the pinned Service is served again.
+    env.pool("pool-a", "192.0.2.10-192.0.2.11").await;
+    let (ips, _) = env.wait_ips("pinned-a", Duration::from_secs(5)).await;
+    assert_eq!(ips, ["192.0.2.10"]);
+    assert_eq!(env.ips("in-a").await, ["198.51.100.11"]);
+    env.finish().await;
+}
