@@ -72,5 +72,8 @@ impl Bird {
 impl Drop for Bird {
     fn drop(&mut self) {
         self.kill();
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
 }

@@ -219,6 +219,10 @@ impl Drop for Frr {
         self.kill();
         let _ = fs::remove_dir_all(format!("/etc/frr/{}", self.name));
         let _ = fs::remove_dir_all(format!("/var/run/frr/{}", self.name));
+        // Keep the daemons' logs when a test fails, for the post-mortem.
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
