@@ -524,3 +524,69 @@ fn bgp_gtsm() {
         });
     });
 }
+
+/// eBGP multihop: FRR two hops away behind a forwarding namespace. With the eBGP default TTL
+/// of 1 our packets die at the middle hop; with `ebgp_multihop = 2` the session comes up.
+#[test]
+fn bgp_ebgp_multihop_through_a_router() {
+    const TEST: &str = "bgp_ebgp_multihop_through_a_router";
+    const SPEAKER: &str = "192.0.2.1";
+    const ROUTER: &str = "203.0.113.2";
+    if lab::is_child(TEST) {
+        let frr = Frr::start(
+            "flb-mh-r",
+            &frr_name("mh"),
+            &format!(
+                "frr defaults datacenter\nhostname router\n!\nrouter bgp 65001\n bgp router-id {ROUTER}\n no bgp ebgp-requires-policy\n neighbor {SPEAKER} remote-as 65080\n neighbor {SPEAKER} ebgp-multihop 2\n neighbor {SPEAKER} passive\n!\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("FRR: {e}"));
+        runtime().block_on(async {
+            let (engine, mut events) = engine().await;
+            let mut peer = PeerConfig::new(ip(ROUTER), 65080, 65001);
+            peer.families = vec![ferrolb_bgp::Family::IPV4_UNICAST];
+            peer.connect_retry = Duration::from_secs(1);
+            engine.add_peer(peer.clone()).unwrap();
+            engine.set_routes(ip(ROUTER), host_v4(3)).unwrap();
+            let early = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+            assert!(
+                early.is_err(),
+                "session with TTL 1 across a router: {early:?}"
+            );
+            peer.ebgp_multihop = Some(2);
+            engine.update_peer(peer).await.unwrap();
+            wait_up(&mut events).await;
+            frr.wait_received("ipv4", SPEAKER, 3, SESSION).unwrap();
+            engine.shutdown(ShutdownMode::Cease(None)).await;
+        });
+        return;
+    }
+    if let Some(why) = lab::skip_reason() {
+        eprintln!("SKIP: {TEST}: {why}");
+        return;
+    }
+    let speaker = lab::NetNs::new("flb-mh-s").unwrap();
+    let middle = lab::NetNs::new("flb-mh-m").unwrap();
+    let router = lab::NetNs::new("flb-mh-r").unwrap();
+    lab::VethPair::new(&speaker, "eth-s", &middle, "eth-ms").unwrap();
+    lab::VethPair::new(&middle, "eth-mr", &router, "eth-r").unwrap();
+    speaker.add_addr("eth-s", "192.0.2.1/24").unwrap();
+    middle.add_addr("eth-ms", "192.0.2.254/24").unwrap();
+    middle.add_addr("eth-mr", "203.0.113.254/24").unwrap();
+    router.add_addr("eth-r", "203.0.113.2/24").unwrap();
+    speaker
+        .ip(&["route", "add", "203.0.113.0/24", "via", "192.0.2.254"])
+        .unwrap();
+    router
+        .ip(&["route", "add", "192.0.2.0/24", "via", "203.0.113.254"])
+        .unwrap();
+    middle
+        .exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    let result = lab::run_in_netns(&speaker, TEST, Duration::from_secs(60));
+    frr::kill_leftovers(&frr_name("mh"));
+    match result {
+        Ok(out) => println!("{out}"),
+        Err(e) => panic!("{e}"),
+    }
+}
