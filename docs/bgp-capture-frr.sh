@@ -17,7 +17,7 @@ ip route 198.51.100.0/24 Null0
 ip route 198.51.100.7/32 Null0
 ipv6 route 2001:db8:100::/48 Null0
 route-map SET permit 10
- set community 65001:100 65001:200 no-export
+ set community 65001:100 65001:200
  set large-community 4200000001:1:2
  set extcommunity rt 65001:5
  set metric 77
@@ -53,7 +53,7 @@ router bgp 65002
 !
 C
 chown -R frr:frr /etc/frr/flcapa /etc/frr/flcapb /var/run/frr/flcapa /var/run/frr/flcapb
-ip netns exec flcap-a tcpdump -i flcapa -w /tmp/flcap/bgp2.pcap -U tcp port 179 & echo $! > tcpdump.pid
+ip netns exec flcap-a tcpdump -i flcapa -w /tmp/flcap/bgp3.pcap -U tcp port 179 & echo $! > tcpdump.pid
 sleep 1
 for n in a b; do
  ip netns exec flcap-$n /usr/lib/frr/zebra -d -N flcap$n -f /etc/frr/flcap$n/frr.conf -i /var/run/frr/flcap$n/zebra.pid --vty_socket /var/run/frr/flcap$n -z /var/run/frr/flcap$n/zserv.api
@@ -61,7 +61,7 @@ for n in a b; do
  ip netns exec flcap-$n /usr/lib/frr/bgpd -d -N flcap$n -f /etc/frr/flcap$n/frr.conf -i /var/run/frr/flcap$n/bgpd.pid --vty_socket /var/run/frr/flcap$n -z /var/run/frr/flcap$n/zserv.api
 done
 sleep 8
-ip netns exec flcap-b vtysh --vty_socket /var/run/frr/flcapb -c 'show bgp summary json' | head -40
+ip netns exec flcap-a vtysh --vty_socket /var/run/frr/flcapa -c 'show route-map SET' -c 'show bgp ipv4 unicast' -c 'show bgp ipv6 unicast' -c 'show running-config'
 ip netns exec flcap-b vtysh --vty_socket /var/run/frr/flcapb -c 'clear bgp * soft in'
 sleep 2
 ip netns exec flcap-a vtysh --vty_socket /var/run/frr/flcapa -c 'conf t' -c 'router bgp 4200000001' -c 'address-family ipv4 unicast' -c 'no network 198.51.100.7/32'

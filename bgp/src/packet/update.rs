@@ -228,6 +228,55 @@ mod tests {
     }
 
     #[test]
+    fn frr_update_with_communities_large_and_extended() {
+        let bytes = hex(vectors::FRR_UPDATE_V4_COMMUNITIES.hex);
+        let u = decode(&bytes, &four()).unwrap();
+        assert_eq!(u.nlri, vec!["198.51.100.0/24".parse::<Ipv4Net>().unwrap()]);
+        let a = &u.attributes;
+        assert_eq!(a.med, Some(77));
+        assert_eq!(
+            a.communities,
+            vec![(65001 << 16) | 100, (65001 << 16) | 200]
+        );
+        assert_eq!(
+            a.large_communities,
+            vec![LargeCommunity {
+                global: 4_200_000_001,
+                local1: 1,
+                local2: 2
+            }]
+        );
+        // Route target 65001:5 (type 0x00, subtype 0x02).
+        assert_eq!(a.extended_communities, vec![[0, 2, 0xfd, 0xe9, 0, 0, 0, 5]]);
+        assert!(u.treat_as_withdraw.is_none() && u.discarded.is_empty());
+        // We order attributes by type code (FRR sends 8, 32, 16): same content, same length.
+        let ours = Message::Update(u.clone()).to_bytes(&four()).unwrap();
+        assert_eq!(ours.len(), bytes.len());
+        assert_eq!(decode(&ours, &four()).unwrap(), u);
+    }
+
+    #[test]
+    fn frr_mp_reach_ipv6_with_link_local_next_hop() {
+        let bytes = hex(vectors::FRR_UPDATE_V6_COMMUNITIES.hex);
+        let u = decode(&bytes, &four()).unwrap();
+        assert!(u.nlri.is_empty());
+        let mp = u.attributes.mp_reach.clone().unwrap();
+        assert_eq!(mp.family, Family::IPV6_UNICAST);
+        assert_eq!(mp.nlri, vec!["2001:db8:100::/48".parse().unwrap()]);
+        let MpNextHop::V6 { global, link_local } = mp.next_hop else {
+            panic!("{:?}", mp.next_hop)
+        };
+        assert_eq!(global, "2001:db8::1".parse::<Ipv6Addr>().unwrap());
+        assert!(link_local.unwrap().segments()[0] == 0xfe80);
+        assert_eq!(u.attributes.communities.len(), 2);
+        assert!(u.treat_as_withdraw.is_none());
+        // FRR uses the extended length for MP_REACH_NLRI; we use one octet when it fits.
+        let ours = Message::Update(u.clone()).to_bytes(&four()).unwrap();
+        assert_eq!(ours.len() + 1, bytes.len());
+        assert_eq!(decode(&ours, &four()).unwrap(), u);
+    }
+
+    #[test]
     fn full_attribute_set_round_trips() {
         let u = Update {
             attributes: PathAttributes {

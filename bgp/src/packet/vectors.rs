@@ -5,7 +5,10 @@
 //! messages with `tshark -Y bgp -T fields -e tcp.payload`. Speaker A: AS 4200000001,
 //! router-id 192.0.2.1, `network 198.51.100.7/32`; speaker B: AS 65002, router-id 192.0.2.2,
 //! `bgp graceful-restart`; both `frr defaults datacenter` (hold 9 s) and TCP MD5. The capture
-//! script is docs/bgp-capture-frr.sh (the frame numbers below are from that capture).
+//! script is docs/bgp-capture-frr.sh. The frame numbers below are from its run with the
+//! route-map also setting `no-export` (so only the plain /32 went to the eBGP peer), except the
+//! two `FRR_UPDATE_*_COMMUNITIES` vectors, which are frame 11 of the run of the script as it is
+//! now (communities without `no-export`).
 
 pub(crate) struct Vector {
     pub what: &'static str,
@@ -89,7 +92,25 @@ pub(crate) const FRR_NOTIFICATION_SHUTDOWN: Vector = Vector {
     hex: "ffffffffffffffffffffffffffffffff002c030609060214226d61696e74656e616e63652077696e646f7722",
 };
 
+/// Frame 11 (second capture), A -> B: 198.51.100.0/24 with MED 77, COMMUNITIES 65001:100
+/// 65001:200, LARGE_COMMUNITIES 4200000001:1:2, EXTENDED_COMMUNITIES rt 65001:5. FRR orders
+/// the attributes 8, 32, 16.
+pub(crate) const FRR_UPDATE_V4_COMMUNITIES: Vector = Vector {
+    what: "FRR UPDATE /24 with communities",
+    hex: "ffffffffffffffffffffffffffffffff005c020000004140010100500200060201fa56ea01400304c00002018004040000004dc00808fde90064fde900c8c0200cfa56ea010000000100000002c010080002fde90000000518c63364",
+};
+
+/// Frame 11 (second capture), A -> B: MP_REACH_NLRI IPv6 unicast 2001:db8:100::/48, 32-octet
+/// next hop (global 2001:db8::1 and link-local), same communities; MP_REACH with the extended
+/// length flag.
+pub(crate) const FRR_UPDATE_V6_COMMUNITIES: Vector = Vector {
+    what: "FRR UPDATE IPv6 /48 with communities",
+    hex: "ffffffffffffffffffffffffffffffff0081020000006a900e002c0002012020010db8000000000000000000000001fe800000000000008c4036fffe2996ef003020010db8010040010100500200060201fa56ea018004040000004dc00808fde90064fde900c8c0200cfa56ea010000000100000002c010080002fde900000005",
+};
+
 pub(crate) const ALL: &[&Vector] = &[
+    &FRR_UPDATE_V4_COMMUNITIES,
+    &FRR_UPDATE_V6_COMMUNITIES,
     &FRR_OPEN_AS65002,
     &FRR_OPEN_AS4200000001,
     &FRR_KEEPALIVE,
