@@ -63,6 +63,9 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Which logs to write, as tracing's EnvFilter reads it (e.g. `info,kube_client=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log_filter: String,
     /// This replica's identity in the Lease and in Events (default: host name and PID).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -155,9 +158,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("--log-filter {filter:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -165,6 +168,7 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(())
 }
 
 fn default_identity() -> String {
@@ -177,7 +181,7 @@ fn default_identity() -> String {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use ferrolb_controller::run::{leader, Options, Shutdown};
-    init_logging(args.log_format);
+    init_logging(args.log_format, &args.log_filter)?;
     leader::check_timings(args.lease_duration_seconds, args.lease_grace_seconds)
         .map_err(anyhow::Error::msg)?;
     let opts = Options {

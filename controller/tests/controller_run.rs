@@ -6,6 +6,7 @@
 //! a real cluster with other workloads and with the other tests. Every wait is bounded; every
 //! process is killed by PID when its handle drops.
 
+use ferrolb_controller::run::api_calls::{Scope, API_CALLS};
 use ferrolb_crds::{ConfigurationResult, ConfigurationState, IPAddressPool};
 use ferrolb_e2e::emulator::harness::{TestCluster, TestProcess};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -13,7 +14,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,11 @@ impl Env {
                     "3",
                     "--lease-grace-seconds",
                     "1",
+                    // Every API request is logged, to check it against the RBAC.
+                    "--log-format",
+                    "json",
+                    "--log-filter",
+                    "info,kube_client::client::builder=debug",
                 ],
             )
             .expect("spawn the controller");
@@ -225,10 +231,141 @@ impl Env {
             .and_then(|s| s.holder_identity)
     }
 
+    /// Every API request the controllers made must be one `run::api_calls::API_CALLS`
+    /// declares, hence one the RBAC in deploy/ grants (tests/deploy_manifests.rs).
+    fn check_api_calls(&self) {
+        let mut seen = 0;
+        let mut undeclared = BTreeSet::new();
+        for path in self.logs.lock().unwrap().iter() {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for line in text.lines() {
+                let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if entry["fields"]["message"] != "requesting" {
+                    continue;
+                }
+                let method = entry["span"]["http.method"].as_str().unwrap_or_default();
+                let url = entry["span"]["http.url"].as_str().unwrap_or_default();
+                let Some(call) = classify(method, url, &self.system) else {
+                    continue;
+                };
+                seen += 1;
+                if !declared(&call) {
+                    undeclared.insert(format!("{call:?} ({method} {url})"));
+                }
+            }
+        }
+        assert!(seen > 5, "only {seen} API requests logged{}", self.logs());
+        assert!(
+            undeclared.is_empty(),
+            "API requests missing from run::api_calls::API_CALLS (and the RBAC):\n{}",
+            undeclared.into_iter().collect::<Vec<_>>().join("\n")
+        );
+    }
+
     async fn finish(self) {
+        self.check_api_calls();
         let _ = self.cluster.delete_namespace(&self.apps).await;
         let _ = self.cluster.delete_namespace(&self.system).await;
     }
+}
+
+type Call = (Scope, String, String, &'static str);
+
+/// (scope, API group, resource[/subresource], verb) of one request, as RBAC sees it; `None` for
+/// discovery and other non-resource paths.
+fn classify(method: &str, url: &str, system: &str) -> Option<Call> {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = &path[path.find('/')?..];
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segments.first()? {
+        &"api" if segments.len() > 2 => ("", &segments[2..]),
+        &"apis" if segments.len() > 3 => (segments[1], &segments[3..]),
+        _ => return None,
+    };
+    let (namespace, rest) = if rest[0] == "namespaces" && rest.len() >= 3 {
+        (Some(rest[1]), &rest[2..])
+    } else {
+        (None, rest)
+    };
+    let resource = match rest {
+        [resource, _, sub, ..] => format!("{resource}/{sub}"),
+        [resource, ..] => resource.to_string(),
+        [] => return None,
+    };
+    let named = rest.len() >= 2;
+    let watch = query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    let verb = match (method, named) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    };
+    let scope = if namespace == Some(system) {
+        Scope::OwnNamespace
+    } else {
+        Scope::Cluster
+    };
+    Some((scope, group.to_string(), resource, verb))
+}
+
+/// Whether API_CALLS declares `call` (a cluster-wide grant covers the own namespace too).
+fn declared(call: &Call) -> bool {
+    API_CALLS.iter().any(|c| {
+        (c.scope == call.0 || c.scope == Scope::Cluster)
+            && c.group == call.1
+            && c.resource == call.2
+            && c.verbs.contains(&call.3)
+    })
+}
+
+#[test]
+fn requests_are_classified_as_rbac_sees_them() {
+    let c = |m, u| classify(m, u, "sys").unwrap();
+    assert_eq!(
+        c(
+            "GET",
+            "http://h:1/api/v1/services?&watch=true&resourceVersion=1"
+        ),
+        (Scope::Cluster, "".into(), "services".into(), "watch")
+    );
+    assert_eq!(
+        c(
+            "PATCH",
+            "http://h:1/api/v1/namespaces/app/services/web/status?"
+        ),
+        (Scope::Cluster, "".into(), "services/status".into(), "patch")
+    );
+    assert_eq!(
+        c(
+            "GET",
+            "http://h:1/apis/coordination.k8s.io/v1/namespaces/sys/leases/l"
+        ),
+        (
+            Scope::OwnNamespace,
+            "coordination.k8s.io".into(),
+            "leases".into(),
+            "get"
+        )
+    );
+    assert_eq!(
+        c("GET", "http://h:1/api/v1/namespaces?limit=500"),
+        (Scope::Cluster, "".into(), "namespaces".into(), "list")
+    );
+    assert!(classify("GET", "http://h:1/apis", "sys").is_none());
+    assert!(!declared(&c(
+        "DELETE",
+        "http://h:1/api/v1/namespaces/app/services/web"
+    )));
 }
 
 fn free_port() -> u16 {
