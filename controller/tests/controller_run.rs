@@ -280,9 +280,9 @@ fn classify(method: &str, url: &str, system: &str) -> Option<Call> {
     let path = &path[path.find('/')?..];
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match segments.first()? {
-        &"api" if segments.len() > 2 => ("", &segments[2..]),
-        &"apis" if segments.len() > 3 => (segments[1], &segments[3..]),
+    let (group, rest) = match *segments.first()? {
+        "api" if segments.len() > 2 => ("", &segments[2..]),
+        "apis" if segments.len() > 3 => (segments[1], &segments[3..]),
         _ => return None,
     };
     let (namespace, rest) = if rest[0] == "namespaces" && rest.len() >= 3 {
