@@ -103,18 +103,27 @@ impl AdjRibOut {
 
     /// Replaces the desired routes. Nothing is sent until [`AdjRibOut::drain`].
     pub fn set_desired(&mut self, routes: impl IntoIterator<Item = (IpNet, RouteAttributes)>) {
-        // Share one allocation per distinct attribute set.
+        // Share one allocation per distinct attribute set. Callers usually pass long runs of
+        // equal attributes, so the previous set is checked before the map.
         let mut interned: HashMap<RouteAttributes, Arc<RouteAttributes>> = HashMap::new();
-        self.desired = routes
-            .into_iter()
-            .map(|(p, a)| {
-                let a = interned
-                    .entry(a)
-                    .or_insert_with_key(|k| Arc::new(k.clone()))
-                    .clone();
-                (p.trunc(), a)
-            })
-            .collect();
+        let mut last: Option<Arc<RouteAttributes>> = None;
+        let routes = routes.into_iter();
+        let mut desired = HashMap::with_capacity(routes.size_hint().0);
+        for (p, a) in routes {
+            let shared = match &last {
+                Some(l) if **l == a => l.clone(),
+                _ => {
+                    let s = interned
+                        .entry(a)
+                        .or_insert_with_key(|k| Arc::new(k.clone()))
+                        .clone();
+                    last = Some(s.clone());
+                    s
+                }
+            };
+            desired.insert(p.trunc(), shared);
+        }
+        self.desired = desired;
     }
 
     pub fn desired_len(&self) -> usize {
@@ -168,18 +177,31 @@ impl AdjRibOut {
             stats.add(pack_mp_withdraw(family, &ps, params.max_len(), out));
         }
 
-        // Announcements, grouped by attribute set and encoding.
-        let mut groups: HashMap<(Arc<RouteAttributes>, Encoding), Vec<IpNet>> = HashMap::new();
+        // Announcements, grouped by attribute set and encoding. Attribute sets are interned, so
+        // the allocation's address identifies the set (cheap to hash).
+        let mut groups: HashMap<(usize, Encoding), (Arc<RouteAttributes>, Vec<IpNet>)> =
+            HashMap::new();
         for (p, a) in &self.desired {
-            if self.advertised.get(p) == Some(a) {
+            if self
+                .advertised
+                .get(p)
+                .is_some_and(|b| Arc::ptr_eq(a, b) || a == b)
+            {
                 continue;
             }
             match encoding(p, a, params) {
-                Some(enc) => groups.entry((a.clone(), enc)).or_default().push(*p),
+                Some(enc) => groups
+                    .entry((Arc::as_ptr(a) as usize, enc))
+                    .or_insert_with(|| (a.clone(), Vec::new()))
+                    .1
+                    .push(*p),
                 None => stats.unsendable += 1,
             }
         }
-        let mut groups: Vec<_> = groups.into_iter().collect();
+        let mut groups: Vec<((Arc<RouteAttributes>, Encoding), Vec<IpNet>)> = groups
+            .into_iter()
+            .map(|((_, enc), (a, ps))| ((a, enc), ps))
+            .collect();
         // Deterministic output: by encoding, then by first prefix.
         for (_, ps) in groups.iter_mut() {
             ps.sort_unstable();
@@ -209,6 +231,7 @@ impl AdjRibOut {
                 }
             };
             stats.add(s);
+            self.advertised.reserve(ps.len());
             for p in ps {
                 self.advertised.insert(p, attrs.clone());
             }
