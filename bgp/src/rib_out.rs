@@ -79,6 +79,9 @@ impl DrainStats {
     }
 }
 
+/// An attribute set and how its routes are encoded: one stream of packed UPDATEs.
+type GroupKey = (Arc<RouteAttributes>, Encoding);
+
 /// How a route travels on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Encoding {
@@ -198,7 +201,7 @@ impl AdjRibOut {
                 None => stats.unsendable += 1,
             }
         }
-        let mut groups: Vec<((Arc<RouteAttributes>, Encoding), Vec<IpNet>)> = groups
+        let mut groups: Vec<(GroupKey, Vec<IpNet>)> = groups
             .into_iter()
             .map(|((_, enc), (a, ps))| ((a, enc), ps))
             .collect();
