@@ -422,6 +422,7 @@ fn spawn_peer(config: PeerConfig, shared: &Arc<Shared>, rib: AdjRibOut) -> PeerH
         session: None,
         counters: counters.clone(),
         events: shared.events.clone(),
+        closing: Vec::new(),
     };
     let task = tokio::spawn(task.run(rx).instrument(span));
     PeerHandle {
@@ -434,6 +435,7 @@ fn spawn_peer(config: PeerConfig, shared: &Arc<Shared>, rib: AdjRibOut) -> PeerH
 
 struct ConnHandle {
     writer: mpsc::UnboundedSender<Vec<u8>>,
+    writer_task: JoinHandle<()>,
     reader: JoinHandle<()>,
     local: Option<SocketAddr>,
     ctx: DecodeContext,
@@ -456,6 +458,8 @@ struct PeerTask {
     session: Option<Session>,
     counters: Arc<Counters>,
     events: mpsc::UnboundedSender<SessionEvent>,
+    /// Writers of closed connections still flushing (a NOTIFICATION, then FIN).
+    closing: Vec<JoinHandle<()>>,
 }
 
 impl PeerTask {
@@ -602,6 +606,8 @@ impl PeerTask {
                 if let Some(c) = self.conns.remove(&conn) {
                     // Dropping the sender lets the writer flush, then shut the socket down.
                     drop(c.writer);
+                    self.closing.retain(|t| !t.is_finished());
+                    self.closing.push(c.writer_task);
                     let reader = c.reader;
                     tokio::spawn(async move {
                         // Keep reading (and discarding) briefly so the peer gets a FIN and
@@ -758,7 +764,7 @@ impl PeerTask {
         let local = stream.local_addr().ok();
         let (r, w) = stream.into_split();
         let (wtx, wrx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(id, w, wrx, self.tx.clone()));
+        let writer_task = tokio::spawn(writer(id, w, wrx, self.tx.clone()));
         let reader = tokio::spawn(reader(
             id,
             r,
@@ -773,6 +779,7 @@ impl PeerTask {
             id,
             ConnHandle {
                 writer: wtx,
+                writer_task,
                 reader,
                 local,
                 ctx: DecodeContext::default(),
@@ -780,14 +787,23 @@ impl PeerTask {
         );
     }
 
-    /// Waits (bounded) for the writers to flush after a stop.
+    /// Closes every connection and waits (bounded) until the writers have flushed what was
+    /// queued (the Cease NOTIFICATION) and shut the sockets down.
     async fn close_all(&mut self) {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.apply(Output::Close(id));
         }
-        // The writers own the sockets now; give them a moment to flush the NOTIFICATION.
-        tokio::task::yield_now().await;
+        let writers = std::mem::take(&mut self.closing);
+        let all = futures_join_all(writers);
+        let _ = tokio::time::timeout(Duration::from_secs(3), all).await;
+    }
+}
+
+/// Awaits every handle (no extra dependency for one join).
+async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
     }
 }
 
