@@ -326,9 +326,15 @@ fn bgp_bench_ferrolb_vs_bird() {
         eprintln!("SKIP: {TEST}: {why}");
         return;
     }
-    if !std::path::Path::new(lab::bird::BIRD).exists() {
-        eprintln!("SKIP: {TEST}: needs bird2");
-        return;
+    for (path, package) in [
+        (lab::bird::BIRD, "bird2"),
+        ("/usr/bin/tcpdump", "tcpdump"),
+        ("/usr/bin/tshark", "tshark"),
+    ] {
+        if !std::path::Path::new(path).exists() {
+            eprintln!("SKIP: {TEST}: needs {package}");
+            return;
+        }
     }
     let lab = TwoNodeLab::new(TAG).unwrap();
     let out = lab::run_in_netns(&lab.speaker, TEST, Duration::from_secs(1200));
