@@ -324,20 +324,34 @@ fn bgp_frr_restart_session_and_routes_come_back() {
         |tag| {
             let mut frr = start_frr(
                 tag,
-                &frr_conf(65001, &format!(" neighbor {SPEAKER_V4} remote-as 65030")),
+                &frr_conf(
+                    65001,
+                    &format!(
+                        " neighbor {SPEAKER_V4} remote-as 65030\n address-family ipv6 unicast\n  neighbor {SPEAKER_V4} activate\n exit-address-family"
+                    ),
+                ),
             );
             runtime().block_on(async {
                 let (engine, mut events) = engine().await;
                 let mut peer = PeerConfig::new(ip(ROUTER_V4), 65030, 65001);
                 peer.connect_retry = Duration::from_secs(1);
                 engine.add_peer(peer).unwrap();
-                engine.set_routes(ip(ROUTER_V4), host_v4(5)).unwrap();
+                // No IPv6 next hop configured on an IPv4 session: the /128 goes out with the
+                // IPv4-mapped address, which FRR resolves over IPv4.
+                let mut routes = host_v4(5);
+                routes.push((net("2001:db8:100::30/128"), RouteAttributes::default()));
+                engine.set_routes(ip(ROUTER_V4), routes).unwrap();
                 wait_up(&mut events).await;
                 frr.wait_received("ipv4", SPEAKER_V4, 5, SESSION).unwrap();
+                frr.wait_received("ipv6", SPEAKER_V4, 1, SESSION).unwrap();
+                let p = frr.path("ipv6", "2001:db8:100::30/128").unwrap();
+                assert_eq!(p["nexthops"][0]["ip"], "::ffff:c000:201", "{p}");
+                assert_eq!(p["nexthops"][0]["accessible"], true, "{p}");
                 frr.restart().unwrap();
                 // Down (connection lost) then up again; routes resent.
                 wait_up(&mut events).await;
                 frr.wait_received("ipv4", SPEAKER_V4, 5, SESSION).unwrap();
+                frr.wait_received("ipv6", SPEAKER_V4, 1, SESSION).unwrap();
                 assert!(
                     engine
                         .counters(ip(ROUTER_V4))
