@@ -959,3 +959,84 @@ fn states_follow_rfc4271_names() {
         ]
     );
 }
+
+mod random_inputs {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn input() -> impl Strategy<Value = Input> {
+        let conn = 1u64..4;
+        prop_oneof![
+            Just(Input::Start),
+            Just(Input::Stop(StopReason::Shutdown(Some("bye".into())))),
+            Just(Input::Stop(StopReason::GracefulRestart)),
+            (conn.clone(), any::<bool>())
+                .prop_map(|(conn, inbound)| Input::TcpConnected { conn, inbound }),
+            Just(Input::TcpFailed { conn: None }),
+            conn.clone()
+                .prop_map(|c| Input::TcpFailed { conn: Some(c) }),
+            (
+                conn.clone(),
+                any::<bool>(),
+                prop_oneof![Just(0u16), Just(3), Just(90)]
+            )
+                .prop_map(|(c, high, hold)| recv(
+                    c,
+                    Message::Open(peer_open(
+                        65001,
+                        hold,
+                        if high { HIGH_PEER } else { LOW_PEER }
+                    ))
+                )),
+            conn.clone()
+                .prop_map(|c| recv(c, Message::Open(peer_open(65099, 90, LOW_PEER)))),
+            conn.clone().prop_map(|c| recv(c, Message::Keepalive)),
+            conn.clone()
+                .prop_map(|c| recv(c, Message::Update(Update::default()))),
+            conn.clone().prop_map(|c| recv(
+                c,
+                Message::RouteRefresh(RouteRefresh::request(Family::IPV4_UNICAST))
+            )),
+            conn.clone()
+                .prop_map(|c| recv(c, Message::Notification(Notification::new(6, 2)))),
+            conn.clone().prop_map(|c| Input::DecodeError {
+                conn: c,
+                error: MessageError::new(1, 1, vec![], "x")
+            }),
+            conn.clone().prop_map(|c| Input::SendBlocked { conn: c }),
+            conn.clone()
+                .prop_map(|c| Input::TimerExpired(Timer::Hold(c))),
+            conn.clone()
+                .prop_map(|c| Input::TimerExpired(Timer::Keepalive(c))),
+            conn.clone()
+                .prop_map(|c| Input::TimerExpired(Timer::SendHold(c))),
+            Just(Input::TimerExpired(Timer::ConnectRetry)),
+            Just(Input::TimerExpired(Timer::IdleHold)),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of events: no panic, never more than two connections, every Up is
+        /// matched by at most one Down, and an Established state has negotiated parameters.
+        #[test]
+        fn fsm_survives_any_event_sequence(passive in any::<bool>(), inputs in proptest::collection::vec(input(), 0..60)) {
+            let mut c = cfg();
+            c.passive = passive;
+            let mut fsm = Fsm::new(c);
+            let mut up = 0i32;
+            for i in inputs {
+                for o in fsm.process(i) {
+                    match o {
+                        Output::Established(_) => up += 1,
+                        Output::Down(_) => up -= 1,
+                        _ => {}
+                    }
+                    prop_assert!((0..=1).contains(&up), "up/down out of balance: {up}");
+                }
+                prop_assert!(fsm.conns.len() <= 2);
+                prop_assert_eq!(fsm.state() == State::Established, fsm.established().is_some());
+                prop_assert_eq!(up == 1, fsm.state() == State::Established);
+            }
+        }
+    }
+}
