@@ -215,7 +215,9 @@ fn check_header(buf: &[u8], max_len: usize) -> Result<(usize, u8), MessageError>
         msg_type::UPDATE => 23,
         msg_type::NOTIFICATION => 21,
         msg_type::KEEPALIVE => 19,
-        msg_type::ROUTE_REFRESH => 23,
+        // RFC 7313 section 5: a wrong ROUTE-REFRESH length is a ROUTE-REFRESH error, decided
+        // by the body decoder.
+        msg_type::ROUTE_REFRESH => 19,
         other => {
             return Err(MessageError::new(
                 codes::MESSAGE_HEADER,

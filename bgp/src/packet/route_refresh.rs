@@ -121,5 +121,11 @@ mod tests {
     fn wrong_length_is_route_refresh_error() {
         let err = RouteRefresh::decode(&[0, 1, 0, 1, 0]).unwrap_err();
         assert_eq!((err.code, err.subcode), (7, 1));
+        // Shorter than 23 bytes in the header: also 7/1, with the whole message as data.
+        let ctx = DecodeContext::default();
+        let short = hex("ffffffffffffffffffffffffffffffff0015050001");
+        let err = Message::decode(&short, &ctx).unwrap_err();
+        assert_eq!((err.code, err.subcode), (7, 1));
+        assert_eq!(err.data, short);
     }
 }
