@@ -408,6 +408,9 @@ fn bgp_graceful_restart_frr_keeps_our_routes() {
                 .path("ipv4", "198.51.100.0/32")
                 .expect("route kept during restart");
             assert_eq!(p["stale"], true, "{p}");
+            // Nothing is blackholed: the route stays installed in FRR's FIB meanwhile.
+            let fib = frr.json("show ip route 198.51.100.0/32 json").unwrap();
+            assert_eq!(fib["198.51.100.0/32"][0]["installed"], true, "{fib}");
             let table = frr.json("show bgp ipv4 unicast json").unwrap();
             assert_eq!(
                 table["routes"].as_object().map(|r| r.len()),
