@@ -380,10 +380,10 @@ fn bgp_graceful_restart_frr_keeps_our_routes() {
                 ),
             );
             let rt = runtime();
-            let gr_peer = |restarting: bool| {
+            let gr_peer = |restarting: bool, restart_time: u16| {
                 let mut p = PeerConfig::new(ip(ROUTER_V4), 65040, 65001);
                 p.graceful_restart = Some(GracefulRestartConfig {
-                    restart_time: 60,
+                    restart_time,
                     restarting,
                 });
                 p.families = vec![ferrolb_bgp::Family::IPV4_UNICAST];
@@ -391,7 +391,7 @@ fn bgp_graceful_restart_frr_keeps_our_routes() {
             };
             rt.block_on(async {
                 let (engine, mut events) = engine().await;
-                engine.add_peer(gr_peer(false)).unwrap();
+                engine.add_peer(gr_peer(false, 60)).unwrap();
                 engine.set_routes(ip(ROUTER_V4), host_v4(4)).unwrap();
                 let info = wait_up(&mut events).await;
                 assert!(info.graceful_restart);
@@ -419,7 +419,8 @@ fn bgp_graceful_restart_frr_keeps_our_routes() {
             );
             rt.block_on(async {
                 let (engine, mut events) = engine().await;
-                engine.add_peer(gr_peer(true)).unwrap();
+                // This time with a 2 s restart time, to see FRR give up on us below.
+                engine.add_peer(gr_peer(true, 2)).unwrap();
                 engine.set_routes(ip(ROUTER_V4), host_v4(4)).unwrap();
                 wait_up(&mut events).await;
                 frr.wait_received("ipv4", SPEAKER_V4, 4, SESSION).unwrap();
@@ -429,7 +430,16 @@ fn bgp_graceful_restart_frr_keeps_our_routes() {
                     (p.get("stale").is_none()).then_some(())
                 })
                 .expect("route no longer stale after End-of-RIB");
-                engine.shutdown(ShutdownMode::Cease(None)).await;
+                // Gone for longer than the restart time: FRR drops the stale routes.
+                engine.shutdown(ShutdownMode::GracefulRestart).await;
+                lab::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+                    let t = frr.json("show bgp ipv4 unicast json").ok()?;
+                    t["routes"]
+                        .as_object()
+                        .is_none_or(|r| r.is_empty())
+                        .then_some(())
+                })
+                .expect("stale routes removed after the restart time");
             });
         },
     );
