@@ -247,8 +247,8 @@ impl BgpEngine {
         Ok(())
     }
 
-    /// Changes a peer's settings. The session restarts (Cease / Other Configuration Change)
-    /// when anything but the default next hops changed; the desired routes are kept.
+    /// Changes a peer's settings. When anything changed the session restarts (Cease / Other
+    /// Configuration Change) with the new settings; the desired routes are kept.
     pub async fn update_peer(&self, config: PeerConfig) -> Result<(), EngineError> {
         config.validate()?;
         let old = {
