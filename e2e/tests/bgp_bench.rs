@@ -339,6 +339,7 @@ fn bgp_bench_ferrolb_vs_bird() {
     let lab = TwoNodeLab::new(TAG).unwrap();
     let out = lab::run_in_netns(&lab.speaker, TEST, Duration::from_secs(1200));
     frr::kill_leftovers("flb-bn");
+    lab::bird::kill_leftovers("flb-bn-bird");
     match out {
         Ok(o) => println!("{o}"),
         Err(e) => panic!("{e}"),

@@ -122,6 +122,7 @@ fn bgp_bird_receives_packed_routes_with_communities() {
     }
     let lab = TwoNodeLab::new(TAG).unwrap();
     let out = lab::run_in_netns(&lab.speaker, TEST, Duration::from_secs(60));
+    lab::bird::kill_leftovers("flb-bd-bird");
     match out {
         Ok(o) => println!("{o}"),
         Err(e) => panic!("{e}"),

@@ -77,3 +77,17 @@ impl Drop for Bird {
         }
     }
 }
+
+/// Kills a BIRD of instance `name` left behind by a child that was killed (by the PID in its
+/// pid file, and only if that process still is bird).
+pub fn kill_leftovers(name: &str) {
+    let dir = PathBuf::from("/tmp/ferrolb-lab").join(name);
+    let Ok(pid) = fs::read_to_string(dir.join("bird.pid")) else {
+        return;
+    };
+    let pid = pid.trim();
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() == "bird" {
+        let _ = run("kill", &["-9", pid]);
+    }
+}
