@@ -62,3 +62,20 @@ pub fn read_manifests(paths: &[PathBuf], recursive: bool) -> (Manifests, Vec<Con
     }
     (manifests, errors)
 }
+
+/// Reads every manifest under `paths` and builds the configuration from them; `Err` carries
+/// every problem (reading, parsing or validating), printed as `validate` prints them.
+pub fn load_config(
+    paths: &[PathBuf],
+    recursive: bool,
+) -> Result<(Manifests, crate::Config), Vec<ConfigError>> {
+    let (manifests, mut errors) = read_manifests(paths, recursive);
+    match crate::build(&manifests.resources) {
+        Ok(config) if errors.is_empty() => Ok((manifests, config)),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}

@@ -130,6 +130,21 @@ pub fn service_request(svc: &Service) -> Result<ServiceRequest, Vec<ConfigError>
     }
 }
 
+/// The addresses in the Service's `status.loadBalancer.ingress`.
+pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|ingress| {
+            ingress
+                .iter()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Checks what Services ask of the configuration that `validate` can judge without allocating:
 /// annotations readable, the named pool existing, requested addresses inside some pool.
 pub fn check_services(config: &crate::Config, services: &[Service]) -> Vec<ConfigError> {

@@ -2,7 +2,7 @@
 //! the allocation code the live controller runs.
 
 use crate::allocator::{self, service_info, ServiceKey};
-use ferrolb_config::files::read_manifests;
+use ferrolb_config::files::load_config;
 use ferrolb_crds::AddressCount;
 use kube::ResourceExt;
 use serde::Serialize;
@@ -46,18 +46,8 @@ pub fn plan(
     recursive: bool,
     lb_class: Option<&str>,
 ) -> Result<PlanReport, Vec<String>> {
-    let (manifests, errors) = read_manifests(paths, recursive);
-    let config = match ferrolb_config::build(&manifests.resources) {
-        Ok(c) if errors.is_empty() => c,
-        Ok(_) => return Err(errors.iter().map(ToString::to_string).collect()),
-        Err(more) => {
-            return Err(errors
-                .iter()
-                .chain(&more)
-                .map(ToString::to_string)
-                .collect())
-        }
-    };
+    let (manifests, config) = load_config(paths, recursive)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let namespaces = manifests
         .namespaces
         .iter()

@@ -2,7 +2,7 @@
 
 use crate::planner::{plan, Inputs, NodePlan};
 use crate::view::{service_views, NodeView};
-use ferrolb_config::files::read_manifests;
+use ferrolb_config::files::load_config;
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -22,18 +22,8 @@ pub fn offline_plan(
     live: Option<&[String]>,
     lb_class: Option<&str>,
 ) -> Result<NodePlan, Vec<String>> {
-    let (manifests, errors) = read_manifests(paths, false);
-    let config = match ferrolb_config::build(&manifests.resources) {
-        Ok(c) if errors.is_empty() => c,
-        Ok(_) => return Err(errors.iter().map(ToString::to_string).collect()),
-        Err(more) => {
-            return Err(errors
-                .iter()
-                .chain(&more)
-                .map(ToString::to_string)
-                .collect())
-        }
-    };
+    let (manifests, config) = load_config(paths, false)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let nodes: Vec<NodeView> = manifests.nodes.iter().map(NodeView::of).collect();
     if !nodes.iter().any(|n| n.name == node) {
         return Err(vec![format!("Node/{node}: not found in the manifests")]);

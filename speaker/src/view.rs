@@ -1,7 +1,7 @@
 //! What the planner needs of Nodes, Services and EndpointSlices.
 
 use ferrolb_config::model::Labels;
-use ferrolb_config::service::service_request;
+use ferrolb_config::service::{service_request, status_ips};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
@@ -88,18 +88,7 @@ pub struct ServiceView {
 /// The Service's addresses: its status, or (for hosts with no controller yet, in file mode)
 /// what it requests.
 fn addresses(svc: &Service) -> Vec<IpAddr> {
-    let from_status: Vec<IpAddr> = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|ingress| {
-            ingress
-                .iter()
-                .filter_map(|i| i.ip.as_deref()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let from_status = status_ips(svc);
     if !from_status.is_empty() {
         return from_status;
     }

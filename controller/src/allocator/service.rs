@@ -2,7 +2,7 @@
 
 use ferrolb_config::addresses::Family;
 use ferrolb_config::model::Labels;
-use ferrolb_config::service::{service_request, ServiceRequest};
+use ferrolb_config::service::{service_request, status_ips, ServiceRequest};
 use ferrolb_config::ConfigError;
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
@@ -125,18 +125,7 @@ pub fn service_info(svc: &Service) -> Result<ServiceInfo, Vec<ConfigError>> {
     if policy == FamilyPolicy::SingleStack {
         families.truncate(1);
     }
-    let current_ips = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|ingress| {
-            ingress
-                .iter()
-                .filter_map(|i| i.ip.as_deref()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let current_ips = status_ips(svc);
     Ok(ServiceInfo {
         key: ServiceKey::of(svc),
         labels: svc.labels().clone(),
