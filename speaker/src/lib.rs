@@ -5,6 +5,7 @@
 //!   (pure), including the deterministic ranking of candidate nodes that every speaker computes
 //!   alike for each L2 address.
 
+pub mod bgp_mode;
 pub mod l2;
 pub mod offline;
 pub mod planner;

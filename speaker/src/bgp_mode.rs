@@ -1,0 +1,185 @@
+//! BGP mode, pure part: the planner's routes and the configured peers, turned into what the
+//! engine (`ferrolb-bgp`) takes, and the difference between two peer sets, so a change applies
+//! to the sessions it concerns and leaves every other session up (MetalLB with FRR resets every
+//! session on any change: #1944).
+
+use crate::planner::NodePlan;
+use crate::view::NodeView;
+use ferrolb_bgp::{GracefulRestartConfig, LargeCommunity, PeerConfig, RouteAttributes};
+use ferrolb_config::community::Community;
+use ferrolb_config::model::{Peer, PeerAsn};
+use ferrolb_config::Config;
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// How long routers keep our routes while a speaker restarts, with graceful restart.
+pub const GRACEFUL_RESTART_TIME: u16 = 120;
+/// TTL of eBGP multihop sessions.
+const MULTIHOP_TTL: u8 = 255;
+
+/// A peer this node does not set up, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerProblem {
+    pub peer: String,
+    pub reason: String,
+}
+
+/// The engine's settings for one configured peer, as this node sees it.
+pub fn peer_config(
+    peer: &Peer,
+    router_id: Option<Ipv4Addr>,
+    restarting: bool,
+) -> Result<PeerConfig, String> {
+    let local_as = peer.local_as();
+    let peer_asn = match peer.peer_asn {
+        PeerAsn::Fixed(asn) => asn,
+        PeerAsn::Internal => local_as,
+        PeerAsn::External => {
+            return Err(
+                "dynamicASN: external is not supported by the BGP engine yet; set peerASN".into(),
+            )
+        }
+    };
+    let seconds = |d: std::time::Duration| u16::try_from(d.as_secs()).unwrap_or(u16::MAX);
+    let mut c = PeerConfig::new(peer.address, local_as, peer_asn);
+    c.port = peer.port;
+    c.router_id = peer.router_id.or(router_id);
+    c.source_address = peer.source_address;
+    c.hold_time = seconds(peer.hold_time);
+    c.keepalive_time = Some(seconds(peer.keepalive_time));
+    c.connect_retry = peer.connect_time;
+    c.md5_password = peer.password.as_ref().map(|p| p.0.clone());
+    c.ebgp_multihop = (peer.ebgp_multihop && !peer.is_internal()).then_some(MULTIHOP_TTL);
+    c.graceful_restart = peer.graceful_restart.then_some(GracefulRestartConfig {
+        restart_time: GRACEFUL_RESTART_TIME,
+        restarting,
+    });
+    Ok(c)
+}
+
+/// The peers this node sets up: those whose node selectors select it, by address.
+pub fn node_peers(
+    config: &Config,
+    node: &NodeView,
+    router_id: Option<Ipv4Addr>,
+    restarting: bool,
+) -> (BTreeMap<IpAddr, (String, PeerConfig)>, Vec<PeerProblem>) {
+    let mut peers = BTreeMap::new();
+    let mut problems = Vec::new();
+    for peer in config
+        .peers
+        .values()
+        .filter(|p| p.node_selectors.matches(&node.labels))
+    {
+        if peers.contains_key(&peer.address) {
+            problems.push(PeerProblem {
+                peer: peer.name.clone(),
+                reason: format!(
+                    "another BGPPeer selecting this node has address {}",
+                    peer.address
+                ),
+            });
+            continue;
+        }
+        match peer_config(peer, router_id, restarting) {
+            Ok(c) => {
+                peers.insert(peer.address, (peer.name.clone(), c));
+            }
+            Err(reason) => problems.push(PeerProblem {
+                peer: peer.name.clone(),
+                reason,
+            }),
+        }
+    }
+    (peers, problems)
+}
+
+fn attributes(
+    communities: impl Iterator<Item = Community>,
+    local_pref: Option<u32>,
+) -> RouteAttributes {
+    let mut a = RouteAttributes {
+        local_pref,
+        ..Default::default()
+    };
+    for c in communities {
+        match c {
+            Community::Standard(v) => a.communities.push(v),
+            Community::Large(global, local1, local2) => a.large_communities.push(LargeCommunity {
+                global,
+                local1,
+                local2,
+            }),
+        }
+    }
+    a
+}
+
+/// The routes each peer (by address) should have, from the node's plan.
+pub fn routes_per_peer(
+    plan: &NodePlan,
+    peers: &BTreeMap<IpAddr, (String, PeerConfig)>,
+) -> BTreeMap<IpAddr, Vec<(IpNet, RouteAttributes)>> {
+    let by_name: BTreeMap<&str, IpAddr> = peers
+        .iter()
+        .map(|(addr, (name, _))| (name.as_str(), *addr))
+        .collect();
+    let mut out: BTreeMap<IpAddr, Vec<(IpNet, RouteAttributes)>> =
+        peers.keys().map(|addr| (*addr, Vec::new())).collect();
+    for route in &plan.bgp {
+        for name in &route.peers {
+            if let Some(addr) = by_name.get(name.as_str()) {
+                out.entry(*addr).or_default().push((
+                    route.prefix,
+                    attributes(route.communities.iter().copied(), route.local_pref),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// What to do to go from one peer set to another.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerChanges {
+    pub add: Vec<PeerConfig>,
+    /// Peers whose settings changed (the engine resets only these sessions).
+    pub update: Vec<PeerConfig>,
+    pub remove: Vec<IpAddr>,
+}
+
+/// The difference between the running peers and the wanted ones; unchanged peers are not
+/// mentioned, so their sessions stay up.
+pub fn diff_peers(
+    running: &BTreeMap<IpAddr, PeerConfig>,
+    wanted: &BTreeMap<IpAddr, PeerConfig>,
+) -> PeerChanges {
+    let mut changes = PeerChanges::default();
+    for (addr, want) in wanted {
+        match running.get(addr) {
+            None => changes.add.push(want.clone()),
+            Some(have) if comparable(have) != comparable(want) => changes.update.push(want.clone()),
+            Some(_) => {}
+        }
+    }
+    changes.remove = running
+        .keys()
+        .filter(|a| !wanted.contains_key(a))
+        .copied()
+        .collect();
+    changes
+}
+
+/// A peer's settings without the restart flag, which changes after the first session and must
+/// not count as a configuration change.
+fn comparable(c: &PeerConfig) -> PeerConfig {
+    let mut c = c.clone();
+    if let Some(gr) = c.graceful_restart.as_mut() {
+        gr.restarting = false;
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+use super::*;
+use crate::planner::{plan, Inputs};
+use crate::view::{ServiceView, Serving};
+use ferrolb_config::manifest::Manifests;
+use ferrolb_config::model::Labels;
+use std::collections::BTreeSet;
+
+fn config(yaml: &str) -> Config {
+    let mut m = Manifests::default();
+    let errors = m.add_yaml(yaml, "test.yaml");
+    assert!(errors.is_empty(), "{errors:?}");
+    ferrolb_config::build(&m.resources).unwrap()
+}
+
+fn node(name: &str, labels: &[(&str, &str)]) -> NodeView {
+    NodeView {
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        network_unavailable: false,
+        excluded: false,
+    }
+}
+
+const YAML: &str = "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pub}\nspec: {addresses: [203.0.113.0/28]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, holdTime: 9s, password: s3cret, enableGracefulRestart: true, ebgpMultiHop: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: ibgp}\nspec: {myASN: 64512, dynamicASN: internal, peerAddress: 198.51.100.2, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: any-external}\nspec: {myASN: 64512, dynamicASN: external, peerAddress: 198.51.100.3, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: all}\nspec: {communities: [\"64512:7\", \"large:64512:1:2\"], localPref: 200}\n";
+
+#[test]
+fn peers_follow_node_selectors_and_carry_their_settings() {
+    let c = config(YAML);
+    let router_id = Some("192.0.2.10".parse().unwrap());
+    let (peers, problems) = node_peers(&c, &node("n1", &[]), router_id, false);
+    assert!(problems.is_empty());
+    assert_eq!(peers.len(), 1, "only tor selects n1");
+    let (name, tor) = &peers[&"198.51.100.1".parse::<IpAddr>().unwrap()];
+    assert_eq!(name, "tor");
+    assert_eq!(
+        (
+            tor.local_asn,
+            tor.peer_asn,
+            tor.hold_time,
+            tor.keepalive_time
+        ),
+        (64512, 64500, 9, Some(3))
+    );
+    assert_eq!(tor.md5_password.as_deref(), Some("s3cret"));
+    assert_eq!(tor.ebgp_multihop, Some(255));
+    assert_eq!(
+        tor.graceful_restart.map(|g| g.restart_time),
+        Some(GRACEFUL_RESTART_TIME)
+    );
+    assert_eq!(tor.router_id, router_id);
+
+    let (peers, problems) = node_peers(&c, &node("n2", &[("rack", "1")]), None, false);
+    assert_eq!(peers.len(), 2);
+    let ibgp = &peers[&"198.51.100.2".parse::<IpAddr>().unwrap()].1;
+    assert!(ibgp.is_ibgp(), "dynamicASN internal is our own AS");
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].peer, "any-external");
+}
+
+#[test]
+fn routes_reach_the_peers_of_their_advertisement_with_attributes() {
+    let c = config(YAML);
+    let n1 = node("n1", &[]);
+    let svc = ServiceView {
+        key: "a/web".into(),
+        labels: Labels::new(),
+        ips: vec!["203.0.113.5".parse().unwrap()],
+        local_traffic: false,
+        serving: Serving::Everywhere,
+    };
+    let live = BTreeSet::new();
+    let node_plan = plan(Inputs {
+        config: &c,
+        services: std::slice::from_ref(&svc),
+        nodes: std::slice::from_ref(&n1),
+        live_speakers: &live,
+        this_node: "n1",
+    });
+    let (peers, _) = node_peers(&c, &n1, None, false);
+    let routes = routes_per_peer(&node_plan, &peers);
+    let tor_routes = &routes[&"198.51.100.1".parse::<IpAddr>().unwrap()];
+    assert_eq!(tor_routes.len(), 1);
+    assert_eq!(tor_routes[0].0.to_string(), "203.0.113.5/32");
+    let a = &tor_routes[0].1;
+    assert_eq!(a.communities, [64512 << 16 | 7]);
+    assert_eq!(
+        a.large_communities,
+        [LargeCommunity {
+            global: 64512,
+            local1: 1,
+            local2: 2
+        }]
+    );
+    assert_eq!(
+        a.local_pref,
+        Some(200),
+        "the engine sends it to iBGP peers only"
+    );
+}
+
+#[test]
+fn only_changed_peers_are_touched() {
+    let c = config(YAML);
+    let (peers, _) = node_peers(&c, &node("n2", &[("rack", "1")]), None, false);
+    let running: BTreeMap<IpAddr, PeerConfig> =
+        peers.iter().map(|(a, (_, p))| (*a, p.clone())).collect();
+    assert_eq!(diff_peers(&running, &running), PeerChanges::default());
+
+    let mut wanted = running.clone();
+    let tor: IpAddr = "198.51.100.1".parse().unwrap();
+    wanted.get_mut(&tor).unwrap().hold_time = 30;
+    let new_peer = PeerConfig::new("198.51.100.9".parse().unwrap(), 64512, 64999);
+    wanted.insert(new_peer.address, new_peer.clone());
+    let ibgp: IpAddr = "198.51.100.2".parse().unwrap();
+    wanted.remove(&ibgp);
+    let changes = diff_peers(&running, &wanted);
+    assert_eq!(changes.add, [new_peer]);
+    assert_eq!(changes.update.len(), 1);
+    assert_eq!(changes.update[0].address, tor);
+    assert_eq!(changes.remove, [ibgp]);
+
+    // The graceful-restart "restarting" flag clearing after the first session is no change.
+    let (restarting, _) = node_peers(&c, &node("n2", &[("rack", "1")]), None, true);
+    let restarting: BTreeMap<IpAddr, PeerConfig> =
+        restarting.into_iter().map(|(a, (_, p))| (a, p)).collect();
+    assert!(diff_peers(&restarting, &running).update.is_empty());
+}
