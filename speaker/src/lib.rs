@@ -7,6 +7,7 @@
 
 pub mod bgp_mode;
 pub mod l2;
+pub mod membership;
 pub mod offline;
 pub mod planner;
 pub mod view;

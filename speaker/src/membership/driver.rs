@@ -1,0 +1,308 @@
+//! The thin tokio driver around foca: one UDP socket, a timer queue, and commands.
+
+use super::auth::{AuthError, Sealer};
+use super::config::{MembershipConfig, Peer, Security};
+use super::identity::{NodeId, WireCodec};
+use super::{MemberInfo, Stats};
+use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, Timer};
+use rand_foca::rngs::StdRng;
+use rand_foca::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+pub(super) enum Command {
+    SetPeers(Vec<Peer>),
+    Leave(oneshot::Sender<()>),
+}
+
+type Swim = Foca<NodeId, WireCodec, StdRng, NoCustomBroadcast>;
+
+pub(super) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(super) struct Driver {
+    pub socket: UdpSocket,
+    pub config: MembershipConfig,
+    pub me: NodeId,
+    pub stats: Arc<Stats>,
+    pub live_tx: watch::Sender<BTreeSet<String>>,
+    pub members_tx: watch::Sender<BTreeMap<String, MemberInfo>>,
+    pub commands: mpsc::UnboundedReceiver<Command>,
+}
+
+struct State {
+    swim: Swim,
+    rt: AccumulatingRuntime<NodeId>,
+    sealer: Sealer,
+    rng: StdRng,
+    timers: BTreeMap<(Instant, u64), Timer<NodeId>>,
+    timer_seq: u64,
+    peers: Vec<Peer>,
+    /// When each live member was first seen live in its current generation.
+    since: BTreeMap<String, (u64, Instant)>,
+}
+
+impl Driver {
+    pub async fn run(mut self) {
+        let foca_config = self
+            .config
+            .timers
+            .to_foca()
+            .expect("validated before the driver starts");
+        let key = match &self.config.security {
+            Security::Key(k) => Some(k.clone()),
+            Security::Insecure => None,
+        };
+        let mut st = State {
+            swim: Foca::new(
+                self.me.clone(),
+                foca_config,
+                rand_foca::make_rng::<StdRng>(),
+                WireCodec,
+            ),
+            rt: AccumulatingRuntime::new(),
+            sealer: Sealer::new(key, self.config.timers.max_clock_skew.as_millis() as u64),
+            rng: rand_foca::make_rng::<StdRng>(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            peers: Vec::new(),
+            since: BTreeMap::new(),
+        };
+        st.since
+            .insert(self.me.name.clone(), (self.me.generation, Instant::now()));
+        self.set_peers(&mut st, self.config.peers.clone());
+        self.publish(&mut st);
+
+        let mut announce = tokio::time::interval(self.config.timers.announce_interval);
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let next = st.timers.keys().next().map(|(at, _)| *at);
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.on_datagram(&mut st, &buf[..n], from),
+                    Err(e) => {
+                        // ICMP errors surface here on some kernels; never fatal.
+                        tracing::debug!(error = %e, "membership recv error");
+                        self.stats.recv_errors.fetch_add(1, Relaxed);
+                    }
+                },
+                _ = sleep_until_opt(next) => self.fire_timers(&mut st),
+                _ = announce.tick() => self.announce_to_absent_peers(&mut st),
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::SetPeers(p)) => self.set_peers(&mut st, p),
+                    Some(Command::Leave(done)) => {
+                        self.leave(&mut st).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    // The handle was dropped without leaving: stop silently (hard stop).
+                    None => return,
+                },
+            }
+            self.drain(&mut st);
+        }
+    }
+
+    fn on_datagram(&self, st: &mut State, datagram: &[u8], from: SocketAddr) {
+        self.stats.received.fetch_add(1, Relaxed);
+        let payload = match st.sealer.open(datagram, wall_ms()) {
+            Ok(p) => p,
+            Err(e) => {
+                let counter = match e {
+                    AuthError::Malformed => &self.stats.dropped_malformed,
+                    AuthError::WrongMode(_) | AuthError::BadTag => {
+                        &self.stats.dropped_unauthenticated
+                    }
+                    AuthError::Stale => &self.stats.dropped_stale,
+                    AuthError::Replay => &self.stats.dropped_replay,
+                };
+                counter.fetch_add(1, Relaxed);
+                tracing::debug!(%from, error = %e, "membership datagram dropped");
+                return;
+            }
+        };
+        if let Err(e) = st.swim.handle_data(payload, &mut st.rt) {
+            self.stats.dropped_protocol.fetch_add(1, Relaxed);
+            tracing::debug!(%from, error = %e, "membership payload refused");
+        }
+    }
+
+    fn fire_timers(&self, st: &mut State) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        while let Some(entry) = st.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        // foca wants SendIndirectProbe handled before ProbeRandomMember when both are late.
+        due.sort();
+        for t in due {
+            if let Err(e) = st.swim.handle_timer(t, &mut st.rt) {
+                tracing::debug!(error = %e, "membership timer");
+            }
+        }
+    }
+
+    fn set_peers(&self, st: &mut State, mut peers: Vec<Peer>) {
+        peers.retain(|p| p.name != self.me.name);
+        peers.sort();
+        peers.dedup_by(|a, b| a.name == b.name);
+        let new: Vec<Peer> = peers
+            .iter()
+            .filter(|p| !st.peers.contains(p))
+            .cloned()
+            .collect();
+        st.peers = peers;
+        for p in new {
+            self.announce(st, &p);
+        }
+    }
+
+    fn announce(&self, st: &mut State, p: &Peer) {
+        // The destination's generation is unknown; foca accepts an Announce for any
+        // generation of the right name.
+        let dst = NodeId {
+            name: p.name.clone(),
+            addr: SocketAddr::new(p.ip, self.config.port),
+            generation: 0,
+        };
+        let _ = st.swim.announce(dst, &mut st.rt);
+    }
+
+    fn announce_to_absent_peers(&self, st: &mut State) {
+        let live: BTreeSet<&str> = st
+            .swim
+            .iter_members()
+            .map(|m| m.id().name.as_str())
+            .collect();
+        let absent: Vec<Peer> = st
+            .peers
+            .iter()
+            .filter(|p| !live.contains(p.name.as_str()))
+            .cloned()
+            .collect();
+        for p in absent {
+            self.announce(st, &p);
+        }
+    }
+
+    async fn leave(&self, st: &mut State) {
+        // Say we are leaving to a few members, then repeat twice so one lost datagram does
+        // not turn a planned handover into a 100 ms failure detection.
+        let _ = st.swim.leave_cluster(&mut st.rt);
+        self.drain(st);
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let _ = st.swim.gossip(&mut st.rt);
+            self.drain(st);
+        }
+    }
+
+    /// Sends what foca queued, schedules its timers, and publishes membership changes.
+    fn drain(&self, st: &mut State) {
+        while let Some((to, data)) = st.rt.to_send() {
+            let sealed = st.sealer.seal(&data, wall_ms(), st.rng.next_u64());
+            match self.socket.try_send_to(&sealed, to.addr) {
+                Ok(_) => {
+                    self.stats.sent.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    self.stats.send_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(to = %to.addr, error = %e, "membership send");
+                }
+            }
+        }
+        let now = Instant::now();
+        while let Some((after, timer)) = st.rt.to_schedule() {
+            st.timer_seq += 1;
+            st.timers.insert((now + after, st.timer_seq), timer);
+        }
+        let mut changed = false;
+        while let Some(n) = st.rt.to_notify() {
+            match &n {
+                OwnedNotification::MemberUp(id) => {
+                    self.stats.member_up.fetch_add(1, Relaxed);
+                    tracing::info!(node = %id.name, "speaker up");
+                }
+                OwnedNotification::MemberDown(id) => {
+                    self.stats.member_down.fetch_add(1, Relaxed);
+                    tracing::warn!(node = %id.name, "speaker down");
+                }
+                OwnedNotification::Rejoin(id) => {
+                    tracing::warn!(
+                        generation = id.generation,
+                        "declared down while alive; rejoined"
+                    );
+                }
+                _ => {}
+            }
+            changed = true;
+        }
+        if changed {
+            self.publish(st);
+        }
+    }
+
+    fn publish(&self, st: &mut State) {
+        let now = Instant::now();
+        let me = st.swim.identity().clone();
+        let mut members = BTreeMap::new();
+        let mut current = vec![me];
+        current.extend(st.swim.iter_members().map(|m| m.id().clone()));
+        for id in current {
+            let since = match st.since.get(&id.name) {
+                Some((g, at)) if *g == id.generation => *at,
+                _ => now,
+            };
+            members.insert(
+                id.name.clone(),
+                MemberInfo {
+                    addr: id.addr,
+                    generation: id.generation,
+                    live_since: since,
+                },
+            );
+        }
+        st.since = members
+            .iter()
+            .map(|(n, m)| (n.clone(), (m.generation, m.live_since)))
+            .collect();
+        let names: BTreeSet<String> = members.keys().cloned().collect();
+        self.live_tx.send_if_modified(|old| {
+            if *old != names {
+                *old = names;
+                true
+            } else {
+                false
+            }
+        });
+        self.members_tx.send_if_modified(|old| {
+            if *old != members {
+                *old = members;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
