@@ -4,10 +4,14 @@
 //! - [`planner`] decides, for one node, what it announces by L2 and by BGP and why not otherwise
 //!   (pure), including the deterministic ranking of candidate nodes that every speaker computes
 //!   alike for each L2 address.
+//! - [`source`] reads the manifests (file mode) and [`runtime`] runs `ferrolb-speaker run`:
+//!   plans on every change and drives the [`l2`] data plane.
 
 pub mod bgp_mode;
 pub mod l2;
 pub mod membership;
 pub mod offline;
 pub mod planner;
+pub mod runtime;
+pub mod source;
 pub mod view;

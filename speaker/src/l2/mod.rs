@@ -1,4 +1,10 @@
 //! Layer 2 mode: answering ARP and Neighbor Solicitations for owned addresses, and announcing
-//! takeovers. `packet` is pure; socket I/O stays in a thin adapter.
+//! takeovers. `packet`, `schedule`, `interfaces` (selection) and `ownership` are pure; `adapter`
+//! is the thin I/O layer, over the packet socket of `sys` (the crate's one `unsafe` module).
 
+pub mod adapter;
+pub mod interfaces;
+pub mod ownership;
 pub mod packet;
+pub mod schedule;
+mod sys;

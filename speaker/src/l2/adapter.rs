@@ -1,0 +1,350 @@
+//! The thin I/O side of L2 mode: one packet socket per interface this node may announce on, a
+//! task per socket answering ARP requests and Neighbor Solicitations for the addresses owned
+//! there, the solicited-node multicast groups of owned IPv6 addresses, and the pre-built
+//! announcement frames sent when [`Ownership`] says so. Decisions come from the pure modules;
+//! this only moves bytes. Addresses are never added to kernel interfaces.
+//!
+//! Multicast groups are joined with IPV6_JOIN_GROUP on a UDP socket: that both opens the NIC's
+//! filter for 33:33:ff:xx:xx:xx and sends MLD reports, so switches doing MLD snooping forward
+//! the solicitations to us.
+
+use crate::l2::interfaces::{list_interfaces, Exclusions, Interface};
+use crate::l2::ownership::{wanted, Key, Ownership};
+use crate::l2::packet::{
+    answer, gratuitous_arp, parse_query, solicited_node_group, unsolicited_advertisement, MacAddr,
+    Query,
+};
+use crate::l2::schedule::Schedule;
+use crate::l2::sys::PacketSocket;
+use crate::planner::NodePlan;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tokio::io::unix::AsyncFd;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// Settings of the L2 data plane.
+#[derive(Clone, Debug)]
+pub struct L2Options {
+    pub node: String,
+    pub exclusions: Exclusions,
+    pub schedule: Schedule,
+    /// Where interfaces are listed (/sys/class/net).
+    pub sys_class_net: PathBuf,
+}
+
+/// Addresses owned on one interface, read by its answering task.
+type OwnedHere = Arc<RwLock<BTreeSet<IpAddr>>>;
+
+struct Link {
+    iface: Interface,
+    socket: Arc<AsyncFd<PacketSocket>>,
+    owned: OwnedHere,
+    /// For IPV6_JOIN_GROUP; `None` where IPv6 is unavailable.
+    groups_socket: Option<socket2::Socket>,
+    /// Joined solicited-node groups, with how many owned addresses need each.
+    groups: BTreeMap<Ipv6Addr, usize>,
+    answering: JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.answering.abort();
+    }
+}
+
+/// The L2 data plane of one node.
+pub struct L2Adapter {
+    opts: L2Options,
+    links: BTreeMap<String, Link>,
+    ownership: Ownership,
+    /// Announcement frames per pair this node ranks for, built ahead of a takeover.
+    frames: BTreeMap<Key, Vec<Vec<u8>>>,
+    /// The last plan applied, to redo the selection when interfaces change.
+    plan: NodePlan,
+}
+
+impl std::fmt::Debug for L2Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L2Adapter")
+            .field("links", &self.links.keys().collect::<Vec<_>>())
+            .field("owned", self.ownership.owned())
+            .finish()
+    }
+}
+
+fn announcement_frames(mac: MacAddr, ip: IpAddr) -> Vec<Vec<u8>> {
+    match ip {
+        IpAddr::V4(v4) => gratuitous_arp(mac, v4).into(),
+        IpAddr::V6(v6) => vec![unsolicited_advertisement(mac, v6)],
+    }
+}
+
+fn groups_socket(iface: &str) -> Option<socket2::Socket> {
+    match socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(interface = iface, error = %e, "no IPv6 socket: IPv6 addresses may not receive solicitations");
+            None
+        }
+    }
+}
+
+impl Link {
+    fn open(iface: Interface) -> io::Result<Link> {
+        let socket = Arc::new(PacketSocket::open_async(iface.index)?);
+        let owned: OwnedHere = Arc::default();
+        let answering = tokio::spawn(answer_queries(
+            iface.name.clone(),
+            iface.mac,
+            socket.clone(),
+            owned.clone(),
+        ));
+        Ok(Link {
+            groups_socket: groups_socket(&iface.name),
+            iface,
+            socket,
+            owned,
+            groups: BTreeMap::new(),
+            answering,
+        })
+    }
+
+    fn own(&mut self, ip: IpAddr) {
+        if let IpAddr::V6(v6) = ip {
+            let group = solicited_node_group(v6);
+            let count = self.groups.entry(group).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                if let Some(s) = &self.groups_socket {
+                    if let Err(e) = s.join_multicast_v6(&group, self.iface.index) {
+                        warn!(interface = %self.iface.name, %group, error = %e, "cannot join the solicited-node group");
+                    }
+                }
+            }
+        }
+        self.owned.write().expect("lock").insert(ip);
+    }
+
+    fn disown(&mut self, ip: IpAddr) {
+        self.owned.write().expect("lock").remove(&ip);
+        if let IpAddr::V6(v6) = ip {
+            let group = solicited_node_group(v6);
+            if let Some(count) = self.groups.get_mut(&group) {
+                *count -= 1;
+                if *count == 0 {
+                    self.groups.remove(&group);
+                    if let Some(s) = &self.groups_socket {
+                        let _ = s.leave_multicast_v6(&group, self.iface.index);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        self.socket.get_ref().send(frame)
+    }
+}
+
+/// Answers queries on one interface for as long as the link lives.
+async fn answer_queries(
+    name: String,
+    mac: MacAddr,
+    socket: Arc<AsyncFd<PacketSocket>>,
+    owned: OwnedHere,
+) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let mut guard = match socket.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                warn!(interface = %name, error = %e, "packet socket failed; no more answers here");
+                return;
+            }
+        };
+        let n = match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
+            Err(_would_block) => continue,
+            Ok(Err(e)) => {
+                warn!(interface = %name, error = %e, "receiving");
+                continue;
+            }
+            Ok(Ok(None)) => continue,
+            Ok(Ok(Some(n))) => n,
+        };
+        let Ok(query) = parse_query(&buf[..n]) else {
+            continue;
+        };
+        match query {
+            // Another node announcing (a gratuitous request) is not a question.
+            Query::Arp {
+                sender_ip, target, ..
+            } if sender_ip == target => continue,
+            Query::Arp { sender_mac, .. }
+            | Query::Ndp {
+                source_mac: sender_mac,
+                ..
+            } if sender_mac == mac => continue,
+            _ => {}
+        }
+        let reply = {
+            let owned = owned.read().expect("lock");
+            answer(&query, mac, |ip| owned.contains(&ip))
+        };
+        if let Some(frame) = reply {
+            match socket.get_ref().send(&frame) {
+                Ok(()) => debug!(interface = %name, ?query, "answered"),
+                Err(e) => warn!(interface = %name, error = %e, "sending an answer"),
+            }
+        }
+    }
+}
+
+impl L2Adapter {
+    pub fn new(opts: L2Options) -> L2Adapter {
+        let ownership = Ownership::new(opts.schedule.clone());
+        L2Adapter {
+            opts,
+            links: BTreeMap::new(),
+            ownership,
+            frames: BTreeMap::new(),
+            plan: NodePlan::default(),
+        }
+    }
+
+    /// Pairs announced now.
+    pub fn owned(&self) -> &BTreeSet<Key> {
+        self.ownership.owned()
+    }
+
+    /// Applies a new plan (and the interfaces as they are now): opens and closes sockets,
+    /// answers for gained addresses and announces them at once, stops for lost ones.
+    pub fn apply(&mut self, plan: &NodePlan, now: Instant) {
+        self.plan = plan.clone();
+        self.refresh(now);
+    }
+
+    /// Re-reads the interfaces and re-applies the last plan.
+    pub fn refresh(&mut self, now: Instant) {
+        let interfaces = match list_interfaces(&self.opts.sys_class_net) {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(error = %e, "cannot list interfaces; keeping the current ones");
+                return;
+            }
+        };
+        let mut w = wanted(
+            &self.plan,
+            &self.opts.node,
+            &interfaces,
+            &self.opts.exclusions,
+        );
+        // Links: close those no longer needed or changed, open new ones.
+        let needed: BTreeMap<&str, &Interface> = interfaces
+            .iter()
+            .filter(|i| w.interfaces().contains(i.name.as_str()))
+            .map(|i| (i.name.as_str(), i))
+            .collect();
+        let stale: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(name, l)| {
+                needed
+                    .get(name.as_str())
+                    .is_none_or(|i| i.index != l.iface.index || i.mac != l.iface.mac)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !stale.is_empty() {
+            // Drop ownership there first so a reopened link starts its announcements afresh.
+            let keep: BTreeSet<Key> = self
+                .ownership
+                .owned()
+                .iter()
+                .filter(|(_, i)| !stale.contains(i))
+                .cloned()
+                .collect();
+            self.update_ownership(keep, now);
+            for name in &stale {
+                info!(interface = %name, "closing the packet socket");
+                self.links.remove(name);
+            }
+        }
+        for (name, iface) in &needed {
+            if self.links.contains_key(*name) {
+                continue;
+            }
+            match Link::open((*iface).clone()) {
+                Ok(link) => {
+                    info!(interface = %name, mac = %iface.mac, "listening for ARP and NDP");
+                    self.links.insert(name.to_string(), link);
+                }
+                Err(e) => warn!(interface = %name, error = %e, "cannot open a packet socket"),
+            }
+        }
+        // Only pairs on links we have.
+        w.owned.retain(|(_, i)| self.links.contains_key(i));
+        w.ranked.retain(|(_, i)| self.links.contains_key(i));
+        self.frames.retain(|k, _| w.ranked.contains(k));
+        for key in &w.ranked {
+            if !self.frames.contains_key(key) {
+                let mac = self.links[&key.1].iface.mac;
+                self.frames
+                    .insert(key.clone(), announcement_frames(mac, key.0));
+            }
+        }
+        self.update_ownership(w.owned, now);
+    }
+
+    fn update_ownership(&mut self, owned: BTreeSet<Key>, now: Instant) {
+        let change = self.ownership.update(owned, now);
+        for (ip, iface) in &change.lost {
+            if let Some(link) = self.links.get_mut(iface) {
+                link.disown(*ip);
+            }
+            info!(%ip, interface = %iface, "L2: no longer announcing");
+        }
+        for (ip, iface) in &change.gained {
+            if let Some(link) = self.links.get_mut(iface) {
+                link.own(*ip);
+            }
+            info!(%ip, interface = %iface, "L2: announcing");
+        }
+        if !change.gained.is_empty() {
+            // Takeover: the first announcement goes out now, not at the next loop turn.
+            self.send_due(now);
+        }
+    }
+
+    /// Sends the announcements due at `now`.
+    pub fn send_due(&mut self, now: Instant) {
+        for key in self.ownership.due(now) {
+            let (Some(link), Some(frames)) = (self.links.get(&key.1), self.frames.get(&key)) else {
+                continue;
+            };
+            for frame in frames {
+                if let Err(e) = link.send(frame) {
+                    // The schedule sends again shortly; a full queue is not worth more.
+                    warn!(ip = %key.0, interface = %key.1, error = %e, "sending an announcement");
+                }
+            }
+            debug!(ip = %key.0, interface = %key.1, "announced");
+        }
+    }
+
+    /// When [`L2Adapter::send_due`] next has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.ownership.next_deadline()
+    }
+
+    /// Stops answering and announcing everything and closes the sockets.
+    pub fn shutdown(&mut self) {
+        self.update_ownership(BTreeSet::new(), Instant::now());
+        self.links.clear();
+        self.frames.clear();
+    }
+}

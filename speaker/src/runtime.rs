@@ -1,0 +1,118 @@
+//! `ferrolb-speaker run`: the loop that plans on every change of the sources or of the live set
+//! and drives the L2 data plane.
+//!
+//! The live set is a `watch` channel of node names. Until membership runs, file mode uses
+//! [`Liveness::EveryNode`] (every Node in the files has a live speaker, so the live set moves
+//! when the files do); membership plugs in as `Liveness::Watch(its receiver)`.
+
+use crate::l2::adapter::{L2Adapter, L2Options};
+use crate::planner::{plan, Inputs};
+use crate::source::Snapshot;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// Which speakers are alive.
+#[derive(Debug)]
+pub enum Liveness {
+    /// Every Node in the sources (file mode without membership).
+    EveryNode,
+    /// Names from membership, or a fixed set (a channel whose sender is gone).
+    Watch(watch::Receiver<BTreeSet<String>>),
+}
+
+impl Liveness {
+    /// A set that never changes.
+    pub fn fixed(names: BTreeSet<String>) -> Liveness {
+        Liveness::Watch(watch::channel(names).1)
+    }
+}
+
+/// Settings of the run loop.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub l2: L2Options,
+    /// How often interfaces are re-read (links going down or up, new interfaces).
+    pub interface_rescan: Duration,
+}
+
+/// Plans and announces until `shutdown` completes, then stops answering and announcing.
+pub async fn run(
+    opts: RunOptions,
+    mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    mut liveness: Liveness,
+    shutdown: impl Future<Output = ()>,
+) {
+    let node = opts.l2.node.clone();
+    let mut l2 = L2Adapter::new(opts.l2);
+    let mut rescan = tokio::time::interval(opts.interface_rescan);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snapshots_open = true;
+    let mut live_open = matches!(liveness, Liveness::Watch(_));
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = l2.next_deadline().map(Instant::from_std);
+        let replan = tokio::select! {
+            _ = &mut shutdown => break,
+            r = snapshots.changed(), if snapshots_open => {
+                snapshots_open = r.is_ok();
+                r.is_ok()
+            }
+            r = async {
+                match &mut liveness {
+                    Liveness::Watch(rx) => rx.changed().await,
+                    Liveness::EveryNode => std::future::pending().await,
+                }
+            }, if live_open => {
+                live_open = r.is_ok();
+                r.is_ok()
+            }
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                l2.send_due(std::time::Instant::now());
+                false
+            }
+            _ = rescan.tick() => {
+                l2.refresh(std::time::Instant::now());
+                false
+            }
+        };
+        if !replan {
+            continue;
+        }
+        let Some(snapshot) = snapshots.borrow_and_update().clone() else {
+            continue;
+        };
+        let live: BTreeSet<String> = match &mut liveness {
+            Liveness::EveryNode => snapshot.nodes.iter().map(|n| n.name.clone()).collect(),
+            Liveness::Watch(rx) => rx.borrow_and_update().clone(),
+        };
+        if !snapshot.nodes.iter().any(|n| n.name == node) {
+            warn!(node = %node, "this node is not among the Nodes of the configuration; announcing nothing");
+        }
+        let p = plan(Inputs {
+            config: &snapshot.config,
+            services: &snapshot.services,
+            nodes: &snapshot.nodes,
+            live_speakers: &live,
+            this_node: &node,
+        });
+        info!(
+            live = ?live,
+            owned = p.l2_owned(&node).count(),
+            l2 = p.l2.len(),
+            "plan computed"
+        );
+        l2.apply(&p, std::time::Instant::now());
+    }
+    info!("shutting down: no more answers or announcements");
+    l2.shutdown();
+}
