@@ -13,6 +13,7 @@ pub mod bird;
 pub mod capture;
 pub mod child;
 pub mod frr;
+pub mod l2;
 pub mod netns;
 
 pub use bird::Bird;

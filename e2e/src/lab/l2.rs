@@ -1,0 +1,272 @@
+//! The L2 lab: node namespaces and a client namespace on one bridge (in a switch namespace of
+//! its own, so nothing touches the host's namespace), speakers run as processes by PID.
+//!
+//! How a node accepts traffic for a VIP without the kernel answering ARP for it: the VIPs sit on
+//! an interface of their own, `vips`, with ARP off (so the speaker never uses it; a `dummy`
+//! interface in spirit, made of a veth since not every kernel has the dummy module; its peer is named veth-* so the
+//! default exclusions skip it) and the node's Ethernet interface
+//! has `arp_ignore=1` (answer ARP only for addresses of the receiving interface) and
+//! `arp_announce=2` (never use the VIP as an ARP source), as kube-proxy's IPVS mode with
+//! strictARP does. IPv6 needs nothing: Linux answers Neighbor Solicitations only for addresses of
+//! the receiving interface. So the only answers for a VIP on the segment are the speaker's, and
+//! packets that reach a node are delivered to the echo bound to the VIP.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::netns::{NetNs, VethPair};
+use super::{run, wait_for};
+
+/// Why L2 lab tests cannot run here, if they cannot (they need root, `ip` and `tcpdump`).
+pub fn skip_reason() -> Option<String> {
+    let uid = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .unwrap_or_default();
+    if uid != "0" {
+        return Some("needs root (network namespaces)".into());
+    }
+    for tool in ["ip", "tcpdump"] {
+        if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
+            return Some(format!("needs {tool}"));
+        }
+    }
+    None
+}
+
+/// The client's addresses.
+pub const CLIENT_V4: &str = "192.0.2.100";
+pub const CLIENT_V6: &str = "2001:db8::100";
+
+/// Node `i` (from 1): its MAC, so tests can read neighbour tables at a glance.
+pub fn node_mac(i: usize) -> String {
+    format!("02:00:00:00:00:{i:02x}")
+}
+
+pub fn node_name(i: usize) -> String {
+    format!("node-{i}")
+}
+
+/// A switch (bridge), `n` nodes and a client on it.
+#[derive(Debug)]
+pub struct L2Lab {
+    pub tag: String,
+    pub client: NetNs,
+    pub nodes: Vec<NetNs>,
+    // Dropped last: deleting it removes the bridge and every switch-side veth end.
+    pub switch: NetNs,
+}
+
+impl L2Lab {
+    pub fn new(tag: &str, n: usize) -> Result<L2Lab, String> {
+        let switch = NetNs::new(&format!("flb-{tag}-sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let client = NetNs::new(&format!("flb-{tag}-c"))?;
+        attach(&switch, &client, "pc", "02:00:00:00:00:64")?;
+        client.add_addr("eth0", &format!("{CLIENT_V4}/24"))?;
+        client.add_addr("eth0", &format!("{CLIENT_V6}/64"))?;
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            let ns = NetNs::new(&format!("flb-{tag}-n{i}"))?;
+            attach(&switch, &ns, &format!("p{i}"), &node_mac(i))?;
+            ns.add_addr("eth0", &format!("192.0.2.{i}/24"))?;
+            ns.add_addr("eth0", &format!("2001:db8::{i}/64"))?;
+            for key in [
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+                "net.ipv4.conf.eth0.arp_ignore=1",
+                "net.ipv4.conf.eth0.arp_announce=2",
+            ] {
+                ns.exec("sysctl", &["-q", "-w", key])?;
+            }
+            // A dummy interface would do, but not every kernel has the module: a veth pair
+            // whose other end goes nowhere, with ARP off, holds the VIPs just as well.
+            ns.ip(&[
+                "link",
+                "add",
+                "vips",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "veth-vips",
+            ])?;
+            ns.ip(&["link", "set", "vips", "arp", "off"])?;
+            ns.ip(&["link", "set", "veth-vips", "up"])?;
+            ns.ip(&["link", "set", "vips", "up"])?;
+            nodes.push(ns);
+        }
+        Ok(L2Lab {
+            tag: tag.to_owned(),
+            client,
+            nodes,
+            switch,
+        })
+    }
+
+    /// Node `i` (from 1).
+    pub fn node(&self, i: usize) -> &NetNs {
+        &self.nodes[i - 1]
+    }
+
+    /// Puts `cidr` on every node's `vips` interface (see the module comment).
+    pub fn add_vip(&self, cidr: &str) -> Result<(), String> {
+        for ns in &self.nodes {
+            ns.add_addr("vips", cidr)?;
+        }
+        Ok(())
+    }
+
+    /// The client's neighbour entry for `ip`: (MAC, state), if it has a MAC.
+    pub fn client_neighbour(&self, ip: &str) -> Option<(String, String)> {
+        let out = self.client.ip(&["neigh", "show", ip, "dev", "eth0"]).ok()?;
+        let words: Vec<&str> = out.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "lladdr")?;
+        Some((words.get(at + 1)?.to_string(), words.last()?.to_string()))
+    }
+}
+
+/// A veth from `ns` (named eth0, with `mac`) to the bridge (port `port`).
+fn attach(switch: &NetNs, ns: &NetNs, port: &str, mac: &str) -> Result<(), String> {
+    // Without duplicate address detection, link-local addresses are usable at once: a node
+    // still in DAD delays its first Neighbor Solicitation (and so its first reply) by a second.
+    for key in [
+        "net.ipv6.conf.all.accept_dad=0",
+        "net.ipv6.conf.default.accept_dad=0",
+    ] {
+        ns.exec("sysctl", &["-q", "-w", key])?;
+    }
+    VethPair::new(ns, "eth0", switch, port)?;
+    ns.ip(&["link", "set", "eth0", "down"])?;
+    ns.ip(&["link", "set", "eth0", "address", mac])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    switch.ip(&["link", "set", port, "master", "br0"])?;
+    Ok(())
+}
+
+/// A process started in a namespace, killed by PID on drop; output goes to a log file.
+#[derive(Debug)]
+pub struct LabProcess {
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl LabProcess {
+    /// Starts `binary args` in `ns` (`ip netns exec` execs it, so the PID is the program's).
+    pub fn start(
+        ns: &NetNs,
+        binary: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        log_path: &Path,
+    ) -> Result<LabProcess, String> {
+        let log = fs::File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .arg(binary)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", binary.display()))?;
+        Ok(LabProcess {
+            child: Some(child),
+            log_path: log_path.to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the log contains `text`.
+    pub fn wait_log(&self, text: &str, limit: Duration) -> Result<(), String> {
+        wait_for(limit, Duration::from_millis(20), || {
+            self.log().contains(text).then_some(())
+        })
+        .ok_or_else(|| format!("no {text:?} in the log within {limit:?}:\n{}", self.log()))
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits at most `limit` for the exit; SIGKILL after that. The exit code if
+    /// it exited by itself in time.
+    pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = run("kill", &["-TERM", &c.id().to_string()]);
+        let status = wait_for(limit, Duration::from_millis(10), || {
+            c.try_wait().ok().flatten()
+        });
+        if status.is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        status.and_then(|s| s.code())
+    }
+}
+
+impl Drop for LabProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Builds `ferrolb-speaker` (tests of the e2e crate cannot depend on another crate's binary)
+/// and returns its path, next to the running test's target directory.
+pub fn speaker_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // target/<profile>/deps/<test> -> target/<profile>/ferrolb-speaker
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no target directory")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../speaker/Cargo.toml");
+    let mut args = vec![
+        "build".to_string(),
+        "--quiet".into(),
+        "--manifest-path".into(),
+        manifest.to_string_lossy().into_owned(),
+        "--bin".into(),
+        "ferrolb-speaker".into(),
+    ];
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        args.push("--release".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&cargo, &args)?;
+    let binary = profile_dir.join("ferrolb-speaker");
+    binary
+        .exists()
+        .then_some(binary.clone())
+        .ok_or_else(|| format!("{} was not built", binary.display()))
+}
+
+/// Packets seen by a capture, as `tcpdump -e -n` prints them, one line each.
+pub fn capture_lines(pcap: &Path) -> Vec<String> {
+    run(
+        "tcpdump",
+        &["-r", &pcap.to_string_lossy(), "-e", "-n", "-tt"],
+    )
+    .map(|out| out.lines().map(str::to_owned).collect())
+    .unwrap_or_default()
+}
