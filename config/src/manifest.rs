@@ -272,6 +272,21 @@ impl Manifests {
     }
 }
 
+/// Builds a configuration from YAML text alone (inline manifests, tests): every problem of
+/// reading or validating, or the configuration.
+pub fn config_from_yaml(text: &str) -> Result<crate::Config, Vec<ConfigError>> {
+    let mut manifests = Manifests::default();
+    let mut errors = manifests.add_yaml(text, "<yaml>");
+    match crate::build(&manifests.resources) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}
+
 fn push<T>(item: Option<T>, into: &mut Vec<T>) {
     if let Some(item) = item {
         into.push(item);

@@ -1,13 +1,10 @@
 use super::*;
-use ferrolb_config::manifest::Manifests;
+use ferrolb_config::manifest::config_from_yaml;
 use ferrolb_config::service::ServiceRequest;
 use proptest::prelude::*;
 
 fn config(yaml: &str) -> Config {
-    let mut m = Manifests::default();
-    let errors = m.add_yaml(yaml, "test.yaml");
-    assert!(errors.is_empty(), "{errors:?}");
-    ferrolb_config::build(&m.resources).unwrap()
+    config_from_yaml(yaml).unwrap_or_else(|e| panic!("{e:#?}"))
 }
 
 fn pool(name: &str, addresses: &str, extra: &str) -> String {

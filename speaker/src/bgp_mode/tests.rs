@@ -1,15 +1,12 @@
 use super::*;
 use crate::planner::{plan, Inputs};
 use crate::view::{ServiceView, Serving};
-use ferrolb_config::manifest::Manifests;
+use ferrolb_config::manifest::config_from_yaml;
 use ferrolb_config::model::Labels;
 use std::collections::BTreeSet;
 
 fn config(yaml: &str) -> Config {
-    let mut m = Manifests::default();
-    let errors = m.add_yaml(yaml, "test.yaml");
-    assert!(errors.is_empty(), "{errors:?}");
-    ferrolb_config::build(&m.resources).unwrap()
+    config_from_yaml(yaml).unwrap_or_else(|e| panic!("{e:#?}"))
 }
 
 fn node(name: &str, labels: &[(&str, &str)]) -> NodeView {

@@ -1,12 +1,9 @@
 use super::*;
 use crate::view::Serving;
-use ferrolb_config::manifest::Manifests;
+use ferrolb_config::manifest::config_from_yaml;
 
 fn config(yaml: &str) -> Config {
-    let mut m = Manifests::default();
-    let errors = m.add_yaml(yaml, "test.yaml");
-    assert!(errors.is_empty(), "{errors:?}");
-    ferrolb_config::build(&m.resources).unwrap()
+    config_from_yaml(yaml).unwrap_or_else(|e| panic!("{e:#?}"))
 }
 
 fn node(name: &str, labels: &[(&str, &str)]) -> NodeView {
