@@ -5,8 +5,9 @@
 //! entry moves to the next node by gratuitous ARP / unsolicited NA alone (the client sends
 //! nothing meanwhile), after which its traffic reaches the new owner.
 //!
-//! Until membership lands, "the owner dies" is: its speaker SIGKILLed, its link down, and its
-//! Node removed from the files (file mode's live set is every Node in the files).
+//! "The owner dies" is a hard kill: its speaker SIGKILLed and its link down, nothing else. The
+//! other speakers learn it from membership (SWIM among the speakers, found through the Nodes'
+//! InternalIPs in the files); the files do not change.
 
 use ferrolb_e2e::lab::l2::{
     capture_lines, node_mac, node_name, skip_reason, speaker_binary, L2Lab, LabProcess,
@@ -33,8 +34,9 @@ fn manifests(nodes: &[usize]) -> String {
     let mut out = String::new();
     for i in nodes {
         out.push_str(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\n---\n",
-            node_name(*i)
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: 192.0.2.{}}}]}}\n---\n",
+            node_name(*i),
+            i
         ));
     }
     out.push_str(&format!(
@@ -51,10 +53,13 @@ fn write_manifests(dir: &Path, nodes: &[usize]) {
 }
 
 /// Owner of each VIP as the planner ranks it, from `ferrolb-speaker plan` on the same files.
-fn owners(speaker: &Path, dir: &Path, some_node: usize) -> BTreeMap<String, usize> {
+/// The owner of each VIP as the planner ranks it with the speakers of `alive` live.
+fn owners(speaker: &Path, dir: &Path, alive: &[usize]) -> BTreeMap<String, usize> {
+    let live: Vec<String> = alive.iter().map(|&i| node_name(i)).collect();
     let out = std::process::Command::new(speaker)
         .args(["plan", "-f", &dir.to_string_lossy(), "--node"])
-        .arg(node_name(some_node))
+        .arg(node_name(alive[0]))
+        .args(["--live", &live.join(",")])
         .args(["-o", "json"])
         .output()
         .unwrap();
@@ -169,7 +174,7 @@ fn l2_owner_answers_alone_and_the_next_node_takes_over_by_gratuitous_frames() {
         .iter()
         .map(|&i| (i, start_speaker(&lab, &speaker, config.path(), i, &logs)))
         .collect();
-    let mut owner = owners(&speaker, config.path(), 1);
+    let mut owner = owners(&speaker, config.path(), &alive);
     assert_eq!(owner.len(), 2, "{owner:?}");
     for (vip, i) in &owner {
         speakers[i]
@@ -238,14 +243,13 @@ fn l2_owner_answers_alone_and_the_next_node_takes_over_by_gratuitous_frames() {
             .collect();
         let mut capture = pcap(&format!("failover-{round}.pcap"));
         eprintln!("round {round}: killing node-{victim}, owner of {vip}");
+        let t0 = Instant::now();
         speakers.get_mut(&victim).unwrap().kill();
         lab.node(victim)
             .ip(&["link", "set", "eth0", "down"])
             .unwrap();
         alive.retain(|&i| i != victim);
-        write_manifests(config.path(), &alive);
-        let next = owners(&speaker, config.path(), alive[0]);
-        let t0 = Instant::now();
+        let next = owners(&speaker, config.path(), &alive);
         for (v, &new_owner) in &next {
             if owner[v] == victim {
                 // The client sends nothing: only the new owner's announcements can move it.
@@ -260,7 +264,7 @@ fn l2_owner_answers_alone_and_the_next_node_takes_over_by_gratuitous_frames() {
                     speakers[&new_owner].log()
                 );
                 eprintln!(
-                    "{v}: client entry moved node-{victim} -> node-{new_owner} {:?} after the files changed",
+                    "{v}: client entry moved node-{victim} -> node-{new_owner} {:?} after the kill",
                     t0.elapsed()
                 );
                 moved.push(v.clone());
@@ -343,7 +347,7 @@ fn l2_bad_edit_keeps_announcing_and_sigterm_stops_answering() {
         .iter()
         .map(|&i| (i, start_speaker(&lab, &speaker, config.path(), i, &logs)))
         .collect();
-    let owner = owners(&speaker, config.path(), 1);
+    let owner = owners(&speaker, config.path(), &[1, 2]);
     for (vip, i) in &owner {
         speakers[i]
             .wait_log(&format!("L2: announcing ip={vip}"), Duration::from_secs(10))

@@ -145,10 +145,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.insecure_membership {
         tracing::warn!("--insecure-membership: membership messages are not authenticated");
     }
-    // Membership plugs in here: `Liveness::Watch(membership.live())`.
-    let liveness = match args.live {
-        Some(names) => Liveness::fixed(names.into_iter().collect()),
-        None => Liveness::EveryNode,
+    // The live set: fixed with --live (tests, labs), else from membership among the speakers,
+    // found through the Nodes' InternalIPs and authenticated with the shared key.
+    let membership = match &args.live {
+        Some(_) => None,
+        None => Some(start_membership(&dir, &args)?),
+    };
+    let liveness = match (args.live, &membership) {
+        (Some(names), _) => Liveness::fixed(names.into_iter().collect()),
+        (None, Some(m)) => Liveness::Watch(m.live()),
+        (None, None) => Liveness::EveryNode,
     };
     let opts = RunOptions {
         l2: L2Options {
@@ -171,10 +177,80 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             poll: std::time::Duration::from_millis(args.poll_ms.max(10)),
         }
         .spawn();
-        ferrolb_speaker::runtime::run(opts, snapshots, liveness, terminated()).await;
+        let node = args.node_name.clone();
+        let mut peer_updates = snapshots.clone();
+        // Until SIGTERM, keep membership's peers in step with the Nodes; then leave, so the
+        // others take over at once, before this speaker stops answering.
+        let shutdown = async move {
+            let term = terminated();
+            tokio::pin!(term);
+            loop {
+                tokio::select! {
+                    _ = &mut term => break,
+                    changed = peer_updates.changed() => {
+                        if changed.is_err() {
+                            term.as_mut().await;
+                            break;
+                        }
+                        let snapshot = peer_updates.borrow_and_update().clone();
+                        if let (Some(m), Some(s)) = (&membership, snapshot) {
+                            m.set_peers(peers_of(&s, &node));
+                        }
+                    }
+                }
+            }
+            if let Some(m) = membership {
+                m.leave().await;
+                tracing::info!("left membership");
+            }
+        };
+        ferrolb_speaker::runtime::run(opts, snapshots, liveness, shutdown).await;
     });
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every other node's speaker, by its InternalIP.
+fn peers_of(
+    snapshot: &ferrolb_speaker::source::Snapshot,
+    this_node: &str,
+) -> Vec<ferrolb_speaker::membership::Peer> {
+    snapshot
+        .node_ips
+        .iter()
+        .filter(|(name, _)| name.as_str() != this_node)
+        .map(|(name, ip)| ferrolb_speaker::membership::Peer {
+            name: name.clone(),
+            ip: *ip,
+        })
+        .collect()
+}
+
+/// Starts membership from the source's first valid snapshot: this node's InternalIP, the
+/// other Nodes as peers, the key from the Secret ferrolb-system/ferrolb-memberlist.
+fn start_membership(
+    dir: &std::path::Path,
+    args: &RunArgs,
+) -> anyhow::Result<ferrolb_speaker::membership::Membership> {
+    use ferrolb_speaker::membership::{find_key, Membership, MembershipConfig, Security};
+    let snapshot = ferrolb_speaker::source::load_dir(dir, args.lb_class.as_deref())
+        .map_err(|errors| anyhow::anyhow!("{}: {}", dir.display(), errors.join("; ")))?;
+    let Some(ip) = snapshot.node_ips.get(&args.node_name).copied() else {
+        anyhow::bail!(
+            "Node/{} has no InternalIP in {}: membership needs it (status.addresses), or give --live",
+            args.node_name,
+            dir.display()
+        );
+    };
+    let key = find_key(&snapshot.secrets).map_err(|e| anyhow::anyhow!("membership key: {e}"))?;
+    let security = Security::choose(key, args.insecure_membership).map_err(|e| {
+        anyhow::anyhow!("{e} (Secret ferrolb-system/ferrolb-memberlist, key secretkey)")
+    })?;
+    let mut config = MembershipConfig::new(&args.node_name, ip, security);
+    config.peers = peers_of(&snapshot, &args.node_name);
+    let m = Membership::start_dedicated(config)?;
+    tracing::info!(%ip, peers = snapshot.node_ips.len().saturating_sub(1), "membership started");
+    Ok(m)
 }
 
 fn main() -> ExitCode {

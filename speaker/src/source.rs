@@ -1,10 +1,13 @@
 //! Where the speaker's view of the cluster comes from. `file:DIR`: a directory of manifests,
 //! polled for changes; a bad edit keeps the last valid configuration in force.
 
-use crate::view::{service_views, NodeView, ServiceView};
+use crate::view::{internal_ip, service_views, NodeView, ServiceView};
 use ferrolb_config::files::{manifest_files, read_manifests};
 use ferrolb_config::Config;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,6 +20,10 @@ pub struct Snapshot {
     pub config: Config,
     pub nodes: Vec<NodeView>,
     pub services: Vec<ServiceView>,
+    /// Each Node's InternalIP: where its speaker's membership listens.
+    pub node_ips: BTreeMap<String, IpAddr>,
+    /// Secrets in the source (the membership key among them).
+    pub secrets: Vec<Secret>,
 }
 
 /// Services this speaker serves: LoadBalancers of its class (none set: those without a class).
@@ -51,6 +58,12 @@ pub fn load_dir(dir: &Path, lb_class: Option<&str>) -> Result<Snapshot, Vec<Stri
         nodes: manifests.nodes.iter().map(NodeView::of).collect(),
         // File mode: a Service without EndpointSlices in the files serves everywhere.
         services: service_views(&services, &manifests.endpoint_slices, false),
+        node_ips: manifests
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
+            .collect(),
+        secrets: manifests.resources.secrets.clone(),
     })
 }
 

@@ -97,6 +97,20 @@ fn addresses(svc: &Service) -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
+/// The node's first InternalIP (IPv4 preferred), where its speaker's membership listens.
+pub fn internal_ip(node: &Node) -> Option<IpAddr> {
+    let ips: Vec<IpAddr> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
+    ips.iter().find(|ip| ip.is_ipv4()).or(ips.first()).copied()
+}
+
 /// Whether an endpoint serves: `serving` true, or unset with `ready` unset or true.
 fn endpoint_serves(
     conditions: Option<&k8s_openapi::api::discovery::v1::EndpointConditions>,
