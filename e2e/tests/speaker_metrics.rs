@@ -325,6 +325,15 @@ fn l2_counters_move_by_exactly_the_queries_sent_and_readyz_waits_for_a_valid_con
         "capture:\n{}",
         lines.join("\n")
     );
+    // A bad edit keeps the last good configuration: still ready, still announcing.
+    write_config(config.path(), &broken);
+    let rejections = || p.log().matches("configuration rejected").count();
+    wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+        (rejections() == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the bad edit was not rejected:\n{}", p.log()));
+    assert_eq!(http_get(node, "/readyz").unwrap().0, 200);
+    assert!(scrape(node).contains("ferrolb_speaker_announced{service=\"default/vip\""));
     assert_eq!(p.terminate(Duration::from_secs(5)), Some(0), "{}", p.log());
     eprintln!("speaker metrics L2 test took {:?}", started.elapsed());
 }
