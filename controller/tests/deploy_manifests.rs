@@ -396,9 +396,9 @@ fn kubectl_kustomize_builds_the_installation() {
     assert!(!objects.contains("Secret/ferrolb-memberlist"));
 }
 
-fn container_of<'a>(
-    pod: &'a k8s_openapi::api::core::v1::PodSpec,
-) -> &'a k8s_openapi::api::core::v1::Container {
+fn container_of(
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+) -> &k8s_openapi::api::core::v1::Container {
     assert_eq!(pod.containers.len(), 1, "one container");
     &pod.containers[0]
 }
