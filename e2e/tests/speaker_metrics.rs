@@ -42,10 +42,13 @@ fn manifests(nodes: &[usize]) -> String {
         ));
     }
     out.push_str(&format!(
-        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lan, namespace: ferrolb-system}}\nspec: {{addresses: [{VIP4}/31, \"{VIP6}/128\"]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lan, namespace: ferrolb-system}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: vip\n  namespace: default\n  annotations: {{ferrolb.io/loadBalancerIPs: \"{VIP4},{VIP6}\"}}\nspec: {{type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{{port: 7, protocol: UDP}}]}}\n"
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lan, namespace: ferrolb-system}}\nspec: {{addresses: [{VIP4}/31, \"{VIP6}/128\"]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lan, namespace: ferrolb-system}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: vip\n  namespace: default\n  annotations: {{ferrolb.io/loadBalancerIPs: \"{VIP4},{VIP6}\", ferrolb.io/allow-shared-ip: lab}}\nspec: {{type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{{port: 7, protocol: UDP}}]}}\n"
     ));
     out
 }
+
+/// A second Service on the IPv4 VIP (shared by key, on another port).
+const SHARING_SERVICE: &str = "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: dns\n  namespace: default\n  annotations: {ferrolb.io/loadBalancerIPs: \"192.0.2.200\", ferrolb.io/allow-shared-ip: lab}\nspec: {type: LoadBalancer, ports: [{port: 53, protocol: UDP}]}\n";
 
 /// Replaces the lab's manifest atomically (a speaker never reads half a file).
 fn write_config(dir: &Path, text: &str) {
@@ -325,6 +328,19 @@ fn l2_counters_move_by_exactly_the_queries_sent_and_readyz_waits_for_a_valid_con
         "capture:\n{}",
         lines.join("\n")
     );
+    // A Service joining an address already owned shows at once, with no change of ownership.
+    write_config(
+        config.path(),
+        &format!("{}{SHARING_SERVICE}", manifests(&[1])),
+    );
+    let dns = format!(
+        "ferrolb_speaker_announced{{service=\"default/dns\",protocol=\"layer2\",node=\"node-1\",ip=\"{VIP4}\",interface=\"eth0\"}}"
+    );
+    wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+        (value(&scrape(node), &dns) == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no {dns}:\n{}\n{}", scrape(node), p.log()));
+
     // A bad edit keeps the last good configuration: still ready, still announcing.
     write_config(config.path(), &broken);
     let rejections = || p.log().matches("configuration rejected").count();

@@ -344,9 +344,8 @@ impl L2Adapter {
             }
             info!(%ip, interface = %iface, "L2: announcing");
         }
-        if !change.gained.is_empty() || !change.lost.is_empty() {
-            self.publish_announced();
-        }
+        // Also without a change here: the plan may have added a Service to an owned address.
+        self.publish_announced();
         if !change.gained.is_empty() {
             // Takeover: the first announcement goes out now, not at the next loop turn.
             self.send_due(now);
@@ -355,20 +354,21 @@ impl L2Adapter {
 
     /// Sets `speaker_announced`: every Service of every owned pair.
     fn publish_announced(&self) {
-        let owned = self.ownership.owned();
+        let mut interfaces: BTreeMap<IpAddr, Vec<&str>> = BTreeMap::new();
+        for (ip, iface) in self.ownership.owned() {
+            interfaces.entry(*ip).or_default().push(iface);
+        }
         let announced: Vec<Announced> = self
             .plan
             .l2
             .iter()
             .flat_map(|d| {
-                owned
-                    .iter()
-                    .filter(move |(ip, _)| *ip == d.ip)
-                    .map(move |(ip, iface)| Announced {
-                        service: d.service.clone(),
-                        ip: *ip,
-                        interface: iface.clone(),
-                    })
+                let on = interfaces.get(&d.ip).map(Vec::as_slice).unwrap_or_default();
+                on.iter().map(move |iface| Announced {
+                    service: d.service.clone(),
+                    ip: d.ip,
+                    interface: (*iface).to_owned(),
+                })
             })
             .collect();
         self.opts
