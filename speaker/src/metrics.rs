@@ -118,6 +118,24 @@ pub struct BgpPeerSample {
     pub announced_prefixes: u64,
 }
 
+impl BgpPeerSample {
+    /// From the engine's counters of `peer`; `announced_prefixes` is the size of the route
+    /// set last given to the engine for it (the engine counts announcements, not the table).
+    pub fn from_engine(
+        peer: std::net::IpAddr,
+        c: &ferrolb_bgp::PeerCounters,
+        announced_prefixes: u64,
+    ) -> Self {
+        BgpPeerSample {
+            peer: peer.to_string(),
+            session_up: c.state == Some(ferrolb_bgp::State::Established),
+            updates_sent: c.updates_sent,
+            updates_received: c.updates_received,
+            announced_prefixes,
+        }
+    }
+}
+
 /// One BFD session's state; the counts are cumulative for the session's life.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BfdSessionSample {

@@ -288,3 +288,29 @@ async fn the_endpoints_answer_over_http() {
     assert!(body.ends_with("# EOF\n"));
     server.abort();
 }
+
+#[test]
+fn a_bgp_sample_comes_straight_from_the_engine_counters() {
+    let c = ferrolb_bgp::PeerCounters {
+        state: Some(ferrolb_bgp::State::Established),
+        updates_sent: 3,
+        updates_received: 2,
+        ..Default::default()
+    };
+    let s = BgpPeerSample::from_engine(ip("2001:db8::2"), &c, 9);
+    assert_eq!(
+        s,
+        BgpPeerSample {
+            peer: "2001:db8::2".into(),
+            session_up: true,
+            updates_sent: 3,
+            updates_received: 2,
+            announced_prefixes: 9,
+        }
+    );
+    let idle = ferrolb_bgp::PeerCounters {
+        state: Some(ferrolb_bgp::State::Active),
+        ..Default::default()
+    };
+    assert!(!BgpPeerSample::from_engine(ip("192.0.2.2"), &idle, 0).session_up);
+}
