@@ -377,6 +377,8 @@ fn membership_metrics_count_a_join_and_a_hard_kill() {
     .unwrap_or_else(|| panic!("node-2 never joined:\n{}", p1.log()));
     assert_eq!(metric(&text, "joins_total"), Some(1.0), "{text}");
     assert_eq!(metric(&text, "deaths_total"), Some(0.0), "{text}");
+    let unauthenticated = "datagrams_dropped_total{reason=\"unauthenticated\"}";
+    assert_eq!(metric(&text, unauthenticated), Some(0.0), "{text}");
 
     // A hard kill: the speaker SIGKILLed and its link down.
     p2.kill();
@@ -392,6 +394,43 @@ fn membership_metrics_count_a_join_and_a_hard_kill() {
     assert!(metric(&text, "suspicions_total").unwrap() >= 1.0, "{text}");
     eprintln!(
         "speaker membership metrics test took {:?}",
+        started.elapsed()
+    );
+}
+
+fn with_key(key: &str) -> String {
+    format!(
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ferrolb-memberlist, namespace: ferrolb-system}}\nstringData: {{secretkey: \"{key}\"}}\n",
+        manifests(&[1, 2])
+    )
+}
+
+#[test]
+fn speakers_with_different_keys_show_as_unauthenticated_drops() {
+    if skip() {
+        return;
+    }
+    let started = Instant::now();
+    let speaker = speaker_binary().unwrap();
+    let logs = logs_dir("op-keys");
+    let (config1, config2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_config(config1.path(), &with_key("the-first-membership-key"));
+    write_config(config2.path(), &with_key("another-membership-key!!"));
+    let lab = L2Lab::new("opk", 2).unwrap();
+    let p1 = start_speaker(&lab, &speaker, config1.path(), 1, &[], &logs);
+    let _p2 = start_speaker(&lab, &speaker, config2.path(), 2, &[], &logs);
+    let node = lab.node(1);
+    let metric = |text: &str, name: &str| value(text, &format!("ferrolb_membership_{name}"));
+    let unauthenticated = "datagrams_dropped_total{reason=\"unauthenticated\"}";
+    let text = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        let (code, text) = http_get(node, "/metrics")?;
+        (code == 200 && metric(&text, unauthenticated).is_some_and(|n| n >= 1.0)).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no unauthenticated drops counted:\n{}", p1.log()));
+    assert_eq!(metric(&text, "live_members"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "joins_total"), Some(0.0), "{text}");
+    eprintln!(
+        "speaker key mismatch metrics test took {:?}",
         started.elapsed()
     );
 }

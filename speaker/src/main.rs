@@ -183,6 +183,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 deaths: Stats::get(&stats.member_down),
                 suspicions: Stats::get(&stats.suspicions),
                 live_members: live.borrow().len() as u64,
+                dropped: [
+                    ("malformed", Stats::get(&stats.dropped_malformed)),
+                    (
+                        "unauthenticated",
+                        Stats::get(&stats.dropped_unauthenticated),
+                    ),
+                    ("stale", Stats::get(&stats.dropped_stale)),
+                    ("replay", Stats::get(&stats.dropped_replay)),
+                    ("protocol", Stats::get(&stats.dropped_protocol)),
+                ],
             })
         });
     }

@@ -44,6 +44,11 @@ struct L2Labels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabel {
     peer: String,
 }
@@ -98,13 +103,34 @@ impl L2Counters {
 }
 
 /// Membership totals since the speaker started (cumulative, as membership counts them).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MembershipSample {
     pub joins: u64,
     pub deaths: u64,
     pub suspicions: u64,
     /// Live speakers, this one included.
     pub live_members: u64,
+    /// Datagrams dropped, by reason: `malformed`, `unauthenticated` (wrong or no key: the
+    /// usual sign of speakers with different Secrets), `stale`, `replay`, `protocol`.
+    pub dropped: [(&'static str, u64); 5],
+}
+
+impl Default for MembershipSample {
+    fn default() -> Self {
+        MembershipSample {
+            joins: 0,
+            deaths: 0,
+            suspicions: 0,
+            live_members: 0,
+            dropped: [
+                ("malformed", 0),
+                ("unauthenticated", 0),
+                ("stale", 0),
+                ("replay", 0),
+                ("protocol", 0),
+            ],
+        }
+    }
 }
 
 /// One BGP peer's state; the counts are cumulative for the peer's life in the engine.
@@ -164,6 +190,7 @@ pub struct Metrics {
     deaths: Counter,
     suspicions: Counter,
     live_members: Gauge,
+    dropped: Family<ReasonLabel, Counter>,
     bgp_session_up: PerPeerGauge,
     bgp_updates_sent: PerPeerCounter,
     bgp_updates_received: PerPeerCounter,
@@ -246,6 +273,11 @@ impl Metrics {
             "membership_live_members",
             "Live speakers, this one included",
             m.live_members.clone(),
+        );
+        r.register(
+            "membership_datagrams_dropped",
+            "Membership datagrams dropped, by reason (unauthenticated: a different or no key)",
+            m.dropped.clone(),
         );
         r.register(
             "bgp_session_up",
@@ -348,6 +380,12 @@ impl Metrics {
         raise_to(&self.suspicions, s.suspicions);
         self.live_members
             .set(i64::try_from(s.live_members).unwrap_or(i64::MAX));
+        for (reason, total) in s.dropped {
+            raise_to(
+                &self.dropped.get_or_create_owned(&ReasonLabel { reason }),
+                total,
+            );
+        }
     }
 
     pub fn set_bgp_peer(&self, s: &BgpPeerSample) {

@@ -118,7 +118,9 @@ fn membership_totals_are_copied_and_never_go_back() {
         deaths: 1,
         suspicions: 3,
         live_members: 2,
+        ..Default::default()
     };
+    s.dropped[1].1 = 7;
     m.set_membership(&s);
     s.live_members = 1;
     s.deaths = 0; // a stale sample must not lower a counter
@@ -131,6 +133,21 @@ fn membership_totals_are_copied_and_never_go_back() {
         Some(3.0)
     );
     assert_eq!(value(&text, "ferrolb_membership_live_members"), Some(1.0));
+    assert_eq!(
+        value(
+            &text,
+            "ferrolb_membership_datagrams_dropped_total{reason=\"unauthenticated\"}"
+        ),
+        Some(7.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "ferrolb_membership_datagrams_dropped_total{reason=\"replay\"}"
+        ),
+        Some(0.0)
+    );
 }
 
 #[test]
