@@ -10,6 +10,7 @@
 pub mod bgp_mode;
 pub mod l2;
 pub mod membership;
+pub mod metrics;
 pub mod offline;
 pub mod planner;
 pub mod runtime;

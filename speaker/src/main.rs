@@ -64,6 +64,9 @@ enum Command {
         /// How often the file source looks for changes, in milliseconds.
         #[arg(long, default_value_t = 200)]
         poll_ms: u64,
+        /// Address of /metrics, /healthz and /readyz; empty: not served.
+        #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
+        metrics_addr: String,
     },
 }
 
@@ -106,6 +109,7 @@ struct RunArgs {
     exclude_interfaces: Option<Vec<String>>,
     insecure_membership: bool,
     poll_ms: u64,
+    metrics_addr: String,
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -142,6 +146,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             Exclusions::new(&patterns).map_err(|e| anyhow::anyhow!("--exclude-interfaces: {e}"))?
         }
     };
+    let health = std::sync::Arc::new(ferrolb_speaker::metrics::Health::default());
+    // Bound before anything else starts, so a taken port stops the speaker with a clear error.
+    let metrics_listener = match args.metrics_addr.as_str() {
+        "" => None,
+        addr => {
+            let parsed: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--metrics-addr {addr:?}: {e}"))?;
+            Some(
+                ferrolb_speaker::metrics::bind(parsed)
+                    .map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: {e}"))?,
+            )
+        }
+    };
     if args.insecure_membership {
         tracing::warn!("--insecure-membership: membership messages are not authenticated");
     }
@@ -156,14 +174,38 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, Some(m)) => Liveness::Watch(m.live()),
         (None, None) => Liveness::EveryNode,
     };
+    if let Some(m) = &membership {
+        let (stats, live) = (m.stats(), m.live());
+        health.on_scrape(move |metrics| {
+            use ferrolb_speaker::membership::Stats;
+            metrics.set_membership(&ferrolb_speaker::metrics::MembershipSample {
+                joins: Stats::get(&stats.member_up),
+                deaths: Stats::get(&stats.member_down),
+                suspicions: Stats::get(&stats.suspicions),
+                live_members: live.borrow().len() as u64,
+                dropped: [
+                    ("malformed", Stats::get(&stats.dropped_malformed)),
+                    (
+                        "unauthenticated",
+                        Stats::get(&stats.dropped_unauthenticated),
+                    ),
+                    ("stale", Stats::get(&stats.dropped_stale)),
+                    ("replay", Stats::get(&stats.dropped_replay)),
+                    ("protocol", Stats::get(&stats.dropped_protocol)),
+                ],
+            })
+        });
+    }
     let opts = RunOptions {
         l2: L2Options {
             node: args.node_name.clone(),
             exclusions,
             schedule: Default::default(),
             sys_class_net: "/sys/class/net".into(),
+            metrics: health.metrics.clone(),
         },
         interface_rescan: std::time::Duration::from_secs(5),
+        health: health.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -171,6 +213,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         tracing::info!(node = %args.node_name, source = %args.source, "ferrolb-speaker starting");
+        if let Some(listener) = metrics_listener {
+            let addr = listener.local_addr()?;
+            ferrolb_speaker::metrics::serve(listener, health)?;
+            tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+        }
         let snapshots = FileSource {
             dir,
             lb_class: args.lb_class,
@@ -205,7 +252,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         };
         ferrolb_speaker::runtime::run(opts, snapshots, liveness, shutdown).await;
-    });
+        anyhow::Ok(())
+    })?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -263,6 +311,7 @@ fn main() -> ExitCode {
             exclude_interfaces,
             insecure_membership,
             poll_ms,
+            metrics_addr,
         } => match run(RunArgs {
             source,
             node_name,
@@ -271,6 +320,7 @@ fn main() -> ExitCode {
             exclude_interfaces,
             insecure_membership,
             poll_ms,
+            metrics_addr,
         }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

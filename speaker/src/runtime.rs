@@ -6,6 +6,7 @@
 //! when the files do); membership plugs in as `Liveness::Watch(its receiver)`.
 
 use crate::l2::adapter::{L2Adapter, L2Options};
+use crate::metrics::Health;
 use crate::planner::{plan, Inputs};
 use crate::source::Snapshot;
 use std::collections::BTreeSet;
@@ -38,6 +39,8 @@ pub struct RunOptions {
     pub l2: L2Options,
     /// How often interfaces are re-read (links going down or up, new interfaces).
     pub interface_rescan: Duration,
+    /// Told of every loop turn (/healthz) and of a valid plan applied (/readyz).
+    pub health: Arc<Health>,
 }
 
 /// Plans and announces until `shutdown` completes, then stops answering and announcing.
@@ -55,6 +58,7 @@ pub async fn run(
     let mut live_open = matches!(liveness, Liveness::Watch(_));
     tokio::pin!(shutdown);
     loop {
+        opts.health.tick();
         let deadline = l2.next_deadline().map(Instant::from_std);
         let replan = tokio::select! {
             _ = &mut shutdown => break,
@@ -112,7 +116,10 @@ pub async fn run(
             "plan computed"
         );
         l2.apply(&p, std::time::Instant::now());
+        opts.health.set_config_loaded(true);
+        opts.health.set_data_plane_running(true);
     }
+    opts.health.set_data_plane_running(false);
     info!("shutting down: no more answers or announcements");
     l2.shutdown();
 }

@@ -16,6 +16,7 @@ use crate::l2::packet::{
 };
 use crate::l2::schedule::Schedule;
 use crate::l2::sys::PacketSocket;
+use crate::metrics::{Announced, L2Counters, Metrics, Protocol};
 use crate::planner::NodePlan;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -35,10 +36,17 @@ pub struct L2Options {
     pub schedule: Schedule,
     /// Where interfaces are listed (/sys/class/net).
     pub sys_class_net: PathBuf,
+    pub metrics: Arc<Metrics>,
 }
 
-/// Addresses owned on one interface, read by its answering task.
-type OwnedHere = Arc<RwLock<BTreeSet<IpAddr>>>;
+/// Addresses owned on one interface, with their counters, read by its answering task.
+type OwnedHere = Arc<RwLock<BTreeMap<IpAddr, L2Counters>>>;
+
+/// What a pair this node ranks for needs at takeover, ready ahead.
+struct Prepared {
+    frames: Vec<Vec<u8>>,
+    counters: L2Counters,
+}
 
 struct Link {
     iface: Interface,
@@ -62,8 +70,8 @@ pub struct L2Adapter {
     opts: L2Options,
     links: BTreeMap<String, Link>,
     ownership: Ownership,
-    /// Announcement frames per pair this node ranks for, built ahead of a takeover.
-    frames: BTreeMap<Key, Vec<Vec<u8>>>,
+    /// Announcement frames and counters per pair this node ranks for, built ahead of a takeover.
+    frames: BTreeMap<Key, Prepared>,
     /// The last plan applied, to redo the selection when interfaces change.
     plan: NodePlan,
 }
@@ -114,7 +122,7 @@ impl Link {
         })
     }
 
-    fn own(&mut self, ip: IpAddr) {
+    fn own(&mut self, ip: IpAddr, counters: L2Counters) {
         if let IpAddr::V6(v6) = ip {
             let group = solicited_node_group(v6);
             let count = self.groups.entry(group).or_insert(0);
@@ -127,7 +135,7 @@ impl Link {
                 }
             }
         }
-        self.owned.write().expect("lock").insert(ip);
+        self.owned.write().expect("lock").insert(ip, counters);
     }
 
     fn disown(&mut self, ip: IpAddr) {
@@ -191,13 +199,25 @@ async fn answer_queries(
             } if sender_mac == mac => continue,
             _ => {}
         }
+        let target: IpAddr = match query {
+            Query::Arp { target, .. } => target.into(),
+            Query::Ndp { target, .. } => target.into(),
+        };
+        // Counting is an atomic add on the pair's own counter, under the read lock we take
+        // anyway; requests for addresses we do not own are not counted (unbounded labels).
         let reply = {
             let owned = owned.read().expect("lock");
-            answer(&query, mac, |ip| owned.contains(&ip))
+            owned.get(&target).map(|counters| {
+                counters.request();
+                (answer(&query, mac, |_| true), counters.clone())
+            })
         };
-        if let Some(frame) = reply {
+        if let Some((Some(frame), counters)) = reply {
             match socket.get_ref().send(&frame) {
-                Ok(()) => debug!(interface = %name, ?query, "answered"),
+                Ok(()) => {
+                    counters.response();
+                    debug!(interface = %name, ?query, "answered");
+                }
                 Err(e) => warn!(interface = %name, error = %e, "sending an answer"),
             }
         }
@@ -289,12 +309,22 @@ impl L2Adapter {
         // Only pairs on links we have.
         w.owned.retain(|(_, i)| self.links.contains_key(i));
         w.ranked.retain(|(_, i)| self.links.contains_key(i));
-        self.frames.retain(|k, _| w.ranked.contains(k));
+        let metrics = &self.opts.metrics;
+        self.frames.retain(|k, _| {
+            let keep = w.ranked.contains(k);
+            if !keep {
+                metrics.forget_l2(k.0, &k.1);
+            }
+            keep
+        });
         for key in &w.ranked {
             if !self.frames.contains_key(key) {
                 let mac = self.links[&key.1].iface.mac;
-                self.frames
-                    .insert(key.clone(), announcement_frames(mac, key.0));
+                let prepared = Prepared {
+                    frames: announcement_frames(mac, key.0),
+                    counters: metrics.l2_counters(key.0, &key.1),
+                };
+                self.frames.insert(key.clone(), prepared);
             }
         }
         self.update_ownership(w.owned, now);
@@ -308,28 +338,57 @@ impl L2Adapter {
             }
             info!(%ip, interface = %iface, "L2: no longer announcing");
         }
-        for (ip, iface) in &change.gained {
-            if let Some(link) = self.links.get_mut(iface) {
-                link.own(*ip);
+        for key @ (ip, iface) in &change.gained {
+            if let (Some(link), Some(p)) = (self.links.get_mut(iface), self.frames.get(key)) {
+                link.own(*ip, p.counters.clone());
             }
             info!(%ip, interface = %iface, "L2: announcing");
         }
+        // Also without a change here: the plan may have added a Service to an owned address.
+        self.publish_announced();
         if !change.gained.is_empty() {
             // Takeover: the first announcement goes out now, not at the next loop turn.
             self.send_due(now);
         }
     }
 
+    /// Sets `speaker_announced`: every Service of every owned pair.
+    fn publish_announced(&self) {
+        let mut interfaces: BTreeMap<IpAddr, Vec<&str>> = BTreeMap::new();
+        for (ip, iface) in self.ownership.owned() {
+            interfaces.entry(*ip).or_default().push(iface);
+        }
+        let announced: Vec<Announced> = self
+            .plan
+            .l2
+            .iter()
+            .flat_map(|d| {
+                let on = interfaces.get(&d.ip).map(Vec::as_slice).unwrap_or_default();
+                on.iter().map(move |iface| Announced {
+                    service: d.service.clone(),
+                    ip: d.ip,
+                    interface: (*iface).to_owned(),
+                })
+            })
+            .collect();
+        self.opts
+            .metrics
+            .set_announced(Protocol::Layer2, &self.opts.node, &announced);
+    }
+
     /// Sends the announcements due at `now`.
     pub fn send_due(&mut self, now: Instant) {
         for key in self.ownership.due(now) {
-            let (Some(link), Some(frames)) = (self.links.get(&key.1), self.frames.get(&key)) else {
+            let (Some(link), Some(p)) = (self.links.get(&key.1), self.frames.get(&key)) else {
                 continue;
             };
-            for frame in frames {
-                if let Err(e) = link.send(frame) {
+            for frame in &p.frames {
+                match link.send(frame) {
+                    Ok(()) => p.counters.gratuitous(),
                     // The schedule sends again shortly; a full queue is not worth more.
-                    warn!(ip = %key.0, interface = %key.1, error = %e, "sending an announcement");
+                    Err(e) => {
+                        warn!(ip = %key.0, interface = %key.1, error = %e, "sending an announcement")
+                    }
                 }
             }
             debug!(ip = %key.0, interface = %key.1, "announced");

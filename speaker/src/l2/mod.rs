@@ -7,4 +7,5 @@ pub mod interfaces;
 pub mod ownership;
 pub mod packet;
 pub mod schedule;
-mod sys;
+/// Public so lab tests can put hand-made frames on a link (tests/ in `e2e`).
+pub mod sys;

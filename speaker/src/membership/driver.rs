@@ -227,6 +227,10 @@ impl Driver {
         }
         let now = Instant::now();
         while let Some((after, timer)) = st.rt.to_schedule() {
+            // foca has no suspicion notification; this timer is armed exactly when it suspects.
+            if matches!(timer, Timer::ChangeSuspectToDown { .. }) {
+                self.stats.suspicions.fetch_add(1, Relaxed);
+            }
             st.timer_seq += 1;
             st.timers.insert((now + after, st.timer_seq), timer);
         }

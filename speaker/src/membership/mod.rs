@@ -77,6 +77,8 @@ pub struct Stats {
     pub dropped_protocol: AtomicU64,
     pub member_up: AtomicU64,
     pub member_down: AtomicU64,
+    /// Our own probes that went unanswered, direct and indirect, making a member suspect.
+    pub suspicions: AtomicU64,
 }
 
 impl Stats {
