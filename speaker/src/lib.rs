@@ -12,6 +12,7 @@ pub mod l2;
 pub mod membership;
 pub mod offline;
 pub mod planner;
+pub mod rejoin;
 pub mod runtime;
 pub mod source;
 pub mod view;

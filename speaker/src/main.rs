@@ -64,6 +64,13 @@ enum Command {
         /// How often the file source looks for changes, in milliseconds.
         #[arg(long, default_value_t = 200)]
         poll_ms: u64,
+        /// How long a speaker that rejoins a running cluster stands by before it takes
+        /// addresses back, in milliseconds (0: at once).
+        #[arg(long, default_value_t = 3000)]
+        rejoin_hold_down_ms: u64,
+        /// How long a node keeps answering for an address that moved away, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        release_grace_ms: u64,
     },
 }
 
@@ -106,6 +113,8 @@ struct RunArgs {
     exclude_interfaces: Option<Vec<String>>,
     insecure_membership: bool,
     poll_ms: u64,
+    rejoin_hold_down_ms: u64,
+    release_grace_ms: u64,
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -153,7 +162,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let liveness = match (args.live, &membership) {
         (Some(names), _) => Liveness::fixed(names.into_iter().collect()),
-        (None, Some(m)) => Liveness::Watch(m.live()),
+        (None, Some(m)) => Liveness::Members {
+            members: m.members(),
+            hold_down: std::time::Duration::from_millis(args.rejoin_hold_down_ms),
+        },
         (None, None) => Liveness::EveryNode,
     };
     let opts = RunOptions {
@@ -161,6 +173,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             node: args.node_name.clone(),
             exclusions,
             schedule: Default::default(),
+            release_grace: std::time::Duration::from_millis(args.release_grace_ms),
             sys_class_net: "/sys/class/net".into(),
         },
         interface_rescan: std::time::Duration::from_secs(5),
@@ -263,6 +276,8 @@ fn main() -> ExitCode {
             exclude_interfaces,
             insecure_membership,
             poll_ms,
+            rejoin_hold_down_ms,
+            release_grace_ms,
         } => match run(RunArgs {
             source,
             node_name,
@@ -271,6 +286,8 @@ fn main() -> ExitCode {
             exclude_interfaces,
             insecure_membership,
             poll_ms,
+            rejoin_hold_down_ms,
+            release_grace_ms,
         }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -6,9 +6,10 @@
 //! when the files do); membership plugs in as `Liveness::Watch(its receiver)`.
 
 use crate::l2::adapter::{L2Adapter, L2Options};
-use crate::planner::{plan, Inputs};
+use crate::membership::MemberInfo;
+use crate::planner::{plan_with_held, Inputs};
 use crate::source::Snapshot;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,12 @@ pub enum Liveness {
     EveryNode,
     /// Names from membership, or a fixed set (a channel whose sender is gone).
     Watch(watch::Receiver<BTreeSet<String>>),
+    /// Membership's members (empty until joined: nothing is planned before), with speakers
+    /// that rejoin held for `hold_down` ([`crate::rejoin`]).
+    Members {
+        members: watch::Receiver<BTreeMap<String, MemberInfo>>,
+        hold_down: Duration,
+    },
 }
 
 impl Liveness {
@@ -52,7 +59,9 @@ pub async fn run(
     let mut rescan = tokio::time::interval(opts.interface_rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshots_open = true;
-    let mut live_open = matches!(liveness, Liveness::Watch(_));
+    let mut live_open = !matches!(liveness, Liveness::EveryNode);
+    // When a rejoin hold-down ends: plan again then.
+    let mut held_until: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         let deadline = l2.next_deadline().map(Instant::from_std);
@@ -65,11 +74,21 @@ pub async fn run(
             r = async {
                 match &mut liveness {
                     Liveness::Watch(rx) => rx.changed().await,
+                    Liveness::Members { members, .. } => members.changed().await,
                     Liveness::EveryNode => std::future::pending().await,
                 }
             }, if live_open => {
                 live_open = r.is_ok();
                 r.is_ok()
+            }
+            _ = async {
+                match held_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                held_until = None;
+                true
             }
             _ = async {
                 match deadline {
@@ -91,22 +110,37 @@ pub async fn run(
         let Some(snapshot) = snapshots.borrow_and_update().clone() else {
             continue;
         };
+        let mut held = BTreeSet::new();
         let live: BTreeSet<String> = match &mut liveness {
             Liveness::EveryNode => snapshot.nodes.iter().map(|n| n.name.clone()).collect(),
             Liveness::Watch(rx) => rx.borrow_and_update().clone(),
+            Liveness::Members { members, hold_down } => {
+                let members = members.borrow_and_update().clone();
+                if members.is_empty() {
+                    continue; // not joined yet
+                }
+                let (h, until) = held_down(&members, *hold_down);
+                held = h;
+                held_until = until;
+                members.into_keys().collect()
+            }
         };
         if !snapshot.nodes.iter().any(|n| n.name == node) {
             warn!(node = %node, "this node is not among the Nodes of the configuration; announcing nothing");
         }
-        let p = plan(Inputs {
-            config: &snapshot.config,
-            services: &snapshot.services,
-            nodes: &snapshot.nodes,
-            live_speakers: &live,
-            this_node: &node,
-        });
+        let p = plan_with_held(
+            Inputs {
+                config: &snapshot.config,
+                services: &snapshot.services,
+                nodes: &snapshot.nodes,
+                live_speakers: &live,
+                this_node: &node,
+            },
+            &held,
+        );
         info!(
             live = ?live,
+            held = ?held,
             owned = p.l2_owned(&node).count(),
             l2 = p.l2.len(),
             "plan computed"
@@ -115,4 +149,23 @@ pub async fn run(
     }
     info!("shutting down: no more answers or announcements");
     l2.shutdown();
+}
+
+/// The speakers in their rejoin hold-down now, and when the first hold-down ends.
+fn held_down(
+    members: &BTreeMap<String, MemberInfo>,
+    hold_down: Duration,
+) -> (BTreeSet<String>, Option<Instant>) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let started = members
+        .iter()
+        .map(|(n, m)| (n.clone(), m.generation))
+        .collect();
+    let h = crate::rejoin::held(&started, now_ms, hold_down);
+    let until = h
+        .until_ms
+        .map(|u| Instant::now() + Duration::from_millis(u.saturating_sub(now_ms)));
+    (h.names, until)
 }
