@@ -9,15 +9,19 @@
 //! a grace period, see `l2::ownership`).
 //!
 //! Only a speaker that joins a cluster which was already there is held: a speaker is held while
-//! it is younger than the hold-down *and* some live speaker started at least one hold-down
-//! before it. When the whole cluster starts at once nobody is held, so a cold start needs no
-//! waiting and no ownership moves afterwards. The rule compares start times, which every speaker
+//! it is younger than the hold-down *and* some live speaker started at least
+//! [`COLD_START_WINDOW`] before it. When the whole cluster starts at once nobody is held, so a
+//! cold start needs no waiting and no ownership moves afterwards (a slower start is held, and
+//! its later move is make-before-break, so harmless). The rule compares start times, which every speaker
 //! sees alike (they travel with the membership identity), so all speakers agree on who is held;
 //! only the moment the hold-down ends depends on each one's clock, and make-before-break covers
 //! that skew.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+/// Speakers started within this of the oldest live one count as one cold start.
+pub const COLD_START_WINDOW: Duration = Duration::from_secs(1);
 
 /// Who is held and until when.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,6 +36,7 @@ pub struct Held {
 /// time in ms since the epoch; `now_ms`: this speaker's clock.
 pub fn held(started_ms: &BTreeMap<String, u64>, now_ms: u64, hold_down: Duration) -> Held {
     let hold = hold_down.as_millis() as u64;
+    let window = COLD_START_WINDOW.as_millis() as u64;
     let mut out = Held::default();
     if hold == 0 {
         return out;
@@ -41,7 +46,7 @@ pub fn held(started_ms: &BTreeMap<String, u64>, now_ms: u64, hold_down: Duration
     };
     for (name, &start) in started_ms {
         let end = start.saturating_add(hold);
-        let joined_late = start.saturating_sub(oldest) >= hold;
+        let joined_late = start.saturating_sub(oldest) >= window;
         if joined_late && now_ms < end {
             out.names.insert(name.clone());
             out.until_ms = Some(out.until_ms.map_or(end, |u| u.min(end)));
@@ -67,7 +72,7 @@ mod tests {
     #[test]
     fn a_cold_start_holds_nobody() {
         // Started within a second of each other: nobody joined an existing cluster.
-        let s = started(&[("a", 100_000), ("b", 100_400), ("c", 101_000)]);
+        let s = started(&[("a", 100_000), ("b", 100_400), ("c", 100_999)]);
         for now in [101_000, 102_000, 104_500, 200_000] {
             assert_eq!(held(&s, now, H), Held::default(), "at {now}");
         }
@@ -81,6 +86,9 @@ mod tests {
         assert_eq!(h.until_ms, Some(503_000));
         assert_eq!(held(&s, 502_999, H).names, names(&["c"]));
         assert_eq!(held(&s, 503_000, H), Held::default());
+        // Even into a young cluster: what counts is joining after the cold start.
+        let young = started(&[("a", 100_000), ("c", 101_600)]);
+        assert_eq!(held(&young, 101_700, H).names, names(&["c"]));
     }
 
     #[test]
