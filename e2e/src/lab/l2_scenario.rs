@@ -151,26 +151,28 @@ pub fn add_loss(namespaces: &[&super::NetNs]) -> Result<&'static str, String> {
     }
     for ns in namespaces {
         let _ = ns.exec("tc", &["qdisc", "del", "dev", "eth0", "root"]);
-        ns.exec(
-            "iptables-legacy",
-            &[
-                "-A",
-                "OUTPUT",
-                "-o",
-                "eth0",
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                "0.01",
-                "-j",
-                "DROP",
-            ],
-        )
-        .map_err(|e| format!("neither netem nor iptables-legacy statistic: {e}"))?;
+        for tool in ["iptables-legacy", "ip6tables-legacy"] {
+            ns.exec(
+                tool,
+                &[
+                    "-A",
+                    "OUTPUT",
+                    "-o",
+                    "eth0",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    "0.01",
+                    "-j",
+                    "DROP",
+                ],
+            )
+            .map_err(|e| format!("neither netem nor the {tool} statistic match: {e}"))?;
+        }
     }
-    Ok("iptables -m statistic --probability 0.01 -j DROP (no netem in this kernel)")
+    Ok("ip(6)tables -m statistic --probability 0.01 -j DROP (no netem in this kernel)")
 }
 
 /// Processes spinning on every core, stopped by PID on drop.
