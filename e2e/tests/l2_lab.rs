@@ -214,11 +214,12 @@ fn l2_a_returning_node_causes_no_second_outage() {
     if skip() {
         return;
     }
-    let mut r = Running::start("lm-rj", false);
+    let mut r = Running::start("lm-rj", true);
     let victim = r.owners()[VIP4];
     let d = Duration::from_millis(9500);
     let v4 = r.probe(&r.lab.client, VIP4, d);
     let v6 = r.probe(&r.lab.client, VIP6, d);
+    let far_v4 = r.probe(r.lab.far_client(), VIP4, d);
     std::thread::sleep(Duration::from_millis(500));
     r.kill(victim);
     std::thread::sleep(Duration::from_millis(1000));
@@ -237,10 +238,15 @@ fn l2_a_returning_node_causes_no_second_outage() {
     r.revive(victim);
     let v4 = v4.finish().unwrap();
     let v6 = v6.finish().unwrap();
+    let far_v4 = far_v4.finish().unwrap();
     assert!(back_again.elapsed() > Duration::from_millis(5000));
     let end_ns = unix_ns();
     let name = node_name(victim);
-    for (family, log) in [("IPv4", &v4), ("IPv6", &v6)] {
+    for (family, log) in [
+        ("IPv4", &v4),
+        ("IPv6", &v6),
+        ("IPv4 behind the router", &far_v4),
+    ] {
         let lost = log.lost_between(back_ns, end_ns);
         let silence = log.longest_silence(back_ns, end_ns);
         eprintln!(
@@ -261,10 +267,12 @@ fn l2_a_returning_node_causes_no_second_outage() {
         );
     }
     // VIP4 went back to its first-ranked owner, by a move that lost nothing.
-    let handback = v4.failovers().into_iter().last().unwrap();
-    assert_eq!(handback.to, name, "{:?}", v4.failovers());
-    assert_eq!(v4.last_node(), Some(name.as_str()));
-    assert!(handback.lost <= 2, "{handback:?}");
+    for log in [&v4, &far_v4] {
+        let handback = log.failovers().into_iter().last().unwrap();
+        assert_eq!(handback.to, name, "{:?}", log.failovers());
+        assert_eq!(log.last_node(), Some(name.as_str()));
+        assert!(handback.lost <= 2, "{handback:?}");
+    }
 }
 
 /// Streams to both VIPs from the segment client with 1% loss on every node's egress and every

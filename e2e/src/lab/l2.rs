@@ -65,7 +65,8 @@ pub const FAR_CLIENT_V6: &str = "2001:db8:100::100";
 /// behind it, on 198.51.100.0/24 and 2001:db8:100::/64.
 #[derive(Debug)]
 pub struct Routed {
-    pub frr: Frr,
+    /// `None` in a lab found by [`L2Lab::existing`] (its zebra is not ours to stop).
+    pub frr: Option<Frr>,
     pub far_client: NetNs,
     pub router: NetNs,
 }
@@ -171,11 +172,36 @@ impl L2Lab {
         })
         .ok_or("zebra did not turn forwarding on in 5 s")?;
         lab.routed = Some(Routed {
-            frr,
+            frr: Some(frr),
             far_client,
             router,
         });
         Ok(lab)
+    }
+
+    /// A lab built earlier (by another process) with [`L2Lab::with_router`] or
+    /// [`L2Lab::new`]: its namespaces by name, used but never deleted on drop.
+    pub fn existing(tag: &str, n: usize, router: bool) -> Result<L2Lab, String> {
+        let ns = |suffix: &str| NetNs::existing(&format!("flb-{tag}-{suffix}"));
+        let nodes = (1..=n)
+            .map(|i| ns(&format!("n{i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let routed = if router {
+            Some(Routed {
+                frr: None,
+                far_client: ns("fc")?,
+                router: ns("r")?,
+            })
+        } else {
+            None
+        };
+        Ok(L2Lab {
+            tag: tag.to_owned(),
+            client: ns("c")?,
+            nodes,
+            routed,
+            switch: ns("sw")?,
+        })
     }
 
     /// The router's namespace (panics without one: a test bug).

@@ -120,9 +120,30 @@ pub fn kill_hard(lab: &L2Lab, speaker: &mut LabProcess, i: usize) -> Result<(), 
     lab.node(i).ip(&["link", "set", "eth0", "down"]).map(|_| ())
 }
 
-/// Node `i`'s link up again (before its speaker restarts).
+/// Node `i`'s link up again (before its speaker restarts), with its default routes back when
+/// the lab has a router (taking a link down deletes the routes through it, as on a real node).
 pub fn link_up(lab: &L2Lab, i: usize) -> Result<(), String> {
-    lab.node(i).ip(&["link", "set", "eth0", "up"]).map(|_| ())
+    let ns = lab.node(i);
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    // Linux drops IPv6 addresses of a link taken down (keep_addr_on_down=0).
+    ns.ip(&[
+        "-6",
+        "addr",
+        "replace",
+        &format!("2001:db8::{i}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
+    if lab.routed.is_some() {
+        ns.ip(&["route", "replace", "default", "via", super::l2::ROUTER_V4])?;
+        super::wait_for(Duration::from_secs(2), Duration::from_millis(10), || {
+            ns.ip(&["-6", "route", "replace", "default", "via", super::l2::ROUTER_V6])
+                .ok()
+        })
+        .ok_or_else(|| format!("{}: no IPv6 default route after link up", ns.name()))?;
+    }
+    Ok(())
 }
 
 /// Asks the VIP's echo once from `ns`: the node that answered.
