@@ -186,26 +186,47 @@ fn demo(o: &Options) -> Result<(), String> {
     let owner = owners(&o.speaker, &o.config_dir(), &alive)?;
     println!("Who answers now:");
     show_answers(&lab, o);
-    let victim = owner[VIP4];
+    // The owners of both VIPs die at once (one node or two).
+    let mut victims: Vec<usize> = owner.values().copied().collect();
+    victims.sort();
+    victims.dedup();
+    if victims.len() >= alive.len() {
+        return Err("no node would be left to take over".into());
+    }
     let probe = |ns, vip, ms| {
         ProbeStream::start(ns, &o.echo, vip, Duration::from_millis(2), Duration::from_millis(ms))
     };
-    let streams = [
-        ("IPv4, client on the segment", probe(&lab.client, VIP4, 2000)?),
-        ("IPv4, client behind the router", probe(lab.far_client(), VIP4, 2000)?),
-        ("IPv6, client on the segment", probe(&lab.client, VIP6, 2000)?),
-    ];
+    let streams = |ms| -> Result<Vec<(String, &str, ProbeStream)>, String> {
+        let mut out = Vec::new();
+        for vip in [VIP4, VIP6] {
+            for (who, ns) in [
+                ("client on the segment", &lab.client),
+                ("client behind the router", lab.far_client()),
+            ] {
+                out.push((format!("{vip} from the {who}"), vip, probe(ns, vip, ms)?));
+            }
+        }
+        Ok(out)
+    };
+    let running = streams(2000)?;
     std::thread::sleep(Duration::from_millis(700));
-    println!("\nHard kill of node-{victim} (owner of {VIP4}): SIGKILL of its speaker and its link down, probes every 2 ms...");
-    kill_speaker(state.speakers[&victim]);
-    lab.node(victim).ip(&["link", "set", "eth0", "down"])?;
-    state.down.push(victim);
+    let names: Vec<String> = victims.iter().map(|&i| node_name(i)).collect();
+    println!(
+        "\nHard kill of {} (owning the VIPs): SIGKILL of the speaker and the link down; probes every 2 ms...",
+        names.join(" and ")
+    );
+    for &v in &victims {
+        kill_speaker(state.speakers[&v]);
+        lab.node(v).ip(&["link", "set", "eth0", "down"])?;
+        state.down.push(v);
+    }
     state.save(o)?;
-    for (what, s) in streams {
+    for (what, vip, s) in running {
         let log = s.finish()?;
-        match log.failover_from(&node_name(victim)) {
+        let old = node_name(owner[vip]);
+        match log.failover_from(&old) {
             Some(f) => println!(
-                "  {what:<32} {} -> {}: {:.0} ms without answers ({} of {} probes lost)",
+                "  {what:<50} {} -> {}: {:.0} ms without answers ({} of {} probes lost)",
                 f.from,
                 f.to,
                 f.outage.as_secs_f64() * 1000.0,
@@ -213,7 +234,7 @@ fn demo(o: &Options) -> Result<(), String> {
                 log.sent
             ),
             None => println!(
-                "  {what:<32} no move seen (node-{victim} did not own it); last answer from {}",
+                "  {what:<50} no move seen; last answer from {}",
                 log.last_node().unwrap_or("nobody")
             ),
         }
@@ -221,17 +242,19 @@ fn demo(o: &Options) -> Result<(), String> {
     println!("After the failover:");
     show_answers(&lab, o);
 
-    println!("\nnode-{victim} comes back (link up, speaker restarted): it stands by for its hold-down (3 s), then takes {VIP4} back, make-before-break...");
-    let streams = [
-        ("IPv4, client on the segment", probe(&lab.client, VIP4, 6000)?),
-        ("IPv4, client behind the router", probe(lab.far_client(), VIP4, 6000)?),
-    ];
-    link_up(&lab, victim)?;
-    let p = start_speaker(&lab, &o.speaker, &o.config_dir(), victim, &logs, &[])?;
-    state.speakers.insert(victim, keep(p));
-    state.down.retain(|&i| i != victim);
+    println!(
+        "\n{} back (link up, speaker restarted): stands by for the rejoin hold-down (3 s), then takes its VIPs back, make-before-break...",
+        names.join(" and ")
+    );
+    let running = streams(6000)?;
+    for &v in &victims {
+        link_up(&lab, v)?;
+        let p = start_speaker(&lab, &o.speaker, &o.config_dir(), v, &logs, &[])?;
+        state.speakers.insert(v, keep(p));
+        state.down.retain(|&i| i != v);
+    }
     state.save(o)?;
-    for (what, s) in streams {
+    for (what, _, s) in running {
         let log = s.finish()?;
         let moves: Vec<String> = log
             .failovers()
@@ -239,7 +262,7 @@ fn demo(o: &Options) -> Result<(), String> {
             .map(|f| format!("{} -> {} ({} lost)", f.from, f.to, f.lost))
             .collect();
         println!(
-            "  {what:<32} {} of {} probes lost; moves: {}",
+            "  {what:<50} {} of {} probes lost; moves: {}",
             log.sent - log.answers.len() as u64,
             log.sent,
             if moves.is_empty() { "none".into() } else { moves.join(", ") }
