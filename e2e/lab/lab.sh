@@ -34,12 +34,16 @@ command -v cc >/dev/null || missing+=(build-essential)
 command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || missing+=(curl ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "Installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-fi
-# FRR's packaged service is not used: the lab runs its own zebra in the router namespace.
-if command -v systemctl >/dev/null && systemctl is-enabled frr >/dev/null 2>&1; then
-    echo "note: the frr service is enabled on this host; the lab does not use or change it"
+    # The packages' own services are not wanted (the lab runs its own zebra in the router
+    # namespace): keep them from starting, as .ci/test does.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -q --no-install-recommends "${missing[@]}" || {
+        rm -f /usr/sbin/policy-rc.d
+        exit 1
+    }
+    rm -f /usr/sbin/policy-rc.d
 fi
 
 # Rust (the workspace needs 1.89 or newer; Debian's cargo is older): rustup when absent.

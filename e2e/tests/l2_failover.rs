@@ -161,7 +161,7 @@ fn l2_owner_answers_alone_and_the_next_node_takes_over_by_gratuitous_frames() {
     }
     let started = Instant::now();
     let speaker = speaker_binary().unwrap();
-    let tag = "l2fo";
+    let tag = "lm-fo";
     let logs = logs_dir(tag);
     let config = tempfile::tempdir().unwrap();
     let lab = L2Lab::new(tag, 3).unwrap();
@@ -335,7 +335,7 @@ fn l2_bad_edit_keeps_announcing_and_sigterm_stops_answering() {
         return;
     }
     let speaker = speaker_binary().unwrap();
-    let tag = "l2term";
+    let tag = "lm-term";
     let logs = logs_dir(tag);
     let config = tempfile::tempdir().unwrap();
     let lab = L2Lab::new(tag, 2).unwrap();
@@ -413,7 +413,7 @@ fn l2_failover_measured() {
     let speaker = speaker_binary().unwrap();
     let mut samples: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     for run in 0..runs {
-        let tag = "l2m";
+        let tag = "lm-m";
         let logs = logs_dir(tag);
         let config = tempfile::tempdir().unwrap();
         let lab = L2Lab::new(tag, 3).unwrap();

@@ -14,8 +14,8 @@
 
 use ferrolb_e2e::lab::l2::{node_mac, node_name, skip_reason, speaker_binary, L2Lab, LabProcess};
 use ferrolb_e2e::lab::l2_scenario::{
-    add_loss, ask, kill_hard, link_up, owners, start_echo, start_speaker, write_manifests,
-    BusyCpu, VIP4, VIP6,
+    add_loss, ask, kill_hard, link_up, owners, start_echo, start_speaker, write_manifests, BusyCpu,
+    VIP4, VIP6,
 };
 use ferrolb_e2e::lab::probe::{percentile, unix_ns, Failover, ProbeLog, ProbeStream};
 use ferrolb_e2e::lab::NetNs;
@@ -25,6 +25,14 @@ use std::time::{Duration, Instant};
 
 const ECHO: &str = env!("CARGO_BIN_EXE_ferrolb-lab-echo");
 const EVERY: Duration = Duration::from_millis(2);
+
+/// The tests of this file run one at a time: one of them keeps every core busy, and each
+/// measures timings.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn skip() -> bool {
     if let Some(why) = skip_reason() {
@@ -104,8 +112,15 @@ impl Running {
 
     fn revive(&mut self, i: usize) {
         link_up(&self.lab, i).unwrap();
-        let p = start_speaker(&self.lab, &self.speaker, self.config.path(), i, &self.logs, &[])
-            .unwrap();
+        let p = start_speaker(
+            &self.lab,
+            &self.speaker,
+            self.config.path(),
+            i,
+            &self.logs,
+            &[],
+        )
+        .unwrap();
         self.speakers.insert(i, p);
         self.alive.push(i);
         self.alive.sort();
@@ -127,8 +142,16 @@ fn kill_round(r: &mut Running) -> BTreeMap<(&'static str, &'static str), Failove
     let streams = [
         ("same segment", "IPv4", r.probe(&r.lab.client, VIP4, d)),
         ("same segment", "IPv6", r.probe(&r.lab.client, VIP6, d)),
-        ("behind router", "IPv4", r.probe(r.lab.far_client(), VIP4, d)),
-        ("behind router", "IPv6", r.probe(r.lab.far_client(), VIP6, d)),
+        (
+            "behind router",
+            "IPv4",
+            r.probe(r.lab.far_client(), VIP4, d),
+        ),
+        (
+            "behind router",
+            "IPv6",
+            r.probe(r.lab.far_client(), VIP6, d),
+        ),
     ];
     std::thread::sleep(Duration::from_millis(500));
     let v4_owner = r.owners()[VIP4];
@@ -157,6 +180,7 @@ fn l2_both_clients_reach_both_vips_and_one_hard_kill_per_family_is_short() {
     if skip() {
         return;
     }
+    let _serial = serial();
     let started = Instant::now();
     let mut r = Running::start("lm-rt", true);
     let owner = r.owners();
@@ -214,6 +238,7 @@ fn l2_a_returning_node_causes_no_second_outage() {
     if skip() {
         return;
     }
+    let _serial = serial();
     let mut r = Running::start("lm-rj", true);
     let victim = r.owners()[VIP4];
     let d = Duration::from_millis(9500);
@@ -260,9 +285,9 @@ fn l2_a_returning_node_causes_no_second_outage() {
         );
         // While held it owned nothing: nobody heard from it between its returns.
         assert!(
-            !log.answers
-                .iter()
-                .any(|a| a.node == name && a.sent_ns > back_ns && a.sent_ns < relapse_ns + 50_000_000),
+            !log.answers.iter().any(|a| a.node == name
+                && a.sent_ns > back_ns
+                && a.sent_ns < relapse_ns + 50_000_000),
             "{family}: node-{victim} answered during its hold-down"
         );
     }
@@ -306,6 +331,7 @@ fn l2_no_false_takeovers_at_1pct_loss_and_busy_cpu_10s() {
     if skip() {
         return;
     }
+    let _serial = serial();
     assert_eq!(false_takeovers("lm-ft", 10), 0);
 }
 
@@ -315,6 +341,7 @@ fn l2_no_false_takeovers_at_1pct_loss_and_busy_cpu_60s_measured() {
     if skip() {
         return;
     }
+    let _serial = serial();
     assert_eq!(false_takeovers("lm-ft60", 60), 0);
 }
 
@@ -326,6 +353,7 @@ fn l2_probe_failover_measured() {
     if skip() {
         return;
     }
+    let _serial = serial();
     let runs: usize = std::env::var("FERROLB_FAILOVER_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())

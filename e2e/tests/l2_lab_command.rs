@@ -86,7 +86,10 @@ fn lab_up_demo_down_leaves_nothing_behind() {
     assert!(ok, "demo failed");
     // Both VIPs moved, as both clients saw; no question went unanswered.
     assert_eq!(demo.matches("ms without answers").count(), 4, "{demo}");
-    assert!(!demo.contains("no answer") && !demo.contains("no move"), "{demo}");
+    assert!(
+        !demo.contains("no answer") && !demo.contains("no move"),
+        "{demo}"
+    );
     // The return of the killed node(s) costs nothing, seen from both clients.
     assert_eq!(demo.matches(" 0 of ").count(), 4, "{demo}");
 
@@ -97,7 +100,10 @@ fn lab_up_demo_down_leaves_nothing_behind() {
         // Gone, or dead and waiting for init to reap it (a killed orphan).
         let dead = || {
             std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .map_or(true, |s| s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+                .map_or(true, |s| {
+                    s.lines()
+                        .any(|l| l.starts_with("State:") && l.contains('Z'))
+                })
                 .then_some(())
         };
         assert!(

@@ -175,10 +175,7 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                 candidates.sort_by(|a, b| {
                     let held_a = held.contains(&a.2.name);
                     let held_b = held.contains(&b.2.name);
-                    held_a
-                        .cmp(&held_b)
-                        .then(b.0.cmp(&a.0))
-                        .then(a.1.cmp(&b.1))
+                    held_a.cmp(&held_b).then(b.0.cmp(&a.0)).then(a.1.cmp(&b.1))
                 });
                 let ranking: Vec<String> = candidates.iter().map(|c| c.2.name.clone()).collect();
                 let interfaces = match candidates.first() {

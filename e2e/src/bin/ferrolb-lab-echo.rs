@@ -118,8 +118,7 @@ fn probe(addr: &str, interval_us: &str, duration_ms: &str) -> Result<String, Str
     for (recv_ns, text) in answers {
         // "NODE seq N"
         let mut words = text.split_whitespace();
-        let (Some(node), Some("seq"), Some(n)) = (words.next(), words.next(), words.next())
-        else {
+        let (Some(node), Some("seq"), Some(n)) = (words.next(), words.next(), words.next()) else {
             continue;
         };
         let Ok(n) = n.parse::<usize>() else { continue };

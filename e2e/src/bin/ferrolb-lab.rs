@@ -124,7 +124,10 @@ fn up(o: &Options) -> Result<(), String> {
     down(o, true)?;
     for bin in [&o.speaker, &o.echo] {
         if !bin.exists() {
-            return Err(format!("{} is missing: build it first (e2e/lab/lab.sh does)", bin.display()));
+            return Err(format!(
+                "{} is missing: build it first (e2e/lab/lab.sh does)",
+                bin.display()
+            ));
         }
     }
     let logs = o.state_dir().join("logs");
@@ -194,7 +197,13 @@ fn demo(o: &Options) -> Result<(), String> {
         return Err("no node would be left to take over".into());
     }
     let probe = |ns, vip, ms| {
-        ProbeStream::start(ns, &o.echo, vip, Duration::from_millis(2), Duration::from_millis(ms))
+        ProbeStream::start(
+            ns,
+            &o.echo,
+            vip,
+            Duration::from_millis(2),
+            Duration::from_millis(ms),
+        )
     };
     let streams = |ms| -> Result<Vec<(String, &str, ProbeStream)>, String> {
         let mut out = Vec::new();
@@ -265,7 +274,11 @@ fn demo(o: &Options) -> Result<(), String> {
             "  {what:<50} {} of {} probes lost; moves: {}",
             log.sent - log.answers.len() as u64,
             log.sent,
-            if moves.is_empty() { "none".into() } else { moves.join(", ") }
+            if moves.is_empty() {
+                "none".into()
+            } else {
+                moves.join(", ")
+            }
         );
     }
     println!("Now:");
@@ -279,7 +292,10 @@ fn down(o: &Options, quiet: bool) -> Result<(), String> {
     let existing = run("ip", &["netns", "list"])?;
     let mut removed = Vec::new();
     for name in o.namespaces() {
-        if !existing.lines().any(|l| l.split_whitespace().next() == Some(&name)) {
+        if !existing
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&name))
+        {
             continue;
         }
         let pids = run("ip", &["netns", "pids", &name]).unwrap_or_default();

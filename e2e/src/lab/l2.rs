@@ -211,7 +211,11 @@ impl L2Lab {
 
     /// The client behind the router (panics without one: a test bug).
     pub fn far_client(&self) -> &NetNs {
-        &self.routed.as_ref().expect("a lab with a router").far_client
+        &self
+            .routed
+            .as_ref()
+            .expect("a lab with a router")
+            .far_client
     }
 
     /// Every namespace of the lab, by name.

@@ -138,8 +138,15 @@ pub fn link_up(lab: &L2Lab, i: usize) -> Result<(), String> {
     if lab.routed.is_some() {
         ns.ip(&["route", "replace", "default", "via", super::l2::ROUTER_V4])?;
         super::wait_for(Duration::from_secs(2), Duration::from_millis(10), || {
-            ns.ip(&["-6", "route", "replace", "default", "via", super::l2::ROUTER_V6])
-                .ok()
+            ns.ip(&[
+                "-6",
+                "route",
+                "replace",
+                "default",
+                "via",
+                super::l2::ROUTER_V6,
+            ])
+            .ok()
         })
         .ok_or_else(|| format!("{}: no IPv6 default route after link up", ns.name()))?;
     }

@@ -27,7 +27,10 @@ impl NetNs {
     /// deleted on drop.
     pub fn existing(name: &str) -> Result<NetNs, String> {
         let list = run("ip", &["netns", "list"])?;
-        if !list.lines().any(|l| l.split_whitespace().next() == Some(name)) {
+        if !list
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(name))
+        {
             return Err(format!("no network namespace {name}"));
         }
         Ok(NetNs {

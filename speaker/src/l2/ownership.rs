@@ -150,7 +150,12 @@ impl Ownership {
             self.owned.remove(k);
             self.announcements.stop(k);
         }
-        let in_grace: Vec<Key> = self.releasing.keys().filter(|k| which(k)).cloned().collect();
+        let in_grace: Vec<Key> = self
+            .releasing
+            .keys()
+            .filter(|k| which(k))
+            .cloned()
+            .collect();
         for k in in_grace {
             self.releasing.remove(&k);
             out.push(k);
@@ -273,15 +278,16 @@ mod tests {
         assert!(ch.released.is_empty(), "make-before-break: still answered");
         assert_eq!(o.next_deadline(), Some(t1 + grace));
         assert!(o.due(t1 + grace).is_empty(), "never announced again");
-        assert!(o.due_releases(t1 + grace - Duration::from_millis(1)).is_empty());
+        assert!(o
+            .due_releases(t1 + grace - Duration::from_millis(1))
+            .is_empty());
         assert_eq!(o.due_releases(t1 + grace), vec![k.clone()]);
         assert_eq!(o.next_deadline(), None);
     }
 
     #[test]
     fn a_pair_regained_during_its_grace_resumes_and_release_now_is_immediate() {
-        let mut o =
-            Ownership::with_release_grace(Schedule::default(), Duration::from_secs(2));
+        let mut o = Ownership::with_release_grace(Schedule::default(), Duration::from_secs(2));
         let t0 = Instant::now();
         let (a, b) = (key("192.0.2.10", "eth0"), key("192.0.2.11", "eth1"));
         o.update([a.clone(), b.clone()].into(), t0);

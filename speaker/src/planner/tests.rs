@@ -273,10 +273,7 @@ fn holding_outranks_node_preference() {
     let nodes = [node("n1", &[("fast", "yes")]), node("n2", &[])];
     let svcs = [service("a/web", "192.0.2.10")];
     let all = live(&["n1", "n2"]);
-    assert_eq!(
-        run(&c, &svcs, &nodes, &all, "n1").l2[0].owner(),
-        Some("n1")
-    );
+    assert_eq!(run(&c, &svcs, &nodes, &all, "n1").l2[0].owner(), Some("n1"));
     let p = plan_with_held(
         Inputs {
             config: &c,
