@@ -6,6 +6,8 @@
 //!
 //! - reachability from both clients, the router's neighbour entry following a hard kill, and
 //!   one kill per family with the outage bounded (CI);
+//! - externalTrafficPolicy Local: the VIPs only on nodes with endpoints (CI);
+//! - interface selection: an L2Advertisement naming eth1 is answered on that segment only (CI);
 //! - a returning node causes no second outage, even if it dies again during its hold-down, and
 //!   takes its address back make-before-break (CI);
 //! - no false takeovers at 1% loss with every core busy (10 s in CI, 60 s by hand);
@@ -14,8 +16,8 @@
 
 use ferrolb_e2e::lab::l2::{node_mac, node_name, skip_reason, speaker_binary, L2Lab, LabProcess};
 use ferrolb_e2e::lab::l2_scenario::{
-    add_loss, ask, kill_hard, link_up, owners, start_echo, start_speaker, write_manifests, BusyCpu,
-    VIP4, VIP6,
+    add_loss, ask, kill_hard, link_up, manifests, manifests_with, owners, start_echo,
+    start_speaker, write_manifest_text, BusyCpu, VIP4, VIP6,
 };
 use ferrolb_e2e::lab::probe::{percentile, unix_ns, Failover, ProbeLog, ProbeStream};
 use ferrolb_e2e::lab::NetNs;
@@ -59,20 +61,28 @@ struct Running {
 
 impl Running {
     fn start(tag: &str, router: bool) -> Running {
+        Self::start_with(tag, router, false, &manifests(&[1, 2, 3]))
+    }
+
+    /// `second_segment`: nodes get an eth1 on a second bridge, with a client there.
+    fn start_with(tag: &str, router: bool, second_segment: bool, manifest: &str) -> Running {
         let speaker = speaker_binary().unwrap();
         let logs = PathBuf::from("/tmp/ferrolb-lab").join(tag);
         let _ = std::fs::remove_dir_all(&logs);
         std::fs::create_dir_all(&logs).unwrap();
         let config = tempfile::tempdir().unwrap();
-        let lab = if router {
+        let mut lab = if router {
             L2Lab::with_router(tag, 3).unwrap()
         } else {
             L2Lab::new(tag, 3).unwrap()
         };
+        if second_segment {
+            lab.add_second_segment().unwrap();
+        }
         lab.add_vip(&format!("{VIP4}/32")).unwrap();
         lab.add_vip(&format!("{VIP6}/128")).unwrap();
         let alive = vec![1, 2, 3];
-        write_manifests(config.path(), &alive).unwrap();
+        write_manifest_text(config.path(), manifest).unwrap();
         let echoes = alive
             .iter()
             .map(|&i| start_echo(&lab, Path::new(ECHO), i, &logs).unwrap())
@@ -297,6 +307,115 @@ fn l2_a_returning_node_causes_no_second_outage() {
         assert_eq!(handback.to, name, "{:?}", log.failovers());
         assert_eq!(log.last_node(), Some(name.as_str()));
         assert!(handback.lost <= 2, "{handback:?}");
+    }
+}
+
+#[test]
+fn l2_local_traffic_moves_the_vips_only_to_nodes_with_endpoints() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let all = [1, 2, 3];
+    let mut r = Running::start_with("lm-lo", false, false, &manifests_with(&all, Some(&[2, 3])));
+    let owner = r.owners();
+    for (vip, i) in &owner {
+        assert!(
+            [2, 3].contains(i),
+            "{vip} owned by node-{i}, which has no endpoint"
+        );
+    }
+    let d = Duration::from_millis(5000);
+    let v4 = r.probe(&r.lab.client, VIP4, d);
+    let v6 = r.probe(&r.lab.client, VIP6, d);
+    std::thread::sleep(Duration::from_millis(500));
+    // node-1 is alive and may rank first, but has no endpoint: the other endpoint node takes
+    // over.
+    let victim = owner[VIP4];
+    let other = 5 - victim;
+    r.kill(victim);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The endpoints move to node-1: the VIPs follow, make-before-break.
+    let edit_ns = unix_ns();
+    write_manifest_text(r.config.path(), &manifests_with(&all, Some(&[1]))).unwrap();
+    let v4 = v4.finish().unwrap();
+    let v6 = v6.finish().unwrap();
+    for (family, log) in [("IPv4", &v4), ("IPv6", &v6)] {
+        eprintln!("{family}: {:?}", log.failovers());
+        assert!(
+            !log.answers
+                .iter()
+                .any(|a| a.node == "node-1" && a.sent_ns < edit_ns),
+            "{family}: node-1 answered before it had an endpoint"
+        );
+        assert_eq!(log.last_node(), Some("node-1"), "{family}");
+        let into_1 = log.failovers().into_iter().last().unwrap();
+        assert_eq!(into_1.from, node_name(other), "{family}");
+        assert!(into_1.lost <= 2, "{family}: {into_1:?}");
+    }
+    let f = v4.failover_from(&node_name(victim)).unwrap();
+    assert_eq!(f.to, node_name(other));
+    assert!(f.outage < Duration::from_millis(500), "{f:?}");
+}
+
+#[test]
+fn l2_announces_only_on_the_selected_interface() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    // The L2Advertisement names eth1: the VIPs are answered and announced on the second
+    // segment only, before and after a failover.
+    let manifest = manifests(&[1, 2, 3]).replace(
+        "kind: L2Advertisement\nmetadata: {name: lan, namespace: ferrolb-system}\n",
+        "kind: L2Advertisement\nmetadata: {name: lan, namespace: ferrolb-system}\nspec: {interfaces: [eth1]}\n",
+    );
+    assert!(manifest.contains("interfaces: [eth1]"));
+    let mut r = Running::start_with("lm-if", false, true, &manifest);
+    let client2 = r.lab.client2.as_ref().unwrap();
+    for vip in [VIP4, VIP6] {
+        let fam = if vip.contains(':') { "-6" } else { "-4" };
+        client2
+            .ip(&[fam, "route", "add", vip, "dev", "eth0"])
+            .unwrap();
+    }
+    let echo = Path::new(ECHO);
+    let owner = r.owners();
+    for (vip, &i) in &owner {
+        let got = (0..3).find_map(|_| {
+            ask(r.lab.client2.as_ref().unwrap(), echo, vip)
+                .ok()
+                .filter(|n| *n == node_name(i))
+        });
+        assert!(got.is_some(), "{vip} not reached on eth1's segment");
+        assert!(
+            ask(&r.lab.client, echo, vip).is_err(),
+            "{vip} answered on eth0's segment"
+        );
+    }
+    // Hard kill of the IPv4 owner (both links down): the next node announces on eth1 only.
+    let victim = owner[VIP4];
+    r.kill(victim);
+    r.lab
+        .node(victim)
+        .ip(&["link", "set", "eth1", "down"])
+        .unwrap();
+    let next = r.owners();
+    let client2 = r.lab.client2.as_ref().unwrap();
+    let moved = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        ask(client2, echo, VIP4)
+            .ok()
+            .filter(|n| *n == node_name(next[VIP4]))
+    });
+    assert!(moved.is_some(), "VIP4 did not move on eth1's segment");
+    r.lab.client.ip(&["neigh", "flush", "dev", "eth0"]).unwrap();
+    for vip in [VIP4, VIP6] {
+        assert!(
+            ask(&r.lab.client, echo, vip).is_err(),
+            "{vip} answered on eth0's segment after the failover"
+        );
+        assert_eq!(r.lab.client_neighbour(vip), None);
     }
 }
 

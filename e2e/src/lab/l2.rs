@@ -78,6 +78,8 @@ pub struct L2Lab {
     pub client: NetNs,
     pub nodes: Vec<NetNs>,
     pub routed: Option<Routed>,
+    /// The client on the second segment ([`L2Lab::add_second_segment`]).
+    pub client2: Option<NetNs>,
     // Dropped last: deleting it removes the bridge and every switch-side veth end.
     pub switch: NetNs,
 }
@@ -127,8 +129,42 @@ impl L2Lab {
             client,
             nodes,
             routed: None,
+            client2: None,
             switch,
         })
+    }
+
+    /// A second segment (bridge `br1`, 203.0.113.0/24 and 2001:db8:2::/64): every node's
+    /// `eth1` (MAC 02:00:00:00:01:i, 203.0.113.i) and a client (203.0.113.100) on it.
+    pub fn add_second_segment(&mut self) -> Result<(), String> {
+        self.switch.ip(&["link", "add", "br1", "type", "bridge"])?;
+        self.switch.ip(&["link", "set", "br1", "up"])?;
+        let client = NetNs::new(&format!("flb-{}-c2", self.tag))?;
+        attach_to(
+            &self.switch,
+            "br1",
+            &client,
+            "eth0",
+            "qc",
+            "02:00:00:00:01:64",
+        )?;
+        client.add_addr("eth0", "203.0.113.100/24")?;
+        client.add_addr("eth0", "2001:db8:2::100/64")?;
+        for (n, ns) in self.nodes.iter().enumerate() {
+            let i = n + 1;
+            attach_to(
+                &self.switch,
+                "br1",
+                ns,
+                "eth1",
+                &format!("q{i}"),
+                &format!("02:00:00:00:01:{i:02x}"),
+            )?;
+            ns.add_addr("eth1", &format!("203.0.113.{i}/24"))?;
+            ns.add_addr("eth1", &format!("2001:db8:2::{i}/64"))?;
+        }
+        self.client2 = Some(client);
+        Ok(())
     }
 
     /// [`L2Lab::new`] plus a router on the segment running FRR zebra, a client behind it, and
@@ -200,6 +236,7 @@ impl L2Lab {
             client: ns("c")?,
             nodes,
             routed,
+            client2: None,
             switch: ns("sw")?,
         })
     }
@@ -263,6 +300,18 @@ pub fn neighbour(ns: &NetNs, ip: &str) -> Option<(String, String)> {
 
 /// A veth from `ns` (named eth0, with `mac`) to the bridge (port `port`).
 fn attach(switch: &NetNs, ns: &NetNs, port: &str, mac: &str) -> Result<(), String> {
+    attach_to(switch, "br0", ns, "eth0", port, mac)
+}
+
+/// A veth from `ns` (named `ifname`, with `mac`) to bridge `bridge` (port `port`).
+fn attach_to(
+    switch: &NetNs,
+    bridge: &str,
+    ns: &NetNs,
+    ifname: &str,
+    port: &str,
+    mac: &str,
+) -> Result<(), String> {
     // Without duplicate address detection, link-local addresses are usable at once: a node
     // still in DAD delays its first Neighbor Solicitation (and so its first reply) by a second.
     for key in [
@@ -271,11 +320,11 @@ fn attach(switch: &NetNs, ns: &NetNs, port: &str, mac: &str) -> Result<(), Strin
     ] {
         ns.exec("sysctl", &["-q", "-w", key])?;
     }
-    VethPair::new(ns, "eth0", switch, port)?;
-    ns.ip(&["link", "set", "eth0", "down"])?;
-    ns.ip(&["link", "set", "eth0", "address", mac])?;
-    ns.ip(&["link", "set", "eth0", "up"])?;
-    switch.ip(&["link", "set", port, "master", "br0"])?;
+    VethPair::new(ns, ifname, switch, port)?;
+    ns.ip(&["link", "set", ifname, "down"])?;
+    ns.ip(&["link", "set", ifname, "address", mac])?;
+    ns.ip(&["link", "set", ifname, "up"])?;
+    switch.ip(&["link", "set", port, "master", bridge])?;
     Ok(())
 }
 

@@ -15,6 +15,12 @@ pub const VIP6: &str = "2001:db8::200";
 /// Nodes `nodes` (192.0.2.i), the pool with both VIPs, an L2Advertisement for it, and a
 /// dual-stack Service asking for both VIPs, echo on UDP port 7.
 pub fn manifests(nodes: &[usize]) -> String {
+    manifests_with(nodes, None)
+}
+
+/// [`manifests`]; with `Some(endpoints)` the Service has externalTrafficPolicy Local and an
+/// EndpointSlice with one serving endpoint on each of those nodes.
+pub fn manifests_with(nodes: &[usize], local_endpoints: Option<&[usize]>) -> String {
     let mut out = String::new();
     for i in nodes {
         out.push_str(&format!(
@@ -24,15 +30,33 @@ pub fn manifests(nodes: &[usize]) -> String {
         ));
     }
     out.push_str(&format!(
-        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lan, namespace: ferrolb-system}}\nspec: {{addresses: [{VIP4}/32, \"{VIP6}/128\"]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lan, namespace: ferrolb-system}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: vip\n  namespace: default\n  annotations: {{ferrolb.io/loadBalancerIPs: \"{VIP4},{VIP6}\"}}\nspec: {{type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{{port: 7, protocol: UDP}}]}}\n"
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lan, namespace: ferrolb-system}}\nspec: {{addresses: [{VIP4}/32, \"{VIP6}/128\"]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lan, namespace: ferrolb-system}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: vip\n  namespace: default\n  annotations: {{ferrolb.io/loadBalancerIPs: \"{VIP4},{VIP6}\"}}\nspec: {{type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{{port: 7, protocol: UDP}}]{policy}}}\n",
+        policy = if local_endpoints.is_some() { ", externalTrafficPolicy: Local" } else { "" }
     ));
+    if let Some(endpoints) = local_endpoints {
+        out.push_str("---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: vip-1, namespace: default, labels: {kubernetes.io/service-name: vip}}\naddressType: IPv4\nports: [{port: 7, protocol: UDP}]\nendpoints:\n");
+        for i in endpoints {
+            out.push_str(&format!(
+                "- {{addresses: [203.0.113.{i}], conditions: {{ready: true, serving: true}}, nodeName: {}}}\n",
+                node_name(*i)
+            ));
+        }
+        if endpoints.is_empty() {
+            out.push_str("  []\n");
+        }
+    }
     out
 }
 
 /// Replaces the lab's manifest atomically (a speaker never reads half a file).
 pub fn write_manifests(dir: &Path, nodes: &[usize]) -> Result<(), String> {
+    write_manifest_text(dir, &manifests(nodes))
+}
+
+/// Replaces the lab's manifest with `text`, atomically.
+pub fn write_manifest_text(dir: &Path, text: &str) -> Result<(), String> {
     let tmp = dir.join(".lab.tmp");
-    std::fs::write(&tmp, manifests(nodes)).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, dir.join("lab.yaml")).map_err(|e| e.to_string())
 }
 
