@@ -68,7 +68,9 @@ enum Command {
         /// addresses back, in milliseconds (0: at once).
         #[arg(long, default_value_t = 3000)]
         rejoin_hold_down_ms: u64,
-        /// How long a node keeps answering for an address that moved away, in milliseconds.
+        /// How long a node keeps answering for an address that moved away, in milliseconds
+        /// (make-before-break; keep it below the 2.2 s of the new owner's last burst
+        /// announcement).
         #[arg(long, default_value_t = 2000)]
         release_grace_ms: u64,
     },

@@ -71,6 +71,9 @@ pub struct Change {
 /// before the new owner has seen the same plan (or while its first announcements are on the
 /// way) still gets an answer, and no client is left without one. Both answers name a live node
 /// that accepts the traffic; the new owner's repeated announcements settle every client on it.
+/// Keep the grace shorter than the last burst offset of the [`Schedule`] (2.2 s by default), so
+/// a client that took the old owner's answer during the grace is corrected by the new owner's
+/// last burst announcement rather than by its own failed re-probes.
 #[derive(Clone, Debug)]
 pub struct Ownership {
     owned: BTreeSet<Key>,
