@@ -1,9 +1,11 @@
 //! `ferrolb-speaker run`: the loop that plans on every change of the sources or of the live set
 //! and drives the L2 data plane.
 //!
-//! The live set is a `watch` channel of node names. Until membership runs, file mode uses
+//! The live set is a `watch` channel. Without membership, file mode uses
 //! [`Liveness::EveryNode`] (every Node in the files has a live speaker, so the live set moves
-//! when the files do); membership plugs in as `Liveness::Watch(its receiver)`.
+//! when the files do) or a fixed set; membership plugs in as [`Liveness::Members`], whose start
+//! times also decide which returning speakers are held ([`crate::rejoin`]); the loop plans
+//! again when a hold-down ends.
 
 use crate::l2::adapter::{L2Adapter, L2Options};
 use crate::membership::MemberInfo;
