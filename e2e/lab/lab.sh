@@ -31,7 +31,9 @@ missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 [ -x /usr/lib/frr/zebra ] || missing+=(frr)
 command -v cc >/dev/null || missing+=(build-essential)
-command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || missing+=(curl ca-certificates)
+command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] ||
+    { [ -n "${SUDO_USER:-}" ] && [ -x "$(getent passwd "$SUDO_USER" | cut -d: -f6)/.cargo/bin/cargo" ]; } ||
+    missing+=(curl ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "Installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -46,7 +48,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     rm -f /usr/sbin/policy-rc.d
 fi
 
-# Rust (the workspace needs 1.89 or newer; Debian's cargo is older): rustup when absent.
+# Rust (the workspace needs 1.89 or newer; Debian's cargo is older): the invoking user's
+# rustup toolchain under sudo, else root's, else rustup is installed.
+if [ -n "${SUDO_USER:-}" ]; then
+    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    [ -n "$user_home" ] && export PATH="$user_home/.cargo/bin:$PATH"
+    [ -n "$user_home" ] && [ -z "${RUSTUP_HOME:-}" ] && [ -d "$user_home/.rustup" ] &&
+        export RUSTUP_HOME="$user_home/.rustup"
+fi
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v cargo >/dev/null; then
     echo "Installing Rust with rustup (https://rustup.rs)"
