@@ -12,14 +12,12 @@
 use ferrolb_e2e::lab::l2::{
     capture_lines, node_mac, node_name, skip_reason, speaker_binary, L2Lab, LabProcess,
 };
+use ferrolb_e2e::lab::l2_scenario::{self, VIP4, VIP6};
 use ferrolb_e2e::lab::{wait_for, Capture};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const VIP4: &str = "192.0.2.200";
-const VIP6: &str = "2001:db8::200";
 const ECHO: &str = env!("CARGO_BIN_EXE_ferrolb-lab-echo");
 
 fn skip() -> bool {
@@ -30,53 +28,13 @@ fn skip() -> bool {
     false
 }
 
-fn manifests(nodes: &[usize]) -> String {
-    let mut out = String::new();
-    for i in nodes {
-        out.push_str(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: 192.0.2.{}}}]}}\n---\n",
-            node_name(*i),
-            i
-        ));
-    }
-    out.push_str(&format!(
-        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lan, namespace: ferrolb-system}}\nspec: {{addresses: [{VIP4}/32, \"{VIP6}/128\"]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lan, namespace: ferrolb-system}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: vip\n  namespace: default\n  annotations: {{ferrolb.io/loadBalancerIPs: \"{VIP4},{VIP6}\"}}\nspec: {{type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{{port: 7, protocol: UDP}}]}}\n"
-    ));
-    out
-}
-
-/// Replaces the lab's manifest atomically (a speaker never reads half a file).
 fn write_manifests(dir: &Path, nodes: &[usize]) {
-    let tmp = dir.join(".lab.tmp");
-    std::fs::write(&tmp, manifests(nodes)).unwrap();
-    std::fs::rename(&tmp, dir.join("lab.yaml")).unwrap();
+    l2_scenario::write_manifests(dir, nodes).unwrap();
 }
 
-/// Owner of each VIP as the planner ranks it, from `ferrolb-speaker plan` on the same files.
 /// The owner of each VIP as the planner ranks it with the speakers of `alive` live.
 fn owners(speaker: &Path, dir: &Path, alive: &[usize]) -> BTreeMap<String, usize> {
-    let live: Vec<String> = alive.iter().map(|&i| node_name(i)).collect();
-    let out = std::process::Command::new(speaker)
-        .args(["plan", "-f", &dir.to_string_lossy(), "--node"])
-        .arg(node_name(alive[0]))
-        .args(["--live", &live.join(",")])
-        .args(["-o", "json"])
-        .output()
-        .unwrap();
-    let plan: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("plan: {e}: {}", String::from_utf8_lossy(&out.stdout)));
-    plan["l2"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            let owner = d["owner"].as_str().unwrap();
-            (
-                d["ip"].as_str().unwrap().to_string(),
-                owner.trim_start_matches("node-").parse().unwrap(),
-            )
-        })
-        .collect()
+    l2_scenario::owners(speaker, dir, alive).unwrap()
 }
 
 fn start_speaker(lab: &L2Lab, speaker: &Path, dir: &Path, i: usize, logs: &Path) -> LabProcess {
@@ -161,7 +119,7 @@ fn l2_owner_answers_alone_and_the_next_node_takes_over_by_gratuitous_frames() {
     }
     let started = Instant::now();
     let speaker = speaker_binary().unwrap();
-    let tag = "l2fo";
+    let tag = "lm-fo";
     let logs = logs_dir(tag);
     let config = tempfile::tempdir().unwrap();
     let lab = L2Lab::new(tag, 3).unwrap();
@@ -335,7 +293,7 @@ fn l2_bad_edit_keeps_announcing_and_sigterm_stops_answering() {
         return;
     }
     let speaker = speaker_binary().unwrap();
-    let tag = "l2term";
+    let tag = "lm-term";
     let logs = logs_dir(tag);
     let config = tempfile::tempdir().unwrap();
     let lab = L2Lab::new(tag, 2).unwrap();
@@ -413,7 +371,7 @@ fn l2_failover_measured() {
     let speaker = speaker_binary().unwrap();
     let mut samples: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     for run in 0..runs {
-        let tag = "l2m";
+        let tag = "lm-m";
         let logs = logs_dir(tag);
         let config = tempfile::tempdir().unwrap();
         let lab = L2Lab::new(tag, 3).unwrap();

@@ -302,7 +302,7 @@ fn sigkilled_member_is_confirmed_dead_fast_20_runs() {
     if skip() {
         return;
     }
-    let mut lab = Lab::new("mbk");
+    let mut lab = Lab::new("lm-mbk");
     for i in 0..N {
         lab.spawn(i);
     }
@@ -384,11 +384,11 @@ fn loss_run(tag: &str, secs: u64) {
 
 #[test]
 fn no_false_deaths_at_1pct_loss_and_busy_cpu_20s() {
-    loss_run("mbl", 20);
+    loss_run("lm-mbl", 20);
 }
 
 #[test]
 #[ignore = "60 s; figures in docs/benchmarks.md (Speaker membership)"]
 fn loss_60s_no_false_deaths() {
-    loss_run("mbl60", 60);
+    loss_run("lm-mbl60", 60);
 }

@@ -67,6 +67,15 @@ enum Command {
         /// Address of /metrics, /healthz and /readyz; empty: not served.
         #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
         metrics_addr: String,
+        /// How long a speaker that rejoins a running cluster stands by before it takes
+        /// addresses back, in milliseconds (0: at once).
+        #[arg(long, default_value_t = 3000)]
+        rejoin_hold_down_ms: u64,
+        /// How long a node keeps answering for an address that moved away, in milliseconds
+        /// (make-before-break; keep it below the 2.2 s of the new owner's last burst
+        /// announcement).
+        #[arg(long, default_value_t = 2000)]
+        release_grace_ms: u64,
     },
 }
 
@@ -110,6 +119,8 @@ struct RunArgs {
     insecure_membership: bool,
     poll_ms: u64,
     metrics_addr: String,
+    rejoin_hold_down_ms: u64,
+    release_grace_ms: u64,
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -171,7 +182,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let liveness = match (args.live, &membership) {
         (Some(names), _) => Liveness::fixed(names.into_iter().collect()),
-        (None, Some(m)) => Liveness::Watch(m.live()),
+        (None, Some(m)) => Liveness::Members {
+            members: m.members(),
+            hold_down: std::time::Duration::from_millis(args.rejoin_hold_down_ms),
+        },
         (None, None) => Liveness::EveryNode,
     };
     if let Some(m) = &membership {
@@ -201,6 +215,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             node: args.node_name.clone(),
             exclusions,
             schedule: Default::default(),
+            release_grace: std::time::Duration::from_millis(args.release_grace_ms),
             sys_class_net: "/sys/class/net".into(),
             metrics: health.metrics.clone(),
         },
@@ -312,6 +327,8 @@ fn main() -> ExitCode {
             insecure_membership,
             poll_ms,
             metrics_addr,
+            rejoin_hold_down_ms,
+            release_grace_ms,
         } => match run(RunArgs {
             source,
             node_name,
@@ -321,6 +338,8 @@ fn main() -> ExitCode {
             insecure_membership,
             poll_ms,
             metrics_addr,
+            rejoin_hold_down_ms,
+            release_grace_ms,
         }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

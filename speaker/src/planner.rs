@@ -8,7 +8,8 @@
 //! - L2: candidates are the live speakers on nodes selected by an L2Advertisement that covers the
 //!   address's pool and selects the Service (with externalTrafficPolicy Local, only nodes with a
 //!   serving endpoint); they are ranked by preferredNodeSelectors weight, then by
-//!   sha256(node "#" address); the first announces, the second is the hot standby;
+//!   sha256(node "#" address); the first announces, the second is the hot standby; speakers
+//!   in their rejoin hold-down ([`plan_with_held`]) rank after all others;
 //! - BGP: every eligible node selected by a BGPAdvertisement announces while any endpoint
 //!   serves (Local: only nodes with a local serving endpoint), to the advertisement's peers that
 //!   select this node, as a prefix of the advertisement's aggregation length.
@@ -100,6 +101,13 @@ pub fn rank_key(node: &str, ip: IpAddr) -> [u8; 32] {
 }
 
 pub fn plan(inputs: Inputs<'_>) -> NodePlan {
+    plan_with_held(inputs, &BTreeSet::new())
+}
+
+/// [`plan`], with `held` speakers (live, but in their rejoin hold-down, see [`crate::rejoin`])
+/// ranked after every other L2 candidate: they stand by and take over only when nobody settled
+/// is left.
+pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
     let Inputs {
         config,
         services,
@@ -164,7 +172,11 @@ pub fn plan(inputs: Inputs<'_>) -> NodePlan {
                         Some((preference, rank_key(&n.name, ip), n))
                     })
                     .collect();
-                candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                candidates.sort_by(|a, b| {
+                    let held_a = held.contains(&a.2.name);
+                    let held_b = held.contains(&b.2.name);
+                    held_a.cmp(&held_b).then(b.0.cmp(&a.0)).then(a.1.cmp(&b.1))
+                });
                 let ranking: Vec<String> = candidates.iter().map(|c| c.2.name.clone()).collect();
                 let interfaces = match candidates.first() {
                     Some((_, _, owner)) => {

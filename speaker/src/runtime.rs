@@ -1,15 +1,18 @@
 //! `ferrolb-speaker run`: the loop that plans on every change of the sources or of the live set
 //! and drives the L2 data plane.
 //!
-//! The live set is a `watch` channel of node names. Until membership runs, file mode uses
+//! The live set is a `watch` channel. Without membership, file mode uses
 //! [`Liveness::EveryNode`] (every Node in the files has a live speaker, so the live set moves
-//! when the files do); membership plugs in as `Liveness::Watch(its receiver)`.
+//! when the files do) or a fixed set; membership plugs in as [`Liveness::Members`], whose start
+//! times also decide which returning speakers are held ([`crate::rejoin`]); the loop plans
+//! again when a hold-down ends.
 
 use crate::l2::adapter::{L2Adapter, L2Options};
+use crate::membership::MemberInfo;
 use crate::metrics::Health;
-use crate::planner::{plan, Inputs};
+use crate::planner::{plan_with_held, Inputs};
 use crate::source::Snapshot;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,12 @@ pub enum Liveness {
     EveryNode,
     /// Names from membership, or a fixed set (a channel whose sender is gone).
     Watch(watch::Receiver<BTreeSet<String>>),
+    /// Membership's members (empty until joined: nothing is planned before), with speakers
+    /// that rejoin held for `hold_down` ([`crate::rejoin`]).
+    Members {
+        members: watch::Receiver<BTreeMap<String, MemberInfo>>,
+        hold_down: Duration,
+    },
 }
 
 impl Liveness {
@@ -55,7 +64,9 @@ pub async fn run(
     let mut rescan = tokio::time::interval(opts.interface_rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshots_open = true;
-    let mut live_open = matches!(liveness, Liveness::Watch(_));
+    let mut live_open = !matches!(liveness, Liveness::EveryNode);
+    // When a rejoin hold-down ends: plan again then.
+    let mut held_until: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         opts.health.tick();
@@ -69,11 +80,21 @@ pub async fn run(
             r = async {
                 match &mut liveness {
                     Liveness::Watch(rx) => rx.changed().await,
+                    Liveness::Members { members, .. } => members.changed().await,
                     Liveness::EveryNode => std::future::pending().await,
                 }
             }, if live_open => {
                 live_open = r.is_ok();
                 r.is_ok()
+            }
+            _ = async {
+                match held_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                held_until = None;
+                true
             }
             _ = async {
                 match deadline {
@@ -95,22 +116,37 @@ pub async fn run(
         let Some(snapshot) = snapshots.borrow_and_update().clone() else {
             continue;
         };
+        let mut held = BTreeSet::new();
         let live: BTreeSet<String> = match &mut liveness {
             Liveness::EveryNode => snapshot.nodes.iter().map(|n| n.name.clone()).collect(),
             Liveness::Watch(rx) => rx.borrow_and_update().clone(),
+            Liveness::Members { members, hold_down } => {
+                let members = members.borrow_and_update().clone();
+                if members.is_empty() {
+                    continue; // not joined yet
+                }
+                let (h, until) = held_down(&members, *hold_down);
+                held = h;
+                held_until = until;
+                members.into_keys().collect()
+            }
         };
         if !snapshot.nodes.iter().any(|n| n.name == node) {
             warn!(node = %node, "this node is not among the Nodes of the configuration; announcing nothing");
         }
-        let p = plan(Inputs {
-            config: &snapshot.config,
-            services: &snapshot.services,
-            nodes: &snapshot.nodes,
-            live_speakers: &live,
-            this_node: &node,
-        });
+        let p = plan_with_held(
+            Inputs {
+                config: &snapshot.config,
+                services: &snapshot.services,
+                nodes: &snapshot.nodes,
+                live_speakers: &live,
+                this_node: &node,
+            },
+            &held,
+        );
         info!(
             live = ?live,
+            held = ?held,
             owned = p.l2_owned(&node).count(),
             l2 = p.l2.len(),
             "plan computed"
@@ -122,4 +158,23 @@ pub async fn run(
     opts.health.set_data_plane_running(false);
     info!("shutting down: no more answers or announcements");
     l2.shutdown();
+}
+
+/// The speakers in their rejoin hold-down now, and when the first hold-down ends.
+fn held_down(
+    members: &BTreeMap<String, MemberInfo>,
+    hold_down: Duration,
+) -> (BTreeSet<String>, Option<Instant>) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let started = members
+        .iter()
+        .map(|(n, m)| (n.clone(), m.generation))
+        .collect();
+    let h = crate::rejoin::held(&started, now_ms, hold_down);
+    let until = h
+        .until_ms
+        .map(|u| Instant::now() + Duration::from_millis(u.saturating_sub(now_ms)));
+    (h.names, until)
 }

@@ -239,3 +239,51 @@ fn dedicated_thread_works_from_sync_code() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// `members()` stays empty until the speaker has joined: every configured peer seen live, or
+/// one announce interval (1 s) without them. A restarted speaker so never plans from its
+/// lonely first view.
+#[tokio::test]
+async fn members_are_published_only_once_joined() {
+    // A peer that never answers: the join wait ends after the announce interval.
+    let alone = Membership::start(config(11, 1, 2, key())).await.unwrap();
+    let started = Instant::now();
+    let mut rx = alone.members();
+    assert!(rx.borrow().is_empty(), "published before joining");
+    assert_eq!(
+        *alone.live().borrow(),
+        names(&[1]),
+        "live() is not held back"
+    );
+    tokio::time::timeout(Duration::from_secs(3), rx.wait_for(|m| !m.is_empty()))
+        .await
+        .expect("published after the join wait")
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "published after {waited:?}, before the join wait ended"
+    );
+    assert_eq!(
+        rx.borrow().keys().cloned().collect::<BTreeSet<_>>(),
+        names(&[1])
+    );
+
+    // Peers that answer: published as soon as both see each other, with both in it.
+    let a = Membership::start(config(12, 1, 2, key())).await.unwrap();
+    let b = Membership::start(config(12, 2, 2, key())).await.unwrap();
+    for m in [&a, &b] {
+        let started = Instant::now();
+        let mut rx = m.members();
+        let first = tokio::time::timeout(Duration::from_secs(3), rx.wait_for(|m| !m.is_empty()))
+            .await
+            .expect("published")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            first.keys().cloned().collect::<BTreeSet<_>>(),
+            names(&[1, 2])
+        );
+        assert!(started.elapsed() < Duration::from_millis(900));
+    }
+}

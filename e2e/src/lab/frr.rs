@@ -28,6 +28,8 @@ pub struct Frr {
     dir: PathBuf,
     zebra: Option<Child>,
     bgpd: Option<Child>,
+    /// False for a router that needs only zebra (static and connected routes).
+    with_bgpd: bool,
 }
 
 /// Where an instance keeps its files; deterministic so a parent process can clean up after
@@ -44,6 +46,16 @@ impl Frr {
     /// Starts zebra and bgpd in `netns` with `config` (an frr.conf) and waits until bgpd
     /// answers vtysh.
     pub fn start(netns: &str, name: &str, config: &str) -> Result<Frr, String> {
+        Self::start_with(netns, name, config, true)
+    }
+
+    /// Starts zebra alone (a router with static and connected routes) and waits until it
+    /// answers vtysh.
+    pub fn start_zebra(netns: &str, name: &str, config: &str) -> Result<Frr, String> {
+        Self::start_with(netns, name, config, false)
+    }
+
+    fn start_with(netns: &str, name: &str, config: &str, with_bgpd: bool) -> Result<Frr, String> {
         let dir = lab_dir(name);
         kill_leftovers(name);
         let _ = fs::remove_dir_all(&dir);
@@ -62,6 +74,7 @@ impl Frr {
             dir,
             zebra: None,
             bgpd: None,
+            with_bgpd,
         };
         frr.start_daemons()?;
         Ok(frr)
@@ -98,6 +111,14 @@ impl Frr {
             zserv.exists().then_some(())
         })
         .ok_or("zebra did not create its zserv socket in 10 s")?;
+        if !self.with_bgpd {
+            let vty = self.dir.join("zebra.vty");
+            wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+                (vty.exists() && self.vtysh("show version").is_ok()).then_some(())
+            })
+            .ok_or_else(|| format!("zebra did not answer in 10 s: {}", self.log("zebra")))?;
+            return Ok(());
+        }
         let bgpd = self.spawn(BGPD, "bgpd")?;
         self.bgpd = Some(bgpd);
         let vty = self.dir.join("bgpd.vty");
@@ -106,6 +127,15 @@ impl Frr {
         })
         .ok_or_else(|| format!("bgpd did not answer in 10 s: {}", self.log("bgpd")))?;
         Ok(())
+    }
+
+    /// PIDs of the running daemons (for a lab that outlives this process).
+    pub fn pids(&self) -> Vec<u32> {
+        [&self.zebra, &self.bgpd]
+            .into_iter()
+            .flatten()
+            .map(Child::id)
+            .collect()
     }
 
     /// A daemon's output so far (for failure messages).

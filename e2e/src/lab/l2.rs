@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::frr::Frr;
 use super::netns::{NetNs, VethPair};
 use super::{run, wait_for};
 
@@ -53,12 +54,32 @@ pub fn node_name(i: usize) -> String {
     format!("node-{i}")
 }
 
-/// A switch (bridge), `n` nodes and a client on it.
+/// The router's addresses on the segment (the nodes' default gateway).
+pub const ROUTER_V4: &str = "192.0.2.254";
+pub const ROUTER_V6: &str = "2001:db8::fe";
+/// The client behind the router, on its own network.
+pub const FAR_CLIENT_V4: &str = "198.51.100.100";
+pub const FAR_CLIENT_V6: &str = "2001:db8:100::100";
+
+/// A router on the segment (FRR zebra; connected routes are all L2 mode needs) and a client
+/// behind it, on 198.51.100.0/24 and 2001:db8:100::/64.
+#[derive(Debug)]
+pub struct Routed {
+    /// `None` in a lab found by [`L2Lab::existing`] (its zebra is not ours to stop).
+    pub frr: Option<Frr>,
+    pub far_client: NetNs,
+    pub router: NetNs,
+}
+
+/// A switch (bridge), `n` nodes and a client on it, optionally a router with a client behind.
 #[derive(Debug)]
 pub struct L2Lab {
     pub tag: String,
     pub client: NetNs,
     pub nodes: Vec<NetNs>,
+    pub routed: Option<Routed>,
+    /// The client on the second segment ([`L2Lab::add_second_segment`]).
+    pub client2: Option<NetNs>,
     // Dropped last: deleting it removes the bridge and every switch-side veth end.
     pub switch: NetNs,
 }
@@ -107,8 +128,142 @@ impl L2Lab {
             tag: tag.to_owned(),
             client,
             nodes,
+            routed: None,
+            client2: None,
             switch,
         })
+    }
+
+    /// A second segment (bridge `br1`, 203.0.113.0/24 and 2001:db8:2::/64): every node's
+    /// `eth1` (MAC 02:00:00:00:01:i, 203.0.113.i) and a client (203.0.113.100) on it.
+    pub fn add_second_segment(&mut self) -> Result<(), String> {
+        self.switch.ip(&["link", "add", "br1", "type", "bridge"])?;
+        self.switch.ip(&["link", "set", "br1", "up"])?;
+        let client = NetNs::new(&format!("flb-{}-c2", self.tag))?;
+        attach_to(
+            &self.switch,
+            "br1",
+            &client,
+            "eth0",
+            "qc",
+            "02:00:00:00:01:64",
+        )?;
+        client.add_addr("eth0", "203.0.113.100/24")?;
+        client.add_addr("eth0", "2001:db8:2::100/64")?;
+        for (n, ns) in self.nodes.iter().enumerate() {
+            let i = n + 1;
+            attach_to(
+                &self.switch,
+                "br1",
+                ns,
+                "eth1",
+                &format!("q{i}"),
+                &format!("02:00:00:00:01:{i:02x}"),
+            )?;
+            ns.add_addr("eth1", &format!("203.0.113.{i}/24"))?;
+            ns.add_addr("eth1", &format!("2001:db8:2::{i}/64"))?;
+        }
+        self.client2 = Some(client);
+        Ok(())
+    }
+
+    /// [`L2Lab::new`] plus a router on the segment running FRR zebra, a client behind it, and
+    /// the router as every node's default gateway.
+    pub fn with_router(tag: &str, n: usize) -> Result<L2Lab, String> {
+        let mut lab = Self::new(tag, n)?;
+        let router = NetNs::new(&format!("flb-{tag}-r"))?;
+        attach(&lab.switch, &router, "pr", "02:00:00:00:00:fe")?;
+        router.add_addr("eth0", &format!("{ROUTER_V4}/24"))?;
+        router.add_addr("eth0", &format!("{ROUTER_V6}/64"))?;
+        let far_client = NetNs::new(&format!("flb-{tag}-fc"))?;
+        for key in [
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ] {
+            far_client.exec("sysctl", &["-q", "-w", key])?;
+        }
+        VethPair::new(&far_client, "eth0", &router, "eth1")?;
+        router.add_addr("eth1", "198.51.100.1/24")?;
+        router.add_addr("eth1", "2001:db8:100::1/64")?;
+        far_client.add_addr("eth0", &format!("{FAR_CLIENT_V4}/24"))?;
+        far_client.add_addr("eth0", &format!("{FAR_CLIENT_V6}/64"))?;
+        far_client.ip(&["route", "add", "default", "via", "198.51.100.1"])?;
+        far_client.ip(&["-6", "route", "add", "default", "via", "2001:db8:100::1"])?;
+        for ns in &lab.nodes {
+            ns.ip(&["route", "add", "default", "via", ROUTER_V4])?;
+            ns.ip(&["-6", "route", "add", "default", "via", ROUTER_V6])?;
+        }
+        // zebra turns forwarding on (as on a real router) and owns the routing table.
+        let frr = Frr::start_zebra(
+            router.name(),
+            router.name(),
+            "frr defaults traditional\nip forwarding\nipv6 forwarding\n!\n",
+        )?;
+        wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+            let v4 = router.exec("sysctl", &["-n", "net.ipv4.ip_forward"]).ok()?;
+            let v6 = router
+                .exec("sysctl", &["-n", "net.ipv6.conf.all.forwarding"])
+                .ok()?;
+            (v4.trim() == "1" && v6.trim() == "1").then_some(())
+        })
+        .ok_or("zebra did not turn forwarding on in 5 s")?;
+        lab.routed = Some(Routed {
+            frr: Some(frr),
+            far_client,
+            router,
+        });
+        Ok(lab)
+    }
+
+    /// A lab built earlier (by another process) with [`L2Lab::with_router`] or
+    /// [`L2Lab::new`]: its namespaces by name, used but never deleted on drop.
+    pub fn existing(tag: &str, n: usize, router: bool) -> Result<L2Lab, String> {
+        let ns = |suffix: &str| NetNs::existing(&format!("flb-{tag}-{suffix}"));
+        let nodes = (1..=n)
+            .map(|i| ns(&format!("n{i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let routed = if router {
+            Some(Routed {
+                frr: None,
+                far_client: ns("fc")?,
+                router: ns("r")?,
+            })
+        } else {
+            None
+        };
+        Ok(L2Lab {
+            tag: tag.to_owned(),
+            client: ns("c")?,
+            nodes,
+            routed,
+            client2: None,
+            switch: ns("sw")?,
+        })
+    }
+
+    /// The router's namespace (panics without one: a test bug).
+    pub fn router(&self) -> &NetNs {
+        &self.routed.as_ref().expect("a lab with a router").router
+    }
+
+    /// The client behind the router (panics without one: a test bug).
+    pub fn far_client(&self) -> &NetNs {
+        &self
+            .routed
+            .as_ref()
+            .expect("a lab with a router")
+            .far_client
+    }
+
+    /// Every namespace of the lab, by name.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut out = vec![self.switch.name().to_owned(), self.client.name().to_owned()];
+        out.extend(self.nodes.iter().map(|n| n.name().to_owned()));
+        if let Some(r) = &self.routed {
+            out.push(r.router.name().to_owned());
+            out.push(r.far_client.name().to_owned());
+        }
+        out
     }
 
     /// Node `i` (from 1).
@@ -126,15 +281,37 @@ impl L2Lab {
 
     /// The client's neighbour entry for `ip`: (MAC, state), if it has a MAC.
     pub fn client_neighbour(&self, ip: &str) -> Option<(String, String)> {
-        let out = self.client.ip(&["neigh", "show", ip, "dev", "eth0"]).ok()?;
-        let words: Vec<&str> = out.split_whitespace().collect();
-        let at = words.iter().position(|w| *w == "lladdr")?;
-        Some((words.get(at + 1)?.to_string(), words.last()?.to_string()))
+        neighbour(&self.client, ip)
     }
+
+    /// The router's neighbour entry for `ip` on the segment: (MAC, state), if it has a MAC.
+    pub fn router_neighbour(&self, ip: &str) -> Option<(String, String)> {
+        neighbour(self.router(), ip)
+    }
+}
+
+/// `ns`'s neighbour entry for `ip` on its eth0: (MAC, state), if it has a MAC.
+pub fn neighbour(ns: &NetNs, ip: &str) -> Option<(String, String)> {
+    let out = ns.ip(&["neigh", "show", ip, "dev", "eth0"]).ok()?;
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "lladdr")?;
+    Some((words.get(at + 1)?.to_string(), words.last()?.to_string()))
 }
 
 /// A veth from `ns` (named eth0, with `mac`) to the bridge (port `port`).
 fn attach(switch: &NetNs, ns: &NetNs, port: &str, mac: &str) -> Result<(), String> {
+    attach_to(switch, "br0", ns, "eth0", port, mac)
+}
+
+/// A veth from `ns` (named `ifname`, with `mac`) to bridge `bridge` (port `port`).
+fn attach_to(
+    switch: &NetNs,
+    bridge: &str,
+    ns: &NetNs,
+    ifname: &str,
+    port: &str,
+    mac: &str,
+) -> Result<(), String> {
     // Without duplicate address detection, link-local addresses are usable at once: a node
     // still in DAD delays its first Neighbor Solicitation (and so its first reply) by a second.
     for key in [
@@ -143,11 +320,11 @@ fn attach(switch: &NetNs, ns: &NetNs, port: &str, mac: &str) -> Result<(), Strin
     ] {
         ns.exec("sysctl", &["-q", "-w", key])?;
     }
-    VethPair::new(ns, "eth0", switch, port)?;
-    ns.ip(&["link", "set", "eth0", "down"])?;
-    ns.ip(&["link", "set", "eth0", "address", mac])?;
-    ns.ip(&["link", "set", "eth0", "up"])?;
-    switch.ip(&["link", "set", port, "master", "br0"])?;
+    VethPair::new(ns, ifname, switch, port)?;
+    ns.ip(&["link", "set", ifname, "down"])?;
+    ns.ip(&["link", "set", ifname, "address", mac])?;
+    ns.ip(&["link", "set", ifname, "up"])?;
+    switch.ip(&["link", "set", port, "master", bridge])?;
     Ok(())
 }
 

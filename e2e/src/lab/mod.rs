@@ -14,7 +14,9 @@ pub mod capture;
 pub mod child;
 pub mod frr;
 pub mod l2;
+pub mod l2_scenario;
 pub mod netns;
+pub mod probe;
 
 pub use bird::Bird;
 pub use capture::Capture;

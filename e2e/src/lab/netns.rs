@@ -2,10 +2,11 @@
 
 use super::run;
 
-/// A network namespace we created; deleted on drop.
+/// A network namespace we created; deleted on drop (unless only [`NetNs::existing`]).
 #[derive(Debug)]
 pub struct NetNs {
     name: String,
+    owned: bool,
 }
 
 impl NetNs {
@@ -16,9 +17,26 @@ impl NetNs {
         run("ip", &["netns", "add", name])?;
         let ns = NetNs {
             name: name.to_owned(),
+            owned: true,
         };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A namespace made by someone else (a lab left up by `ferrolb-lab up`): used, never
+    /// deleted on drop.
+    pub fn existing(name: &str) -> Result<NetNs, String> {
+        let list = run("ip", &["netns", "list"])?;
+        if !list
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(name))
+        {
+            return Err(format!("no network namespace {name}"));
+        }
+        Ok(NetNs {
+            name: name.to_owned(),
+            owned: false,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -53,7 +71,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = run("ip", &["netns", "del", &self.name]);
+        if self.owned {
+            let _ = run("ip", &["netns", "del", &self.name]);
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub struct L2Options {
     pub node: String,
     pub exclusions: Exclusions,
     pub schedule: Schedule,
+    /// How long a node keeps answering for an address the plan gave to another node
+    /// (make-before-break, see [`Ownership`]).
+    pub release_grace: std::time::Duration,
     /// Where interfaces are listed (/sys/class/net).
     pub sys_class_net: PathBuf,
     pub metrics: Arc<Metrics>,
@@ -226,7 +229,7 @@ async fn answer_queries(
 
 impl L2Adapter {
     pub fn new(opts: L2Options) -> L2Adapter {
-        let ownership = Ownership::new(opts.schedule.clone());
+        let ownership = Ownership::with_release_grace(opts.schedule.clone(), opts.release_grace);
         L2Adapter {
             opts,
             links: BTreeMap::new(),
@@ -280,15 +283,14 @@ impl L2Adapter {
             .map(|(name, _)| name.clone())
             .collect();
         if !stale.is_empty() {
-            // Drop ownership there first so a reopened link starts its announcements afresh.
-            let keep: BTreeSet<Key> = self
-                .ownership
-                .owned()
-                .iter()
-                .filter(|(_, i)| !stale.contains(i))
-                .cloned()
-                .collect();
-            self.update_ownership(keep, now);
+            // Drop ownership there first (no grace: the link goes) so a reopened link starts
+            // its announcements afresh.
+            for (ip, iface) in self.ownership.release_now(|(_, i)| stale.contains(i)) {
+                if let Some(link) = self.links.get_mut(&iface) {
+                    link.disown(ip);
+                }
+                info!(%ip, interface = %iface, "L2: no longer announcing (interface gone)");
+            }
             for name in &stale {
                 info!(interface = %name, "closing the packet socket");
                 self.links.remove(name);
@@ -333,10 +335,11 @@ impl L2Adapter {
     fn update_ownership(&mut self, owned: BTreeSet<Key>, now: Instant) {
         let change = self.ownership.update(owned, now);
         for (ip, iface) in &change.lost {
-            if let Some(link) = self.links.get_mut(iface) {
-                link.disown(*ip);
-            }
             info!(%ip, interface = %iface, "L2: no longer announcing");
+        }
+        self.release(&change.released);
+        for (ip, iface) in &change.resumed {
+            info!(%ip, interface = %iface, "L2: announcing (again, still answering)");
         }
         for key @ (ip, iface) in &change.gained {
             if let (Some(link), Some(p)) = (self.links.get_mut(iface), self.frames.get(key)) {
@@ -346,7 +349,7 @@ impl L2Adapter {
         }
         // Also without a change here: the plan may have added a Service to an owned address.
         self.publish_announced();
-        if !change.gained.is_empty() {
+        if !change.gained.is_empty() || !change.resumed.is_empty() {
             // Takeover: the first announcement goes out now, not at the next loop turn.
             self.send_due(now);
         }
@@ -376,8 +379,19 @@ impl L2Adapter {
             .set_announced(Protocol::Layer2, &self.opts.node, &announced);
     }
 
-    /// Sends the announcements due at `now`.
+    fn release(&mut self, keys: &[Key]) {
+        for (ip, iface) in keys {
+            if let Some(link) = self.links.get_mut(iface) {
+                link.disown(*ip);
+            }
+            info!(%ip, interface = %iface, "L2: no longer answering");
+        }
+    }
+
+    /// Sends the announcements due at `now` and ends the release graces that are over.
     pub fn send_due(&mut self, now: Instant) {
+        let released = self.ownership.due_releases(now);
+        self.release(&released);
         for key in self.ownership.due(now) {
             let (Some(link), Some(p)) = (self.links.get(&key.1), self.frames.get(&key)) else {
                 continue;
@@ -402,7 +416,8 @@ impl L2Adapter {
 
     /// Stops answering and announcing everything and closes the sockets.
     pub fn shutdown(&mut self) {
-        self.update_ownership(BTreeSet::new(), Instant::now());
+        let all = self.ownership.release_now(|_| true);
+        self.release(&all);
         self.links.clear();
         self.frames.clear();
     }

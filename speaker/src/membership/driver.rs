@@ -50,6 +50,9 @@ struct State {
     peers: Vec<Peer>,
     /// When each live member was first seen live in its current generation.
     since: BTreeMap<String, (u64, Instant)>,
+    /// Whether `members` is published yet (see [`super::Membership::members`]).
+    joined: bool,
+    started: Instant,
 }
 
 impl Driver {
@@ -77,6 +80,8 @@ impl Driver {
             timer_seq: 0,
             peers: Vec::new(),
             since: BTreeMap::new(),
+            joined: false,
+            started: Instant::now(),
         };
         st.since
             .insert(self.me.name.clone(), (self.me.generation, Instant::now()));
@@ -98,7 +103,13 @@ impl Driver {
                     }
                 },
                 _ = sleep_until_opt(next) => self.fire_timers(&mut st),
-                _ = announce.tick() => self.announce_to_absent_peers(&mut st),
+                _ = announce.tick() => {
+                    self.announce_to_absent_peers(&mut st);
+                    // The join wait may have ended.
+                    if !st.joined {
+                        self.publish(&mut st);
+                    }
+                }
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::SetPeers(p)) => self.set_peers(&mut st, p),
                     Some(Command::Leave(done)) => {
@@ -293,6 +304,18 @@ impl Driver {
                 false
             }
         });
+        if !st.joined {
+            let all_peers = st.peers.iter().all(|p| members.contains_key(&p.name));
+            st.joined = all_peers || now >= st.started + self.config.timers.announce_interval;
+            if !st.joined {
+                return;
+            }
+            tracing::info!(
+                members = members.len(),
+                all_peers,
+                "membership joined: plans may use it"
+            );
+        }
         self.members_tx.send_if_modified(|old| {
             if *old != members {
                 *old = members;

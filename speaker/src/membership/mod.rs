@@ -22,12 +22,14 @@
 //! A speaker that comes back (restart, or healed partition) is a newer generation of the same
 //! name; foca replaces the old identity at once and the name reappears in [`Membership::live`].
 //! If the planner's ranking puts it first for some address, ownership moves back to it, which
-//! in L2 is a second, planned move of that address. To keep that move harmless the planner side
-//! should either (a) count a speaker as a candidate only once it has been live for a hold-down
-//! (use [`MemberInfo::live_since`] from [`Membership::members`]; a few seconds is enough to ride
-//! out a flapping node), and (b) move make-before-break: the new owner announces first and the
-//! old owner keeps answering until it sees the new owner's claim. Membership itself never hides
-//! a live speaker, so every speaker sees the same set and computes the same ranking.
+//! in L2 is a second, planned move of that address. That move is kept harmless in three places:
+//! (a) [`Membership::members`] is published only once this speaker has joined, so a restarted
+//! speaker never plans from its lonely first view; (b) [`crate::rejoin`] holds a speaker that
+//! joined an existing cluster (by the start times in the generations, which all speakers see
+//! alike) so it ranks last until it has been live for a hold-down, and a flapping node never
+//! owns anything; (c) `l2::ownership` moves make-before-break: the old owner keeps answering
+//! for a grace period after the plan gave the address away. Membership itself never hides a
+//! live speaker, so every speaker sees the same set and computes the same ranking.
 //!
 //! ## Graceful leave
 //!
@@ -213,6 +215,12 @@ impl Membership {
     }
 
     /// The live speakers with their address, generation and how long they have been live.
+    ///
+    /// Empty until this speaker has joined: it has seen every configured peer live, or one
+    /// `announce_interval` has passed since the start. A speaker that plans from its own
+    /// lonely view right after a restart would claim every address for a moment; waiting
+    /// for the join lets it see the older speakers first (and be held, see
+    /// [`crate::rejoin`]).
     pub fn members(&self) -> watch::Receiver<BTreeMap<String, MemberInfo>> {
         self.members.clone()
     }

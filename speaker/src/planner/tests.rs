@@ -224,3 +224,65 @@ fn bgp_local_traffic_announces_only_from_nodes_with_endpoints() {
     );
     assert!(!run(&c, &[svc], &nodes, &live(&[]), "n2").bgp.is_empty());
 }
+
+#[test]
+fn a_held_speaker_stands_by_until_nobody_settled_is_left() {
+    let c = config(L2);
+    let nodes = [node("n1", &[]), node("n2", &[]), node("n3", &[])];
+    let svcs = [service("a/web", "192.0.2.10")];
+    let all = live(&["n1", "n2", "n3"]);
+    let plain = run(&c, &svcs, &nodes, &all, "n1");
+    let first = plain.l2[0].ranking[0].clone();
+    let held = live(&[first.as_str()]);
+    // Every speaker agrees: the held one ranks last, so the second takes (keeps) the address.
+    for this in ["n1", "n2", "n3"] {
+        let p = plan_with_held(
+            Inputs {
+                config: &c,
+                services: &svcs,
+                nodes: &nodes,
+                live_speakers: &all,
+                this_node: this,
+            },
+            &held,
+        );
+        let mut expected = plain.l2[0].ranking.clone();
+        expected.rotate_left(1);
+        assert_eq!(p.l2[0].ranking, expected, "seen from {this}");
+    }
+    // Alone, the held speaker still takes over: holding never leaves an address unannounced.
+    let only = live(&[first.as_str()]);
+    let p = plan_with_held(
+        Inputs {
+            config: &c,
+            services: &svcs,
+            nodes: &nodes,
+            live_speakers: &only,
+            this_node: &first,
+        },
+        &held,
+    );
+    assert_eq!(p.l2[0].owner(), Some(first.as_str()));
+}
+
+#[test]
+fn holding_outranks_node_preference() {
+    let c = config(
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan}\nspec: {addresses: [192.0.2.0/24]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lan}\nspec:\n  preferredNodeSelectors:\n  - weight: 100\n    preference: {matchLabels: {fast: \"yes\"}}\n",
+    );
+    let nodes = [node("n1", &[("fast", "yes")]), node("n2", &[])];
+    let svcs = [service("a/web", "192.0.2.10")];
+    let all = live(&["n1", "n2"]);
+    assert_eq!(run(&c, &svcs, &nodes, &all, "n1").l2[0].owner(), Some("n1"));
+    let p = plan_with_held(
+        Inputs {
+            config: &c,
+            services: &svcs,
+            nodes: &nodes,
+            live_speakers: &all,
+            this_node: "n1",
+        },
+        &live(&["n1"]),
+    );
+    assert_eq!(p.l2[0].ranking, vec!["n2".to_string(), "n1".to_string()]);
+}

@@ -1,0 +1,395 @@
+//! `ferrolb-lab up | demo | down`: the L2 lab by hand (as root). `e2e/lab/lab.sh` installs
+//! what is missing, builds, and runs this.
+//!
+//! - `up`: three node namespaces on a bridge, a client on the segment, a router (FRR zebra)
+//!   with a client behind it; on each node a UDP echo bound to the VIPs (answering with the
+//!   node's name) and `ferrolb-speaker run` with membership among the speakers. Then asks both
+//!   VIPs from both clients. Everything stays up after the command ends.
+//! - `demo`: streams UDP probes (every 2 ms) to the VIPs, hard-kills the owner of the IPv4 VIP
+//!   (SIGKILL of its speaker and its link down), shows the new owner and the measured gap;
+//!   then brings the node back and shows that its return costs no probe.
+//! - `down`: stops every process in the lab's namespaces by PID, deletes the namespaces and
+//!   the files. Safe to run any number of times.
+//!
+//! Options: `--tag T` (namespaces `flb-T-*`, default `lab`), `--speaker PATH` and `--echo PATH`
+//! (default: next to this binary).
+
+use ferrolb_e2e::lab::l2::{node_name, L2Lab, LabProcess};
+use ferrolb_e2e::lab::l2_scenario::{
+    ask, link_up, owners, start_echo, start_speaker, write_manifests, VIP4, VIP6,
+};
+use ferrolb_e2e::lab::probe::ProbeStream;
+use ferrolb_e2e::lab::{frr, run, wait_for};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const NODES: usize = 3;
+
+struct Options {
+    tag: String,
+    speaker: PathBuf,
+    echo: PathBuf,
+}
+
+impl Options {
+    fn state_dir(&self) -> PathBuf {
+        PathBuf::from("/tmp/ferrolb-lab").join(format!("cmd-{}", self.tag))
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        self.state_dir().join("config")
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        let mut out: Vec<String> = ["sw", "c", "r", "fc"]
+            .iter()
+            .map(|s| format!("flb-{}-{s}", self.tag))
+            .collect();
+        out.extend((1..=NODES).map(|i| format!("flb-{}-n{i}", self.tag)));
+        out
+    }
+}
+
+/// What `up` left running: the speakers' PIDs by node (to kill one in `demo`) and which nodes
+/// are up.
+#[derive(Default)]
+struct State {
+    speakers: BTreeMap<usize, u32>,
+    down: Vec<usize>,
+}
+
+impl State {
+    fn path(o: &Options) -> PathBuf {
+        o.state_dir().join("state")
+    }
+
+    fn load(o: &Options) -> Result<State, String> {
+        let text = std::fs::read_to_string(Self::path(o))
+            .map_err(|_| "the lab is not up: run `ferrolb-lab up` first".to_string())?;
+        let mut st = State::default();
+        for line in text.lines() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            match w.as_slice() {
+                ["speaker", i, pid] => {
+                    let (Ok(i), Ok(pid)) = (i.parse(), pid.parse()) else {
+                        continue;
+                    };
+                    st.speakers.insert(i, pid);
+                }
+                ["down", i] => st.down.extend(i.parse::<usize>().ok()),
+                _ => {}
+            }
+        }
+        Ok(st)
+    }
+
+    fn save(&self, o: &Options) -> Result<(), String> {
+        let mut text = String::new();
+        for (i, pid) in &self.speakers {
+            text.push_str(&format!("speaker {i} {pid}\n"));
+        }
+        for i in &self.down {
+            text.push_str(&format!("down {i}\n"));
+        }
+        std::fs::write(Self::path(o), text).map_err(|e| e.to_string())
+    }
+
+    fn alive(&self) -> Vec<usize> {
+        (1..=NODES).filter(|i| !self.down.contains(i)).collect()
+    }
+}
+
+/// Starts a process that outlives this command (its handle is forgotten, not dropped).
+fn keep(p: LabProcess) -> u32 {
+    let pid = p.pid().unwrap_or_default();
+    std::mem::forget(p);
+    pid
+}
+
+fn show_answers(lab: &L2Lab, o: &Options) {
+    for vip in [VIP4, VIP6] {
+        for (who, ns) in [
+            ("client on the segment", &lab.client),
+            ("client behind the router", lab.far_client()),
+        ] {
+            let answer = ask(ns, &o.echo, vip).unwrap_or_else(|e| format!("no answer ({e})"));
+            println!("  {vip:<15} from the {who:<25} answered by {answer}");
+        }
+    }
+}
+
+fn up(o: &Options) -> Result<(), String> {
+    down(o, true)?;
+    for bin in [&o.speaker, &o.echo] {
+        if !bin.exists() {
+            return Err(format!(
+                "{} is missing: build it first (e2e/lab/lab.sh does)",
+                bin.display()
+            ));
+        }
+    }
+    let logs = o.state_dir().join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(o.config_dir()).map_err(|e| e.to_string())?;
+    println!("Building the topology: flb-{0}-n1..n{NODES} (nodes), flb-{0}-c (client), flb-{0}-r (router, FRR zebra), flb-{0}-fc (client behind the router), flb-{0}-sw (bridge)", o.tag);
+    let lab = L2Lab::with_router(&o.tag, NODES)?;
+    lab.add_vip(&format!("{VIP4}/32"))?;
+    lab.add_vip(&format!("{VIP6}/128"))?;
+    let all: Vec<usize> = (1..=NODES).collect();
+    write_manifests(&o.config_dir(), &all)?;
+    let mut state = State::default();
+    let mut echoes = Vec::new();
+    let mut speakers = BTreeMap::new();
+    for &i in &all {
+        echoes.push(start_echo(&lab, &o.echo, i, &logs)?);
+        speakers.insert(
+            i,
+            start_speaker(&lab, &o.speaker, &o.config_dir(), i, &logs, &[])?,
+        );
+    }
+    let owner = owners(&o.speaker, &o.config_dir(), &all)?;
+    for (vip, i) in &owner {
+        speakers[i].wait_log(&format!("L2: announcing ip={vip}"), Duration::from_secs(10))?;
+    }
+    println!("Speakers running on every node; the Service's VIPs {VIP4} and {VIP6}:");
+    show_answers(&lab, o);
+    for (i, p) in speakers {
+        state.speakers.insert(i, keep(p));
+    }
+    for p in echoes {
+        keep(p);
+    }
+    state.save(o)?;
+    // Namespaces and zebra stay: `down` removes them by name and PID.
+    std::mem::forget(lab);
+    println!(
+        "Lab up. Logs: {}. Next: `ferrolb-lab demo`, and `ferrolb-lab down` to remove it.",
+        logs.display()
+    );
+    Ok(())
+}
+
+fn kill_speaker(pid: u32) {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() == "ferrolb-speaker" {
+        let _ = run("kill", &["-KILL", &pid.to_string()]);
+    }
+}
+
+fn demo(o: &Options) -> Result<(), String> {
+    let mut state = State::load(o)?;
+    let lab = L2Lab::existing(&o.tag, NODES, true)?;
+    let logs = o.state_dir().join("logs");
+    let alive = state.alive();
+    if alive.len() < 2 {
+        return Err("fewer than two nodes up: run `ferrolb-lab up` again".into());
+    }
+    let owner = owners(&o.speaker, &o.config_dir(), &alive)?;
+    println!("Who answers now:");
+    show_answers(&lab, o);
+    // The owners of both VIPs die at once (one node or two).
+    let mut victims: Vec<usize> = owner.values().copied().collect();
+    victims.sort();
+    victims.dedup();
+    if victims.len() >= alive.len() {
+        return Err("no node would be left to take over".into());
+    }
+    let probe = |ns, vip, ms| {
+        ProbeStream::start(
+            ns,
+            &o.echo,
+            vip,
+            Duration::from_millis(2),
+            Duration::from_millis(ms),
+        )
+    };
+    let streams = |ms| -> Result<Vec<(String, &str, ProbeStream)>, String> {
+        let mut out = Vec::new();
+        for vip in [VIP4, VIP6] {
+            for (who, ns) in [
+                ("client on the segment", &lab.client),
+                ("client behind the router", lab.far_client()),
+            ] {
+                out.push((format!("{vip} from the {who}"), vip, probe(ns, vip, ms)?));
+            }
+        }
+        Ok(out)
+    };
+    let running = streams(2000)?;
+    std::thread::sleep(Duration::from_millis(700));
+    let names: Vec<String> = victims.iter().map(|&i| node_name(i)).collect();
+    println!(
+        "\nHard kill of {} (owning the VIPs): SIGKILL of the speaker and the link down; probes every 2 ms...",
+        names.join(" and ")
+    );
+    for &v in &victims {
+        kill_speaker(state.speakers[&v]);
+        lab.node(v).ip(&["link", "set", "eth0", "down"])?;
+        state.down.push(v);
+    }
+    state.save(o)?;
+    for (what, vip, s) in running {
+        let log = s.finish()?;
+        let old = node_name(owner[vip]);
+        match log.failover_from(&old) {
+            Some(f) => println!(
+                "  {what:<50} {} -> {}: {:.0} ms without answers ({} of {} probes lost)",
+                f.from,
+                f.to,
+                f.outage.as_secs_f64() * 1000.0,
+                f.lost,
+                log.sent
+            ),
+            None => println!(
+                "  {what:<50} no move seen; last answer from {}",
+                log.last_node().unwrap_or("nobody")
+            ),
+        }
+    }
+    println!("After the failover:");
+    show_answers(&lab, o);
+
+    println!(
+        "\n{} back (link up, speaker restarted): stands by for the rejoin hold-down (3 s), then takes its VIPs back, make-before-break...",
+        names.join(" and ")
+    );
+    let running = streams(6000)?;
+    for &v in &victims {
+        link_up(&lab, v)?;
+        let p = start_speaker(&lab, &o.speaker, &o.config_dir(), v, &logs, &[])?;
+        state.speakers.insert(v, keep(p));
+        state.down.retain(|&i| i != v);
+    }
+    state.save(o)?;
+    for (what, _, s) in running {
+        let log = s.finish()?;
+        let moves: Vec<String> = log
+            .failovers()
+            .iter()
+            .map(|f| format!("{} -> {} ({} lost)", f.from, f.to, f.lost))
+            .collect();
+        println!(
+            "  {what:<50} {} of {} probes lost; moves: {}",
+            log.sent - log.answers.len() as u64,
+            log.sent,
+            if moves.is_empty() {
+                "none".into()
+            } else {
+                moves.join(", ")
+            }
+        );
+    }
+    println!("Now:");
+    show_answers(&lab, o);
+    Ok(())
+}
+
+/// Removes the lab: processes in its namespaces (by PID), the namespaces, zebra's files and
+/// the state. Quiet when there is nothing to remove.
+fn down(o: &Options, quiet: bool) -> Result<(), String> {
+    let existing = run("ip", &["netns", "list"])?;
+    let mut removed = Vec::new();
+    for name in o.namespaces() {
+        if !existing
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&name))
+        {
+            continue;
+        }
+        let pids = run("ip", &["netns", "pids", &name]).unwrap_or_default();
+        for pid in pids.split_whitespace() {
+            let _ = run("kill", &["-KILL", pid]);
+        }
+        // The processes must be gone before the namespace, or their links linger.
+        wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+            run("ip", &["netns", "pids", &name])
+                .ok()
+                .filter(|p| p.trim().is_empty())
+                .map(|_| ())
+        });
+        run("ip", &["netns", "del", &name])?;
+        removed.push(name);
+    }
+    let router = format!("flb-{}-r", o.tag);
+    frr::kill_leftovers(&router);
+    for dir in [
+        PathBuf::from(format!("/etc/frr/{router}")),
+        PathBuf::from(format!("/var/run/frr/{router}")),
+        frr::lab_dir(&router),
+        o.state_dir(),
+    ] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if !quiet {
+        if removed.is_empty() {
+            println!("Nothing to remove: the lab is down.");
+        } else {
+            println!("Removed {} and every process in them.", removed.join(", "));
+        }
+    }
+    Ok(())
+}
+
+fn next_to_me(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn parse(args: &[String]) -> Result<(String, Options), String> {
+    let mut command = None;
+    let mut o = Options {
+        tag: "lab".into(),
+        speaker: next_to_me("ferrolb-speaker"),
+        echo: next_to_me("ferrolb-lab-echo"),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match a.as_str() {
+            "--tag" => o.tag = value("--tag")?,
+            "--speaker" => o.speaker = PathBuf::from(value("--speaker")?),
+            "--echo" => o.echo = PathBuf::from(value("--echo")?),
+            "up" | "demo" | "down" if command.is_none() => command = Some(a.clone()),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    if o.tag.is_empty() || !o.tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(format!("--tag {:?}: letters, digits and '-' only", o.tag));
+    }
+    Ok((command.ok_or("no command")?, o))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, o) = match parse(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ferrolb-lab: {e}\nusage: ferrolb-lab up|demo|down [--tag T] [--speaker PATH] [--echo PATH]");
+            return ExitCode::from(2);
+        }
+    };
+    if run("id", &["-u"]).map(|u| u.trim() == "0") != Ok(true) {
+        eprintln!("ferrolb-lab: run as root (it creates network namespaces)");
+        return ExitCode::from(2);
+    }
+    let result = match command.as_str() {
+        "up" => up(&o),
+        "demo" => demo(&o),
+        _ => down(&o, false),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferrolb-lab {command}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
