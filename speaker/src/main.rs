@@ -164,6 +164,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             sys_class_net: "/sys/class/net".into(),
         },
         interface_rescan: std::time::Duration::from_secs(5),
+        bgp_status: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -5,6 +5,7 @@
 //! [`Liveness::EveryNode`] (every Node in the files has a live speaker, so the live set moves
 //! when the files do); membership plugs in as `Liveness::Watch(its receiver)`.
 
+use crate::bgp_mode::driver::{BgpDriver, BgpStatus};
 use crate::l2::adapter::{L2Adapter, L2Options};
 use crate::planner::{plan, Inputs};
 use crate::source::Snapshot;
@@ -38,6 +39,8 @@ pub struct RunOptions {
     pub l2: L2Options,
     /// How often interfaces are re-read (links going down or up, new interfaces).
     pub interface_rescan: Duration,
+    /// Where the BGP side publishes its peers' state (for metrics).
+    pub bgp_status: BgpStatus,
 }
 
 /// Plans and announces until `shutdown` completes, then stops answering and announcing.
@@ -48,6 +51,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let node = opts.l2.node.clone();
+    let mut bgp = BgpDriver::new(&node, opts.bgp_status.clone());
     let mut l2 = L2Adapter::new(opts.l2);
     let mut rescan = tokio::time::interval(opts.interface_rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,7 +116,9 @@ pub async fn run(
             "plan computed"
         );
         l2.apply(&p, std::time::Instant::now());
+        bgp.apply(&snapshot, &p).await;
     }
     info!("shutting down: no more answers or announcements");
     l2.shutdown();
+    bgp.shutdown().await;
 }

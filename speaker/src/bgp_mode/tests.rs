@@ -50,11 +50,15 @@ fn peers_follow_node_selectors_and_carry_their_settings() {
     assert_eq!(tor.router_id, router_id);
 
     let (peers, problems) = node_peers(&c, &node("n2", &[("rack", "1")]), None, false);
-    assert_eq!(peers.len(), 2);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(peers.len(), 3);
     let ibgp = &peers[&"198.51.100.2".parse::<IpAddr>().unwrap()].1;
     assert!(ibgp.is_ibgp(), "dynamicASN internal is our own AS");
-    assert_eq!(problems.len(), 1);
-    assert_eq!(problems[0].peer, "any-external");
+    let external = &peers[&"198.51.100.3".parse::<IpAddr>().unwrap()].1;
+    assert!(
+        external.any_external_asn && !external.is_ibgp(),
+        "dynamicASN external: any AS but ours"
+    );
 }
 
 #[test]
