@@ -220,7 +220,11 @@ impl BgpDriver {
         let Some(engine) = guard.as_ref() else { return };
 
         for addr in &changes.remove {
-            let name = self.running.get(addr).map(|r| r.0.clone()).unwrap_or_default();
+            let name = self
+                .running
+                .get(addr)
+                .map(|r| r.0.clone())
+                .unwrap_or_default();
             async {
                 match engine.remove_peer(*addr).await {
                     Ok(()) => info!("peer removed"),
@@ -322,7 +326,13 @@ impl BgpDriver {
         let router_id = default_router_id(&self.node, snapshot.node_ips.get(&self.node).copied());
         // Without IPv6 in the namespace the [::] listener fails; IPv4 alone still serves.
         let mut attempts = vec![self.listen.clone()];
-        attempts.push(self.listen.iter().copied().filter(|a| a.is_ipv4()).collect());
+        attempts.push(
+            self.listen
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv4())
+                .collect(),
+        );
         let mut last_error = None;
         for listen in attempts {
             match BgpEngine::start(EngineConfig {
@@ -369,7 +379,11 @@ impl BgpDriver {
             }
             ShutdownMode::GracefulRestart
         };
-        info!(graceful_restart = graceful.len(), peers = self.running.len(), "stopping the BGP engine");
+        info!(
+            graceful_restart = graceful.len(),
+            peers = self.running.len(),
+            "stopping the BGP engine"
+        );
         engine.shutdown(mode).await;
         self.running.clear();
         self.routes.clear();
@@ -383,7 +397,11 @@ async fn log_events(mut events: mpsc::UnboundedReceiver<SessionEvent>, status: B
         let name = status.entry_name(ev.peer);
         let span = peer_span(&name, ev.peer);
         let _e = span.enter();
-        let mut peers = status.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers = status
+            .shared
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let entry = peers.get_mut(&ev.peer);
         match ev.kind {
             SessionEventKind::Up(info) => {

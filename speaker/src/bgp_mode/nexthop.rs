@@ -98,7 +98,8 @@ mod tests {
 
     // A node with eth0 on 192.0.2.0/24 and 2001:db8::1/64, a default route over eth1, and an
     // address still in duplicate address detection.
-    const ROUTE: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+    const ROUTE: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
 eth1\t00000000\t0164A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
 eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
 eth1\t0064A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
@@ -117,8 +118,14 @@ eth1\t0064A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
             Some("2001:db8:1::1".parse().unwrap()),
             "the default route's interface"
         );
-        assert_eq!(v6_next_hop_from("192.0.2.254".parse().unwrap(), ROUTE, ""), None);
-        assert_eq!(v6_next_hop_from("192.0.2.254".parse().unwrap(), "", INET6), None);
+        assert_eq!(
+            v6_next_hop_from("192.0.2.254".parse().unwrap(), ROUTE, ""),
+            None
+        );
+        assert_eq!(
+            v6_next_hop_from("192.0.2.254".parse().unwrap(), "", INET6),
+            None
+        );
     }
 
     #[test]
