@@ -317,6 +317,30 @@ impl BgpLab {
         })
     }
 
+    /// Waits until neither FRR's table nor the kernel uses `hop` for `prefix` any more.
+    pub fn wait_next_hop_gone(
+        &self,
+        afi: &str,
+        prefix: &str,
+        hop: &str,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let hop = hop.to_owned();
+        wait_for(limit, Duration::from_millis(10), || {
+            (!self.rib_next_hops(afi, prefix).contains(&hop)
+                && !self.fib_next_hops(prefix).contains(&hop))
+            .then_some(())
+        })
+        .ok_or_else(|| {
+            format!(
+                "{prefix}: {hop} still a next hop after {limit:?}; RIB has {:?}, kernel has {:?}\n{}",
+                self.rib_next_hops(afi, prefix),
+                self.fib_next_hops(prefix),
+                self.logs()
+            )
+        })
+    }
+
     /// Every speaker's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
