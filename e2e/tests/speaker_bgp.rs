@@ -68,8 +68,9 @@ fn frr_conf(asn: u32, neighbors: &[(String, String, &str)]) -> String {
         }
         v6.push_str(&format!("  neighbor {addr} activate\n"));
     }
+    let v4 = v6.clone();
     format!(
-        "frr defaults datacenter\nhostname router\n!\nrouter bgp {asn}\n bgp router-id {ROUTER_V4}\n no bgp ebgp-requires-policy\n no bgp network import-check\n bgp graceful-restart\n bgp bestpath as-path multipath-relax\n{n} address-family ipv4 unicast\n  maximum-paths 8\n  maximum-paths ibgp 8\n exit-address-family\n address-family ipv6 unicast\n  maximum-paths 8\n  maximum-paths ibgp 8\n{v6} exit-address-family\n!\n"
+        "frr defaults datacenter\nhostname router\n!\nrouter bgp {asn}\n bgp router-id {ROUTER_V4}\n no bgp ebgp-requires-policy\n no bgp network import-check\n bgp graceful-restart\n bgp bestpath as-path multipath-relax\n{n} address-family ipv4 unicast\n  maximum-paths 8\n  maximum-paths ibgp 8\n{v4} exit-address-family\n address-family ipv6 unicast\n  maximum-paths 8\n  maximum-paths ibgp 8\n{v6} exit-address-family\n!\n"
     )
 }
 
@@ -281,8 +282,8 @@ fn bgp_mode_ipv6_session_and_md5_from_a_password_secret() {
         format!(
             "{}{}apiVersion: v1\nkind: Secret\nmetadata: {{name: router-v6, namespace: ferrolb-system}}\ntype: kubernetes.io/basic-auth\nstringData: {{password: {RIGHT}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: router-v4, namespace: ferrolb-system}}\ntype: kubernetes.io/basic-auth\nstringData: {{password: {node2_password}}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router-v6, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: \"{ROUTER_V6}\", connectTime: 1s, passwordSecret: {{name: router-v6}}, nodeSelectors: [{{matchLabels: {{transport: ipv6}}}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router-v4, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, connectTime: 1s, passwordSecret: {{name: router-v4}}, nodeSelectors: [{{matchLabels: {{transport: ipv4}}}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\n{}",
             nodes_yaml(2, |i| format!("transport: ipv{}", if i == 1 { 6 } else { 4 })),
-            pool_yaml("\"2001:db8:ffff::/112\""),
-            service_yaml("web6", "2001:db8:ffff::30", ""),
+            pool_yaml("203.0.113.0/24, \"2001:db8:ffff::/112\""),
+            service_yaml("web", "203.0.113.30,2001:db8:ffff::30", ""),
         )
     };
     lab.write_manifests(&config(WRONG));
@@ -292,6 +293,9 @@ fn bgp_mode_ipv6_session_and_md5_from_a_password_secret() {
     // IPv6 pool over the IPv6 session, signed with the Secret's password.
     wait_established(&lab, &[node_v6(1)]);
     lab.wait_next_hops("ipv6", "2001:db8:ffff::30/128", &[node_v6(1)], SESSION)
+        .unwrap();
+    // And the IPv4 address over the same IPv6 session, with the node's IPv4 next hop.
+    lab.wait_next_hops("ipv4", "203.0.113.30/32", &[node_v4(1)], SESSION)
         .unwrap();
 
     // The wrong password: no session, and the speaker says why it may be.
@@ -317,6 +321,13 @@ fn bgp_mode_ipv6_session_and_md5_from_a_password_secret() {
         "ipv6",
         "2001:db8:ffff::30/128",
         &[node_v6(1), node_v6(2)],
+        SESSION,
+    )
+    .unwrap();
+    lab.wait_next_hops(
+        "ipv4",
+        "203.0.113.30/32",
+        &[node_v4(1), node_v4(2)],
         SESSION,
     )
     .unwrap();

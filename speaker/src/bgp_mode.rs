@@ -31,6 +31,12 @@ pub fn peer_config(
     router_id: Option<Ipv4Addr>,
     restarting: bool,
 ) -> Result<PeerConfig, String> {
+    if let Some(vrf) = &peer.vrf {
+        // Peering from the default VRF instead would reach a different network.
+        return Err(format!(
+            "vrf {vrf}: sessions in a VRF are not supported by the BGP engine yet"
+        ));
+    }
     let local_as = peer.local_as();
     let mut c = match peer.peer_asn {
         PeerAsn::Fixed(asn) => PeerConfig::new(peer.address, local_as, asn),

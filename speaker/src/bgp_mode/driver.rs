@@ -190,10 +190,19 @@ impl BgpDriver {
             warn!(peer = %p.peer, reason = %p.reason, "BGPPeer not set up on this node");
         }
         self.logged_problems = problems;
+        let node_v4 = match snapshot.node_ips.get(&self.node) {
+            Some(IpAddr::V4(a)) => Some(*a),
+            _ => None,
+        };
         for (addr, (_, c)) in peers.iter_mut() {
-            // IPv6 routes over an IPv4 session need an IPv6 next hop of our own.
-            if let (IpAddr::V4(v4), None) = (addr, c.next_hop_v6) {
-                c.next_hop_v6 = super::nexthop::v6_next_hop(*v4);
+            match addr {
+                // IPv6 routes over an IPv4 session need an IPv6 next hop of our own.
+                IpAddr::V4(v4) if c.next_hop_v6.is_none() => {
+                    c.next_hop_v6 = super::nexthop::v6_next_hop(*v4);
+                }
+                // IPv4 routes over an IPv6 session: the node's IPv4 InternalIP.
+                IpAddr::V6(_) if c.next_hop_v4.is_none() => c.next_hop_v4 = node_v4,
+                _ => {}
             }
         }
         peers
@@ -425,5 +434,24 @@ async fn log_events(mut events: mpsc::UnboundedReceiver<SessionEvent>, status: B
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_id_is_the_ipv4_internal_ip_or_a_stable_hash() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(
+            default_router_id("n1", Some(v4)),
+            Ipv4Addr::new(192, 0, 2, 7)
+        );
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let a = default_router_id("n1", Some(v6));
+        assert_eq!(a, default_router_id("n1", None), "stable");
+        assert_ne!(a, default_router_id("n2", None));
+        assert!(!a.is_unspecified());
     }
 }
