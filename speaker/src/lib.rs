@@ -5,7 +5,8 @@
 //!   (pure), including the deterministic ranking of candidate nodes that every speaker computes
 //!   alike for each L2 address.
 //! - [`source`] reads the manifests (file mode) and [`runtime`] runs `ferrolb-speaker run`:
-//!   plans on every change and drives the [`l2`] data plane.
+//!   plans on every change and drives the [`l2`] data plane and the BGP sessions
+//!   ([`bgp_mode::driver`]; [`bgp_mode::driver::BgpStatus`] is their read side for metrics).
 
 pub mod bgp_mode;
 pub mod l2;

@@ -1,5 +1,5 @@
 //! `ferrolb-speaker run`: the loop that plans on every change of the sources or of the live set
-//! and drives the L2 data plane.
+//! and drives the L2 data plane and the BGP driver.
 //!
 //! The live set is a `watch` channel of node names. Until membership runs, file mode uses
 //! [`Liveness::EveryNode`] (every Node in the files has a live speaker, so the live set moves
