@@ -123,9 +123,10 @@ fn bgp_mode_three_nodes_ecmp_communities_and_local_traffic() {
     .unwrap();
     let config = |local_on: usize| {
         format!(
-            "{}{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, dynamicASN: internal, peerAddress: {ROUTER_V4}, holdTime: 9s}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: Community\nmetadata: {{name: names, namespace: ferrolb-system}}\nspec: {{communities: [{{name: tenant-a, value: \"64512:300\"}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\nspec: {{ipAddressPools: [public], localPref: 150, communities: [\"64512:100\", tenant-a, \"large:64512:7:9\"]}}\n---\n{}{}{}",
+            "{}{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, dynamicASN: internal, peerAddress: {ROUTER_V4}, holdTime: 9s}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: Community\nmetadata: {{name: names, namespace: ferrolb-system}}\nspec: {{communities: [{{name: tenant-a, value: \"64512:300\"}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\nspec: {{ipAddressPools: [public], localPref: 150, communities: [\"64512:100\", tenant-a, \"large:64512:7:9\"]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: agg, namespace: ferrolb-system}}\nspec: {{addresses: [203.0.113.128/25]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: agg, namespace: ferrolb-system}}\nspec: {{ipAddressPools: [agg], aggregationLength: 28}}\n---\n{}{}{}{}",
             nodes_yaml(3, |i| format!("rack: r{i}")),
-            pool_yaml("203.0.113.0/24, \"2001:db8:ffff::/112\""),
+            pool_yaml("203.0.113.0/25, \"2001:db8:ffff::/112\""),
+            service_yaml("agg", "203.0.113.130", ""),
             service_yaml("web", "203.0.113.10,2001:db8:ffff::10", ""),
             service_yaml("local", "203.0.113.20", "externalTrafficPolicy: Local, "),
             endpoints_yaml("local", &node_name(local_on)),
@@ -152,6 +153,10 @@ fn bgp_mode_three_nodes_ecmp_communities_and_local_traffic() {
     assert_eq!(path["community"]["string"], "64512:100 64512:300", "{path}");
     assert_eq!(path["largeCommunity"]["string"], "64512:7:9", "{path}");
     assert_eq!(path["locPrf"], 150, "{path}");
+    // An advertisement with aggregationLength 28 announces the /28 around its address.
+    lab.wait_next_hops("ipv4", "203.0.113.128/28", &node_v4s(&all), SESSION)
+        .unwrap();
+    assert!(lab.rib_next_hops("ipv4", "203.0.113.130/32").is_empty());
     let path6 = lab.frr().path("ipv6", "2001:db8:ffff::10/128").unwrap();
     assert_eq!(
         path6["community"]["string"], "64512:100 64512:300",
