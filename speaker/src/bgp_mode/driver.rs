@@ -210,7 +210,7 @@ impl BgpDriver {
 
     /// Brings the sessions and routes in line with `snapshot` and `plan`.
     pub async fn apply(&mut self, snapshot: &Snapshot, plan: &NodePlan) {
-        let mut wanted = self.wanted(snapshot);
+        let wanted = self.wanted(snapshot);
         if wanted.is_empty() && self.running.is_empty() {
             return;
         }
@@ -247,15 +247,27 @@ impl BgpDriver {
         }
         for c in &changes.update {
             let name = wanted[&c.address].0.clone();
-            async {
+            let updated = async {
                 match engine.update_peer(c.clone()).await {
-                    Ok(()) => info!("peer settings changed; session restarted"),
-                    Err(e) => warn!(error = %e, "changing the peer failed"),
+                    Ok(()) => {
+                        info!("peer settings changed; session restarted");
+                        true
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "changing the peer failed");
+                        false
+                    }
                 }
             }
             .instrument(peer_span(&name, c.address))
             .await;
-            self.running.insert(c.address, (name, c.clone()));
+            if updated {
+                self.running.insert(c.address, (name, c.clone()));
+            } else if !engine.peers().contains(&c.address) {
+                // The engine dropped the old session: set the peer up anew on the next plan.
+                self.running.remove(&c.address);
+                self.routes.remove(&c.address);
+            }
         }
         for c in &changes.add {
             let name = wanted[&c.address].0.clone();
@@ -282,7 +294,7 @@ impl BgpDriver {
             }
         }
         // A name can change without the settings changing.
-        for (addr, (name, _)) in wanted.iter_mut() {
+        for (addr, (name, _)) in &wanted {
             if let Some(r) = self.running.get_mut(addr) {
                 r.0.clone_from(name);
             }
@@ -411,7 +423,6 @@ async fn log_events(mut events: mpsc::UnboundedReceiver<SessionEvent>, status: B
             .peers
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let entry = peers.get_mut(&ev.peer);
         match ev.kind {
             SessionEventKind::Up(info) => {
                 info!(
@@ -422,13 +433,13 @@ async fn log_events(mut events: mpsc::UnboundedReceiver<SessionEvent>, status: B
                     graceful_restart = info.graceful_restart,
                     "BGP session established"
                 );
-                if let Some(e) = entry {
-                    e.session = Some(info);
-                }
+                // The entry may not be published yet when a session comes up at once; the
+                // next publish fills in the name (and drops it if the peer is gone).
+                peers.entry(ev.peer).or_default().session = Some(info);
             }
             SessionEventKind::Down(reason) => {
                 warn!(%reason, "BGP session down");
-                if let Some(e) = entry {
+                if let Some(e) = peers.get_mut(&ev.peer) {
                     e.session = None;
                     e.last_down = Some(reason.to_string());
                 }
