@@ -13,7 +13,11 @@ pub struct PeerConfig {
     /// TCP port of the peer (179).
     pub port: u16,
     pub local_asn: u32,
+    /// The AS the peer must present; ignored when `any_external_asn`.
     pub peer_asn: u32,
+    /// Accept any AS but our own from the peer (MetalLB's `dynamicASN: external`): the
+    /// session is eBGP whatever AS the peer turns out to have.
+    pub any_external_asn: bool,
     /// BGP identifier; `None` uses the engine's.
     pub router_id: Option<Ipv4Addr>,
     /// Bind outgoing connections to this address.
@@ -54,6 +58,7 @@ impl PeerConfig {
             port: BGP_PORT,
             local_asn,
             peer_asn,
+            any_external_asn: false,
             router_id: None,
             source_address: None,
             hold_time: 90,
@@ -74,8 +79,16 @@ impl PeerConfig {
         }
     }
 
+    /// A peer in any AS but `local_asn` (`dynamicASN: external`).
+    pub fn any_external(address: IpAddr, local_asn: u32) -> Self {
+        PeerConfig {
+            any_external_asn: true,
+            ..PeerConfig::new(address, local_asn, 0)
+        }
+    }
+
     pub fn is_ibgp(&self) -> bool {
-        self.local_asn == self.peer_asn
+        !self.any_external_asn && self.local_asn == self.peer_asn
     }
 
     pub fn socket_addr(&self) -> SocketAddr {
@@ -88,6 +101,7 @@ impl PeerConfig {
             self.peer_asn,
             self.router_id.unwrap_or(default_router_id),
         );
+        c.any_external_asn = self.any_external_asn;
         c.hold_time = self.hold_time;
         c.keepalive_time = self.keepalive_time;
         c.connect_retry = self.connect_retry;
@@ -104,7 +118,7 @@ impl PeerConfig {
     /// Checks the settings; the error says what is wrong.
     pub fn validate(&self) -> Result<(), crate::EngineError> {
         let bad = |m: &str| Err(crate::EngineError::InvalidConfig(m.to_owned()));
-        if self.local_asn == 0 || self.peer_asn == 0 {
+        if self.local_asn == 0 || (self.peer_asn == 0 && !self.any_external_asn) {
             return bad("ASN 0 is reserved");
         }
         if self.hold_time == 1 || self.hold_time == 2 {
@@ -157,4 +171,20 @@ pub struct SessionInfo {
     pub extended_messages: bool,
     pub graceful_restart: bool,
     pub ipv4_with_ipv6_next_hop: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_external_peer_is_ebgp_and_valid_without_a_peer_asn() {
+        let p = PeerConfig::any_external("192.0.2.1".parse().unwrap(), 64512);
+        assert!(p.validate().is_ok());
+        assert!(!p.is_ibgp());
+        let fsm = p.fsm_config("192.0.2.10".parse().unwrap());
+        assert!(fsm.any_external_asn && !fsm.is_ibgp());
+        let fixed = PeerConfig::new("192.0.2.1".parse().unwrap(), 64512, 0);
+        assert!(fixed.validate().is_err(), "ASN 0 is still reserved");
+    }
 }

@@ -423,6 +423,7 @@ fn spawn_peer(config: PeerConfig, shared: &Arc<Shared>, rib: AdjRibOut) -> PeerH
         counters: counters.clone(),
         events: shared.events.clone(),
         closing: Vec::new(),
+        md5_hint_logged: false,
     };
     let task = tokio::spawn(task.run(rx).instrument(span));
     PeerHandle {
@@ -460,6 +461,8 @@ struct PeerTask {
     events: mpsc::UnboundedSender<SessionEvent>,
     /// Writers of closed connections still flushing (a NOTIFICATION, then FIN).
     closing: Vec<JoinHandle<()>>,
+    /// The MD5 mismatch hint was logged since the last established session.
+    md5_hint_logged: bool,
 }
 
 impl PeerTask {
@@ -524,7 +527,7 @@ impl PeerTask {
                             });
                         }
                         Err(e) => {
-                            debug!(error = %e, "connect failed");
+                            self.connect_failed(&e);
                             self.feed(Input::TcpFailed { conn: None });
                         }
                     }
@@ -536,6 +539,20 @@ impl PeerTask {
             t.abort();
         }
         self.rib
+    }
+
+    /// A TCP MD5 mismatch shows as nothing but silence (the peer's kernel drops every
+    /// unsigned or wrongly signed segment), so say so once per failure streak.
+    fn connect_failed(&mut self, e: &io::Error) {
+        if self.config.md5_password.is_some()
+            && e.kind() == io::ErrorKind::TimedOut
+            && !self.md5_hint_logged
+        {
+            self.md5_hint_logged = true;
+            warn!(error = %e, "connect failed; TCP MD5 is configured for this peer and a password mismatch drops every segment silently: check that both sides use the same password");
+        } else {
+            debug!(error = %e, "connect failed");
+        }
     }
 
     fn prepare_accepted(&self, stream: &TcpStream) -> io::Result<()> {
@@ -701,6 +718,7 @@ impl PeerTask {
             "session established"
         );
         bump(&self.counters.established_transitions, 1);
+        self.md5_hint_logged = false;
         let info = SessionInfo {
             peer_asn: n.peer_asn,
             peer_router_id: n.peer_router_id,

@@ -47,7 +47,10 @@ pub struct GracefulRestartConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsmConfig {
     pub local_asn: u32,
+    /// The AS the peer must present in its OPEN; ignored when `any_external_asn`.
     pub peer_asn: u32,
+    /// Accept any AS in the peer's OPEN except `local_asn` (the session is then eBGP).
+    pub any_external_asn: bool,
     pub router_id: Ipv4Addr,
     /// Hold time we propose (0 or >= 3).
     pub hold_time: u16,
@@ -69,11 +72,16 @@ pub struct FsmConfig {
 }
 
 impl FsmConfig {
+    pub fn is_ibgp(&self) -> bool {
+        !self.any_external_asn && self.local_asn == self.peer_asn
+    }
+
     /// Sensible defaults for a load-balancer speaker.
     pub fn new(local_asn: u32, peer_asn: u32, router_id: Ipv4Addr) -> Self {
         FsmConfig {
             local_asn,
             peer_asn,
+            any_external_asn: false,
             router_id,
             hold_time: 90,
             keepalive_time: None,
@@ -654,7 +662,12 @@ impl Fsm {
             data,
         };
         let four = open.four_octet_asn();
-        if open.asn() != cfg.peer_asn || (four.is_none() && open.my_as == AS_TRANS) {
+        let asn_ok = if cfg.any_external_asn {
+            open.asn() != cfg.local_asn
+        } else {
+            open.asn() == cfg.peer_asn
+        };
+        if !asn_ok || (four.is_none() && open.my_as == AS_TRANS) {
             return Err(open_err(
                 codes::BAD_PEER_AS,
                 open.my_as.to_be_bytes().to_vec(),
@@ -721,7 +734,7 @@ impl Fsm {
             extended_next_hop,
             graceful_restart: cfg.graceful_restart.is_some() && peer_gr.is_some(),
             peer_graceful_restart: peer_gr,
-            ibgp: cfg.local_asn == cfg.peer_asn,
+            ibgp: cfg.is_ibgp(),
         })
     }
 

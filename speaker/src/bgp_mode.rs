@@ -19,7 +19,7 @@ pub const GRACEFUL_RESTART_TIME: u16 = 120;
 const MULTIHOP_TTL: u8 = 255;
 
 /// A peer this node does not set up, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PeerProblem {
     pub peer: String,
     pub reason: String,
@@ -31,18 +31,19 @@ pub fn peer_config(
     router_id: Option<Ipv4Addr>,
     restarting: bool,
 ) -> Result<PeerConfig, String> {
+    if let Some(vrf) = &peer.vrf {
+        // Peering from the default VRF instead would reach a different network.
+        return Err(format!(
+            "vrf {vrf}: sessions in a VRF are not supported by the BGP engine yet"
+        ));
+    }
     let local_as = peer.local_as();
-    let peer_asn = match peer.peer_asn {
-        PeerAsn::Fixed(asn) => asn,
-        PeerAsn::Internal => local_as,
-        PeerAsn::External => {
-            return Err(
-                "dynamicASN: external is not supported by the BGP engine yet; set peerASN".into(),
-            )
-        }
+    let mut c = match peer.peer_asn {
+        PeerAsn::Fixed(asn) => PeerConfig::new(peer.address, local_as, asn),
+        PeerAsn::Internal => PeerConfig::new(peer.address, local_as, local_as),
+        PeerAsn::External => PeerConfig::any_external(peer.address, local_as),
     };
     let seconds = |d: std::time::Duration| u16::try_from(d.as_secs()).unwrap_or(u16::MAX);
-    let mut c = PeerConfig::new(peer.address, local_as, peer_asn);
     c.port = peer.port;
     c.router_id = peer.router_id.or(router_id);
     c.source_address = peer.source_address;
@@ -180,6 +181,9 @@ fn comparable(c: &PeerConfig) -> PeerConfig {
     }
     c
 }
+
+pub mod driver;
+pub mod nexthop;
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,8 @@
 //! - [`rejoin`] decides which returning speakers are still in their hold-down (pure), so a
 //!   node that comes back (or flaps) takes nothing over until it has been live a while.
 //! - [`source`] reads the manifests (file mode) and [`runtime`] runs `ferrolb-speaker run`:
-//!   plans on every change and drives the [`l2`] data plane.
+//!   plans on every change and drives the [`l2`] data plane and the BGP sessions
+//!   ([`bgp_mode::driver`]; [`bgp_mode::driver::BgpStatus`] is their read side for metrics).
 
 pub mod bgp_mode;
 pub mod l2;

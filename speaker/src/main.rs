@@ -221,6 +221,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         interface_rescan: std::time::Duration::from_secs(5),
         health: health.clone(),
+        bgp_status: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

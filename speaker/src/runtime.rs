@@ -1,5 +1,5 @@
 //! `ferrolb-speaker run`: the loop that plans on every change of the sources or of the live set
-//! and drives the L2 data plane.
+//! and drives the L2 data plane and the BGP driver.
 //!
 //! The live set is a `watch` channel. Without membership, file mode uses
 //! [`Liveness::EveryNode`] (every Node in the files has a live speaker, so the live set moves
@@ -7,6 +7,7 @@
 //! times also decide which returning speakers are held ([`crate::rejoin`]); the loop plans
 //! again when a hold-down ends.
 
+use crate::bgp_mode::driver::{BgpDriver, BgpStatus};
 use crate::l2::adapter::{L2Adapter, L2Options};
 use crate::membership::MemberInfo;
 use crate::metrics::Health;
@@ -50,6 +51,8 @@ pub struct RunOptions {
     pub interface_rescan: Duration,
     /// Told of every loop turn (/healthz) and of a valid plan applied (/readyz).
     pub health: Arc<Health>,
+    /// Where the BGP side publishes its peers' state (for metrics).
+    pub bgp_status: BgpStatus,
 }
 
 /// Plans and announces until `shutdown` completes, then stops answering and announcing.
@@ -60,6 +63,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let node = opts.l2.node.clone();
+    let mut bgp = BgpDriver::new(&node, opts.bgp_status.clone());
     let mut l2 = L2Adapter::new(opts.l2);
     let mut rescan = tokio::time::interval(opts.interface_rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,10 +158,12 @@ pub async fn run(
         l2.apply(&p, std::time::Instant::now());
         opts.health.set_config_loaded(true);
         opts.health.set_data_plane_running(true);
+        bgp.apply(&snapshot, &p).await;
     }
     opts.health.set_data_plane_running(false);
     info!("shutting down: no more answers or announcements");
     l2.shutdown();
+    bgp.shutdown().await;
 }
 
 /// The speakers in their rejoin hold-down now, and when the first hold-down ends.

@@ -329,6 +329,48 @@ fn wrong_peer_as_is_bad_peer_as_with_the_as_field() {
     assert!(down(&out).is_none());
 }
 
+/// `dynamicASN: external`: whatever AS the peer has, except ours; the session is eBGP.
+#[test]
+fn any_external_asn_accepts_every_as_but_ours() {
+    let mut c = cfg();
+    c.any_external_asn = true;
+    c.peer_asn = 0;
+    for asn in [65001, 65099, 4_200_000_001] {
+        let mut fsm = Fsm::new(c.clone());
+        fsm.process(Input::Start);
+        fsm.process(Input::TcpConnected {
+            conn: 1,
+            inbound: false,
+        });
+        let out = fsm.process(recv(1, Message::Open(peer_open(asn, 90, LOW_PEER))));
+        assert!(sent_notification(&out, 1).is_none(), "AS {asn}: {out:?}");
+        let out = fsm.process(recv(1, Message::Keepalive));
+        let n = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Established(n) => Some(n.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("AS {asn} not established: {out:?}"));
+        assert_eq!(n.peer_asn, asn);
+        assert!(!n.ibgp, "AS {asn}: a dynamic external peer is eBGP");
+    }
+    // Our own AS is internal, which this peer must not be.
+    let mut fsm = Fsm::new(c);
+    fsm.process(Input::Start);
+    fsm.process(Input::TcpConnected {
+        conn: 1,
+        inbound: false,
+    });
+    let out = fsm.process(recv(1, Message::Open(peer_open(64512, 90, LOW_PEER))));
+    let n = sent_notification(&out, 1).unwrap();
+    assert_eq!(
+        (n.code, n.subcode, n.data),
+        (2, 2, 64512u16.to_be_bytes().to_vec())
+    );
+    assert_eq!(fsm.state(), State::Idle);
+}
+
 #[test]
 fn as_trans_without_four_octet_capability_is_bad_peer_as() {
     let mut c = cfg();

@@ -9,6 +9,7 @@
 //! runs in a child process: [`child::run_in_netns`] re-executes the current test binary under
 //! `ip netns exec`, filtered to one test, which then sees [`child::is_child`] and runs its body.
 
+pub mod bgp_lab;
 pub mod bird;
 pub mod capture;
 pub mod child;

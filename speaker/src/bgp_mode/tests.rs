@@ -21,7 +21,7 @@ fn node(name: &str, labels: &[(&str, &str)]) -> NodeView {
     }
 }
 
-const YAML: &str = "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pub}\nspec: {addresses: [203.0.113.0/28]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, holdTime: 9s, password: s3cret, enableGracefulRestart: true, ebgpMultiHop: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: ibgp}\nspec: {myASN: 64512, dynamicASN: internal, peerAddress: 198.51.100.2, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: any-external}\nspec: {myASN: 64512, dynamicASN: external, peerAddress: 198.51.100.3, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: all}\nspec: {communities: [\"64512:7\", \"large:64512:1:2\"], localPref: 200}\n";
+const YAML: &str = "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pub}\nspec: {addresses: [203.0.113.0/28]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, holdTime: 9s, password: s3cret, enableGracefulRestart: true, ebgpMultiHop: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: ibgp}\nspec: {myASN: 64512, dynamicASN: internal, peerAddress: 198.51.100.2, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: any-external}\nspec: {myASN: 64512, dynamicASN: external, peerAddress: 198.51.100.3, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: in-vrf}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.4, vrf: red, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: all}\nspec: {communities: [\"64512:7\", \"large:64512:1:2\"], localPref: 200}\n";
 
 #[test]
 fn peers_follow_node_selectors_and_carry_their_settings() {
@@ -50,11 +50,17 @@ fn peers_follow_node_selectors_and_carry_their_settings() {
     assert_eq!(tor.router_id, router_id);
 
     let (peers, problems) = node_peers(&c, &node("n2", &[("rack", "1")]), None, false);
-    assert_eq!(peers.len(), 2);
+    assert_eq!(peers.len(), 3);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].peer, "in-vrf");
+    assert!(problems[0].reason.contains("vrf red"), "{problems:?}");
     let ibgp = &peers[&"198.51.100.2".parse::<IpAddr>().unwrap()].1;
     assert!(ibgp.is_ibgp(), "dynamicASN internal is our own AS");
-    assert_eq!(problems.len(), 1);
-    assert_eq!(problems[0].peer, "any-external");
+    let external = &peers[&"198.51.100.3".parse::<IpAddr>().unwrap()].1;
+    assert!(
+        external.any_external_asn && !external.is_ibgp(),
+        "dynamicASN external: any AS but ours"
+    );
 }
 
 #[test]

@@ -1,0 +1,468 @@
+//! The BGP adapter: owns the engine and the running peer set. On every plan it sets up, changes
+//! and removes exactly the sessions whose settings changed ([`diff_peers`]) and hands each peer
+//! its complete route set (the engine sends only the difference).
+//!
+//! - The engine starts lazily, with the first BGPPeer that selects this node, so L2-only
+//!   clusters open no port 179.
+//! - Peers set up by the first engine of this process carry the graceful-restart "restarting"
+//!   flag, so routers that kept our routes through a restart keep forwarding to us until our
+//!   End-of-RIB. On shutdown, peers with graceful restart are closed without a NOTIFICATION
+//!   (routers keep our routes for the restart time); the others get a Cease.
+//! - [`BgpStatus`] is the read side for metrics and status: per peer its name, address, state,
+//!   the engine's counters and the number of routes it should hold.
+//!
+//! Passwords are never logged: only names, addresses and states are.
+
+use super::{diff_peers, node_peers, routes_per_peer, PeerProblem};
+use crate::planner::NodePlan;
+use crate::source::Snapshot;
+use ferrolb_bgp::{
+    BgpEngine, EngineConfig, PeerConfig, PeerCounters, RouteAttributes, SessionEvent,
+    SessionEventKind, SessionInfo, ShutdownMode, State,
+};
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, RwLock};
+use tracing::{info, info_span, warn, Instrument, Span};
+
+/// Where the engine accepts connections from routers.
+pub fn default_listen() -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 179)),
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 179)),
+    ]
+}
+
+/// The BGP identifier of a node: its InternalIP when that is IPv4, else a stable hash of its
+/// name (IPv6-only nodes have no natural 32-bit identifier).
+pub fn default_router_id(node: &str, internal_ip: Option<IpAddr>) -> Ipv4Addr {
+    if let Some(IpAddr::V4(ip)) = internal_ip {
+        return ip;
+    }
+    let digest = Sha256::digest(node.as_bytes());
+    let id = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    // 0.0.0.0 is not a valid identifier.
+    Ipv4Addr::from(id.max(1))
+}
+
+/// One peer as the status API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The BGPPeer's name.
+    pub name: String,
+    pub address: IpAddr,
+    /// The session state; `None` before the engine has run the peer.
+    pub state: Option<State>,
+    /// The engine's counters (messages, updates, prefixes, NOTIFICATIONs, ...).
+    pub counters: PeerCounters,
+    /// Routes this node wants the peer to hold.
+    pub routes: usize,
+    /// What the running session negotiated.
+    pub session: Option<SessionInfo>,
+    /// Why the last session ended.
+    pub last_down: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PeerEntry {
+    name: String,
+    routes: usize,
+    session: Option<SessionInfo>,
+    last_down: Option<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    engine: RwLock<Option<BgpEngine>>,
+    peers: Mutex<BTreeMap<IpAddr, PeerEntry>>,
+}
+
+/// Read side of the BGP adapter; cheap to clone, usable from any thread.
+#[derive(Clone, Default)]
+pub struct BgpStatus {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for BgpStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BgpStatus").finish_non_exhaustive()
+    }
+}
+
+impl BgpStatus {
+    /// Every configured peer of this node, by address. Counters are zero while the engine is
+    /// being started or stopped.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let entries = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let engine = self.shared.engine.try_read().ok();
+        let engine = engine.as_ref().and_then(|g| g.as_ref());
+        entries
+            .iter()
+            .map(|(addr, e)| {
+                let counters = engine.and_then(|en| en.counters(*addr)).unwrap_or_default();
+                PeerStatus {
+                    name: e.name.clone(),
+                    address: *addr,
+                    state: counters.state,
+                    counters,
+                    routes: e.routes,
+                    session: e.session.clone(),
+                    last_down: e.last_down.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether the engine runs (it starts with the first peer that selects this node).
+    pub fn engine_running(&self) -> bool {
+        self.shared
+            .engine
+            .try_read()
+            .map(|g| g.is_some())
+            .unwrap_or(true)
+    }
+
+    fn entry_name(&self, addr: IpAddr) -> String {
+        let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.get(&addr).map(|e| e.name.clone()).unwrap_or_default()
+    }
+}
+
+fn peer_span(name: &str, addr: IpAddr) -> Span {
+    info_span!("bgp_peer", peer = %name, address = %addr)
+}
+
+/// The speaker's BGP side.
+pub struct BgpDriver {
+    node: String,
+    listen: Vec<SocketAddr>,
+    status: BgpStatus,
+    /// Peers handed to the engine, by address: the BGPPeer's name and the settings.
+    running: BTreeMap<IpAddr, (String, PeerConfig)>,
+    /// The route set last given to each peer.
+    routes: BTreeMap<IpAddr, Vec<(IpNet, RouteAttributes)>>,
+    /// Problems already logged, so a plan that repeats them stays quiet.
+    logged_problems: BTreeSet<PeerProblem>,
+    /// No engine has run in this process yet: peers are set up as after a restart.
+    first_start: bool,
+}
+
+impl std::fmt::Debug for BgpDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BgpDriver")
+            .field("node", &self.node)
+            .field("peers", &self.running.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BgpDriver {
+    /// A driver for `node` that publishes into `status`; listens on [`default_listen`].
+    pub fn new(node: &str, status: BgpStatus) -> Self {
+        Self::with_listen(node, status, default_listen())
+    }
+
+    /// As [`BgpDriver::new`] with other listen addresses (empty: connect only).
+    pub fn with_listen(node: &str, status: BgpStatus, listen: Vec<SocketAddr>) -> Self {
+        BgpDriver {
+            node: node.to_owned(),
+            listen,
+            status,
+            running: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            logged_problems: BTreeSet::new(),
+            first_start: true,
+        }
+    }
+
+    /// The peers this node should run now, with next hops filled in.
+    fn wanted(&mut self, snapshot: &Snapshot) -> BTreeMap<IpAddr, (String, PeerConfig)> {
+        let Some(node) = snapshot.nodes.iter().find(|n| n.name == self.node) else {
+            return BTreeMap::new();
+        };
+        let router_id = default_router_id(&self.node, snapshot.node_ips.get(&self.node).copied());
+        let (mut peers, problems) = node_peers(&snapshot.config, node, Some(router_id), false);
+        let problems: BTreeSet<PeerProblem> = problems.into_iter().collect();
+        for p in problems.difference(&self.logged_problems) {
+            warn!(peer = %p.peer, reason = %p.reason, "BGPPeer not set up on this node");
+        }
+        self.logged_problems = problems;
+        let node_v4 = match snapshot.node_ips.get(&self.node) {
+            Some(IpAddr::V4(a)) => Some(*a),
+            _ => None,
+        };
+        for (addr, (_, c)) in peers.iter_mut() {
+            match addr {
+                // IPv6 routes over an IPv4 session need an IPv6 next hop of our own.
+                IpAddr::V4(v4) if c.next_hop_v6.is_none() => {
+                    c.next_hop_v6 = super::nexthop::v6_next_hop(*v4);
+                }
+                // IPv4 routes over an IPv6 session: the node's IPv4 InternalIP.
+                IpAddr::V6(_) if c.next_hop_v4.is_none() => c.next_hop_v4 = node_v4,
+                _ => {}
+            }
+        }
+        peers
+    }
+
+    /// Brings the sessions and routes in line with `snapshot` and `plan`.
+    pub async fn apply(&mut self, snapshot: &Snapshot, plan: &NodePlan) {
+        let wanted = self.wanted(snapshot);
+        if wanted.is_empty() && self.running.is_empty() {
+            return;
+        }
+        if !self.ensure_engine(snapshot).await {
+            return;
+        }
+        let running: BTreeMap<IpAddr, PeerConfig> = self
+            .running
+            .iter()
+            .map(|(a, (_, c))| (*a, c.clone()))
+            .collect();
+        let plain: BTreeMap<IpAddr, PeerConfig> =
+            wanted.iter().map(|(a, (_, c))| (*a, c.clone())).collect();
+        let changes = diff_peers(&running, &plain);
+        let guard = self.status.shared.engine.read().await;
+        let Some(engine) = guard.as_ref() else { return };
+
+        for addr in &changes.remove {
+            let name = self
+                .running
+                .get(addr)
+                .map(|r| r.0.clone())
+                .unwrap_or_default();
+            async {
+                match engine.remove_peer(*addr).await {
+                    Ok(()) => info!("peer removed"),
+                    Err(e) => warn!(error = %e, "removing the peer failed"),
+                }
+            }
+            .instrument(peer_span(&name, *addr))
+            .await;
+            self.running.remove(addr);
+            self.routes.remove(addr);
+        }
+        for c in &changes.update {
+            let name = wanted[&c.address].0.clone();
+            let updated = async {
+                match engine.update_peer(c.clone()).await {
+                    Ok(()) => {
+                        info!("peer settings changed; session restarted");
+                        true
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "changing the peer failed");
+                        false
+                    }
+                }
+            }
+            .instrument(peer_span(&name, c.address))
+            .await;
+            if updated {
+                self.running.insert(c.address, (name, c.clone()));
+            } else if !engine.peers().contains(&c.address) {
+                // The engine dropped the old session: set the peer up anew on the next plan.
+                self.running.remove(&c.address);
+                self.routes.remove(&c.address);
+            }
+        }
+        for c in &changes.add {
+            let name = wanted[&c.address].0.clone();
+            let mut c = c.clone();
+            if let Some(gr) = c.graceful_restart.as_mut() {
+                gr.restarting = self.first_start;
+            }
+            let _span = peer_span(&name, c.address).entered();
+            match engine.add_peer(c.clone()) {
+                Ok(()) => {
+                    info!(
+                        peer_asn = c.peer_asn,
+                        any_external_asn = c.any_external_asn,
+                        port = c.port,
+                        hold = c.hold_time,
+                        md5 = c.md5_password.is_some(),
+                        graceful_restart = c.graceful_restart.is_some(),
+                        "peer added"
+                    );
+                    self.running.insert(c.address, (name, c));
+                }
+                // Not running: tried again on the next plan.
+                Err(e) => warn!(error = %e, "adding the peer failed"),
+            }
+        }
+        // A name can change without the settings changing.
+        for (addr, (name, _)) in &wanted {
+            if let Some(r) = self.running.get_mut(addr) {
+                r.0.clone_from(name);
+            }
+        }
+
+        let routes = routes_per_peer(plan, &self.running);
+        for (addr, set) in routes {
+            if self.routes.get(&addr) == Some(&set) {
+                continue;
+            }
+            let name = self.running[&addr].0.clone();
+            let _span = peer_span(&name, addr).entered();
+            match engine.set_routes(addr, set.clone()) {
+                Ok(()) => {
+                    info!(routes = set.len(), "routes set");
+                    self.routes.insert(addr, set);
+                }
+                Err(e) => warn!(error = %e, "setting the routes failed"),
+            }
+        }
+        drop(guard);
+        if !self.running.is_empty() {
+            self.first_start = false;
+        }
+        self.publish();
+    }
+
+    /// Updates the status entries from the running set.
+    fn publish(&self) {
+        let mut entries = self
+            .status
+            .shared
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        entries.retain(|a, _| self.running.contains_key(a));
+        for (addr, (name, _)) in &self.running {
+            let e = entries.entry(*addr).or_default();
+            e.name.clone_from(name);
+            e.routes = self.routes.get(addr).map_or(0, Vec::len);
+        }
+    }
+
+    /// Starts the engine if it does not run; false when it cannot start (logged).
+    async fn ensure_engine(&mut self, snapshot: &Snapshot) -> bool {
+        let mut guard = self.status.shared.engine.write().await;
+        if guard.is_some() {
+            return true;
+        }
+        let router_id = default_router_id(&self.node, snapshot.node_ips.get(&self.node).copied());
+        // Without IPv6 in the namespace the [::] listener fails; IPv4 alone still serves.
+        let mut attempts = vec![self.listen.clone()];
+        attempts.push(
+            self.listen
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv4())
+                .collect(),
+        );
+        let mut last_error = None;
+        for listen in attempts {
+            match BgpEngine::start(EngineConfig {
+                router_id,
+                listen: listen.clone(),
+            })
+            .await
+            {
+                Ok((engine, events)) => {
+                    info!(%router_id, listen = ?listen, "BGP engine started");
+                    tokio::spawn(log_events(events, self.status.clone()));
+                    *guard = Some(engine);
+                    return true;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if let Some(e) = last_error {
+            warn!(error = %e, listen = ?self.listen, "the BGP engine cannot start; retrying on the next change");
+        }
+        false
+    }
+
+    /// Ends every session: without NOTIFICATION for peers with graceful restart (routers keep
+    /// our routes while we restart), with a Cease for the others.
+    pub async fn shutdown(&mut self) {
+        let Some(engine) = self.status.shared.engine.write().await.take() else {
+            return;
+        };
+        let graceful: Vec<IpAddr> = self
+            .running
+            .iter()
+            .filter(|(_, (_, c))| c.graceful_restart.is_some())
+            .map(|(a, _)| *a)
+            .collect();
+        let mode = if graceful.is_empty() {
+            ShutdownMode::Cease(Some("ferrolb-speaker stopping".into()))
+        } else {
+            for (addr, (name, _)) in self.running.iter().filter(|(a, _)| !graceful.contains(a)) {
+                let _ = engine
+                    .remove_peer(*addr)
+                    .instrument(peer_span(name, *addr))
+                    .await;
+            }
+            ShutdownMode::GracefulRestart
+        };
+        info!(
+            graceful_restart = graceful.len(),
+            peers = self.running.len(),
+            "stopping the BGP engine"
+        );
+        engine.shutdown(mode).await;
+        self.running.clear();
+        self.routes.clear();
+        self.publish();
+    }
+}
+
+/// Logs session events with the peer's name and keeps the status entries current.
+async fn log_events(mut events: mpsc::UnboundedReceiver<SessionEvent>, status: BgpStatus) {
+    while let Some(ev) = events.recv().await {
+        let name = status.entry_name(ev.peer);
+        let span = peer_span(&name, ev.peer);
+        let _e = span.enter();
+        let mut peers = status
+            .shared
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match ev.kind {
+            SessionEventKind::Up(info) => {
+                info!(
+                    peer_asn = info.peer_asn,
+                    peer_router_id = %info.peer_router_id,
+                    local_address = %info.local_address,
+                    hold = info.hold_time,
+                    graceful_restart = info.graceful_restart,
+                    "BGP session established"
+                );
+                // The entry may not be published yet when a session comes up at once; the
+                // next publish fills in the name (and drops it if the peer is gone).
+                peers.entry(ev.peer).or_default().session = Some(info);
+            }
+            SessionEventKind::Down(reason) => {
+                warn!(%reason, "BGP session down");
+                if let Some(e) = peers.get_mut(&ev.peer) {
+                    e.session = None;
+                    e.last_down = Some(reason.to_string());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_id_is_the_ipv4_internal_ip_or_a_stable_hash() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(
+            default_router_id("n1", Some(v4)),
+            Ipv4Addr::new(192, 0, 2, 7)
+        );
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let a = default_router_id("n1", Some(v6));
+        assert_eq!(a, default_router_id("n1", None), "stable");
+        assert_ne!(a, default_router_id("n2", None));
+        assert!(!a.is_unspecified());
+    }
+}
