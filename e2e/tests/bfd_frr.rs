@@ -1,0 +1,507 @@
+//! BFD of ferrolb-bgp against FRR's bfdd, in network namespaces.
+//!
+//! The parent builds `flb-<tag>-s` (our engine) and `flb-<tag>-r` (FRR: zebra, bgpd, bfdd),
+//! starts FRR, then runs this test binary again inside the speaker namespace as a separate
+//! process (the "node"), which peers twice with FRR: single hop over the link (192.0.2.1 ->
+//! 192.0.2.2, UDP 3784) and multihop between loopback addresses (203.0.113.1 -> 203.0.113.2,
+//! UDP 4784), each session with BFD and one route. A node "killed hard" is that process
+//! killed with SIGKILL after an iptables rule in its namespace dropped everything, so no FIN
+//! or RST tells FRR: only BFD (or, without it, the 9 s hold timer) can.
+
+use std::fs;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrolb_bgp::{BfdConfig, BgpEngine, EngineConfig, PeerConfig, RouteAttributes};
+use ferrolb_e2e::lab::{self, child::CHILD_ENV, frr, Frr, TwoNodeLab, ROUTER_V4, SPEAKER_V4};
+use serde_json::Value;
+
+const SPEAKER_LO: &str = "203.0.113.1";
+const ROUTER_LO: &str = "203.0.113.2";
+const ROUTE_SH: &str = "198.51.100.10";
+const ROUTE_MH: &str = "198.51.100.20";
+const LIMIT: Duration = Duration::from_secs(20);
+/// Environment of the node process: "<interval ms>,<multiplier>".
+const PROFILE_ENV: &str = "FERROLB_BFD_PROFILE";
+
+fn frr_conf(interval_ms: u32, mult: u32) -> String {
+    format!(
+        "frr defaults datacenter
+hostname router
+!
+bfd
+ profile lab
+  receive-interval {interval_ms}
+  transmit-interval {interval_ms}
+  detect-multiplier {mult}
+ !
+ profile labmh
+  receive-interval {interval_ms}
+  transmit-interval {interval_ms}
+  detect-multiplier {mult}
+  minimum-ttl 254
+ !
+!
+router bgp 65001
+ bgp router-id {ROUTER_V4}
+ no bgp ebgp-requires-policy
+ neighbor {SPEAKER_V4} remote-as 64512
+ neighbor {SPEAKER_V4} bfd
+ neighbor {SPEAKER_V4} bfd profile lab
+ neighbor {SPEAKER_LO} remote-as 64512
+ neighbor {SPEAKER_LO} ebgp-multihop 2
+ neighbor {SPEAKER_LO} update-source {ROUTER_LO}
+ neighbor {SPEAKER_LO} bfd
+ neighbor {SPEAKER_LO} bfd profile labmh
+!
+"
+    )
+}
+
+/// The namespaces, FRR, and the node process.
+struct BfdLab {
+    lab: TwoNodeLab,
+    frr: Frr,
+    tag: String,
+    test: String,
+    profile: (u32, u32),
+    node: Option<Child>,
+    runs: u32,
+}
+
+impl BfdLab {
+    fn new(tag: &str, test: &str, interval_ms: u32, mult: u32) -> BfdLab {
+        let lab = TwoNodeLab::new(tag).unwrap_or_else(|e| panic!("lab setup: {e}"));
+        let s = &lab.speaker;
+        let r = &lab.router;
+        s.add_addr("lo", &format!("{SPEAKER_LO}/32")).unwrap();
+        r.add_addr("lo", &format!("{ROUTER_LO}/32")).unwrap();
+        s.ip(&["route", "add", &format!("{ROUTER_LO}/32"), "via", ROUTER_V4])
+            .unwrap();
+        r.ip(&["route", "add", &format!("{SPEAKER_LO}/32"), "via", SPEAKER_V4])
+            .unwrap();
+        let mut frr = Frr::start(
+            &TwoNodeLab::router_ns(tag),
+            &format!("flb-{tag}"),
+            &frr_conf(interval_ms, mult),
+        )
+        .unwrap_or_else(|e| panic!("FRR: {e}"));
+        frr.start_bfdd().unwrap_or_else(|e| panic!("FRR: {e}"));
+        BfdLab {
+            lab,
+            frr,
+            tag: tag.to_owned(),
+            test: test.to_owned(),
+            profile: (interval_ms, mult),
+            node: None,
+            runs: 0,
+        }
+    }
+
+    fn node_log(&self) -> std::path::PathBuf {
+        frr::lab_dir(&format!("flb-{}", self.tag)).join(format!("node{}.out", self.runs))
+    }
+
+    /// Starts the node process (this test, re-run in the speaker namespace).
+    fn start_node(&mut self) {
+        self.runs += 1;
+        let exe = std::env::current_exe().unwrap();
+        let log = fs::File::create(self.node_log()).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.lab.speaker.name()])
+            .arg(&exe)
+            .args([
+                "--exact",
+                &self.test,
+                "--nocapture",
+                "--test-threads=1",
+                "--include-ignored",
+            ])
+            .env(CHILD_ENV, &self.test)
+            .env(PROFILE_ENV, format!("{},{}", self.profile.0, self.profile.1))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.node = Some(child);
+    }
+
+    fn log(&self) -> String {
+        format!(
+            "node: {}\nbfdd: {}",
+            fs::read_to_string(self.node_log()).unwrap_or_default(),
+            self.frr.log("bfdd")
+        )
+    }
+
+    /// FRR's view of its BFD session with `peer`.
+    fn bfd_peer(&self, peer: &str) -> Option<Value> {
+        let v = self.frr.json("show bfd peers json").ok()?;
+        v.as_array()?
+            .iter()
+            .find(|p| p["peer"] == peer)
+            .cloned()
+    }
+
+    fn in_fib(&self, route: &str) -> bool {
+        self.lab
+            .router
+            .ip(&["-4", "route", "show", &format!("{route}/32")])
+            .is_ok_and(|o| o.contains(route))
+    }
+
+    fn in_rib(&self, route: &str) -> bool {
+        self.frr
+            .json(&format!("show ip route {route}/32 json"))
+            .is_ok_and(|v| v.get(format!("{route}/32")).is_some())
+    }
+
+    /// Waits until both BFD sessions are up in FRR and both routes are in its kernel FIB.
+    fn wait_up(&self) {
+        lab::wait_for(LIMIT, Duration::from_millis(50), || {
+            let up = [SPEAKER_V4, SPEAKER_LO]
+                .iter()
+                .all(|p| self.bfd_peer(p).is_some_and(|v| v["status"] == "up"));
+            (up && self.in_fib(ROUTE_SH) && self.in_fib(ROUTE_MH)).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "BFD or routes not up in {LIMIT:?}: {:?}\n{}",
+                self.frr.json("show bfd peers json"),
+                self.log()
+            )
+        });
+    }
+
+    /// The node dies hard: all its packets dropped, then SIGKILL. Returns when it died.
+    fn kill_node(&mut self) -> Instant {
+        let t0 = Instant::now();
+        for chain in ["OUTPUT", "INPUT"] {
+            self.lab
+                .speaker
+                .exec("iptables-legacy", &["-w", "-I", chain, "-j", "DROP"])
+                .expect("iptables-legacy (apt-get install iptables)");
+        }
+        if let Some(mut c) = self.node.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        t0
+    }
+
+    fn revive_link(&self) {
+        let _ = self.lab.speaker.exec("iptables-legacy", &["-w", "-F"]);
+    }
+
+    /// After a kill: how long until each route left FRR's kernel FIB and its RIB.
+    fn measure_withdrawal(&self, t0: Instant) -> [Duration; 4] {
+        let poll = |f: &dyn Fn() -> bool| {
+            lab::wait_for(LIMIT, Duration::from_millis(2), || {
+                (!f()).then(|| t0.elapsed())
+            })
+            .unwrap_or_else(|| panic!("route still there after {LIMIT:?}"))
+        };
+        std::thread::scope(|s| {
+            let rib = s.spawn(|| {
+                [
+                    poll(&|| self.in_rib(ROUTE_SH)),
+                    poll(&|| self.in_rib(ROUTE_MH)),
+                ]
+            });
+            let fib = [
+                poll(&|| self.in_fib(ROUTE_SH)),
+                poll(&|| self.in_fib(ROUTE_MH)),
+            ];
+            let rib = rib.join().unwrap();
+            [fib[0], fib[1], rib[0], rib[1]]
+        })
+    }
+}
+
+impl Drop for BfdLab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.node.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The node: our engine with both BFD-backed sessions, until killed (at most 5 minutes).
+fn node() {
+    let (ms, mult) = std::env::var(PROFILE_ENV)
+        .ok()
+        .and_then(|v| {
+            let (a, b) = v.split_once(',')?;
+            Some((a.parse::<u64>().ok()?, b.parse::<u8>().ok()?))
+        })
+        .expect("profile in the environment");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (engine, _events) = BgpEngine::start(EngineConfig {
+            router_id: SPEAKER_V4.parse().unwrap(),
+            listen: vec![],
+        })
+        .await
+        .unwrap();
+        let bfd = BfdConfig {
+            receive_interval: Duration::from_millis(ms),
+            transmit_interval: Duration::from_millis(ms),
+            detect_multiplier: mult,
+            ..Default::default()
+        };
+        let mut sh = PeerConfig::new(ROUTER_V4.parse().unwrap(), 64512, 65001);
+        sh.bfd = Some(bfd);
+        let mut mh = PeerConfig::new(ROUTER_LO.parse().unwrap(), 64512, 65001);
+        mh.source_address = Some(SPEAKER_LO.parse().unwrap());
+        mh.ebgp_multihop = Some(255);
+        mh.bfd = Some(BfdConfig {
+            multihop: true,
+            minimum_ttl: 254,
+            ..bfd
+        });
+        for (peer, route) in [(sh, ROUTE_SH), (mh, ROUTE_MH)] {
+            let addr = peer.address;
+            engine.add_peer(peer).unwrap();
+            engine
+                .set_routes(
+                    addr,
+                    vec![(
+                        format!("{route}/32").parse().unwrap(),
+                        RouteAttributes::default(),
+                    )],
+                )
+                .unwrap();
+        }
+        for _ in 0..300 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for p in engine.peers() {
+                println!(
+                    "COUNTERS {p} {:?} {:?}",
+                    engine.counters(p).and_then(|c| c.state),
+                    engine.bfd_counters(p)
+                );
+            }
+        }
+    });
+}
+
+/// Runs `body` in the parent, or the node in the child; skips without root or FRR.
+fn bfd_test(test: &str, body: impl FnOnce()) {
+    if lab::is_child(test) {
+        return node();
+    }
+    if let Some(why) = lab::skip_reason() {
+        eprintln!("SKIP: {test}: {why}");
+        return;
+    }
+    if !std::path::Path::new(frr::BFDD).exists() {
+        eprintln!("SKIP: {test}: needs FRR's bfdd ({})", frr::BFDD);
+        return;
+    }
+    body();
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Both sessions come up with FRR bfdd at the negotiated 50 ms x 3; a node killed hard loses
+/// its routes from FRR's FIB and RIB far within the 9 s hold time.
+#[test]
+fn bfd_frr_single_hop_and_multihop_up_and_hard_kill_withdraws() {
+    let test = "bfd_frr_single_hop_and_multihop_up_and_hard_kill_withdraws";
+    bfd_test(test, || {
+        let mut lab = BfdLab::new("bfd-ci", test, 50, 3);
+        lab.start_node();
+        lab.wait_up();
+        for (peer, multihop) in [(SPEAKER_V4, false), (SPEAKER_LO, true)] {
+            // The Poll sequence after Up has moved both sides to the profile's intervals.
+            let p = lab_wait_intervals(&lab, peer, 50);
+            assert_eq!(p["multihop"], multihop, "{p}");
+            assert_eq!(p["remote-detect-multiplier"], 3, "{p}");
+            assert_eq!(p["receive-interval"], 50, "{p}");
+            assert_eq!(p["transmit-interval"], 50, "{p}");
+        }
+        let t0 = lab.kill_node();
+        let [fib_sh, fib_mh, rib_sh, rib_mh] = lab.measure_withdrawal(t0);
+        println!(
+            "withdrawn after a hard kill: FIB single hop {:.0} ms, multihop {:.0} ms; RIB {:.0} / {:.0} ms",
+            ms(fib_sh),
+            ms(fib_mh),
+            ms(rib_sh),
+            ms(rib_mh)
+        );
+        // Hold time is 9 s (datacenter defaults): only BFD explains a withdrawal this fast.
+        for d in [fib_sh, fib_mh, rib_sh, rib_mh] {
+            assert!(d < Duration::from_secs(2), "{:.0} ms", ms(d));
+        }
+        let p = lab.bfd_peer(SPEAKER_V4).unwrap();
+        assert_eq!(p["status"], "down", "{p}");
+        assert_eq!(p["diagnostic"], "control detection time expired", "{p}");
+    });
+}
+
+/// FRR's BFD session with `peer`, once the remote (our) intervals show `ms`.
+fn lab_wait_intervals(lab: &BfdLab, peer: &str, ms: u64) -> Value {
+    lab::wait_for(LIMIT, Duration::from_millis(50), || {
+        lab.bfd_peer(peer).filter(|p| {
+            p["remote-receive-interval"] == ms && p["remote-transmit-interval"] == ms
+        })
+    })
+    .unwrap_or_else(|| panic!("intervals not {ms} ms: {:?}", lab.bfd_peer(peer)))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// The measurement for docs/benchmarks.md: 20 hard kills with 50 ms x 3.
+#[test]
+#[ignore = "measurement, about 2 minutes: cargo test -p ferrolb-e2e --test bfd_frr -- --ignored bfd_frr_hard_kill_20_runs --nocapture"]
+fn bfd_frr_hard_kill_20_runs() {
+    let test = "bfd_frr_hard_kill_20_runs";
+    bfd_test(test, || {
+        let mut lab = BfdLab::new("bfd-m", test, 50, 3);
+        let mut series: [Vec<f64>; 4] = Default::default();
+        for run in 0..20 {
+            lab.revive_link();
+            lab.start_node();
+            lab.wait_up();
+            lab_wait_intervals(&lab, SPEAKER_V4, 50);
+            lab_wait_intervals(&lab, SPEAKER_LO, 50);
+            let t0 = lab.kill_node();
+            let d = lab.measure_withdrawal(t0);
+            println!(
+                "run {run}: FIB {:.1} / {:.1} ms, RIB {:.1} / {:.1} ms",
+                ms(d[0]),
+                ms(d[1]),
+                ms(d[2]),
+                ms(d[3])
+            );
+            for (s, v) in series.iter_mut().zip(d) {
+                s.push(ms(v));
+            }
+        }
+        for (name, s) in [
+            "FIB single hop",
+            "FIB multihop",
+            "RIB single hop",
+            "RIB multihop",
+        ]
+        .iter()
+        .zip(series.iter_mut())
+        {
+            s.sort_by(f64::total_cmp);
+            println!(
+                "{name}: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} runs",
+                percentile(s, 50.0),
+                percentile(s, 99.0),
+                s[s.len() - 1],
+                s.len()
+            );
+        }
+        let p99 = percentile(&series[0], 99.0);
+        assert!(p99 < 200.0, "FIB single hop p99 {p99:.0} ms");
+    });
+}
+
+/// 60 s at 1 % loss each way with 100 ms x 3: no flap on either side.
+#[test]
+#[ignore = "measurement, about 80 s: cargo test -p ferrolb-e2e --test bfd_frr -- --ignored bfd_frr_one_percent_loss_no_flap --nocapture"]
+fn bfd_frr_one_percent_loss_no_flap() {
+    let test = "bfd_frr_one_percent_loss_no_flap";
+    bfd_test(test, || {
+        let mut lab = BfdLab::new("bfd-l", test, 100, 3);
+        lab.start_node();
+        lab.wait_up();
+        lab_wait_intervals(&lab, SPEAKER_V4, 100);
+        lab_wait_intervals(&lab, SPEAKER_LO, 100);
+        let how = add_loss(&lab);
+        println!("loss: {how}");
+        let before = frr_down_events(&lab);
+        let start = Instant::now();
+        let mut samples = 0u32;
+        while start.elapsed() < Duration::from_secs(60) {
+            assert!(
+                lab.in_fib(ROUTE_SH) && lab.in_fib(ROUTE_MH),
+                "a route left the FIB after {:?}\n{}",
+                start.elapsed(),
+                lab.log()
+            );
+            samples += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let after = frr_down_events(&lab);
+        let node = fs::read_to_string(lab.node_log()).unwrap_or_default();
+        let last: Vec<&str> = node
+            .lines()
+            .filter(|l| l.starts_with("COUNTERS"))
+            .rev()
+            .take(2)
+            .collect();
+        println!("FRR down events before {before:?}, after {after:?}; {samples} FIB samples");
+        println!("{}", last.join("\n"));
+        assert_eq!(before, after, "FRR saw a BFD session go down");
+        for l in &last {
+            assert!(l.contains("down_events: 0"), "{l}");
+            assert!(l.contains("Some(Up)"), "{l}");
+        }
+        let counters = lab.frr.json("show bfd peers counters json").unwrap();
+        println!("FRR counters: {counters}");
+    });
+}
+
+fn frr_down_events(lab: &BfdLab) -> Vec<u64> {
+    let v = lab.frr.json("show bfd peers counters json").unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["session-down-event"].as_u64().unwrap_or(u64::MAX))
+        .collect()
+}
+
+/// 1 % loss on each side's egress: netem when the kernel has it, else the iptables
+/// statistic match (as in membership_failover.rs).
+fn add_loss(lab: &BfdLab) -> &'static str {
+    let pairs = [(&lab.lab.speaker, "eth-s"), (&lab.lab.router, "eth-r")];
+    let netem = pairs.iter().all(|(ns, dev)| {
+        ns.exec(
+            "tc",
+            &["qdisc", "add", "dev", dev, "root", "netem", "loss", "1%"],
+        )
+        .is_ok()
+    });
+    if netem {
+        return "tc netem loss 1%";
+    }
+    for (ns, dev) in pairs {
+        let _ = ns.exec("tc", &["qdisc", "del", "dev", dev, "root"]);
+        ns.exec(
+            "iptables-legacy",
+            &[
+                "-w",
+                "-A",
+                "OUTPUT",
+                "-o",
+                dev,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                "0.01",
+                "-j",
+                "DROP",
+            ],
+        )
+        .expect("neither netem nor iptables-legacy statistic (apt-get install iptables)");
+    }
+    "iptables -m statistic --probability 0.01 -j DROP (no netem in this kernel)"
+}
