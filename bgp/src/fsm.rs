@@ -365,7 +365,11 @@ impl Fsm {
             Input::BfdDown => {
                 let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
                 for id in ids {
-                    self.fail_conn(id, Notification::new(codes::CEASE, codes::BFD_DOWN), &mut out);
+                    self.fail_conn(
+                        id,
+                        Notification::new(codes::CEASE, codes::BFD_DOWN),
+                        &mut out,
+                    );
                 }
             }
         }

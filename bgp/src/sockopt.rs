@@ -157,7 +157,8 @@ pub fn recv_with_ttl(
         libc::AF_INET => {
             // SAFETY: the kernel filled a sockaddr_in (family AF_INET) into the storage,
             // which is larger and suitably aligned.
-            let a = unsafe { &*(&from as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let a =
+                unsafe { &*(&from as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             SocketAddr::new(
                 std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into(),
                 u16::from_be(a.sin_port),

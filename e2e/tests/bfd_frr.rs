@@ -80,8 +80,14 @@ impl BfdLab {
         r.add_addr("lo", &format!("{ROUTER_LO}/32")).unwrap();
         s.ip(&["route", "add", &format!("{ROUTER_LO}/32"), "via", ROUTER_V4])
             .unwrap();
-        r.ip(&["route", "add", &format!("{SPEAKER_LO}/32"), "via", SPEAKER_V4])
-            .unwrap();
+        r.ip(&[
+            "route",
+            "add",
+            &format!("{SPEAKER_LO}/32"),
+            "via",
+            SPEAKER_V4,
+        ])
+        .unwrap();
         let mut frr = Frr::start(
             &TwoNodeLab::router_ns(tag),
             &format!("flb-{tag}"),
@@ -130,7 +136,10 @@ impl BfdLab {
                 "--include-ignored",
             ])
             .env(CHILD_ENV, &self.test)
-            .env(PROFILE_ENV, format!("{},{}", self.profile.0, self.profile.1))
+            .env(
+                PROFILE_ENV,
+                format!("{},{}", self.profile.0, self.profile.1),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -150,10 +159,7 @@ impl BfdLab {
     /// FRR's view of its BFD session with `peer`.
     fn bfd_peer(&self, peer: &str) -> Option<Value> {
         let v = self.frr.json("show bfd peers json").ok()?;
-        v.as_array()?
-            .iter()
-            .find(|p| p["peer"] == peer)
-            .cloned()
+        v.as_array()?.iter().find(|p| p["peer"] == peer).cloned()
     }
 
     fn in_fib(&self, route: &str) -> bool {
@@ -222,7 +228,16 @@ impl BfdLab {
         let mut bfd = LineMonitor::start(
             "ip",
             &[
-                "netns", "exec", &r, "tcpdump", "--immediate-mode", "-l", "-n", "-i", "eth-r", "-Q",
+                "netns",
+                "exec",
+                &r,
+                "tcpdump",
+                "--immediate-mode",
+                "-l",
+                "-n",
+                "-i",
+                "eth-r",
+                "-Q",
                 "out",
                 "udp dst port 3784",
             ],
@@ -250,11 +265,7 @@ impl BfdLab {
             .map(|at| at.saturating_duration_since(t0))
             .expect("FRR sent BFD Down");
         assert!(!self.in_fib(ROUTE_SH) && !self.in_fib(ROUTE_MH));
-        Withdrawal {
-            detected,
-            fib,
-            rib,
-        }
+        Withdrawal { detected, fib, rib }
     }
 }
 
@@ -442,7 +453,11 @@ fn bfd_frr_single_hop_and_multihop_up_and_hard_kill_withdraws() {
             ms(w.rib[1])
         );
         // 3 x 50 ms after our last packet, which left at most 50 ms before the kill.
-        assert!(w.detected <= Duration::from_millis(170), "{:.0} ms", ms(w.detected));
+        assert!(
+            w.detected <= Duration::from_millis(170),
+            "{:.0} ms",
+            ms(w.detected)
+        );
         // Hold time is 9 s (datacenter defaults): only BFD explains a withdrawal this fast.
         for d in w.fib.iter().chain(&w.rib) {
             assert!(*d < Duration::from_secs(2), "{:.0} ms", ms(*d));
@@ -456,9 +471,8 @@ fn bfd_frr_single_hop_and_multihop_up_and_hard_kill_withdraws() {
 /// FRR's BFD session with `peer`, once the remote (our) intervals show `ms`.
 fn lab_wait_intervals(lab: &BfdLab, peer: &str, ms: u64) -> Value {
     lab::wait_for(LIMIT, Duration::from_millis(50), || {
-        lab.bfd_peer(peer).filter(|p| {
-            p["remote-receive-interval"] == ms && p["remote-transmit-interval"] == ms
-        })
+        lab.bfd_peer(peer)
+            .filter(|p| p["remote-receive-interval"] == ms && p["remote-transmit-interval"] == ms)
     })
     .unwrap_or_else(|| panic!("intervals not {ms} ms: {:?}", lab.bfd_peer(peer)))
 }

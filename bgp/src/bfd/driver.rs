@@ -351,7 +351,9 @@ async fn receive(
     let mut buf = [0u8; 1500];
     loop {
         let r = sock
-            .async_io(Interest::READABLE, || sockopt::recv_with_ttl(&sock, &mut buf))
+            .async_io(Interest::READABLE, || {
+                sockopt::recv_with_ttl(&sock, &mut buf)
+            })
             .await;
         let (n, from, ttl) = match r {
             Ok(x) => x,
@@ -381,7 +383,13 @@ async fn receive(
 type Routed<'a> = Result<(&'a Entry, ControlPacket), (Option<&'a Entry>, DropReason)>;
 
 /// Finds the session a datagram belongs to, or why it is dropped (and whom to blame).
-fn route<'a>(d: &'a Demux, bytes: &[u8], src: IpAddr, ttl: Option<u8>, multihop: bool) -> Routed<'a> {
+fn route<'a>(
+    d: &'a Demux,
+    bytes: &[u8],
+    src: IpAddr,
+    ttl: Option<u8>,
+    multihop: bool,
+) -> Routed<'a> {
     let src = match src {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(src),
         v4 => v4,
@@ -423,7 +431,11 @@ impl SessionTask {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
         self.feed(Input::Start);
         loop {
-            let next = self.timers.iter().min_by_key(|(_, at)| **at).map(|(t, at)| (*t, *at));
+            let next = self
+                .timers
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(t, at)| (*t, *at));
             tokio::select! {
                 m = rx.recv() => match m {
                     Some(SessionMsg::Packet(p)) => {

@@ -149,9 +149,8 @@ impl Session {
     /// The interval between our periodic packets (before jitter); `None` when the peer asked
     /// for none (Required Min RX 0).
     pub fn tx_interval(&self) -> Option<Duration> {
-        (self.remote_min_rx_us != 0).then(|| {
-            Duration::from_micros(self.effective_tx_us.max(self.remote_min_rx_us) as u64)
-        })
+        (self.remote_min_rx_us != 0)
+            .then(|| Duration::from_micros(self.effective_tx_us.max(self.remote_min_rx_us) as u64))
     }
 
     /// How long without a packet before the session is declared down; `None` before the
@@ -180,7 +179,11 @@ impl Session {
             Input::SetTimers(t) => self.set_timers(t, &mut out),
             Input::AdminDown => {
                 if self.state != SessionState::AdminDown {
-                    self.change(SessionState::AdminDown, Diagnostic::AdministrativelyDown, &mut out);
+                    self.change(
+                        SessionState::AdminDown,
+                        Diagnostic::AdministrativelyDown,
+                        &mut out,
+                    );
                     out.push(Output::StopTimer(Timer::Detect));
                     self.send_now(&mut out);
                 }

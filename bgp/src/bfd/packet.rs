@@ -89,14 +89,18 @@ impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Diagnostic::None => f.write_str("no diagnostic"),
-            Diagnostic::ControlDetectionTimeExpired => f.write_str("control detection time expired"),
+            Diagnostic::ControlDetectionTimeExpired => {
+                f.write_str("control detection time expired")
+            }
             Diagnostic::EchoFunctionFailed => f.write_str("echo function failed"),
             Diagnostic::NeighborSignaledDown => f.write_str("neighbor signaled session down"),
             Diagnostic::ForwardingPlaneReset => f.write_str("forwarding plane reset"),
             Diagnostic::PathDown => f.write_str("path down"),
             Diagnostic::ConcatenatedPathDown => f.write_str("concatenated path down"),
             Diagnostic::AdministrativelyDown => f.write_str("administratively down"),
-            Diagnostic::ReverseConcatenatedPathDown => f.write_str("reverse concatenated path down"),
+            Diagnostic::ReverseConcatenatedPathDown => {
+                f.write_str("reverse concatenated path down")
+            }
             Diagnostic::Other(c) => write!(f, "diagnostic {c}"),
         }
     }
@@ -203,8 +207,7 @@ impl ControlPacket {
         if my_discriminator == 0 {
             return Err(DecodeError::ZeroMyDiscriminator);
         }
-        if your_discriminator == 0
-            && !matches!(state, SessionState::Down | SessionState::AdminDown)
+        if your_discriminator == 0 && !matches!(state, SessionState::Down | SessionState::AdminDown)
         {
             return Err(DecodeError::ZeroYourDiscriminator(state));
         }

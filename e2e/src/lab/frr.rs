@@ -82,8 +82,7 @@ impl Frr {
             // Its control socket, else shared by every instance on the host.
             cmd.arg("--bfdctl").arg(d.join("bfdd.sock"));
         }
-        cmd
-            .arg("-f")
+        cmd.arg("-f")
             .arg(&conf)
             .arg("-i")
             .arg(&pid)
