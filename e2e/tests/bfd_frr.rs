@@ -2,9 +2,10 @@
 //!
 //! The parent builds `flb-<tag>-s` (our engine) and `flb-<tag>-r` (FRR: zebra, bgpd, bfdd),
 //! starts FRR, then runs this test binary again inside the speaker namespace as a separate
-//! process (the "node"), which peers twice with FRR: single hop over the link (192.0.2.1 ->
-//! 192.0.2.2, UDP 3784) and multihop between loopback addresses (203.0.113.1 -> 203.0.113.2,
-//! UDP 4784), each session with BFD and one route. A node "killed hard" is that process
+//! process (the "node"), which peers three times with FRR, each session with BFD: single hop
+//! over the link (192.0.2.1 -> 192.0.2.2 and 2001:db8::1 -> 2001:db8::2, UDP 3784) and multihop
+//! between loopback addresses (203.0.113.1 -> 203.0.113.2, UDP 4784). The IPv4 sessions carry
+//! one route each, whose withdrawal is timed. A node "killed hard" is that process
 //! killed with SIGKILL after an iptables rule in its namespace dropped everything, so no FIN
 //! or RST tells FRR: only BFD (or, without it, the 9 s hold timer) can.
 
@@ -13,7 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrolb_bgp::{BfdConfig, BgpEngine, EngineConfig, PeerConfig, RouteAttributes};
-use ferrolb_e2e::lab::{self, child::CHILD_ENV, frr, Frr, TwoNodeLab, ROUTER_V4, SPEAKER_V4};
+use ferrolb_e2e::lab::{
+    self, child::CHILD_ENV, frr, Frr, TwoNodeLab, ROUTER_V4, ROUTER_V6, SPEAKER_V4, SPEAKER_V6,
+};
 use serde_json::Value;
 
 const SPEAKER_LO: &str = "203.0.113.1";
@@ -53,6 +56,12 @@ router bgp 65001
  neighbor {SPEAKER_LO} update-source {ROUTER_LO}
  neighbor {SPEAKER_LO} bfd
  neighbor {SPEAKER_LO} bfd profile labmh
+ neighbor {SPEAKER_V6} remote-as 64512
+ neighbor {SPEAKER_V6} bfd
+ neighbor {SPEAKER_V6} bfd profile lab
+ address-family ipv6 unicast
+  neighbor {SPEAKER_V6} activate
+ exit-address-family
 !
 "
     )
@@ -178,7 +187,7 @@ impl BfdLab {
     /// Waits until both BFD sessions are up in FRR and both routes are in its RIB and kernel FIB.
     fn wait_up(&self) {
         lab::wait_for(LIMIT, Duration::from_millis(50), || {
-            let up = [SPEAKER_V4, SPEAKER_LO]
+            let up = [SPEAKER_V4, SPEAKER_LO, SPEAKER_V6]
                 .iter()
                 .all(|p| self.bfd_peer(p).is_some_and(|v| v["status"] == "up"));
             let routes = [ROUTE_SH, ROUTE_MH]
@@ -206,10 +215,16 @@ impl BfdLab {
             .expect("iptables-legacy (apt-get install iptables)");
         let t0 = Instant::now();
         println!("iptables took {:.1} ms", ms(t0 - before));
-        let _ = self
-            .lab
-            .speaker
-            .exec("iptables-legacy", &["-w", "-I", "INPUT", "-j", "DROP"]);
+        for (cmd, chain) in [
+            ("iptables-legacy", "INPUT"),
+            ("ip6tables-legacy", "OUTPUT"),
+            ("ip6tables-legacy", "INPUT"),
+        ] {
+            let _ = self
+                .lab
+                .speaker
+                .exec(cmd, &["-w", "-I", chain, "-j", "DROP"]);
+        }
         if let Some(mut c) = self.node.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -219,6 +234,7 @@ impl BfdLab {
 
     fn revive_link(&self) {
         let _ = self.lab.speaker.exec("iptables-legacy", &["-w", "-F"]);
+        let _ = self.lab.speaker.exec("ip6tables-legacy", &["-w", "-F"]);
     }
 
     /// Kills the node (see [`kill_node`]) and measures how long until FRR's bfdd declared
@@ -382,6 +398,9 @@ fn node() {
         };
         let mut sh = PeerConfig::new(ROUTER_V4.parse().unwrap(), 64512, 65001);
         sh.bfd = Some(bfd);
+        let mut v6 = PeerConfig::new(ROUTER_V6.parse().unwrap(), 64512, 65001);
+        v6.bfd = Some(bfd);
+        engine.add_peer(v6).unwrap();
         let mut mh = PeerConfig::new(ROUTER_LO.parse().unwrap(), 64512, 65001);
         mh.source_address = Some(SPEAKER_LO.parse().unwrap());
         mh.ebgp_multihop = Some(255);
@@ -436,8 +455,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Both sessions come up with FRR bfdd at the negotiated 50 ms x 3; a node killed hard loses
-/// its routes from FRR's FIB and RIB far within the 9 s hold time.
+/// All three sessions (IPv4 and IPv6 single hop, IPv4 multihop) come up with FRR bfdd at the
+/// negotiated 50 ms x 3; a node killed hard loses its routes from FRR's FIB and RIB far within
+/// the 9 s hold time.
 #[test]
 fn bfd_frr_single_hop_and_multihop_up_and_hard_kill_withdraws() {
     let test = "bfd_frr_single_hop_and_multihop_up_and_hard_kill_withdraws";
@@ -445,7 +465,7 @@ fn bfd_frr_single_hop_and_multihop_up_and_hard_kill_withdraws() {
         let mut lab = BfdLab::new("bfd-ci", test, 50, 3);
         lab.start_node();
         lab.wait_up();
-        for (peer, multihop) in [(SPEAKER_V4, false), (SPEAKER_LO, true)] {
+        for (peer, multihop) in [(SPEAKER_V4, false), (SPEAKER_LO, true), (SPEAKER_V6, false)] {
             // The Poll sequence after Up has moved both sides to the profile's intervals.
             let p = lab_wait_intervals(&lab, peer, 50);
             assert_eq!(p["multihop"], multihop, "{p}");
