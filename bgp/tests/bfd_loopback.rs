@@ -171,6 +171,35 @@ async fn bfd_comes_up_and_its_loss_ends_the_bgp_session_at_once() {
         "{c:?}"
     );
 
+    // After the Poll sequences: A detects B within 3 x 20 ms.
+    wait_until("20 ms intervals in use", || {
+        let c = p.a.bfd_counters(ip("127.0.0.2")).unwrap();
+        c.detection_time == Duration::from_millis(60) && c.tx_interval == Duration::from_millis(20)
+    })
+    .await;
+
+    // New intervals for A's side only: applied through a Poll sequence, BGP stays up.
+    let mut slower = PeerConfig::new(ip("127.0.0.2"), 65001, 65002);
+    slower.passive = true;
+    slower.hold_time = 30;
+    slower.bfd = Some(BfdConfig {
+        receive_interval: Duration::from_millis(20),
+        transmit_interval: Duration::from_millis(40),
+        detect_multiplier: 3,
+        ..Default::default()
+    });
+    p.a.update_peer(slower).await.unwrap();
+    wait_until("B detects A on 3 x 40 ms", || {
+        p.b.bfd_counters(ip("127.0.0.1")).unwrap().detection_time == Duration::from_millis(120)
+    })
+    .await;
+    assert_eq!(
+        p.a.bfd_counters(ip("127.0.0.2")).unwrap().tx_interval,
+        Duration::from_millis(40)
+    );
+    assert!(p.a_ev.try_recv().is_err(), "no BGP event on a timer change");
+    assert_eq!(p.a.bfd_counters(ip("127.0.0.2")).unwrap().up_events, 1);
+
     // B's packets stop reaching A: A's BFD times out (60 ms), A ends BGP with Cease / BFD Down
     // long before the 30 s hold time.
     let cut = tokio::time::Instant::now();

@@ -61,6 +61,10 @@ pub struct BfdCounters {
     /// Packets from the peer's address dropped: bad TTL, undecodable, wrong discriminator,
     /// unexpected authentication.
     pub dropped: u64,
+    /// What is in use now (gauges): our interval between packets before jitter (0 when the
+    /// peer wants none), and the detection time (0 before the peer's first packet).
+    pub tx_interval: Duration,
+    pub detection_time: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +75,8 @@ pub(crate) struct Counters {
     up_events: AtomicU64,
     down_events: AtomicU64,
     dropped: AtomicU64,
+    tx_interval_us: AtomicU64,
+    detection_time_us: AtomicU64,
 }
 
 impl Counters {
@@ -89,6 +95,8 @@ impl Counters {
             up_events: g(&self.up_events),
             down_events: g(&self.down_events),
             dropped: g(&self.dropped),
+            tx_interval: Duration::from_micros(g(&self.tx_interval_us)),
+            detection_time: Duration::from_micros(g(&self.detection_time_us)),
         }
     }
 
@@ -499,6 +507,12 @@ impl SessionTask {
                 }
             }
         }
+        let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros() as u64);
+        let c = &self.counters;
+        c.tx_interval_us
+            .store(us(self.session.tx_interval()), Ordering::Relaxed);
+        c.detection_time_us
+            .store(us(self.session.detection_time()), Ordering::Relaxed);
     }
 }
 
