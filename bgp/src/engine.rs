@@ -797,9 +797,11 @@ impl PeerTask {
             if let Some(n) = self.waiting_for_bfd.take() {
                 self.declare_up(n);
             }
-        } else if c.from == BfdState::Up {
+        } else if c.path_failed() {
             warn!(diagnostic = %c.diagnostic, "BFD down: ending the BGP session");
             self.feed(Input::BfdDown);
+        } else if c.from == BfdState::Up {
+            info!(to = %c.to, peer = %c.peer_state, "BFD administratively down; BGP stays up");
         }
     }
 

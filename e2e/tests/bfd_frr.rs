@@ -384,7 +384,7 @@ fn node() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (engine, _events) = BgpEngine::start(EngineConfig {
+        let (engine, mut events) = BgpEngine::start(EngineConfig {
             router_id: SPEAKER_V4.parse().unwrap(),
             listen: vec![],
         })
@@ -422,6 +422,11 @@ fn node() {
                 )
                 .unwrap();
         }
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                println!("EVENT {} {:?}", ev.peer, ev.kind);
+            }
+        });
         for _ in 0..300 {
             tokio::time::sleep(Duration::from_secs(1)).await;
             for p in engine.peers() {
@@ -662,4 +667,91 @@ fn add_loss(lab: &BfdLab) -> &'static str {
         .expect("neither netem nor iptables-legacy statistic (apt-get install iptables)");
     }
     "iptables -m statistic --probability 0.01 -j DROP (no netem in this kernel)"
+}
+
+/// The node's BGP session events so far (`EVENT <peer> <kind>` lines).
+fn node_events(lab: &BfdLab, peer: &str) -> Vec<String> {
+    fs::read_to_string(lab.node_log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(&format!("EVENT {peer} ")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// FRR's operator shutting BFD down (AdminDown) leaves our BGP sessions up (RFC 5882); FRR's
+/// bfdd dying makes our BFD time out, and we end the BGP sessions at once with Cease / BFD
+/// Down, which FRR reports.
+#[test]
+fn bfd_frr_admin_down_keeps_bgp_and_a_dead_bfdd_ends_it() {
+    let test = "bfd_frr_admin_down_keeps_bgp_and_a_dead_bfdd_ends_it";
+    bfd_test(test, || {
+        let mut lab = BfdLab::new("bfd-ad", test, 50, 3);
+        lab.start_node();
+        lab.wait_up();
+        lab_wait_intervals(&lab, SPEAKER_V4, 50);
+        let ups = node_events(&lab, ROUTER_V4).len();
+        lab.frr
+            .configure(&["bfd", "profile lab", "shutdown"])
+            .unwrap();
+        lab::wait_for(LIMIT, Duration::from_millis(20), || {
+            lab.bfd_peer(SPEAKER_V4)
+                .filter(|p| p["status"] == "shutdown")
+        })
+        .unwrap_or_else(|| panic!("not shut down: {:?}", lab.bfd_peer(SPEAKER_V4)));
+        std::thread::sleep(Duration::from_secs(1));
+        let node = fs::read_to_string(lab.node_log()).unwrap_or_default();
+        let last = node
+            .lines()
+            .rev()
+            .find(|l| l.starts_with(&format!("COUNTERS {ROUTER_V4} ")));
+        assert!(
+            last.is_some_and(|l| l.contains("state: Some(Down)")),
+            "our BFD session follows the peer's AdminDown: {last:?}"
+        );
+        assert_eq!(node_events(&lab, ROUTER_V4).len(), ups, "BGP untouched");
+        lab.frr
+            .wait_state(SPEAKER_V4, "Established", LIMIT)
+            .unwrap();
+        assert!(lab.in_fib(ROUTE_SH));
+
+        lab.frr
+            .configure(&["bfd", "profile lab", "no shutdown"])
+            .unwrap();
+        lab.wait_up();
+
+        // bfdd dies: FRR's BGP has no one to tell it, but our BFD times out and we end BGP.
+        let pid =
+            fs::read_to_string(frr::lab_dir(&format!("flb-{}", lab.tag)).join("bfdd.pid")).unwrap();
+        let t0 = Instant::now();
+        lab::run("kill", &["-9", pid.trim()]).unwrap();
+        let down = lab::wait_for(LIMIT, Duration::from_millis(5), || {
+            node_events(&lab, ROUTER_V4)
+                .into_iter()
+                .skip(ups)
+                .find(|l| l.contains("Down"))
+                .map(|l| (t0.elapsed(), l))
+        })
+        .unwrap_or_else(|| panic!("no BGP Down on our side:\n{}", lab.log()));
+        println!(
+            "our BGP session down {:.0} ms after bfdd died: {}",
+            ms(down.0),
+            down.1
+        );
+        assert!(
+            down.1.contains("subcode: 10"),
+            "Cease / BFD Down: {}",
+            down.1
+        );
+        assert!(down.0 < Duration::from_secs(1), "{:?}", down.0);
+        // FRR got our NOTIFICATION and names it.
+        lab::wait_for(LIMIT, Duration::from_millis(50), || {
+            let n = lab
+                .frr
+                .json(&format!("show bgp neighbors {SPEAKER_V4} json"))
+                .ok()?;
+            (n[SPEAKER_V4]["lastNotificationReason"] == "Cease/BFD Down").then_some(())
+        })
+        .expect("FRR reports Cease/BFD Down");
+    });
 }

@@ -499,6 +499,7 @@ impl SessionTask {
                         from,
                         to,
                         diagnostic,
+                        peer_state: self.session.remote_state(),
                     });
                 }
                 Output::Discarded(why) => {

@@ -100,4 +100,18 @@ pub struct BfdChange {
     pub from: SessionState,
     pub to: SessionState,
     pub diagnostic: Diagnostic,
+    /// The state the peer last reported; AdminDown means it was shut down on purpose.
+    pub peer_state: SessionState,
+}
+
+impl BfdChange {
+    /// Whether the BGP session above must end now: the session was Up and went down, and not
+    /// because the peer's operator shut BFD down (RFC 5882 section 3.2: a client is not taken
+    /// down by the peer's AdminDown).
+    pub fn path_failed(&self) -> bool {
+        self.from == SessionState::Up
+            && self.to != SessionState::Up
+            && self.to != SessionState::AdminDown
+            && self.peer_state != SessionState::AdminDown
+    }
 }

@@ -549,3 +549,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_a_real_failure_asks_bgp_to_go_down() {
+    use crate::bfd::BfdChange;
+    let change = |from, to, peer_state| BfdChange {
+        from,
+        to,
+        diagnostic: Diagnostic::None,
+        peer_state,
+    };
+    use SessionState::*;
+    assert!(change(Up, Down, Up).path_failed(), "detection timeout");
+    assert!(change(Up, Down, Down).path_failed(), "the peer lost us");
+    assert!(
+        !change(Up, Down, AdminDown).path_failed(),
+        "peer shut down on purpose"
+    );
+    assert!(
+        !change(Up, AdminDown, Up).path_failed(),
+        "we shut down on purpose"
+    );
+    assert!(!change(Init, Down, Down).path_failed(), "never was up");
+    assert!(!change(Down, Up, Up).path_failed());
+}
