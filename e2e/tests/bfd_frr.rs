@@ -69,8 +69,9 @@ router bgp 65001
 
 /// The namespaces, FRR, and the node process.
 struct BfdLab {
-    lab: TwoNodeLab,
+    // FRR is dropped (its daemons killed) before the namespaces are deleted.
     frr: Frr,
+    lab: TwoNodeLab,
     tag: String,
     test: String,
     profile: (u32, u32),
