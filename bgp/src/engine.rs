@@ -792,6 +792,9 @@ impl PeerTask {
     }
 
     fn bfd_changed(&mut self, c: BfdChange) {
+        if self.bfd.as_ref().map(|h| h.disc) != Some(c.local_discriminator) {
+            return; // from a session already replaced
+        }
         self.bfd_up = c.to == BfdState::Up;
         if self.bfd_up {
             if let Some(n) = self.waiting_for_bfd.take() {

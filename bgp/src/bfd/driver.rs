@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -77,6 +77,9 @@ pub(crate) struct Counters {
     dropped: AtomicU64,
     tx_interval_us: AtomicU64,
     detection_time_us: AtomicU64,
+    /// Discriminator of the session that owns the gauges: a replaced session winding down
+    /// must not overwrite its successor's state.
+    owner: AtomicU32,
 }
 
 impl Counters {
@@ -100,9 +103,11 @@ impl Counters {
         }
     }
 
-    fn set_state(&self, s: Option<SessionState>) {
-        self.state
-            .store(s.map_or(0, |s| s as u8 + 1), Ordering::Relaxed);
+    fn set_state(&self, disc: u32, s: Option<SessionState>) {
+        if self.owner.load(Ordering::Relaxed) == disc {
+            self.state
+                .store(s.map_or(0, |s| s as u8 + 1), Ordering::Relaxed);
+        }
     }
 }
 
@@ -152,7 +157,7 @@ impl Drop for BfdDriver {
 /// A running session; dropping it sends AdminDown once and ends the session.
 pub(crate) struct SessionHandle {
     demux: Weak<Mutex<Demux>>,
-    disc: u32,
+    pub(crate) disc: u32,
     tx: mpsc::UnboundedSender<SessionMsg>,
     pub(crate) local: IpAddr,
 }
@@ -290,7 +295,8 @@ impl BfdDriver {
             timers: cfg.timers(),
             passive: cfg.passive,
         });
-        counters.set_state(Some(SessionState::Down));
+        counters.owner.store(disc, Ordering::Relaxed);
+        counters.set_state(disc, Some(SessionState::Down));
         let span = info_span!("bfd", %peer, %local, disc);
         tokio::spawn(
             SessionTask {
@@ -454,7 +460,8 @@ impl SessionTask {
                     None => {
                         // Removed: tell the peer it was on purpose, not a failure.
                         self.feed(Input::AdminDown);
-                        self.counters.set_state(None);
+                        let disc = self.session.local_discriminator();
+                        self.counters.set_state(disc, None);
                         return;
                     }
                 },
@@ -489,7 +496,8 @@ impl SessionTask {
                     diagnostic,
                 } => {
                     info!(%from, %to, %diagnostic, "BFD session state");
-                    self.counters.set_state(Some(to));
+                    self.counters
+                        .set_state(self.session.local_discriminator(), Some(to));
                     if to == SessionState::Up {
                         bump(&self.counters.up_events);
                     } else if from == SessionState::Up {
@@ -500,6 +508,7 @@ impl SessionTask {
                         to,
                         diagnostic,
                         peer_state: self.session.remote_state(),
+                        local_discriminator: self.session.local_discriminator(),
                     });
                 }
                 Output::Discarded(why) => {
@@ -510,6 +519,9 @@ impl SessionTask {
         }
         let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros() as u64);
         let c = &self.counters;
+        if c.owner.load(Ordering::Relaxed) != self.session.local_discriminator() {
+            return;
+        }
         c.tx_interval_us
             .store(us(self.session.tx_interval()), Ordering::Relaxed);
         c.detection_time_us

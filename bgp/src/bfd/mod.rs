@@ -102,6 +102,8 @@ pub struct BfdChange {
     pub diagnostic: Diagnostic,
     /// The state the peer last reported; AdminDown means it was shut down on purpose.
     pub peer_state: SessionState,
+    /// Which session changed (a replaced session's last words are ignored).
+    pub local_discriminator: u32,
 }
 
 impl BfdChange {

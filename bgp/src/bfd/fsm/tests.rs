@@ -558,6 +558,7 @@ fn only_a_real_failure_asks_bgp_to_go_down() {
         to,
         diagnostic: Diagnostic::None,
         peer_state,
+        local_discriminator: LOCAL,
     };
     use SessionState::*;
     assert!(change(Up, Down, Up).path_failed(), "detection timeout");
