@@ -611,7 +611,7 @@ fn bfd_frr_one_percent_loss_no_flap() {
             .lines()
             .filter(|l| l.starts_with("COUNTERS"))
             .rev()
-            .take(2)
+            .take(3)
             .collect();
         println!("FRR down events before {before:?}, after {after:?}; {samples} FIB samples");
         println!("{}", last.join("\n"));
@@ -623,8 +623,10 @@ fn bfd_frr_one_percent_loss_no_flap() {
         let counters = lab.frr.json("show bfd peers counters json").unwrap();
         println!("FRR counters: {counters}");
         for ns in [&lab.lab.speaker, &lab.lab.router] {
-            let rules = ns.exec("iptables-legacy", &["-w", "-L", "OUTPUT", "-v", "-n", "-x"]);
-            println!("{}: {}", ns.name(), rules.unwrap_or_default());
+            for cmd in ["iptables-legacy", "ip6tables-legacy"] {
+                let rules = ns.exec(cmd, &["-w", "-L", "OUTPUT", "-v", "-n", "-x"]);
+                println!("{} {cmd}: {}", ns.name(), rules.unwrap_or_default());
+            }
         }
     });
 }
@@ -652,10 +654,13 @@ fn add_loss(lab: &BfdLab) -> &'static str {
     if netem {
         return "tc netem loss 1%";
     }
-    for (ns, dev) in pairs {
+    for ((ns, dev), cmd) in pairs
+        .iter()
+        .flat_map(|p| [(*p, "iptables-legacy"), (*p, "ip6tables-legacy")])
+    {
         let _ = ns.exec("tc", &["qdisc", "del", "dev", dev, "root"]);
         ns.exec(
-            "iptables-legacy",
+            cmd,
             &[
                 "-w",
                 "-A",
@@ -674,7 +679,7 @@ fn add_loss(lab: &BfdLab) -> &'static str {
         )
         .expect("neither netem nor iptables-legacy statistic (apt-get install iptables)");
     }
-    "iptables -m statistic --probability 0.01 -j DROP (no netem in this kernel)"
+    "ip(6)tables -m statistic --probability 0.01 -j DROP (no netem in this kernel)"
 }
 
 /// The node's BGP session events so far (`EVENT <peer> <kind>` lines).
