@@ -362,7 +362,7 @@ impl Session {
         self.remote_desired_min_tx_us = 0;
         self.remote_min_rx_us = 1;
         self.final_due = false;
-        self.send_now(out);
+        // Say Down at once (one packet: the periodic one, brought forward).
         self.schedule_tx(Duration::ZERO, out);
     }
 

@@ -246,6 +246,8 @@ fn detection_timeout_takes_the_session_down_and_forgets_the_peer() {
             Diagnostic::ControlDetectionTimeExpired
         ))
     );
+    assert_eq!(timer(&out, Timer::Tx), Some(Duration::ZERO), "Down goes out at once");
+    let out = s.process(Input::TimerExpired(Timer::Tx));
     let p = sent(&out)[0];
     assert_eq!(p.state, SessionState::Down);
     assert_eq!(p.diagnostic, Diagnostic::ControlDetectionTimeExpired);
