@@ -63,7 +63,7 @@ pub mod packet;
 pub mod rib_out;
 mod sockopt;
 
-pub use bfd::{BfdChange, BfdConfig, BfdCounters, BfdPorts};
+pub use bfd::{BfdAuth, BfdChange, BfdConfig, BfdCounters, BfdPorts};
 pub use config::{PeerConfig, SessionEvent, SessionEventKind, SessionInfo};
 pub use engine::{BgpEngine, EngineConfig, EngineError, PeerCounters, ShutdownMode};
 pub use fsm::{DownReason, GracefulRestartConfig, State, StopReason};

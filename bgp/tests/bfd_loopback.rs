@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferrolb_bgp::bfd::SessionState;
 use ferrolb_bgp::packet::error::codes;
 use ferrolb_bgp::{
-    BfdConfig, BfdPorts, BgpEngine, DownReason, EngineConfig, PeerConfig, RouteAttributes,
+    BfdAuth, BfdConfig, BfdPorts, BgpEngine, DownReason, EngineConfig, PeerConfig, RouteAttributes,
     SessionEvent, SessionEventKind,
 };
 use tokio::net::UdpSocket;
@@ -73,6 +73,16 @@ struct Pair {
 }
 
 async fn pair(hold_routes_until_up: bool, open: bool) -> Pair {
+    pair_with(hold_routes_until_up, open, None, None).await
+}
+
+/// With BFD authentication keys for A and B.
+async fn pair_with(
+    hold_routes_until_up: bool,
+    open: bool,
+    auth_a: Option<BfdAuth>,
+    auth_b: Option<BfdAuth>,
+) -> Pair {
     let (a_port, b_port, relay_port) = (
         free_port("127.0.0.1"),
         free_port("127.0.0.2"),
@@ -117,6 +127,7 @@ async fn pair(hold_routes_until_up: bool, open: bool) -> Pair {
     pa.hold_time = 30;
     pa.bfd = Some(BfdConfig {
         hold_routes_until_up,
+        auth: auth_a,
         ..bfd
     });
     a.add_peer(pa).unwrap();
@@ -124,7 +135,10 @@ async fn pair(hold_routes_until_up: bool, open: bool) -> Pair {
     pb.port = a.listen_addrs()[0].port();
     pb.source_address = Some(ip("127.0.0.2"));
     pb.hold_time = 30;
-    pb.bfd = Some(bfd);
+    pb.bfd = Some(BfdConfig {
+        auth: auth_b,
+        ..bfd
+    });
     b.add_peer(pb).unwrap();
     a.set_routes(
         ip("127.0.0.2"),
@@ -307,4 +321,33 @@ async fn forged_and_malformed_packets_are_dropped_and_counted() {
     let c = p.a.bfd_counters(ip("127.0.0.2")).unwrap();
     assert_eq!((c.up_events, c.down_events), (1, 0), "{c:?}");
     assert!(p.a_ev.try_recv().is_err(), "BGP undisturbed");
+}
+
+#[tokio::test]
+async fn authenticated_bfd_comes_up_and_a_wrong_key_keeps_it_down() {
+    let key = |k: &[u8]| Some(BfdAuth::new(3, k, true).unwrap());
+    let mut p = pair_with(false, true, key(b"rack-1"), key(b"rack-1")).await;
+    assert!(matches!(
+        next_event(&mut p.a_ev).await.kind,
+        SessionEventKind::Up(_)
+    ));
+    wait_until("authenticated BFD up", || {
+        bfd_state(&p.a, "127.0.0.2") == Some(SessionState::Up)
+            && bfd_state(&p.b, "127.0.0.1") == Some(SessionState::Up)
+    })
+    .await;
+    assert_eq!(p.a.bfd_counters(ip("127.0.0.2")).unwrap().dropped, 0);
+
+    let mut p = pair_with(false, true, key(b"rack-1"), key(b"rack-2")).await;
+    assert!(matches!(
+        next_event(&mut p.a_ev).await.kind,
+        SessionEventKind::Up(_)
+    ));
+    wait_until("wrong-key packets dropped", || {
+        p.a.bfd_counters(ip("127.0.0.2")).unwrap().dropped >= 3
+    })
+    .await;
+    assert_ne!(bfd_state(&p.a, "127.0.0.2"), Some(SessionState::Up));
+    // BFD never came up, so BGP stays (no BFD Down to act on).
+    assert!(p.a_ev.try_recv().is_err());
 }

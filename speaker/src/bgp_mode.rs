@@ -76,6 +76,7 @@ pub fn bfd_config(profile: &BfdProfile, multihop: bool) -> Result<BfdConfig, Str
         multihop,
         minimum_ttl: u8::try_from(profile.minimum_ttl).unwrap_or(u8::MAX),
         hold_routes_until_up: false,
+        auth: None,
     })
 }
 

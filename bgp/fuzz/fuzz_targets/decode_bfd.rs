@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
             detect_mult: 3,
         },
         passive: data.len() % 2 == 0,
+        auth: None,
     });
     s.process(Input::Start);
     s.process(Input::Received(p.clone()));

@@ -294,6 +294,7 @@ impl BfdDriver {
             local_discriminator: disc,
             timers: cfg.timers(),
             passive: cfg.passive,
+            auth: cfg.auth,
         });
         counters.owner.store(disc, Ordering::Relaxed);
         counters.set_state(disc, Some(SessionState::Down));

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::auth::{BfdAuth, RxSequence};
 use super::packet::{ControlPacket, Diagnostic, SessionState};
 
 /// While the session is not Up we send at most once a second (RFC 5880 section 6.8.3).
@@ -28,6 +29,8 @@ pub struct SessionConfig {
     pub timers: Timers,
     /// Wait for the peer's first packet before sending (RFC 5880 section 6.1).
     pub passive: bool,
+    /// Sign what we send and accept only packets signed with this key.
+    pub auth: Option<BfdAuth>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +59,8 @@ pub enum Discard {
     WrongDiscriminator,
     /// The packet is authenticated and the session is not (RFC 5880 section 6.8.6).
     UnexpectedAuthentication,
+    /// The session is authenticated and the packet's authentication is missing or wrong.
+    AuthenticationFailed,
     /// We are AdminDown.
     AdminDown,
     /// Poll and Final together.
@@ -97,6 +102,8 @@ pub struct Session {
     /// A Final is owed for a received Poll.
     final_due: bool,
     rng: u32,
+    xmit_seq: u32,
+    rx_seq: RxSequence,
 }
 
 impl Session {
@@ -119,6 +126,9 @@ impl Session {
             polling: false,
             final_due: false,
             rng: cfg.local_discriminator | 1,
+            // Any start value will do; the discriminator differs per session.
+            xmit_seq: cfg.local_discriminator.rotate_left(16),
+            rx_seq: RxSequence::default(),
         }
     }
 
@@ -262,8 +272,8 @@ impl Session {
         out.push(Output::Send(p));
     }
 
-    fn packet(&self, poll: bool, final_: bool) -> ControlPacket {
-        ControlPacket {
+    fn packet(&mut self, poll: bool, final_: bool) -> ControlPacket {
+        let mut p = ControlPacket {
             diagnostic: self.diag,
             state: self.state,
             poll,
@@ -277,7 +287,13 @@ impl Session {
             required_min_rx_us: self.required_min_rx_us,
             required_min_echo_rx_us: 0,
             auth: None,
+        };
+        if let Some(a) = &self.cfg.auth {
+            // Every packet gets the next number (required when meticulous, allowed otherwise).
+            self.xmit_seq = self.xmit_seq.wrapping_add(1);
+            a.sign(&mut p, self.xmit_seq);
         }
+        p
     }
 
     fn change(&mut self, to: SessionState, diag: Diagnostic, out: &mut Vec<Output>) {
@@ -362,6 +378,7 @@ impl Session {
         self.remote_desired_min_tx_us = 0;
         self.remote_min_rx_us = 1;
         self.final_due = false;
+        self.rx_seq.known = false;
         // Say Down at once (one packet: the periodic one, brought forward).
         self.schedule_tx(Duration::ZERO, out);
     }
@@ -371,9 +388,16 @@ impl Session {
             out.push(Output::Discarded(Discard::WrongDiscriminator));
             return;
         }
-        if p.auth.is_some() {
-            out.push(Output::Discarded(Discard::UnexpectedAuthentication));
-            return;
+        match &self.cfg.auth {
+            None if p.auth.is_some() => {
+                out.push(Output::Discarded(Discard::UnexpectedAuthentication));
+                return;
+            }
+            Some(a) if a.verify(&p, &mut self.rx_seq, p.detect_mult).is_err() => {
+                out.push(Output::Discarded(Discard::AuthenticationFailed));
+                return;
+            }
+            _ => {}
         }
         if p.poll && p.final_ {
             out.push(Output::Discarded(Discard::PollAndFinal));

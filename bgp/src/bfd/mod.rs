@@ -8,15 +8,17 @@
 //! - [`driver`]: the thin tokio part: receive sockets shared by all sessions (demultiplexed by
 //!   discriminator, else by source address), one send socket and one task per session.
 //!
-//! Echo mode, demand mode and authentication are not implemented; a packet carrying
-//! authentication is dropped (and counted).
+//! Echo mode and demand mode are not implemented. Authentication: Keyed SHA1 and Meticulous
+//! Keyed SHA1 ([`auth`]); an unauthenticated session drops authenticated packets (counted).
 
+pub mod auth;
 pub mod driver;
 pub mod fsm;
 pub mod packet;
 
 use std::time::Duration;
 
+pub use auth::BfdAuth;
 pub use driver::{BfdCounters, BfdPorts};
 pub use packet::{Diagnostic, SessionState};
 
@@ -41,6 +43,8 @@ pub struct BfdConfig {
     pub minimum_ttl: u8,
     /// Announce no routes on a new BGP session until BFD is up.
     pub hold_routes_until_up: bool,
+    /// Keyed SHA1 or Meticulous Keyed SHA1 authentication.
+    pub auth: Option<auth::BfdAuth>,
 }
 
 impl Default for BfdConfig {
@@ -54,6 +58,7 @@ impl Default for BfdConfig {
             multihop: false,
             minimum_ttl: 254,
             hold_routes_until_up: false,
+            auth: None,
         }
     }
 }

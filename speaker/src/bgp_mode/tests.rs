@@ -143,6 +143,7 @@ fn bfd_profiles_become_the_engines_bfd_settings() {
             multihop: false,
             minimum_ttl: 250,
             hold_routes_until_up: false,
+            auth: None,
         }
     );
     assert!(get("198.51.100.2").unwrap().multihop, "eBGP multihop peer");

@@ -14,6 +14,7 @@ fn cfg(passive: bool) -> SessionConfig {
             detect_mult: 3,
         },
         passive,
+        auth: None,
     }
 }
 
@@ -246,7 +247,11 @@ fn detection_timeout_takes_the_session_down_and_forgets_the_peer() {
             Diagnostic::ControlDetectionTimeExpired
         ))
     );
-    assert_eq!(timer(&out, Timer::Tx), Some(Duration::ZERO), "Down goes out at once");
+    assert_eq!(
+        timer(&out, Timer::Tx),
+        Some(Duration::ZERO),
+        "Down goes out at once"
+    );
     let out = s.process(Input::TimerExpired(Timer::Tx));
     let p = sent(&out)[0];
     assert_eq!(p.state, SessionState::Down);
@@ -575,4 +580,84 @@ fn only_a_real_failure_asks_bgp_to_go_down() {
     );
     assert!(!change(Init, Down, Down).path_failed(), "never was up");
     assert!(!change(Down, Up, Up).path_failed());
+}
+
+/// Runs two sessions against each other: `rounds` times each fires its Tx timer and the
+/// other receives what it sent. Returns the discards each saw.
+fn exchange(a: &mut Session, b: &mut Session, rounds: usize) -> (Vec<Discard>, Vec<Discard>) {
+    let mut seen = (Vec::new(), Vec::new());
+    let discards = |out: &[Output], into: &mut Vec<Discard>| {
+        into.extend(out.iter().filter_map(|o| match o {
+            Output::Discarded(d) => Some(*d),
+            _ => None,
+        }))
+    };
+    for _ in 0..rounds {
+        let from_a: Vec<ControlPacket> = sent(&a.process(Input::TimerExpired(Timer::Tx)))
+            .into_iter()
+            .cloned()
+            .collect();
+        for p in from_a {
+            let out = b.process(Input::Received(p));
+            discards(&out, &mut seen.1);
+            for q in sent(&out) {
+                discards(&a.process(Input::Received(q.clone())), &mut seen.0);
+            }
+        }
+        let from_b: Vec<ControlPacket> = sent(&b.process(Input::TimerExpired(Timer::Tx)))
+            .into_iter()
+            .cloned()
+            .collect();
+        for p in from_b {
+            let out = a.process(Input::Received(p));
+            discards(&out, &mut seen.0);
+            for q in sent(&out) {
+                discards(&b.process(Input::Received(q.clone())), &mut seen.1);
+            }
+        }
+    }
+    seen
+}
+
+fn authed(local: u32, key: &[u8]) -> Session {
+    let mut c = cfg(false);
+    c.local_discriminator = local;
+    c.auth = Some(BfdAuth::new(1, key, true).unwrap());
+    let mut s = Session::new(c);
+    s.process(Input::Start);
+    s
+}
+
+#[test]
+fn authenticated_sessions_come_up_and_a_wrong_key_never_does() {
+    let (mut a, mut b) = (authed(LOCAL, b"s3cret"), authed(REMOTE, b"s3cret"));
+    let (da, db) = exchange(&mut a, &mut b, 3);
+    assert_eq!((da, db), (vec![], vec![]));
+    assert_eq!((a.state(), b.state()), (SessionState::Up, SessionState::Up));
+    let p = sent(&a.process(Input::TimerExpired(Timer::Tx)))[0].clone();
+    assert_eq!(
+        p.auth.as_ref().map(|x| x.0),
+        Some(crate::bfd::auth::METICULOUS_KEYED_SHA1)
+    );
+    // A replay of that packet is refused (meticulous), and so is an unsigned one.
+    b.process(Input::Received(p.clone()));
+    assert_eq!(
+        b.process(Input::Received(p.clone())),
+        vec![Output::Discarded(Discard::AuthenticationFailed)]
+    );
+    let mut unsigned = p;
+    unsigned.auth = None;
+    assert_eq!(
+        b.process(Input::Received(unsigned)),
+        vec![Output::Discarded(Discard::AuthenticationFailed)]
+    );
+
+    let (mut a, mut c) = (authed(LOCAL, b"s3cret"), authed(REMOTE, b"other"));
+    let (da, dc) = exchange(&mut a, &mut c, 3);
+    assert!(!da.is_empty() && da.iter().all(|d| *d == Discard::AuthenticationFailed));
+    assert!(!dc.is_empty());
+    assert_eq!(
+        (a.state(), c.state()),
+        (SessionState::Down, SessionState::Down)
+    );
 }
