@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::bfd::BfdConfig;
 use crate::fsm::{DownReason, FsmConfig, GracefulRestartConfig};
 use crate::packet::{Family, BGP_PORT};
 
@@ -47,6 +48,8 @@ pub struct PeerConfig {
     pub send_hold_time: Option<Duration>,
     /// First reconnect delay after a failure, doubled per consecutive failure up to a minute.
     pub idle_hold: Duration,
+    /// Run BFD with the peer; its going down ends the BGP session at once.
+    pub bfd: Option<BfdConfig>,
 }
 
 impl PeerConfig {
@@ -76,6 +79,7 @@ impl PeerConfig {
             next_hop_v6: None,
             send_hold_time: None,
             idle_hold: Duration::from_millis(200),
+            bfd: None,
         }
     }
 
@@ -138,6 +142,9 @@ impl PeerConfig {
         }
         if self.graceful_restart.is_some_and(|g| g.restart_time > 4095) {
             return bad("graceful restart time above 4095 seconds");
+        }
+        if let Some(b) = &self.bfd {
+            b.validate().map_err(crate::EngineError::InvalidConfig)?;
         }
         Ok(())
     }

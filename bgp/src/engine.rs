@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::bfd::driver::{self as bfd_driver, BfdDriver};
+use crate::bfd::{BfdChange, BfdConfig, BfdCounters, BfdPorts, SessionState as BfdState};
 use crate::config::{PeerConfig, SessionEvent, SessionEventKind, SessionInfo};
 use crate::fsm::{ConnId, Fsm, Input, Negotiated, Output, State, StopReason, Timer};
 use crate::packet::{frame_len, DecodeContext, Message, MessageError};
@@ -149,11 +151,30 @@ enum PeerMsg {
     Accepted(TcpStream),
     Connected(u64, io::Result<TcpStream>),
     Fsm(Box<Input>),
+    Bfd(BfdChange),
+    BfdTimers(BfdConfig),
+}
+
+/// True when `new` differs from `old` only in BFD intervals and multiplier.
+fn timers_only_change(old: &PeerConfig, new: &PeerConfig) -> bool {
+    let (Some(a), Some(b)) = (old.bfd, new.bfd) else {
+        return false;
+    };
+    let mut same = new.clone();
+    same.bfd = Some(BfdConfig {
+        receive_interval: a.receive_interval,
+        transmit_interval: a.transmit_interval,
+        detect_multiplier: a.detect_multiplier,
+        ..b
+    });
+    same == *old
 }
 
 struct PeerHandle {
     tx: mpsc::UnboundedSender<PeerMsg>,
     counters: Arc<Counters>,
+    /// Kept across restarts of the peer task, so the counters stay monotonic.
+    bfd_counters: Arc<bfd_driver::Counters>,
     config: PeerConfig,
     task: JoinHandle<AdjRibOut>,
 }
@@ -163,6 +184,7 @@ struct Shared {
     peers: Mutex<HashMap<IpAddr, PeerHandle>>,
     listeners: Vec<Arc<TcpListener>>,
     events: mpsc::UnboundedSender<SessionEvent>,
+    bfd: Arc<BfdDriver>,
 }
 
 /// The BGP engine: peers, their sessions and routes. Cheap to share behind an `Arc`.
@@ -210,6 +232,7 @@ impl BgpEngine {
             peers: Mutex::new(HashMap::new()),
             listeners,
             events,
+            bfd: Arc::new(BfdDriver::new()),
         });
         let accept_tasks = shared
             .listeners
@@ -242,7 +265,7 @@ impl BgpEngine {
             return Err(EngineError::PeerExists(config.address));
         }
         self.set_listener_md5(&config, config.md5_password.as_deref().unwrap_or(""))?;
-        let handle = spawn_peer(config.clone(), &self.shared, AdjRibOut::new());
+        let handle = spawn_peer(config.clone(), &self.shared, AdjRibOut::new(), None);
         peers.insert(config.address, handle);
         Ok(())
     }
@@ -261,13 +284,31 @@ impl BgpEngine {
         if old == config {
             return Ok(());
         }
+        if timers_only_change(&old, &config) {
+            // New BFD timers reach the running session through a Poll sequence; BGP stays up.
+            let mut peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(h) = peers.get_mut(&config.address) {
+                if let Some(b) = config.bfd {
+                    let _ = h.tx.send(PeerMsg::BfdTimers(b));
+                }
+                h.config = config;
+                return Ok(());
+            }
+        }
+        let bfd_counters = self
+            .shared
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&config.address)
+            .map(|h| h.bfd_counters.clone());
         let mut rib = self
             .stop_peer(config.address, StopReason::ConfigChange)
             .await?
             .unwrap_or_default();
         rib.session_reset();
         self.set_listener_md5(&config, config.md5_password.as_deref().unwrap_or(""))?;
-        let handle = spawn_peer(config.clone(), &self.shared, rib);
+        let handle = spawn_peer(config.clone(), &self.shared, rib, bfd_counters);
         self.shared
             .peers
             .lock()
@@ -298,6 +339,23 @@ impl BgpEngine {
     pub fn counters(&self, peer: IpAddr) -> Option<PeerCounters> {
         let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.get(&peer).map(|h| h.counters.snapshot())
+    }
+
+    /// BFD counters of a peer (all zero and `state: None` without BFD).
+    pub fn bfd_counters(&self, peer: IpAddr) -> Option<BfdCounters> {
+        let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.get(&peer).map(|h| h.bfd_counters.snapshot())
+    }
+
+    /// BFD packets dropped that came from no configured peer's address.
+    pub fn bfd_dropped_unknown(&self) -> u64 {
+        self.shared.bfd.dropped_unknown.load(Ordering::Relaxed)
+    }
+
+    /// BFD UDP ports (3784 / 4784 unless changed); takes effect for receive sockets not yet
+    /// bound, so call it before adding peers. Tests on one host use it.
+    pub fn set_bfd_ports(&self, ports: BfdPorts) {
+        self.shared.bfd.set_ports(ports);
     }
 
     /// Addresses of the configured peers.
@@ -405,9 +463,15 @@ async fn accept_loop(listener: Arc<TcpListener>, shared: std::sync::Weak<Shared>
     }
 }
 
-fn spawn_peer(config: PeerConfig, shared: &Arc<Shared>, rib: AdjRibOut) -> PeerHandle {
+fn spawn_peer(
+    config: PeerConfig,
+    shared: &Arc<Shared>,
+    rib: AdjRibOut,
+    bfd_counters: Option<Arc<bfd_driver::Counters>>,
+) -> PeerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
+    let bfd_counters = bfd_counters.unwrap_or_default();
     let fsm = Fsm::new(config.fsm_config(shared.router_id));
     let span = info_span!("bgp_peer", peer = %config.address);
     let task = PeerTask {
@@ -424,11 +488,17 @@ fn spawn_peer(config: PeerConfig, shared: &Arc<Shared>, rib: AdjRibOut) -> PeerH
         events: shared.events.clone(),
         closing: Vec::new(),
         md5_hint_logged: false,
+        bfd_driver: shared.bfd.clone(),
+        bfd: None,
+        bfd_counters: bfd_counters.clone(),
+        bfd_up: false,
+        waiting_for_bfd: None,
     };
     let task = tokio::spawn(task.run(rx).instrument(span));
     PeerHandle {
         tx,
         counters,
+        bfd_counters,
         config,
         task,
     }
@@ -463,6 +533,14 @@ struct PeerTask {
     closing: Vec<JoinHandle<()>>,
     /// The MD5 mismatch hint was logged since the last established session.
     md5_hint_logged: bool,
+    bfd_driver: Arc<BfdDriver>,
+    /// The peer's BFD session, started from the local address of the first established
+    /// session (and again when that address changes).
+    bfd: Option<bfd_driver::SessionHandle>,
+    bfd_counters: Arc<bfd_driver::Counters>,
+    bfd_up: bool,
+    /// An established session whose routes wait for BFD to come up.
+    waiting_for_bfd: Option<Negotiated>,
 }
 
 impl PeerTask {
@@ -533,6 +611,13 @@ impl PeerTask {
                     }
                 }
                 PeerMsg::Fsm(input) => self.feed(*input),
+                PeerMsg::Bfd(change) => self.bfd_changed(change),
+                PeerMsg::BfdTimers(b) => {
+                    self.config.bfd = Some(b);
+                    if let Some(h) = &self.bfd {
+                        h.set_timers(&b);
+                    }
+                }
             }
         }
         if let Some((_, t)) = self.connect.take() {
@@ -643,6 +728,10 @@ impl PeerTask {
             Output::Established(n) => self.established(n),
             Output::Down(reason) => {
                 info!(%reason, "session down");
+                if self.waiting_for_bfd.take().is_some() {
+                    // Never declared up, so not down either.
+                    return;
+                }
                 self.session = None;
                 self.rib.session_reset();
                 let _ = self.events.send(SessionEvent {
@@ -681,7 +770,62 @@ impl PeerTask {
             .store(s.unsendable, Ordering::Relaxed);
     }
 
+    /// A session is established: start BFD if configured, and announce routes unless they
+    /// wait for BFD.
     fn established(&mut self, n: Negotiated) {
+        let Some(bfd) = self.config.bfd else {
+            return self.declare_up(n);
+        };
+        let local = self
+            .conns
+            .get(&n.conn)
+            .and_then(|c| c.local)
+            .map(|a| unmap(a.ip()));
+        if let Some(local) = local {
+            if self.bfd.as_ref().map(|h| h.local) != Some(local) {
+                self.bfd = None;
+                self.bfd_up = false;
+                let tx = self.tx.clone();
+                match self.bfd_driver.open(
+                    self.config.address,
+                    local,
+                    &bfd,
+                    self.bfd_counters.clone(),
+                    move |c| {
+                        let _ = tx.send(PeerMsg::Bfd(c));
+                    },
+                ) {
+                    Ok(h) => self.bfd = Some(h),
+                    Err(e) => warn!(error = %e, "BFD session could not start"),
+                }
+            }
+        }
+        if bfd.hold_routes_until_up && !self.bfd_up {
+            info!("session established; routes wait for BFD to come up");
+            self.waiting_for_bfd = Some(n);
+            return;
+        }
+        self.declare_up(n);
+    }
+
+    fn bfd_changed(&mut self, c: BfdChange) {
+        if self.bfd.as_ref().map(|h| h.disc) != Some(c.local_discriminator) {
+            return; // from a session already replaced
+        }
+        self.bfd_up = c.to == BfdState::Up;
+        if self.bfd_up {
+            if let Some(n) = self.waiting_for_bfd.take() {
+                self.declare_up(n);
+            }
+        } else if c.path_failed() {
+            warn!(diagnostic = %c.diagnostic, "BFD down: ending the BGP session");
+            self.feed(Input::BfdDown);
+        } else if c.from == BfdState::Up {
+            info!(to = %c.to, peer = %c.peer_state, "BFD administratively down; BGP stays up");
+        }
+    }
+
+    fn declare_up(&mut self, n: Negotiated) {
         let local = self
             .conns
             .get(&n.conn)
@@ -989,4 +1133,11 @@ async fn writer(
     }
     // Sender dropped: the connection is being closed.
     let _ = tokio::time::timeout(Duration::from_secs(2), w.shutdown()).await;
+}
+
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
 }

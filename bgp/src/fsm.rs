@@ -159,6 +159,10 @@ pub enum Input {
     SendDrained {
         conn: ConnId,
     },
+    /// The BFD session to the peer went down after having been up: the path is gone, so every
+    /// connection ends at once with Cease / BFD Down (RFC 9384) instead of waiting for the
+    /// hold timer.
+    BfdDown,
 }
 
 /// Parameters agreed in the OPEN exchange.
@@ -364,6 +368,16 @@ impl Fsm {
             Input::SendDrained { conn } => {
                 if self.conn(conn).is_some() {
                     out.push(Output::StopTimer(Timer::SendHold(conn)));
+                }
+            }
+            Input::BfdDown => {
+                let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+                for id in ids {
+                    self.fail_conn(
+                        id,
+                        Notification::new(codes::CEASE, codes::BFD_DOWN),
+                        &mut out,
+                    );
                 }
             }
         }

@@ -51,8 +51,11 @@
 //!   outputs.
 //! - [`rib_out`]: the Adj-RIB-Out, sans-IO: desired routes in, packed UPDATE bytes out.
 //! - [`engine`]: the thin tokio driver (sockets, timers, tasks).
-//! - `sockopt`: the one `unsafe` module (TCP MD5 and GTSM socket options).
+//! - [`bfd`]: BFD (RFC 5880/5881/5883) tied to the sessions: codec and session FSM sans-IO,
+//!   a thin UDP driver; BFD down ends the BGP session with Cease / BFD Down (RFC 9384).
+//! - `sockopt`: the one `unsafe` module (TCP MD5, GTSM, received TTL).
 
+pub mod bfd;
 pub mod config;
 pub mod engine;
 pub mod fsm;
@@ -60,6 +63,7 @@ pub mod packet;
 pub mod rib_out;
 mod sockopt;
 
+pub use bfd::{BfdAuth, BfdChange, BfdConfig, BfdCounters, BfdPorts};
 pub use config::{PeerConfig, SessionEvent, SessionEventKind, SessionInfo};
 pub use engine::{BgpEngine, EngineConfig, EngineError, PeerCounters, ShutdownMode};
 pub use fsm::{DownReason, GracefulRestartConfig, State, StopReason};

@@ -1,8 +1,11 @@
 //! Linux socket options that the standard library and socket2 do not cover: TCP MD5
-//! signatures (RFC 2385) and the minimum TTL / hop count of GTSM (RFC 5082).
+//! signatures (RFC 2385), the minimum TTL / hop count of GTSM (RFC 5082), and receiving the
+//! TTL / hop limit of UDP datagrams (BFD, RFC 5881 / 5883).
 //!
-//! This is the crate's only `unsafe` code: one `setsockopt(2)` call on a socket we own, with
-//! a value built entirely in safe code.
+//! This is the crate's only `unsafe` code: `setsockopt(2)` on a socket we own with a value
+//! built in safe code, and one `recvmsg(2)` into buffers we own, whose control messages are
+//! read with the libc CMSG macros. (socket2's `recvmsg` hands out `MaybeUninit` bytes, which
+//! need `unsafe` to read as well.)
 #![allow(unsafe_code)]
 
 use std::io;
@@ -106,6 +109,98 @@ pub fn set_min_ttl(fd: &impl AsRawFd, ipv6: bool, min: u8) -> io::Result<()> {
     }
 }
 
+const IP_RECVTTL: libc::c_int = 12;
+const IP_TTL: libc::c_int = 2;
+const IPV6_RECVHOPLIMIT: libc::c_int = 51;
+const IPV6_HOPLIMIT: libc::c_int = 52;
+
+/// Asks the kernel to report each datagram's TTL (IPv4) or hop limit (IPv6) to
+/// [`recv_with_ttl`].
+pub fn set_recv_ttl(fd: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    if ipv6 {
+        setsockopt(fd, libc::IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &on)
+    } else {
+        setsockopt(fd, libc::IPPROTO_IP, IP_RECVTTL, &on)
+    }
+}
+
+/// One datagram from a non-blocking UDP socket set up with [`set_recv_ttl`]: its length, its
+/// source, and its TTL / hop limit when the kernel reported one.
+pub fn recv_with_ttl(
+    fd: &impl AsRawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<u8>)> {
+    // 8-aligned, like struct cmsghdr needs; room for several small control messages.
+    let mut control = [0u64; 16];
+    // SAFETY: all-zero bytes are a valid `sockaddr_storage` and `msghdr`.
+    let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: every pointer in `msg` points to a live buffer of the stated length owned by
+    // this frame; the kernel writes at most those lengths.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let src = match from.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the kernel filled a sockaddr_in (family AF_INET) into the storage,
+            // which is larger and suitably aligned.
+            let a =
+                unsafe { &*(&from as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            SocketAddr::new(
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into(),
+                u16::from_be(a.sin_port),
+            )
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, a sockaddr_in6.
+            let a =
+                unsafe { &*(&from as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            SocketAddr::new(
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into(),
+                u16::from_be(a.sin6_port),
+            )
+        }
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "datagram without an IP source address",
+            ))
+        }
+    };
+    let mut ttl = None;
+    // SAFETY: `msg` is the header recvmsg just filled; the CMSG macros stay within
+    // `msg_controllen` bytes of `control`, and each value is read unaligned from the data of
+    // a control message whose level and type say it holds a c_int.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let level = (*c).cmsg_level;
+            let kind = (*c).cmsg_type;
+            if (level == libc::IPPROTO_IP && kind == IP_TTL)
+                || (level == libc::IPPROTO_IPV6 && kind == IPV6_HOPLIMIT)
+            {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                ttl = u8::try_from(v).ok();
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, src, ttl))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +217,33 @@ mod tests {
         set_tcp_md5(&l, "127.0.0.1:0".parse().unwrap(), b"").unwrap();
         assert!(set_tcp_md5(&l, "127.0.0.1:0".parse().unwrap(), &[0; 81]).is_err());
         set_min_ttl(&l, false, 254).unwrap();
+    }
+
+    #[test]
+    fn recv_with_ttl_reports_the_ttl_of_each_datagram() {
+        for (bind, v6) in [("127.0.0.1:0", false), ("[::1]:0", true)] {
+            let Ok(rx) = std::net::UdpSocket::bind(bind) else {
+                continue; // no IPv6 here
+            };
+            rx.set_nonblocking(true).unwrap();
+            set_recv_ttl(&rx, v6).unwrap();
+            let tx = std::net::UdpSocket::bind(bind).unwrap();
+            let s = socket2::SockRef::from(&tx);
+            if v6 {
+                s.set_unicast_hops_v6(255).unwrap();
+            } else {
+                s.set_ttl_v4(255).unwrap();
+            }
+            tx.send_to(b"bfd", rx.local_addr().unwrap()).unwrap();
+            let mut buf = [0u8; 64];
+            let got = (0..100).find_map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                recv_with_ttl(&rx, &mut buf).ok()
+            });
+            let (n, from, ttl) = got.expect("datagram");
+            assert_eq!(&buf[..n], b"bfd");
+            assert_eq!(from, tx.local_addr().unwrap());
+            assert_eq!(ttl, Some(255));
+        }
     }
 }

@@ -5,9 +5,9 @@
 
 use crate::planner::NodePlan;
 use crate::view::NodeView;
-use ferrolb_bgp::{GracefulRestartConfig, LargeCommunity, PeerConfig, RouteAttributes};
+use ferrolb_bgp::{BfdConfig, GracefulRestartConfig, LargeCommunity, PeerConfig, RouteAttributes};
 use ferrolb_config::community::Community;
-use ferrolb_config::model::{Peer, PeerAsn};
+use ferrolb_config::model::{BfdProfile, Peer, PeerAsn};
 use ferrolb_config::Config;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -59,6 +59,28 @@ pub fn peer_config(
     Ok(c)
 }
 
+/// The engine's BFD settings from a BFDProfile; multihop (UDP 4784, minimumTtl) for eBGP
+/// multihop peers. Echo mode is declined: the engine runs asynchronous mode only.
+pub fn bfd_config(profile: &BfdProfile, multihop: bool) -> Result<BfdConfig, String> {
+    if profile.echo_mode {
+        return Err(format!(
+            "BFDProfile/{}: spec.echoMode: echo mode is not supported by FerroLB's BFD; set it to false (asynchronous BFD detects failures without it)",
+            profile.name
+        ));
+    }
+    let ms = |v: u32| std::time::Duration::from_millis(v.into());
+    Ok(BfdConfig {
+        receive_interval: ms(profile.receive_interval_ms),
+        transmit_interval: ms(profile.transmit_interval_ms),
+        detect_multiplier: u8::try_from(profile.detect_multiplier).unwrap_or(u8::MAX),
+        passive: profile.passive_mode,
+        multihop,
+        minimum_ttl: u8::try_from(profile.minimum_ttl).unwrap_or(u8::MAX),
+        hold_routes_until_up: false,
+        auth: None,
+    })
+}
+
 /// The peers this node sets up: those whose node selectors select it, by address.
 pub fn node_peers(
     config: &Config,
@@ -83,7 +105,17 @@ pub fn node_peers(
             });
             continue;
         }
-        match peer_config(peer, router_id, restarting) {
+        let with_bfd = peer_config(peer, router_id, restarting).and_then(|mut c| {
+            let profile = peer
+                .bfd_profile
+                .as_ref()
+                .and_then(|n| config.bfd_profiles.get(n));
+            c.bfd = profile
+                .map(|p| bfd_config(p, c.ebgp_multihop.is_some()))
+                .transpose()?;
+            Ok(c)
+        });
+        match with_bfd {
             Ok(c) => {
                 peers.insert(peer.address, (peer.name.clone(), c));
             }

@@ -1082,3 +1082,19 @@ mod random_inputs {
         }
     }
 }
+
+#[test]
+fn bfd_down_ends_the_session_at_once_with_cease_bfd_down_and_reconnects() {
+    let mut fsm = established(cfg());
+    let out = fsm.process(Input::BfdDown);
+    let n = Notification::new(codes::CEASE, codes::BFD_DOWN);
+    assert_eq!(sent_notification(&out, 1), Some(n.clone()));
+    assert!(has(&out, &Output::Close(1)));
+    assert_eq!(down(&out), Some(DownReason::NotificationSent(n)));
+    assert_eq!(fsm.state(), State::Idle);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::StartTimer(Timer::IdleHold, _))));
+    // Without a connection there is nothing to end.
+    assert!(fsm.process(Input::BfdDown).is_empty());
+}

@@ -48,6 +48,8 @@ pub mod codes {
     pub const OUT_OF_RESOURCES: u8 = 8;
     /// RFC 8538.
     pub const HARD_RESET: u8 = 9;
+    /// RFC 9384: the BFD session under the BGP session went down.
+    pub const BFD_DOWN: u8 = 10;
 
     pub const ROUTE_REFRESH_MESSAGE: u8 = 7;
     pub const INVALID_MESSAGE_LENGTH: u8 = 1;

@@ -1,4 +1,4 @@
-//! FRR (zebra + bgpd) as a test peer inside a network namespace, with its own pathspace,
+//! FRR (zebra + bgpd, optionally bfdd) as a test peer inside a network namespace, with its own pathspace,
 //! queried through `vtysh ... json`.
 
 use std::fs;
@@ -12,6 +12,7 @@ use super::{run, wait_for};
 
 pub const ZEBRA: &str = "/usr/lib/frr/zebra";
 pub const BGPD: &str = "/usr/lib/frr/bgpd";
+pub const BFDD: &str = "/usr/lib/frr/bfdd";
 pub const VTYSH: &str = "/usr/bin/vtysh";
 
 /// Which daemons run.
@@ -30,6 +31,7 @@ pub struct Frr {
     bgpd: Option<Child>,
     /// False for a router that needs only zebra (static and connected routes).
     with_bgpd: bool,
+    bfdd: Option<Child>,
 }
 
 /// Where an instance keeps its files; deterministic so a parent process can clean up after
@@ -75,6 +77,7 @@ impl Frr {
             zebra: None,
             bgpd: None,
             with_bgpd,
+            bfdd: None,
         };
         frr.start_daemons()?;
         Ok(frr)
@@ -86,9 +89,13 @@ impl Frr {
         let conf = d.join("frr.conf");
         let pid = d.join(format!("{daemon}.pid"));
         let zserv = d.join("zserv.api");
-        Command::new("ip")
-            .args(["netns", "exec", &self.netns, binary, "-N", &self.name])
-            .arg("-f")
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns, binary, "-N", &self.name]);
+        if daemon == "bfdd" {
+            // Its control socket, else shared by every instance on the host.
+            cmd.arg("--bfdctl").arg(d.join("bfdd.sock"));
+        }
+        cmd.arg("-f")
             .arg(&conf)
             .arg("-i")
             .arg(&pid)
@@ -131,11 +138,24 @@ impl Frr {
 
     /// PIDs of the running daemons (for a lab that outlives this process).
     pub fn pids(&self) -> Vec<u32> {
-        [&self.zebra, &self.bgpd]
+        [&self.zebra, &self.bgpd, &self.bfdd]
             .into_iter()
             .flatten()
             .map(Child::id)
             .collect()
+    }
+
+    /// Also starts bfdd (BFD for bgpd's `neighbor ... bfd`), with the same configuration, and
+    /// waits until it answers vtysh.
+    pub fn start_bfdd(&mut self) -> Result<(), String> {
+        let bfdd = self.spawn(BFDD, "bfdd")?;
+        self.bfdd = Some(bfdd);
+        let vty = self.dir.join("bfdd.vty");
+        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+            (vty.exists() && self.vtysh("show bfd peers").is_ok()).then_some(())
+        })
+        .ok_or_else(|| format!("bfdd did not answer in 10 s: {}", self.log("bfdd")))?;
+        Ok(())
     }
 
     /// A daemon's output so far (for failure messages).
@@ -227,7 +247,10 @@ impl Frr {
 
     /// Kills bgpd and zebra (SIGKILL, by PID) — a crash as far as peers can tell.
     pub fn kill(&mut self) {
-        for child in [self.bgpd.take(), self.zebra.take()].into_iter().flatten() {
+        for child in [self.bfdd.take(), self.bgpd.take(), self.zebra.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();
@@ -235,6 +258,7 @@ impl Frr {
         let _ = fs::remove_file(self.dir.join("zserv.api"));
         let _ = fs::remove_file(self.dir.join("bgpd.vty"));
         let _ = fs::remove_file(self.dir.join("zebra.vty"));
+        let _ = fs::remove_file(self.dir.join("bfdd.vty"));
     }
 
     /// Kills and starts the daemons again with the same configuration.
@@ -260,7 +284,7 @@ impl Drop for Frr {
 /// pid files), so a crashed child never leaves FRR running.
 pub fn kill_leftovers(name: &str) {
     let dir = lab_dir(name);
-    for daemon in ["bgpd", "zebra"] {
+    for daemon in ["bfdd", "bgpd", "zebra"] {
         let Ok(pid) = fs::read_to_string(dir.join(format!("{daemon}.pid"))) else {
             continue;
         };

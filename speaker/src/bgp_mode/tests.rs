@@ -131,3 +131,49 @@ fn only_changed_peers_are_touched() {
         restarting.into_iter().map(|(a, (_, p))| (a, p)).collect();
     assert!(diff_peers(&restarting, &running).update.is_empty());
 }
+
+#[test]
+fn bfd_profiles_become_the_engines_bfd_settings() {
+    let yaml = "apiVersion: ferrolb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: fast}\nspec: {receiveInterval: 50, transmitInterval: 60, detectMultiplier: 4, passiveMode: true, minimumTtl: 250}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: echo}\nspec: {echoMode: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, bfdProfile: fast}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: far}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.2, bfdProfile: fast, ebgpMultiHop: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: echoing}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.3, bfdProfile: echo}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: plain}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.4}\n";
+    let c = config(yaml);
+    let (peers, problems) = node_peers(&c, &node("n1", &[]), None, false);
+    let get = |a: &str| peers[&a.parse::<IpAddr>().unwrap()].1.bfd;
+    let tor = get("198.51.100.1").expect("BFD for tor");
+    assert_eq!(
+        tor,
+        BfdConfig {
+            receive_interval: std::time::Duration::from_millis(50),
+            transmit_interval: std::time::Duration::from_millis(60),
+            detect_multiplier: 4,
+            passive: true,
+            multihop: false,
+            minimum_ttl: 250,
+            hold_routes_until_up: false,
+            auth: None,
+        }
+    );
+    assert!(get("198.51.100.2").unwrap().multihop, "eBGP multihop peer");
+    assert_eq!(get("198.51.100.4"), None);
+    // Echo mode is declined with a message naming the profile and field.
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].peer, "echoing");
+    assert!(
+        problems[0]
+            .reason
+            .starts_with("BFDProfile/echo: spec.echoMode: "),
+        "{}",
+        problems[0].reason
+    );
+    // A changed profile changes the peer, so the engine applies it.
+    let mut faster = c.clone();
+    faster
+        .bfd_profiles
+        .get_mut("fast")
+        .unwrap()
+        .receive_interval_ms = 20;
+    let (after, _) = node_peers(&faster, &node("n1", &[]), None, false);
+    let running = peers.iter().map(|(a, (_, p))| (*a, p.clone())).collect();
+    let wanted = after.iter().map(|(a, (_, p))| (*a, p.clone())).collect();
+    let changes = diff_peers(&running, &wanted);
+    assert_eq!(changes.update.len(), 2, "tor and far use the profile");
+}

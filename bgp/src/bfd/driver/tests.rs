@@ -1,0 +1,133 @@
+use super::*;
+use crate::bfd::packet::Diagnostic;
+
+fn entry(peer: &str, multihop: bool, min_ttl: u8) -> Entry {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    Entry {
+        peer: peer.parse().unwrap(),
+        multihop,
+        min_ttl,
+        tx,
+        counters: Arc::default(),
+    }
+}
+
+/// Sessions 1 (192.0.2.2 single hop) and 2 (203.0.113.2 multihop, minimum TTL 254).
+fn demux() -> Demux {
+    let mut d = Demux::default();
+    d.by_disc.insert(1, entry("192.0.2.2", false, 255));
+    d.by_peer.insert(("192.0.2.2".parse().unwrap(), false), 1);
+    d.by_disc.insert(2, entry("203.0.113.2", true, 254));
+    d.by_peer.insert(("203.0.113.2".parse().unwrap(), true), 2);
+    d
+}
+
+fn packet(your: u32) -> Vec<u8> {
+    ControlPacket {
+        diagnostic: Diagnostic::None,
+        state: if your == 0 {
+            SessionState::Down
+        } else {
+            SessionState::Up
+        },
+        poll: false,
+        final_: false,
+        control_plane_independent: false,
+        demand: false,
+        detect_mult: 3,
+        my_discriminator: 99,
+        your_discriminator: your,
+        desired_min_tx_us: 50_000,
+        required_min_rx_us: 50_000,
+        required_min_echo_rx_us: 0,
+        auth: None,
+    }
+    .encode()
+}
+
+fn routed(
+    d: &Demux,
+    bytes: &[u8],
+    src: &str,
+    ttl: Option<u8>,
+    mh: bool,
+) -> Result<IpAddr, (Option<IpAddr>, DropReason)> {
+    route(d, bytes, src.parse().unwrap(), ttl, mh)
+        .map(|(e, _)| e.peer)
+        .map_err(|(e, why)| (e.map(|e| e.peer), why))
+}
+
+#[test]
+fn single_hop_needs_ttl_255_multihop_the_minimum() {
+    let d = demux();
+    let sh: IpAddr = "192.0.2.2".parse().unwrap();
+    let mh: IpAddr = "203.0.113.2".parse().unwrap();
+    assert_eq!(
+        routed(&d, &packet(1), "192.0.2.2", Some(255), false),
+        Ok(sh)
+    );
+    assert_eq!(
+        routed(&d, &packet(1), "192.0.2.2", Some(254), false),
+        Err((Some(sh), DropReason::Ttl(Some(254))))
+    );
+    assert_eq!(
+        routed(&d, &packet(1), "192.0.2.2", None, false),
+        Err((Some(sh), DropReason::Ttl(None)))
+    );
+    assert_eq!(
+        routed(&d, &packet(2), "203.0.113.2", Some(254), true),
+        Ok(mh)
+    );
+    assert_eq!(
+        routed(&d, &packet(2), "203.0.113.2", Some(253), true),
+        Err((Some(mh), DropReason::Ttl(Some(253))))
+    );
+}
+
+#[test]
+fn sessions_are_found_by_discriminator_then_by_source() {
+    let d = demux();
+    let sh: IpAddr = "192.0.2.2".parse().unwrap();
+    // Your Discriminator 0 (the peer's first packets): by source address and port kind.
+    assert_eq!(
+        routed(&d, &packet(0), "192.0.2.2", Some(255), false),
+        Ok(sh)
+    );
+    assert_eq!(
+        routed(&d, &packet(0), "192.0.2.2", Some(255), true),
+        Err((None, DropReason::UnknownPeer)),
+        "no multihop session with that peer"
+    );
+    // The multihop session's discriminator from the single-hop peer: a spoof.
+    assert_eq!(
+        routed(&d, &packet(2), "192.0.2.2", Some(255), false),
+        Err((Some(sh), DropReason::WrongSource))
+    );
+    assert_eq!(
+        routed(&d, &packet(7), "192.0.2.2", Some(255), false),
+        Err((Some(sh), DropReason::UnknownDiscriminator))
+    );
+    assert_eq!(
+        routed(&d, &packet(1), "192.0.2.99", Some(255), false),
+        Err((None, DropReason::WrongSource))
+    );
+    // IPv4-mapped sources count as IPv4.
+    assert_eq!(
+        routed(&d, &packet(1), "::ffff:192.0.2.2", Some(255), false),
+        Ok(sh)
+    );
+}
+
+#[test]
+fn undecodable_packets_are_blamed_on_the_sender() {
+    let d = demux();
+    let mut b = packet(1);
+    b[0] = 0x60;
+    assert_eq!(
+        routed(&d, &b, "192.0.2.2", Some(255), false),
+        Err((
+            Some("192.0.2.2".parse().unwrap()),
+            DropReason::Decode(crate::bfd::packet::DecodeError::BadVersion(3))
+        ))
+    );
+}
