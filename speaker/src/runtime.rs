@@ -63,7 +63,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let node = opts.l2.node.clone();
-    let mut bgp = BgpDriver::new(&node, opts.bgp_status.clone());
+    let bgp = BgpDriver::new(&node, opts.bgp_status.clone()).spawn();
     let mut l2 = L2Adapter::new(opts.l2);
     let mut rescan = tokio::time::interval(opts.interface_rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -158,7 +158,7 @@ pub async fn run(
         l2.apply(&p, std::time::Instant::now());
         opts.health.set_config_loaded(true);
         opts.health.set_data_plane_running(true);
-        bgp.apply(&snapshot, &p).await;
+        bgp.apply(snapshot, Arc::new(p));
     }
     opts.health.set_data_plane_running(false);
     info!("shutting down: no more answers or announcements");

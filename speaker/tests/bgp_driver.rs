@@ -144,3 +144,43 @@ async fn driver_follows_the_configuration_and_reports_its_peers() {
         .shutdown(ferrolb_bgp::ShutdownMode::Cease(None))
         .await;
 }
+
+/// The driver in its own task: `apply` never waits, a burst of plans ends in the newest one,
+/// and shutdown stops the engine.
+#[tokio::test]
+async fn driver_task_applies_the_newest_plan_without_making_the_caller_wait() {
+    let (router, _events, port) = router().await;
+    let us: IpAddr = "127.0.0.2".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let status = BgpStatus::default();
+    let task = BgpDriver::with_listen("node-1", status.clone(), vec![]).spawn();
+    let live: BTreeSet<String> = ["node-1".to_string()].into();
+    let mut yaml = format!("{BASE}{}", peer(port, "9s"));
+    // A burst of 20 plans, each with one Service more; only the last must count in the end.
+    for i in 1..=20 {
+        yaml.push_str(&service(&format!("s{i}"), &format!("203.0.113.{i}")));
+        let s = std::sync::Arc::new(snapshot(&dir, &yaml));
+        let p = plan(Inputs {
+            config: &s.config,
+            services: &s.services,
+            nodes: &s.nodes,
+            live_speakers: &live,
+            this_node: "node-1",
+        });
+        let started = std::time::Instant::now();
+        task.apply(s.clone(), std::sync::Arc::new(p));
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "apply waited"
+        );
+    }
+    let p = wait_status(&status, |p| p.counters.prefixes_announced == 20).await;
+    assert_eq!(p.routes, 20);
+    assert_eq!(router.counters(us).unwrap().established_transitions, 1);
+
+    task.shutdown().await;
+    assert!(!status.engine_running());
+    router
+        .shutdown(ferrolb_bgp::ShutdownMode::Cease(None))
+        .await;
+}

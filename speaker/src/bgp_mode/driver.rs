@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, RwLock};
+use tokio::sync::{mpsc, watch, RwLock};
 use tracing::{info, info_span, warn, Instrument, Span};
 
 /// Where the engine accepts connections from routers.
@@ -409,6 +409,47 @@ impl BgpDriver {
         self.running.clear();
         self.routes.clear();
         self.publish();
+    }
+}
+
+/// The BGP driver in a task of its own, so that engine calls that wait on a session (a
+/// peer's removal, a settings change) never hold up the L2 data plane in the run loop. Only the
+/// newest plan counts: plans that arrive while one is being applied are coalesced.
+#[derive(Debug)]
+pub struct BgpTask {
+    plans: watch::Sender<Option<(Arc<Snapshot>, Arc<NodePlan>)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BgpTask {
+    /// Hands the driver the newest snapshot and plan; never waits.
+    pub fn apply(&self, snapshot: Arc<Snapshot>, plan: Arc<NodePlan>) {
+        self.plans.send_replace(Some((snapshot, plan)));
+    }
+
+    /// Stops taking plans, then shuts the engine down as [`BgpDriver::shutdown`] does.
+    pub async fn shutdown(self) {
+        drop(self.plans);
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "the BGP driver task ended abnormally");
+        }
+    }
+}
+
+impl BgpDriver {
+    /// Runs the driver in its own task; see [`BgpTask`].
+    pub fn spawn(mut self) -> BgpTask {
+        let (plans, mut rx) = watch::channel::<Option<(Arc<Snapshot>, Arc<NodePlan>)>>(None);
+        let task = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let latest = rx.borrow_and_update().clone();
+                if let Some((snapshot, plan)) = latest {
+                    self.apply(&snapshot, &plan).await;
+                }
+            }
+            self.shutdown().await;
+        });
+        BgpTask { plans, task }
     }
 }
 
