@@ -14,4 +14,5 @@ pub mod offline;
 pub mod planner;
 pub mod runtime;
 pub mod source;
+pub mod status;
 pub mod view;

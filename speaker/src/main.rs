@@ -40,10 +40,15 @@ enum Command {
     /// Run the speaker: plan on every change of the sources or of the live speakers, and answer
     /// ARP / Neighbor Solicitations for (and announce) the addresses this node owns.
     Run {
-        /// Where Services, Nodes and FerroLB objects come from: `file:DIR` (a directory of
-        /// manifests, reloaded when a file changes) or `kube` (not available yet).
+        /// Where Services, Nodes and FerroLB objects come from: `kube` (the API server, with the
+        /// in-cluster configuration or KUBECONFIG) or `file:DIR` (a directory of manifests,
+        /// reloaded when a file changes).
         #[arg(long, default_value = "kube")]
         source: String,
+        /// Kube mode: the namespace of the FerroLB objects, the membership Secret, the status
+        /// objects and this node's ConfigurationState.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "ferrolb-system")]
+        namespace: String,
         /// This node's name (as in its Node object).
         #[arg(long, env = "NODE_NAME")]
         node_name: String,
@@ -100,6 +105,7 @@ async fn terminated() {
 
 struct RunArgs {
     source: String,
+    namespace: String,
     node_name: String,
     live: Option<Vec<String>>,
     lb_class: Option<String>,
@@ -122,15 +128,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let Some(dir) = args
-        .source
-        .strip_prefix("file:")
-        .map(std::path::PathBuf::from)
-    else {
-        anyhow::bail!(
-            "--source {}: only file:DIR is available so far",
-            args.source
-        );
+    let source = match args.source.as_str() {
+        "kube" => Source::Kube,
+        other => match other.strip_prefix("file:") {
+            Some(dir) if !dir.is_empty() => Source::File(dir.into()),
+            _ => anyhow::bail!("--source {other}: expected kube or file:DIR"),
+        },
     };
     if args.node_name.is_empty() {
         anyhow::bail!("--node-name (or NODE_NAME) is empty");
@@ -145,11 +148,21 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.insecure_membership {
         tracing::warn!("--insecure-membership: membership messages are not authenticated");
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let kube = match &source {
+        Source::Kube => Some(runtime.block_on(KubeMode::start(&args))?),
+        Source::File(_) => None,
+    };
     // The live set: fixed with --live (tests, labs), else from membership among the speakers,
     // found through the Nodes' InternalIPs and authenticated with the shared key.
-    let membership = match &args.live {
-        Some(_) => None,
-        None => Some(start_membership(&dir, &args)?),
+    let membership = match (&args.live, &source, &kube) {
+        (Some(_), _, _) => None,
+        (None, Source::File(dir), _) => Some(start_membership(dir, &args)?),
+        (None, Source::Kube, Some(k)) => Some(runtime.block_on(k.start_membership(&args))?),
+        (None, Source::Kube, None) => unreachable!("kube mode started above"),
     };
     let liveness = match (args.live, &membership) {
         (Some(names), _) => Liveness::fixed(names.into_iter().collect()),
@@ -165,19 +178,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         interface_rescan: std::time::Duration::from_secs(5),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     runtime.block_on(async move {
         tracing::info!(node = %args.node_name, source = %args.source, "ferrolb-speaker starting");
-        let snapshots = FileSource {
-            dir,
-            lb_class: args.lb_class,
-            poll: std::time::Duration::from_millis(args.poll_ms.max(10)),
-        }
-        .spawn();
+        let snapshots = match (source, &kube) {
+            (Source::File(dir), _) => FileSource {
+                dir,
+                lb_class: args.lb_class,
+                poll: std::time::Duration::from_millis(args.poll_ms.max(10)),
+            }
+            .spawn(),
+            (Source::Kube, Some(k)) => k.feeds.snapshots.clone(),
+            (Source::Kube, None) => unreachable!("kube mode started above"),
+        };
         let node = args.node_name.clone();
+        let node_name = node.clone();
         let mut peer_updates = snapshots.clone();
         // Until SIGTERM, keep membership's peers in step with the Nodes; then leave, so the
         // others take over at once, before this speaker stops answering.
@@ -204,10 +218,130 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 tracing::info!("left membership");
             }
         };
-        ferrolb_speaker::runtime::run(opts, snapshots, liveness, shutdown).await;
+        match kube {
+            Some(k) => k.run(opts, snapshots, liveness, shutdown, &node_name).await,
+            None => ferrolb_speaker::runtime::run(opts, snapshots, liveness, shutdown).await,
+        }
     });
     tracing::info!("stopped");
     Ok(())
+}
+
+enum Source {
+    File(PathBuf),
+    Kube,
+}
+
+/// Kube mode: the API client and what the kube source feeds.
+struct KubeMode {
+    client: kube::Client,
+    feeds: ferrolb_speaker::source::KubeFeeds,
+    namespace: String,
+}
+
+impl KubeMode {
+    async fn start(args: &RunArgs) -> anyhow::Result<KubeMode> {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| anyhow::anyhow!("Kubernetes API client: {e}"))?;
+        let feeds =
+            ferrolb_speaker::source::KubeSource::new(&args.namespace, args.lb_class.clone())
+                .spawn(client.clone());
+        Ok(KubeMode {
+            client,
+            feeds,
+            namespace: args.namespace.clone(),
+        })
+    }
+
+    /// Membership from the Nodes' InternalIPs and the Secret `ferrolb-memberlist` in the
+    /// speaker's namespace, once the caches are filled (or until SIGTERM).
+    async fn start_membership(
+        &self,
+        args: &RunArgs,
+    ) -> anyhow::Result<ferrolb_speaker::membership::Membership> {
+        use ferrolb_speaker::membership::secret::{key_from_secret, SECRET_NAME};
+        use ferrolb_speaker::membership::{Membership, MembershipConfig, Security};
+        let mut cluster = self.feeds.cluster.clone();
+        tracing::info!(namespace = %self.namespace, "waiting for the API server's Nodes and Secrets");
+        let info = tokio::select! {
+            r = cluster.wait_for(Option::is_some) => r
+                .map_err(|_| anyhow::anyhow!("the kube source stopped"))?
+                .clone()
+                .expect("waited for Some"),
+            _ = terminated() => anyhow::bail!("stopped before the API server answered"),
+        };
+        let Some(ip) = info.node_ips.get(&args.node_name).copied() else {
+            anyhow::bail!(
+                "Node/{} has no InternalIP: membership needs it (status.addresses), or give --live",
+                args.node_name
+            );
+        };
+        let key = match info
+            .secrets
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(SECRET_NAME))
+        {
+            Some(s) => Some(key_from_secret(s).map_err(|e| {
+                anyhow::anyhow!("membership key in namespace {}: {e}", self.namespace)
+            })?),
+            None => None,
+        };
+        let security = Security::choose(key, args.insecure_membership).map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (Secret {}/{SECRET_NAME}, key secretkey)",
+                self.namespace
+            )
+        })?;
+        let mut config = MembershipConfig::new(&args.node_name, ip, security);
+        config.peers = info
+            .node_ips
+            .iter()
+            .filter(|(name, _)| **name != args.node_name)
+            .map(|(name, ip)| ferrolb_speaker::membership::Peer {
+                name: name.clone(),
+                ip: *ip,
+            })
+            .collect();
+        let m = Membership::start_dedicated(config)?;
+        tracing::info!(%ip, peers = info.node_ips.len().saturating_sub(1), "membership started");
+        Ok(m)
+    }
+
+    /// The run loop with the status writer beside it; the writer gets up to 2 s after the loop
+    /// stops to delete this node's status objects.
+    async fn run(
+        self,
+        opts: ferrolb_speaker::runtime::RunOptions,
+        snapshots: tokio::sync::watch::Receiver<
+            Option<std::sync::Arc<ferrolb_speaker::source::Snapshot>>,
+        >,
+        liveness: ferrolb_speaker::runtime::Liveness,
+        shutdown: impl std::future::Future<Output = ()>,
+        node: &str,
+    ) {
+        use ferrolb_speaker::status::writer::{PodOwner, StatusWriter};
+        let (announced, announced_rx) = tokio::sync::watch::channel(Default::default());
+        let mut writer = StatusWriter::new(&self.namespace, node);
+        if let (Ok(name), Ok(uid)) = (std::env::var("POD_NAME"), std::env::var("POD_UID")) {
+            writer.owner = Some(PodOwner { name, uid });
+        }
+        let writing = writer.spawn(self.client.clone(), announced_rx, self.feeds.config.clone());
+        ferrolb_speaker::runtime::run_observed(
+            opts,
+            snapshots,
+            liveness,
+            shutdown,
+            Some(announced),
+        )
+        .await;
+        if tokio::time::timeout(std::time::Duration::from_secs(2), writing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("status objects not cleaned up within 2 s");
+        }
+    }
 }
 
 /// Every other node's speaker, by its InternalIP.
@@ -257,6 +391,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run {
             source,
+            namespace,
             node_name,
             live,
             lb_class,
@@ -265,6 +400,7 @@ fn main() -> ExitCode {
             poll_ms,
         } => match run(RunArgs {
             source,
+            namespace,
             node_name,
             live,
             lb_class,

@@ -6,8 +6,9 @@
 //! when the files do); membership plugs in as `Liveness::Watch(its receiver)`.
 
 use crate::l2::adapter::{L2Adapter, L2Options};
-use crate::planner::{plan, Inputs};
+use crate::planner::{plan, Inputs, NodePlan};
 use crate::source::Snapshot;
+use crate::status::Announced;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -43,10 +44,36 @@ pub struct RunOptions {
 /// Plans and announces until `shutdown` completes, then stops answering and announcing.
 pub async fn run(
     opts: RunOptions,
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    liveness: Liveness,
+    shutdown: impl Future<Output = ()>,
+) {
+    run_observed(opts, snapshots, liveness, shutdown, None).await
+}
+
+/// [`run`], also sending what is announced after every change to `announced` (for the status
+/// writer; sending never waits), and nothing once stopped.
+pub async fn run_observed(
+    opts: RunOptions,
     mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     mut liveness: Liveness,
     shutdown: impl Future<Output = ()>,
+    announced: Option<watch::Sender<Announced>>,
 ) {
+    let publish = |l2: &L2Adapter, plan: Option<&NodePlan>| {
+        if let Some(tx) = &announced {
+            tx.send_if_modified(|a| {
+                let changed = a.l2 != *l2.owned() || plan.is_some_and(|p| a.plan != *p);
+                if changed {
+                    a.l2 = l2.owned().clone();
+                    if let Some(p) = plan {
+                        a.plan = p.clone();
+                    }
+                }
+                changed
+            });
+        }
+    };
     let node = opts.l2.node.clone();
     let mut l2 = L2Adapter::new(opts.l2);
     let mut rescan = tokio::time::interval(opts.interface_rescan);
@@ -82,6 +109,7 @@ pub async fn run(
             }
             _ = rescan.tick() => {
                 l2.refresh(std::time::Instant::now());
+                publish(&l2, None);
                 false
             }
         };
@@ -112,7 +140,9 @@ pub async fn run(
             "plan computed"
         );
         l2.apply(&p, std::time::Instant::now());
+        publish(&l2, Some(&p));
     }
     info!("shutting down: no more answers or announcements");
     l2.shutdown();
+    publish(&l2, Some(&NodePlan::default()));
 }
