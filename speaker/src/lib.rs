@@ -7,6 +7,7 @@
 //! - [`source`] reads the manifests (file mode) and [`runtime`] runs `ferrolb-speaker run`:
 //!   plans on every change and drives the [`l2`] data plane.
 
+pub mod api_calls;
 pub mod bgp_mode;
 pub mod l2;
 pub mod membership;
