@@ -554,14 +554,53 @@ async fn lab_scenario() {
         assert_eq!(neighbour_mac(&ip.to_string()), None, "{ip} still resolves");
     }
 
-    // 4. Announced again, then the API server stops: the owner keeps answering.
+    // 4. Announced again; its owner stops (SIGTERM): its status object goes, the other node
+    //    takes over and says so; then the API server stops and the new owner keeps answering.
+    let mut speakers = speakers;
     env.service("again", &nodes, false).await;
-    let owner = expected_owner(v4, &nodes);
-    assert_answered_by(VIP4, &owner, Duration::from_secs(15));
+    let first_owner = expected_owner(v4, &nodes);
+    assert_answered_by(VIP4, &first_owner, Duration::from_secs(15));
+    let node_set =
+        |names: &[&String]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
+    let l2_nodes = |service: &'static str| {
+        let env = &env;
+        async move {
+            env.l2_statuses(service)
+                .await
+                .iter()
+                .filter_map(|s| s.status.as_ref()?.node.clone())
+                .collect::<BTreeSet<String>>()
+        }
+    };
     env.wait(
-        "ServiceL2Status of the new Service",
+        "ServiceL2Status of the first owner",
         Duration::from_secs(10),
-        || async { (!env.l2_statuses("again").await.is_empty()).then_some(()) },
+        || async { (l2_nodes("again").await == node_set(&[&first_owner])).then_some(()) },
+    )
+    .await;
+    let index: usize = first_owner.trim_start_matches("node-").parse().unwrap();
+    let code = speakers[index - 1].terminate(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", speakers[index - 1].log());
+    let owner = nodes.iter().find(|n| **n != first_owner).unwrap().clone();
+    assert_answered_by(VIP4, &owner, Duration::from_secs(5));
+    env.wait(
+        "ServiceL2Status moved to the new owner",
+        Duration::from_secs(10),
+        || async { (l2_nodes("again").await == node_set(&[&owner])).then_some(()) },
+    )
+    .await;
+    env.wait(
+        "a takeover Event naming the new owner",
+        Duration::from_secs(10),
+        || async {
+            env.events("again")
+                .await
+                .iter()
+                .any(|(reason, note)| {
+                    reason == TAKEOVER_REASON && note.contains(&format!("\"{owner}\""))
+                })
+                .then_some(())
+        },
     )
     .await;
     env.cluster.stop_emulator().await;
@@ -570,15 +609,12 @@ async fn lab_scenario() {
         assert_answered_by(VIP4, &owner, Duration::from_secs(3));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let mut speakers = speakers;
-    for (i, s) in speakers.iter_mut().enumerate() {
-        assert!(
-            s.pid().is_some() && !s.log().contains("ferrolb-speaker: "),
-            "speaker {} stopped:\n{}",
-            i + 1,
-            s.log()
-        );
-    }
+    let survivor = &speakers[nodes.iter().position(|n| *n == owner).unwrap()];
+    assert!(
+        survivor.pid().is_some_and(running) && !survivor.log().contains("ferrolb-speaker: "),
+        "the surviving speaker stopped:\n{}",
+        survivor.log()
+    );
 
     // 5. Every request the speakers sent is declared (and so granted by the RBAC).
     let logs: Vec<String> = speakers.iter().map(LabProcess::log).collect();
@@ -586,6 +622,14 @@ async fn lab_scenario() {
     for s in &mut speakers {
         s.terminate(Duration::from_secs(3));
     }
+}
+
+/// Whether process `pid` runs (exists and is no zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// (scope, group, resource, verb) of every request in the speakers' logs; fails on any that
