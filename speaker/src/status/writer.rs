@@ -22,6 +22,9 @@ use tracing::{debug, info, warn};
 
 /// Takeover Events kept while the API server is unreachable; older ones are dropped.
 const MAX_PENDING_EVENTS: usize = 64;
+/// How often this node's status objects are listed again, to repair what others changed or
+/// deleted (only objects that differ are written).
+const RESYNC: Duration = Duration::from_secs(300);
 
 /// The Pod the status objects belong to, so that deleting the Pod (e.g. its node is gone for
 /// good) deletes them through garbage collection.
@@ -42,12 +45,14 @@ pub struct StatusWriter {
     pub owner: Option<PodOwner>,
 }
 
-/// What was written: `None` content means the object exists but was found by listing, not
-/// written by this process.
+/// What the cluster holds, as written or listed: `None` content means an object of ours that
+/// does not read as one (to rewrite or delete).
 type Written = BTreeMap<String, Option<StatusObject>>;
 
 struct State {
+    /// `None` until listed, and again when a resync is due.
     written: Option<Written>,
+    listed_at: tokio::time::Instant,
     config_written: Option<ConfigReport>,
     last: Announced,
     pending_events: Vec<Takeover>,
@@ -81,6 +86,7 @@ impl StatusWriter {
             );
             let mut state = State {
                 written: None,
+                listed_at: tokio::time::Instant::now(),
                 config_written: None,
                 last: Announced::default(),
                 pending_events: Vec::new(),
@@ -88,6 +94,9 @@ impl StatusWriter {
             let mut backoff = Duration::from_millis(200);
             let mut config_open = true;
             loop {
+                if state.listed_at.elapsed() >= RESYNC {
+                    state.written = None;
+                }
                 let now = announced.borrow_and_update().clone();
                 let report = config.borrow_and_update().clone();
                 state.pending_events.extend(takeovers(&state.last, &now));
@@ -106,12 +115,10 @@ impl StatusWriter {
                 if ok {
                     backoff = Duration::from_millis(200);
                     tokio::select! {
-                        r = announced.changed() => {
-                            if r.is_err() {
-                                // Fall through: one last sync of the final state.
-                            }
-                        }
+                        // Closed: fall through to one last sync of the final state.
+                        _ = announced.changed() => {}
                         r = config.changed(), if config_open => config_open = r.is_ok(),
+                        _ = tokio::time::sleep(RESYNC) => {}
                     }
                     tokio::time::sleep(self.coalesce).await;
                 } else {
@@ -195,12 +202,33 @@ impl StatusWriter {
                 ListParams::default().labels(&format!("{NODE_LABEL}={}", label_value(&self.node)));
             let mut found = Written::new();
             for o in l2.list(&mine).await? {
-                found.insert(o.metadata.name.unwrap_or_default(), None);
+                let read = listed(
+                    super::Protocol::Layer2,
+                    &o.metadata,
+                    o.status.as_ref().map(|s| {
+                        let items = s.interfaces.iter().map(|i| i.name.clone()).collect();
+                        (&s.node, &s.service_namespace, &s.service_name, items)
+                    }),
+                );
+                found.insert(o.metadata.name.clone().unwrap_or_default(), read);
             }
             for o in bgp.list(&mine).await? {
-                found.insert(o.metadata.name.unwrap_or_default(), None);
+                let read = listed(
+                    super::Protocol::Bgp,
+                    &o.metadata,
+                    o.status.as_ref().map(|s| {
+                        (
+                            &s.node,
+                            &s.service_namespace,
+                            &s.service_name,
+                            s.peers.clone(),
+                        )
+                    }),
+                );
+                found.insert(o.metadata.name.clone().unwrap_or_default(), read);
             }
             state.written = Some(found);
+            state.listed_at = tokio::time::Instant::now();
         }
         let written = state.written.as_mut().expect("listed above");
         let want = desired(&self.node, &state.last);
@@ -273,6 +301,35 @@ impl StatusWriter {
         info!(name = %name, result = %status["status"]["result"], "ConfigurationState written");
         Ok(())
     }
+}
+
+/// A listed status object as [`StatusObject`], if it reads as one.
+fn listed(
+    protocol: super::Protocol,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    status: Option<(
+        &Option<String>,
+        &Option<String>,
+        &Option<String>,
+        Vec<String>,
+    )>,
+) -> Option<StatusObject> {
+    let (node, namespace, name, mut items) = status?;
+    items.sort();
+    let object = StatusObject {
+        protocol,
+        name: meta.name.clone()?,
+        node: node.clone()?,
+        service_namespace: namespace.clone()?,
+        service_name: name.clone()?,
+        items,
+    };
+    // Labels removed or changed by hand: rewrite.
+    let labels_intact = object
+        .labels()
+        .iter()
+        .all(|(k, v)| meta.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
+    labels_intact.then_some(object)
 }
 
 /// Server-side applies the object, then its status (a custom resource's status is dropped on
