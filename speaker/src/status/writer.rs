@@ -303,16 +303,19 @@ impl StatusWriter {
     }
 }
 
+/// A listed object's status fields: node, Service namespace and name, interfaces or peers.
+type ReadStatus<'a> = (
+    &'a Option<String>,
+    &'a Option<String>,
+    &'a Option<String>,
+    Vec<String>,
+);
+
 /// A listed status object as [`StatusObject`], if it reads as one.
 fn listed(
     protocol: super::Protocol,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    status: Option<(
-        &Option<String>,
-        &Option<String>,
-        &Option<String>,
-        Vec<String>,
-    )>,
+    status: Option<ReadStatus<'_>>,
 ) -> Option<StatusObject> {
     let (node, namespace, name, mut items) = status?;
     items.sort();
