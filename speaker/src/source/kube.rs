@@ -89,10 +89,15 @@ impl KubeSource {
     }
 }
 
-/// Watches `api` into a store (managed fields dropped: nothing here reads them), waking
-/// `changed` on every change. The task ends when every receiver of its store is gone... or
-/// never; the speaker runs it for its lifetime.
-fn reflect<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Store<K>
+/// Watches `api` into a store, waking `changed` on every change; the task runs for the
+/// speaker's lifetime. Managed fields are dropped (nothing here reads them) and `trim` drops
+/// more of what is large and unused.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    trim: fn(&mut K),
+) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
@@ -101,7 +106,10 @@ where
     let kind = K::kind(&Default::default()).to_string();
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .modify(move |o: &mut K| {
+            o.meta_mut().managed_fields = None;
+            trim(o);
+        })
         .reflect(writer)
         .touched_objects();
     tokio::spawn(async move {
@@ -161,17 +169,24 @@ impl Stores {
         let all = watcher::Config::default;
         let c = || client.clone();
         let n = || changed.clone();
+        fn keep<K>(_: &mut K) {}
+        // A Node's image list is often most of its size.
+        fn trim_node(node: &mut Node) {
+            if let Some(status) = node.status.as_mut() {
+                status.images = None;
+            }
+        }
         Stores {
-            services: reflect(Api::all(c()), all(), n()),
-            slices: reflect(Api::all(c()), all().labels(SERVICE_NAME_LABEL), n()),
-            nodes: reflect(Api::all(c()), all(), n()),
-            pools: reflect(Api::namespaced(c(), namespace), all(), n()),
-            l2: reflect(Api::namespaced(c(), namespace), all(), n()),
-            bgp: reflect(Api::namespaced(c(), namespace), all(), n()),
-            peers: reflect(Api::namespaced(c(), namespace), all(), n()),
-            bfd: reflect(Api::namespaced(c(), namespace), all(), n()),
-            communities: reflect(Api::namespaced(c(), namespace), all(), n()),
-            secrets: reflect(Api::namespaced(c(), namespace), all(), n()),
+            services: reflect(Api::all(c()), all(), n(), keep),
+            slices: reflect(Api::all(c()), all().labels(SERVICE_NAME_LABEL), n(), keep),
+            nodes: reflect(Api::all(c()), all(), n(), trim_node),
+            pools: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            l2: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            bgp: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            peers: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            bfd: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            communities: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            secrets: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
         }
     }
 
