@@ -19,6 +19,7 @@
 //! fixed live set, the cluster's first Node) reports its ConfigurationState, Valid then Invalid.
 
 use ferrolb_crds::{ConfigurationResult, ConfigurationState, ServiceL2Status};
+use ferrolb_e2e::api_requests::from_text_log;
 use ferrolb_e2e::emulator::harness::{TestCluster, KUBECONFIG_ENV};
 use ferrolb_e2e::emulator::EmulatorConfig;
 use ferrolb_e2e::lab::l2::{
@@ -632,23 +633,19 @@ fn running(pid: u32) -> bool {
     })
 }
 
-/// (scope, group, resource, verb) of every request in the speakers' logs; fails on any that
-/// API_CALLS does not declare.
+/// Every request in the speakers' logs must be declared in API_CALLS.
 fn check_api_calls(logs: &[String], system: &str) {
-    let re = regex::Regex::new(r"http\.method=(\S+) http\.url=(\S+)").unwrap();
     let mut seen = BTreeSet::new();
     let mut undeclared = BTreeSet::new();
-    for line in logs.iter().flat_map(|l| l.lines()) {
-        if !line.ends_with("requesting") {
-            continue;
-        }
-        let Some(c) = re.captures(line) else { continue };
-        let url = c[2].trim_matches('"');
-        let Some(call) = classify(&c[1], url, system) else {
-            continue;
+    for request in logs.iter().flat_map(|l| from_text_log(l)) {
+        let scope = if request.namespace.as_deref() == Some(system) {
+            Scope::OwnNamespace
+        } else {
+            Scope::Cluster
         };
+        let call = (scope, request.group, request.resource, request.verb);
         if !declared(call.0, &call.1, &call.2, call.3) {
-            undeclared.insert(format!("{call:?} ({} {url})", &c[1]));
+            undeclared.insert(format!("{call:?} ({} {})", request.method, request.url));
         }
         seen.insert(call);
     }
@@ -662,52 +659,6 @@ fn check_api_calls(logs: &[String], system: &str) {
         "API requests missing from ferrolb_speaker::api_calls::API_CALLS (and the RBAC):\n{}",
         undeclared.into_iter().collect::<Vec<_>>().join("\n")
     );
-}
-
-type Call = (Scope, String, String, &'static str);
-
-/// A request as RBAC sees it; `None` for discovery and other non-resource paths.
-fn classify(method: &str, url: &str, system: &str) -> Option<Call> {
-    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let path = &path[path.find('/')?..];
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match *segments.first()? {
-        "api" if segments.len() > 2 => ("", &segments[2..]),
-        "apis" if segments.len() > 3 => (segments[1], &segments[3..]),
-        _ => return None,
-    };
-    let (namespace, rest) = if rest[0] == "namespaces" && rest.len() >= 3 {
-        (Some(rest[1]), &rest[2..])
-    } else {
-        (None, rest)
-    };
-    let resource = match rest {
-        [resource, _, sub, ..] => format!("{resource}/{sub}"),
-        [resource, ..] => resource.to_string(),
-        [] => return None,
-    };
-    let named = rest.len() >= 2;
-    let watch = query
-        .split('&')
-        .any(|kv| kv == "watch=true" || kv == "watch=1");
-    let verb = match (method, named) {
-        ("GET", _) if watch => "watch",
-        ("GET", true) => "get",
-        ("GET", false) => "list",
-        ("POST", _) => "create",
-        ("PATCH", _) => "patch",
-        ("PUT", _) => "update",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
-        _ => "unknown",
-    };
-    let scope = if namespace == Some(system) {
-        Scope::OwnNamespace
-    } else {
-        Scope::Cluster
-    };
-    Some((scope, group.to_string(), resource, verb))
 }
 
 /// Against a real cluster: no namespaces, no ARP. The controller allocates; a speaker for the
