@@ -58,9 +58,10 @@ impl KubeMode {
             })?),
             None => None,
         };
-        let security = Security::choose(key, args.insecure_membership).map_err(|e| {
+        // The namespace is the speaker's (not always ferrolb-system), so the message names it.
+        let security = Security::choose(key, args.insecure_membership).map_err(|_| {
             anyhow::anyhow!(
-                "{e} (Secret {}/{SECRET_NAME}, key secretkey)",
+                "no membership key: create the Secret {}/{SECRET_NAME} (key secretkey), or pass --insecure-membership",
                 self.namespace
             )
         })?;
