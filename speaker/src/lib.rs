@@ -4,8 +4,12 @@
 //! - [`planner`] decides, for one node, what it announces by L2 and by BGP and why not otherwise
 //!   (pure), including the deterministic ranking of candidate nodes that every speaker computes
 //!   alike for each L2 address.
-//! - [`source`] reads the manifests (file mode) and [`runtime`] runs `ferrolb-speaker run`:
-//!   plans on every change and drives the [`l2`] data plane.
+//! - [`source`] reads the cluster (kube mode, through reflectors) or the manifests (file mode)
+//!   and [`runtime`] runs `ferrolb-speaker run`: plans on every change and drives the [`l2`]
+//!   data plane.
+//! - [`status`] tells the cluster what this node announces (ServiceL2Status, ServiceBGPStatus,
+//!   takeover Events, ConfigurationState), off the takeover path; [`api_calls`] lists every
+//!   API call, which deploy/speaker/rbac.yaml grants.
 
 pub mod api_calls;
 pub mod bgp_mode;

@@ -4,6 +4,9 @@
 //! apply` of ten objects, a rollout updating many EndpointSlices) into one, rebuilds the
 //! snapshot; it is published only when valid and different.
 //!
+//! Namespaces are not watched: nothing the speaker decides depends on namespace labels (the
+//! pools' namespaceSelectors are the controller's business).
+//!
 //! The API server is never on the takeover path: the stores keep their last content while the
 //! watches fail and retry, so with the API down the speaker keeps announcing what it last knew,
 //! and membership alone moves addresses between nodes.
