@@ -1,5 +1,5 @@
-//! Where the speaker's view of the cluster comes from: [`file`] (`file:DIR`, a directory of
-//! manifests) or [`kube`] (the API server, through kube-runtime reflectors). Both produce the
+//! Where the speaker's view of the cluster comes from: [`mod@file`] (`file:DIR`, a directory
+//! of manifests) or [`mod@kube`] (the API server, through kube-runtime reflectors). Both produce the
 //! same stream of [`Snapshot`]s, each a valid configuration with the objects it applies to;
 //! an invalid configuration publishes nothing, so the last valid one stays in force.
 
