@@ -412,6 +412,22 @@ async fn lab_scenario() {
         })
         .collect();
 
+    // Membership first: a speaker that starts alone announces everything until it hears of
+    // the others (milliseconds); the Service comes once they know each other.
+    for (i, s) in speakers.iter().enumerate() {
+        let other = node_name(NODES - i);
+        env.wait(
+            "membership among the speakers",
+            Duration::from_secs(10),
+            || async {
+                s.log()
+                    .contains(&format!("speaker up node={other}"))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     // 1. The controller allocates; the owner answers; its status object and Event appear.
     let t0 = Instant::now();
     env.service("vip", &nodes, true).await;

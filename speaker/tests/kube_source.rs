@@ -1,7 +1,7 @@
 //! The kube source against the API emulator (or the cluster named by FERROLB_E2E_KUBECONFIG):
-//! the snapshot follows the cluster; an invalid configuration is reported line by line and
-//! publishes nothing (the last valid snapshot stays); with the API server gone the last
-//! snapshot stays too.
+//! the snapshot follows the cluster; an invalid configuration is reported line by line and the
+//! last valid one stays in force while Services still come and go; with the API server gone
+//! the last snapshot stays.
 
 use ferrolb_e2e::emulator::harness::TestCluster;
 use ferrolb_speaker::source::{ConfigReport, KubeSource, Snapshot};
@@ -102,13 +102,19 @@ async fn the_snapshot_follows_the_cluster_and_outlives_bad_edits_and_the_api_ser
             .any(|p| p.contains("L2Advertisement/dangling")),
         "{problems:?}"
     );
-    // Meanwhile a new Service is not taken either: the configuration it would need is invalid.
+    // The last valid configuration stays in force, and the objects still follow the cluster:
+    // a new Service arrives under it.
     cluster
         .apply_yaml(&service("db", "192.0.2.11", &class), Some(&system))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(snapshots.borrow_and_update().as_deref(), Some(&*first));
+    let under_old =
+        next_snapshot(&mut snapshots, "the new Service", |s| s.services.len() == 2).await;
+    assert_eq!(
+        under_old.config, first.config,
+        "the configuration did not change"
+    );
+    assert!(matches!(*config.borrow(), ConfigReport::Invalid(_)));
 
     // Fixed: valid again, and the new Service arrives.
     let pools: kube::Api<ferrolb_crds::IPAddressPool> =
@@ -122,6 +128,10 @@ async fn the_snapshot_follows_the_cluster_and_outlives_bad_edits_and_the_api_ser
     ads.delete("dangling", &Default::default()).await.unwrap();
     report(&mut config, "Valid again", |r| *r == ConfigReport::Valid).await;
     let both = next_snapshot(&mut snapshots, "both Services", |s| s.services.len() == 2).await;
+    assert_eq!(
+        both.config, first.config,
+        "the same configuration as before the bad edit"
+    );
 
     if cluster.is_real_cluster() {
         eprintln!("SKIP: stopping the API server needs the emulator");

@@ -2,7 +2,10 @@
 //! naming a Service) and Nodes everywhere; the FerroLB objects and Secrets in the speaker's
 //! namespace only. Every change, after a short quiet period that folds bursts (a `kubectl
 //! apply` of ten objects, a rollout updating many EndpointSlices) into one, rebuilds the
-//! snapshot; it is published only when valid and different.
+//! snapshot; it is published only when different. An invalid configuration is reported and
+//! the last valid one stays in force, applied to the current Services, EndpointSlices and
+//! Nodes (as the controller keeps allocating under its last valid configuration); before any
+//! valid configuration nothing is published.
 //!
 //! Namespaces are not watched: nothing the speaker decides depends on namespace labels (the
 //! pools' namespaceSelectors are the controller's business).
@@ -11,7 +14,7 @@
 //! watches fail and retry, so with the API down the speaker keeps announcing what it last knew,
 //! and membership alone moves addresses between nodes.
 
-use super::{assemble, is_served, node_ips, Snapshot};
+use super::{assemble, is_served, node_ips, with_config, Snapshot};
 use ferrolb_config::Resources;
 use ferrolb_crds::{
     BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
@@ -273,23 +276,39 @@ impl KubeSource {
             .filter(|s| is_served(s, self.lb_class.as_deref()))
             .collect();
         let slices = objects(&stores.slices);
+        let publish = |snapshot: Snapshot| {
+            snapshot_tx.send_if_modified(|old| {
+                let changed = old.as_deref() != Some(&snapshot);
+                if changed {
+                    info!(
+                        nodes = snapshot.nodes.len(),
+                        services = snapshot.services.len(),
+                        "snapshot updated"
+                    );
+                    *old = Some(Arc::new(snapshot));
+                }
+                changed
+            });
+        };
         match assemble(&resources, &services, &slices, true, &nodes, Vec::new()) {
             Ok(snapshot) => {
                 config_tx.send_if_modified(|r| replace(r, ConfigReport::Valid));
-                snapshot_tx.send_if_modified(|old| {
-                    let changed = old.as_deref() != Some(&snapshot);
-                    if changed {
-                        info!(
-                            nodes = snapshot.nodes.len(),
-                            services = snapshot.services.len(),
-                            "configuration loaded"
-                        );
-                        *old = Some(Arc::new(snapshot));
-                    }
-                    changed
-                });
+                publish(snapshot);
             }
             Err(errors) => {
+                // The last valid configuration stays in force; the objects it applies to
+                // still follow the cluster (a deleted Service is no longer announced).
+                let last = snapshot_tx.borrow().as_ref().map(|s| s.config.clone());
+                if let Some(config) = last {
+                    publish(with_config(
+                        config,
+                        &services,
+                        &slices,
+                        true,
+                        &nodes,
+                        &resources.secrets,
+                    ));
+                }
                 let fresh = config_tx
                     .send_if_modified(|r| replace(r, ConfigReport::Invalid(errors.clone())));
                 if fresh {

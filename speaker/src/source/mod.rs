@@ -65,11 +65,32 @@ pub fn assemble(
             return Err(all);
         }
     };
-    Ok(Snapshot {
+    Ok(with_config(
+        config,
+        services,
+        slices,
+        slices_known,
+        nodes,
+        &resources.secrets,
+    ))
+}
+
+/// A snapshot of the objects under an already valid configuration (kube mode keeps the last
+/// valid one in force while the current one is invalid, and still follows Services,
+/// EndpointSlices and Nodes).
+pub fn with_config(
+    config: Config,
+    services: &[Service],
+    slices: &[EndpointSlice],
+    slices_known: bool,
+    nodes: &[Node],
+    secrets: &[Secret],
+) -> Snapshot {
+    Snapshot {
         config,
         nodes: nodes.iter().map(NodeView::of).collect(),
         services: service_views(services, slices, slices_known),
         node_ips: node_ips(nodes),
-        secrets: resources.secrets.clone(),
-    })
+        secrets: secrets.to_vec(),
+    }
 }
