@@ -3,7 +3,7 @@
 //! what is announced is written once, a takeover gives an Event, the ConfigurationState follows
 //! the report, and stopping deletes this node's objects.
 
-use ferrolb_crds::{ConfigurationState, ServiceL2Status};
+use ferrolb_crds::{ConfigurationState, ServiceBGPStatus, ServiceL2Status};
 use ferrolb_e2e::emulator::harness::TestCluster;
 use ferrolb_speaker::planner::{L2Decision, NodePlan};
 use ferrolb_speaker::source::ConfigReport;
@@ -43,9 +43,11 @@ async fn writes_what_is_announced_adopts_or_deletes_leftovers_and_cleans_up_on_s
     cluster
         .apply_yaml(
             &format!(
-                "{}---\n{}",
+                "{}---\n{}---\n{}",
                 stale("l2-left-by-an-earlier-run", "node-a"),
-                stale("l2-of-another-node", "node-b")
+                stale("l2-of-another-node", "node-b"),
+                stale("bgp-left-by-an-earlier-run", "node-a")
+                    .replace("ServiceL2Status", "ServiceBGPStatus")
             ),
             Some(&system),
         )
@@ -91,6 +93,15 @@ async fn writes_what_is_announced_adopts_or_deletes_leftovers_and_cleans_up_on_s
     expected.sort();
     wait_until("our object written, the leftover deleted", || async {
         names().await == expected
+    })
+    .await;
+    let bgp: Api<ServiceBGPStatus> = Api::namespaced(cluster.client(), &system);
+    wait_until("the BGP leftover deleted", || async {
+        bgp.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
     })
     .await;
     let status = statuses.get(&ours).await.unwrap().status.unwrap();

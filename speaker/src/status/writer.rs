@@ -6,7 +6,7 @@
 
 use super::{
     configuration_state_name, configuration_status, desired, label_value, takeovers, Announced,
-    StatusObject, Takeover, FIELD_MANAGER, NODE_LABEL, REPORTER, TAKEOVER_REASON,
+    Protocol, StatusObject, Takeover, FIELD_MANAGER, NODE_LABEL, REPORTER, TAKEOVER_REASON,
 };
 use crate::source::ConfigReport;
 use ferrolb_crds::{ConfigurationState, ServiceBGPStatus, ServiceL2Status};
@@ -47,7 +47,7 @@ pub struct StatusWriter {
 
 /// What the cluster holds, as written or listed: `None` content means an object of ours that
 /// does not read as one (to rewrite or delete).
-type Written = BTreeMap<String, Option<StatusObject>>;
+type Written = BTreeMap<(Protocol, String), Option<StatusObject>>;
 
 struct State {
     /// `None` until listed, and again when a resync is due.
@@ -203,18 +203,24 @@ impl StatusWriter {
             let mut found = Written::new();
             for o in l2.list(&mine).await? {
                 let read = listed(
-                    super::Protocol::Layer2,
+                    Protocol::Layer2,
                     &o.metadata,
                     o.status.as_ref().map(|s| {
                         let items = s.interfaces.iter().map(|i| i.name.clone()).collect();
                         (&s.node, &s.service_namespace, &s.service_name, items)
                     }),
                 );
-                found.insert(o.metadata.name.clone().unwrap_or_default(), read);
+                found.insert(
+                    (
+                        Protocol::Layer2,
+                        o.metadata.name.clone().unwrap_or_default(),
+                    ),
+                    read,
+                );
             }
             for o in bgp.list(&mine).await? {
                 let read = listed(
-                    super::Protocol::Bgp,
+                    Protocol::Bgp,
                     &o.metadata,
                     o.status.as_ref().map(|s| {
                         (
@@ -225,7 +231,10 @@ impl StatusWriter {
                         )
                     }),
                 );
-                found.insert(o.metadata.name.clone().unwrap_or_default(), read);
+                found.insert(
+                    (Protocol::Bgp, o.metadata.name.clone().unwrap_or_default()),
+                    read,
+                );
             }
             state.written = Some(found);
             state.listed_at = tokio::time::Instant::now();
@@ -233,8 +242,9 @@ impl StatusWriter {
         let written = state.written.as_mut().expect("listed above");
         let want = desired(&self.node, &state.last);
         for (name, object) in &want {
+            let key = (object.protocol, name.clone());
             if written
-                .get(name)
+                .get(&key)
                 .is_some_and(|w| w.as_ref() == Some(object))
             {
                 continue;
@@ -247,22 +257,22 @@ impl StatusWriter {
             }
             let status = object.status();
             match object.protocol {
-                super::Protocol::Layer2 => apply(&l2, name, &body, &status).await?,
-                super::Protocol::Bgp => apply(&bgp, name, &body, &status).await?,
+                Protocol::Layer2 => apply(&l2, name, &body, &status).await?,
+                Protocol::Bgp => apply(&bgp, name, &body, &status).await?,
             }
             info!(name = %name, service = %format!("{}/{}", object.service_namespace, object.service_name), items = ?object.items, "status written");
-            written.insert(name.clone(), Some(object.clone()));
+            written.insert(key, Some(object.clone()));
         }
-        let stale: Vec<String> = written
+        let stale: Vec<(Protocol, String)> = written
             .keys()
-            .filter(|n| !want.contains_key(*n))
+            .filter(|(p, n)| want.get(n).is_none_or(|o| o.protocol != *p))
             .cloned()
             .collect();
-        for name in stale {
-            let result = if name.starts_with("bgp-") {
-                bgp.delete(&name, &DeleteParams::default()).await.map(drop)
-            } else {
-                l2.delete(&name, &DeleteParams::default()).await.map(drop)
+        for key in stale {
+            let name = &key.1;
+            let result = match key.0 {
+                Protocol::Bgp => bgp.delete(name, &DeleteParams::default()).await.map(drop),
+                Protocol::Layer2 => l2.delete(name, &DeleteParams::default()).await.map(drop),
             };
             match result {
                 Ok(()) => {}
@@ -270,7 +280,7 @@ impl StatusWriter {
                 Err(e) => return Err(e),
             }
             info!(name = %name, "status deleted");
-            written.remove(&name);
+            written.remove(&key);
         }
         Ok(())
     }
