@@ -303,9 +303,6 @@ fn kustomization() -> Kustomization {
 
 /// Holds a random key created once per cluster; applying the template would overwrite it.
 const NOT_INSTALLED: &[&str] = &["speaker/memberlist-secret.yaml"];
-/// Listed ahead of its arrival from the branch that writes the speaker's RBAC (issue 6); once
-/// present it is parsed and checked like every other file.
-const AWAITED: &[&str] = &["speaker/rbac.yaml"];
 
 #[test]
 fn the_kustomization_installs_every_manifest_but_the_memberlist_secret() {
@@ -322,13 +319,10 @@ fn the_kustomization_installs_every_manifest_but_the_memberlist_secret() {
     let listed: BTreeSet<String> = k.resources.iter().cloned().collect();
     assert_eq!(listed.len(), k.resources.len(), "a resource listed twice");
     for r in &listed {
-        if !on_disk.contains(r) {
-            assert!(
-                AWAITED.contains(&r.as_str()),
-                "deploy/{KUSTOMIZATION} lists {r}, which does not exist"
-            );
-            eprintln!("NOTE: deploy/{r} is listed but not written yet (speaker RBAC, issue 6)");
-        }
+        assert!(
+            on_disk.contains(r),
+            "deploy/{KUSTOMIZATION} lists {r}, which does not exist"
+        );
     }
     let unlisted: Vec<&String> = on_disk
         .difference(&listed)
@@ -348,14 +342,6 @@ fn the_kustomization_installs_every_manifest_but_the_memberlist_secret() {
 #[test]
 fn kubectl_kustomize_builds_the_installation() {
     let dir = deploy_dir();
-    if let Some(missing) = kustomization()
-        .resources
-        .iter()
-        .find(|r| !dir.join(r).exists())
-    {
-        eprintln!("SKIP: deploy/{missing} is not written yet");
-        return;
-    }
     let out = match std::process::Command::new("kubectl")
         .arg("kustomize")
         .arg(&dir)
@@ -445,8 +431,12 @@ fn the_speaker_daemonset_runs_on_the_host_network_with_only_net_raw() {
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     let caps = sc.capabilities.unwrap();
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
-    // L2 needs the packet socket only (checked by running the speaker with NET_RAW alone).
-    assert_eq!(caps.add.as_deref(), Some(&["NET_RAW".to_string()][..]));
+    // L2 needs the packet socket only (checked by running the speaker with NET_RAW alone);
+    // BGP mode listens on port 179.
+    assert_eq!(
+        caps.add.as_deref(),
+        Some(&["NET_RAW".to_string(), "NET_BIND_SERVICE".to_string()][..])
+    );
 
     let ports = c.ports.clone().unwrap_or_default();
     let port = |name: &str| ports.iter().find(|p| p.name.as_deref() == Some(name));

@@ -6,10 +6,15 @@
 //!   alike for each L2 address.
 //! - [`rejoin`] decides which returning speakers are still in their hold-down (pure), so a
 //!   node that comes back (or flaps) takes nothing over until it has been live a while.
-//! - [`source`] reads the manifests (file mode) and [`runtime`] runs `ferrolb-speaker run`:
-//!   plans on every change and drives the [`l2`] data plane and the BGP sessions
-//!   ([`bgp_mode::driver`]; [`bgp_mode::driver::BgpStatus`] is their read side for metrics).
+//! - [`source`] reads the cluster (kube mode, through reflectors) or the manifests (file mode)
+//!   and [`runtime`] runs `ferrolb-speaker run`: plans on every change and drives the [`l2`]
+//!   data plane and the BGP sessions ([`bgp_mode::driver`]; [`bgp_mode::driver::BgpStatus`] is
+//!   their read side for metrics).
+//! - [`status`] tells the cluster what this node announces (ServiceL2Status, ServiceBGPStatus,
+//!   takeover Events, ConfigurationState), off the takeover path; [`api_calls`] lists every
+//!   API call, which deploy/speaker/rbac.yaml grants.
 
+pub mod api_calls;
 pub mod bgp_mode;
 pub mod l2;
 pub mod membership;
@@ -19,4 +24,5 @@ pub mod planner;
 pub mod rejoin;
 pub mod runtime;
 pub mod source;
+pub mod status;
 pub mod view;

@@ -1,6 +1,9 @@
 //! The `ferrolb-speaker` binary.
 
+mod kube_mode;
+
 use clap::{Parser, Subcommand, ValueEnum};
+use kube_mode::KubeMode;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,10 +43,15 @@ enum Command {
     /// Run the speaker: plan on every change of the sources or of the live speakers, and answer
     /// ARP / Neighbor Solicitations for (and announce) the addresses this node owns.
     Run {
-        /// Where Services, Nodes and FerroLB objects come from: `file:DIR` (a directory of
-        /// manifests, reloaded when a file changes) or `kube` (not available yet).
+        /// Where Services, Nodes and FerroLB objects come from: `kube` (the API server, with the
+        /// in-cluster configuration or KUBECONFIG) or `file:DIR` (a directory of manifests,
+        /// reloaded when a file changes).
         #[arg(long, default_value = "kube")]
         source: String,
+        /// Kube mode: the namespace of the FerroLB objects, the membership Secret, the status
+        /// objects and this node's ConfigurationState.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "ferrolb-system")]
+        namespace: String,
         /// This node's name (as in its Node object).
         #[arg(long, env = "NODE_NAME")]
         node_name: String,
@@ -112,6 +120,7 @@ async fn terminated() {
 
 struct RunArgs {
     source: String,
+    namespace: String,
     node_name: String,
     live: Option<Vec<String>>,
     lb_class: Option<String>,
@@ -137,15 +146,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let Some(dir) = args
-        .source
-        .strip_prefix("file:")
-        .map(std::path::PathBuf::from)
-    else {
-        anyhow::bail!(
-            "--source {}: only file:DIR is available so far",
-            args.source
-        );
+    let source = match args.source.as_str() {
+        "kube" => Source::Kube,
+        other => match other.strip_prefix("file:") {
+            Some(dir) if !dir.is_empty() => Source::File(dir.into()),
+            _ => anyhow::bail!("--source {other}: expected kube or file:DIR"),
+        },
     };
     if args.node_name.is_empty() {
         anyhow::bail!("--node-name (or NODE_NAME) is empty");
@@ -174,11 +180,21 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.insecure_membership {
         tracing::warn!("--insecure-membership: membership messages are not authenticated");
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let kube = match &source {
+        Source::Kube => Some(runtime.block_on(KubeMode::start(&args))?),
+        Source::File(_) => None,
+    };
     // The live set: fixed with --live (tests, labs), else from membership among the speakers,
     // found through the Nodes' InternalIPs and authenticated with the shared key.
-    let membership = match &args.live {
-        Some(_) => None,
-        None => Some(start_membership(&dir, &args)?),
+    let membership = match (&args.live, &source, &kube) {
+        (Some(_), _, _) => None,
+        (None, Source::File(dir), _) => Some(start_membership(dir, &args)?),
+        (None, Source::Kube, Some(k)) => Some(runtime.block_on(k.start_membership(&args))?),
+        (None, Source::Kube, None) => unreachable!("kube mode started above"),
     };
     let liveness = match (args.live, &membership) {
         (Some(names), _) => Liveness::fixed(names.into_iter().collect()),
@@ -223,10 +239,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         health: health.clone(),
         bgp_status: Default::default(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     runtime.block_on(async move {
         tracing::info!(node = %args.node_name, source = %args.source, "ferrolb-speaker starting");
         if let Some(listener) = metrics_listener {
@@ -234,13 +246,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             ferrolb_speaker::metrics::serve(listener, health)?;
             tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
         }
-        let snapshots = FileSource {
-            dir,
-            lb_class: args.lb_class,
-            poll: std::time::Duration::from_millis(args.poll_ms.max(10)),
-        }
-        .spawn();
+        let snapshots = match (source, &kube) {
+            (Source::File(dir), _) => FileSource {
+                dir,
+                lb_class: args.lb_class,
+                poll: std::time::Duration::from_millis(args.poll_ms.max(10)),
+            }
+            .spawn(),
+            (Source::Kube, Some(k)) => k.feeds.snapshots.clone(),
+            (Source::Kube, None) => unreachable!("kube mode started above"),
+        };
         let node = args.node_name.clone();
+        let node_name = node.clone();
         let mut peer_updates = snapshots.clone();
         // Until SIGTERM, keep membership's peers in step with the Nodes; then leave, so the
         // others take over at once, before this speaker stops answering.
@@ -267,11 +284,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 tracing::info!("left membership");
             }
         };
-        ferrolb_speaker::runtime::run(opts, snapshots, liveness, shutdown).await;
+        match kube {
+            Some(k) => k.run(opts, snapshots, liveness, shutdown, &node_name).await,
+            None => ferrolb_speaker::runtime::run(opts, snapshots, liveness, shutdown).await,
+        }
         anyhow::Ok(())
     })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+enum Source {
+    File(PathBuf),
+    Kube,
 }
 
 /// Every other node's speaker, by its InternalIP.
@@ -321,6 +346,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run {
             source,
+            namespace,
             node_name,
             live,
             lb_class,
@@ -332,6 +358,7 @@ fn main() -> ExitCode {
             release_grace_ms,
         } => match run(RunArgs {
             source,
+            namespace,
             node_name,
             live,
             lb_class,

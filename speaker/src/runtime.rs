@@ -11,8 +11,9 @@ use crate::bgp_mode::driver::{BgpDriver, BgpStatus};
 use crate::l2::adapter::{L2Adapter, L2Options};
 use crate::membership::MemberInfo;
 use crate::metrics::Health;
-use crate::planner::{plan_with_held, Inputs};
+use crate::planner::{plan_with_held, Inputs, NodePlan};
 use crate::source::Snapshot;
+use crate::status::Announced;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -58,10 +59,36 @@ pub struct RunOptions {
 /// Plans and announces until `shutdown` completes, then stops answering and announcing.
 pub async fn run(
     opts: RunOptions,
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    liveness: Liveness,
+    shutdown: impl Future<Output = ()>,
+) {
+    run_observed(opts, snapshots, liveness, shutdown, None).await
+}
+
+/// [`run`], also sending what is announced after every change to `announced` (for the status
+/// writer; sending never waits), and nothing once stopped.
+pub async fn run_observed(
+    opts: RunOptions,
     mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     mut liveness: Liveness,
     shutdown: impl Future<Output = ()>,
+    announced: Option<watch::Sender<Announced>>,
 ) {
+    let publish = |l2: &L2Adapter, plan: Option<&NodePlan>| {
+        if let Some(tx) = &announced {
+            tx.send_if_modified(|a| {
+                let changed = a.l2 != *l2.owned() || plan.is_some_and(|p| a.plan != *p);
+                if changed {
+                    a.l2 = l2.owned().clone();
+                    if let Some(p) = plan {
+                        a.plan = p.clone();
+                    }
+                }
+                changed
+            });
+        }
+    };
     let node = opts.l2.node.clone();
     let bgp = BgpDriver::new(&node, opts.bgp_status.clone()).spawn();
     let mut l2 = L2Adapter::new(opts.l2);
@@ -111,6 +138,7 @@ pub async fn run(
             }
             _ = rescan.tick() => {
                 l2.refresh(std::time::Instant::now());
+                publish(&l2, None);
                 false
             }
         };
@@ -158,11 +186,13 @@ pub async fn run(
         l2.apply(&p, std::time::Instant::now());
         opts.health.set_config_loaded(true);
         opts.health.set_data_plane_running(true);
+        publish(&l2, Some(&p));
         bgp.apply(snapshot, Arc::new(p));
     }
     opts.health.set_data_plane_running(false);
     info!("shutting down: no more answers or announcements");
     l2.shutdown();
+    publish(&l2, Some(&NodePlan::default()));
     bgp.shutdown().await;
 }
 

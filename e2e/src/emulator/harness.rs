@@ -127,6 +127,15 @@ impl TestCluster {
         self.emulator.is_none()
     }
 
+    /// Stops the emulator (the API server goes away, as in an outage); nothing on a real
+    /// cluster. Every later request fails.
+    pub async fn stop_emulator(&mut self) {
+        if let Some(emulator) = self.emulator.take() {
+            emulator.disconnect_watches();
+            emulator.stop().await;
+        }
+    }
+
     /// Creates a fresh namespace named `<prefix><random>` and returns its name.
     pub async fn create_namespace(&self, prefix: &str) -> Result<String, HarnessError> {
         let api: Api<Namespace> = Api::all(self.client());

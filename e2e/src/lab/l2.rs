@@ -344,9 +344,21 @@ impl LabProcess {
         envs: &[(&str, &str)],
         log_path: &Path,
     ) -> Result<LabProcess, String> {
+        Self::start_in(ns.name(), binary, args, envs, log_path)
+    }
+
+    /// [`LabProcess::start`] in a namespace known by name (e.g. from a child process that does
+    /// not own the lab).
+    pub fn start_in(
+        ns: &str,
+        binary: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        log_path: &Path,
+    ) -> Result<LabProcess, String> {
         let log = fs::File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let child = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
+            .args(["netns", "exec", ns])
             .arg(binary)
             .args(args)
             .envs(envs.iter().copied())
@@ -410,6 +422,16 @@ impl Drop for LabProcess {
 /// Builds `ferrolb-speaker` (tests of the e2e crate cannot depend on another crate's binary)
 /// and returns its path, next to the running test's target directory.
 pub fn speaker_binary() -> Result<PathBuf, String> {
+    workspace_binary("speaker", "ferrolb-speaker")
+}
+
+/// Builds `ferrolb-controller`, as [`speaker_binary`] does the speaker.
+pub fn controller_binary() -> Result<PathBuf, String> {
+    workspace_binary("controller", "ferrolb-controller")
+}
+
+/// Builds binary `bin` of the workspace crate in directory `krate`; returns its path.
+fn workspace_binary(krate: &str, bin: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     // target/<profile>/deps/<test> -> target/<profile>/ferrolb-speaker
     let profile_dir = exe
@@ -417,21 +439,47 @@ pub fn speaker_binary() -> Result<PathBuf, String> {
         .and_then(Path::parent)
         .ok_or("no target directory")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../speaker/Cargo.toml");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../{krate}/Cargo.toml"));
     let mut args = vec![
         "build".to_string(),
         "--quiet".into(),
         "--manifest-path".into(),
         manifest.to_string_lossy().into_owned(),
         "--bin".into(),
-        "ferrolb-speaker".into(),
+        bin.into(),
     ];
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         args.push("--release".into());
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(&cargo, &args)?;
-    let binary = profile_dir.join("ferrolb-speaker");
+    // Without the variables `cargo test` sets for the running test: build scripts (ring's)
+    // track some of them, and a different value rebuilds half the dependency tree on every
+    // alternation between this build and one from a shell.
+    let mut command = Command::new(&cargo);
+    command.args(&args);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_test = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*name);
+        if set_by_cargo_test {
+            command.env_remove(&*name);
+        }
+    }
+    let out = command.output().map_err(|e| format!("{cargo}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let binary = profile_dir.join(bin);
     binary
         .exists()
         .then_some(binary.clone())

@@ -354,6 +354,11 @@ impl BgpDriver {
                 .filter(|a| a.is_ipv4())
                 .collect(),
         );
+        // Without the right to bind port 179 (NET_BIND_SERVICE), or with it taken: connect
+        // out only, which is how most routers are configured to meet us anyway.
+        if !self.listen.is_empty() {
+            attempts.push(Vec::new());
+        }
         let mut last_error = None;
         for listen in attempts {
             match BgpEngine::start(EngineConfig {
@@ -363,6 +368,9 @@ impl BgpDriver {
             .await
             {
                 Ok((engine, events)) => {
+                    if listen.is_empty() && !self.listen.is_empty() {
+                        warn!(error = ?last_error, wanted = ?self.listen, "cannot listen for BGP connections; connecting out only");
+                    }
                     info!(%router_id, listen = ?listen, "BGP engine started");
                     tokio::spawn(log_events(events, self.status.clone()));
                     *guard = Some(engine);

@@ -1,70 +1,34 @@
-//! Where the speaker's view of the cluster comes from. `file:DIR`: a directory of manifests,
-//! polled for changes; a bad edit keeps the last valid configuration in force.
+//! `file:DIR`: a directory of manifests, polled for changes; a bad edit keeps the last valid
+//! configuration in force.
 
-use crate::view::{internal_ip, service_views, NodeView, ServiceView};
+use super::{assemble, is_served, Snapshot};
 use ferrolb_config::files::{manifest_files, read_manifests};
-use ferrolb_config::Config;
-use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::ResourceExt;
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use k8s_openapi::api::core::v1::Service;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// Everything the planner needs besides the live set and the node's name.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub config: Config,
-    pub nodes: Vec<NodeView>,
-    pub services: Vec<ServiceView>,
-    /// Each Node's InternalIP: where its speaker's membership listens.
-    pub node_ips: BTreeMap<String, IpAddr>,
-    /// Secrets in the source (the membership key among them).
-    pub secrets: Vec<Secret>,
-}
-
-/// Services this speaker serves: LoadBalancers of its class (none set: those without a class).
-pub fn is_served(svc: &Service, lb_class: Option<&str>) -> bool {
-    svc.spec.as_ref().is_some_and(|s| {
-        s.type_.as_deref() == Some("LoadBalancer") && s.load_balancer_class.as_deref() == lb_class
-    })
-}
-
 /// Reads and validates the manifests under `dir`; `Err` carries every problem.
 pub fn load_dir(dir: &Path, lb_class: Option<&str>) -> Result<Snapshot, Vec<String>> {
     let (manifests, errors) = read_manifests(&[dir.to_path_buf()], false);
-    let config = match ferrolb_config::build(&manifests.resources) {
-        Ok(c) if errors.is_empty() => c,
-        Ok(_) => return Err(errors.iter().map(ToString::to_string).collect()),
-        Err(more) => {
-            return Err(errors
-                .iter()
-                .chain(&more)
-                .map(ToString::to_string)
-                .collect())
-        }
-    };
     let services: Vec<Service> = manifests
         .services
         .iter()
         .filter(|s| is_served(s, lb_class))
         .cloned()
         .collect();
-    Ok(Snapshot {
-        config,
-        nodes: manifests.nodes.iter().map(NodeView::of).collect(),
-        // File mode: a Service without EndpointSlices in the files serves everywhere.
-        services: service_views(&services, &manifests.endpoint_slices, false),
-        node_ips: manifests
-            .nodes
-            .iter()
-            .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
-            .collect(),
-        secrets: manifests.resources.secrets.clone(),
-    })
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    // File mode: a Service without EndpointSlices in the files serves everywhere.
+    assemble(
+        &manifests.resources,
+        &services,
+        &manifests.endpoint_slices,
+        false,
+        &manifests.nodes,
+        errors,
+    )
 }
 
 /// What identifies the directory's contents cheaply: each manifest file's name, size and

@@ -1,0 +1,748 @@
+//! The speaker in kube mode announces what the controller allocated: the real
+//! `ferrolb-controller` and `ferrolb-speaker` binaries against the API emulator, the speakers in
+//! node network namespaces of the L2 lab, the client's kernel as the judge.
+//!
+//! Pool + L2Advertisement + Service + EndpointSlice applied -> the controller writes the
+//! addresses -> the owner the planner ranks first answers ARP / Neighbor Solicitations (the
+//! client's neighbour table holds its MAC and the client's datagrams reach its echo), a
+//! ServiceL2Status names it and an Event on the Service says it took over. An overlapping pool
+//! makes every speaker's ConfigurationState Invalid (every error line) while the addresses stay
+//! answered; deleting the Service deletes the ServiceL2Status and ends the answers; with the API
+//! server stopped, a Service announced before is still answered. Every request a speaker sent is
+//! one `ferrolb_speaker::api_calls::API_CALLS` declares (so the RBAC grants it).
+//!
+//! The lab's namespaces are made by the test (root); everything touching the API runs in a
+//! child process inside the client namespace, where the emulator listens on the client's
+//! address so that the node namespaces reach it over the lab's bridge. With
+//! FERROLB_E2E_KUBECONFIG the test runs against that cluster instead, without network
+//! namespaces: the controller allocates, a speaker with no interface to announce on (and a
+//! fixed live set, the cluster's first Node) reports its ConfigurationState, Valid then Invalid.
+
+use ferrolb_crds::{ConfigurationResult, ConfigurationState, ServiceL2Status};
+use ferrolb_e2e::api_requests::from_text_log;
+use ferrolb_e2e::emulator::harness::{TestCluster, KUBECONFIG_ENV};
+use ferrolb_e2e::emulator::EmulatorConfig;
+use ferrolb_e2e::lab::l2::{
+    controller_binary, node_mac, node_name, skip_reason, speaker_binary, L2Lab, LabProcess,
+    CLIENT_V4,
+};
+use ferrolb_e2e::lab::{child, run, wait_for};
+use ferrolb_speaker::api_calls::{declared, Scope};
+use ferrolb_speaker::status::{configuration_state_name, SERVICE_NAME_LABEL, TAKEOVER_REASON};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const TEST: &str = "speaker_in_kube_mode_announces_what_the_controller_allocated";
+/// Lab tag: namespaces flb-kb1-{sw,c,n1,n2}.
+const TAG: &str = "kb1";
+const NODES: usize = 2;
+const VIP4: &str = "192.0.2.200";
+const VIP6: &str = "2001:db8::200";
+const ECHO: &str = env!("CARGO_BIN_EXE_ferrolb-lab-echo");
+const POLL: Duration = Duration::from_millis(20);
+
+#[test]
+fn speaker_in_kube_mode_announces_what_the_controller_allocated() {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    if child::is_child(TEST) {
+        runtime().block_on(lab_scenario());
+        return;
+    }
+    let binaries = (speaker_binary().unwrap(), controller_binary().unwrap());
+    if std::env::var_os(KUBECONFIG_ENV).is_some_and(|v| !v.is_empty()) {
+        eprintln!("SKIP: the network-namespace part (ARP, status objects of announcing nodes) needs the emulator; checking allocation and ConfigurationState on the cluster");
+        runtime().block_on(real_cluster_scenario(&binaries.0, &binaries.1));
+        return;
+    }
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP: {TEST} {why}");
+        return;
+    }
+    let lab = L2Lab::new(TAG, NODES).unwrap();
+    lab.add_vip(&format!("{VIP4}/32")).unwrap();
+    lab.add_vip(&format!("{VIP6}/128")).unwrap();
+    let started = Instant::now();
+    let result = child::run_in_netns(&lab.client, TEST, Duration::from_secs(150));
+    match result {
+        Ok(out) => eprintln!("{out}\n{TEST}: {:?}", started.elapsed()),
+        Err(e) => panic!("{e}"),
+    }
+    drop(lab);
+}
+
+/// Where the processes' logs go (kept after the test for a look).
+fn logs_dir() -> PathBuf {
+    let d = PathBuf::from("/tmp/ferrolb-lab").join(TAG);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The test's objects and processes.
+struct Env {
+    cluster: TestCluster,
+    system: String,
+    apps: String,
+    class: String,
+    logs: PathBuf,
+}
+
+impl Env {
+    async fn start(cluster: TestCluster) -> Env {
+        cluster.apply_ferrolb_crds().await.expect("CRDs");
+        let system = cluster.create_namespace("flb-kb-sys-").await.unwrap();
+        let apps = cluster.create_namespace("flb-kb-app-").await.unwrap();
+        Env {
+            class: format!("ferrolb.io/test-{system}"),
+            cluster,
+            system,
+            apps,
+            logs: logs_dir(),
+        }
+    }
+
+    async fn apply(&self, yaml: &str, ns: &str) {
+        self.cluster
+            .apply_yaml(yaml, Some(ns))
+            .await
+            .unwrap_or_else(|e| panic!("apply: {e}\n{yaml}"));
+    }
+
+    async fn pool(&self, name: &str, addresses: &str) {
+        self.apply(
+            &format!("apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {name}}}\nspec: {{addresses: [{addresses}]}}\n"),
+            &self.system,
+        )
+        .await;
+    }
+
+    /// A dual-stack LoadBalancer Service of the test's class, with an EndpointSlice serving on
+    /// `nodes` (the emulator runs no endpoint controller; on a real cluster a Service without
+    /// a selector keeps hand-made slices).
+    async fn service(&self, name: &str, nodes: &[String], dual_stack: bool) {
+        let families = if dual_stack {
+            "ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], "
+        } else {
+            ""
+        };
+        self.apply(
+            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{type: LoadBalancer, loadBalancerClass: \"{}\", {families}ports: [{{port: 7, protocol: UDP}}]}}\n", self.class),
+            &self.apps,
+        )
+        .await;
+        let endpoints: Vec<serde_json::Value> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"addresses": [format!("192.0.2.{}", i + 1)], "nodeName": n, "conditions": {"ready": true}}))
+            .collect();
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "endpoints": endpoints,
+            "ports": [{"port": 7, "protocol": "UDP"}],
+        });
+        self.apply(&serde_yaml::to_string(&slice).unwrap(), &self.apps)
+            .await;
+    }
+
+    fn services(&self) -> Api<Service> {
+        Api::namespaced(self.cluster.client(), &self.apps)
+    }
+
+    async fn ips(&self, name: &str) -> Vec<IpAddr> {
+        let Ok(svc) = self.services().get(name).await else {
+            return vec![];
+        };
+        svc.status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.ip?.parse().ok())
+            .collect()
+    }
+
+    /// Waits until `check` gives a value, at most `limit`.
+    async fn wait<T, F, Fut>(&self, what: &str, limit: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?}: {what}\nlogs in {}",
+                self.logs.display()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn l2_statuses(&self, service: &str) -> Vec<ServiceL2Status> {
+        let api: Api<ServiceL2Status> = Api::namespaced(self.cluster.client(), &self.system);
+        api.list(&ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={service}")))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+    }
+
+    async fn configuration(&self, node: &str) -> Option<(ConfigurationResult, String)> {
+        let api: Api<ConfigurationState> = Api::namespaced(self.cluster.client(), &self.system);
+        let status = api
+            .get_opt(&configuration_state_name(node))
+            .await
+            .ok()??
+            .status?;
+        Some((status.result?, status.error_summary.unwrap_or_default()))
+    }
+
+    async fn events(&self, service: &str) -> Vec<(String, String)> {
+        let api: Api<Event> = Api::namespaced(self.cluster.client(), &self.apps);
+        api.list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(service))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+
+    fn controller_args(&self) -> Vec<String> {
+        [
+            "run",
+            "--namespace",
+            &self.system,
+            "--lb-class",
+            &self.class,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--identity",
+            "kb-controller",
+            "--lease-duration-seconds",
+            "3",
+            "--lease-grace-seconds",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn speaker_args(&self) -> Vec<String> {
+        [
+            "run",
+            "--source",
+            "kube",
+            "--namespace",
+            &self.system,
+            "--lb-class",
+            &self.class,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
+/// The owner of `ip` among `nodes`, as every speaker ranks them (no preferences configured).
+fn expected_owner(ip: IpAddr, nodes: &[String]) -> String {
+    nodes
+        .iter()
+        .min_by_key(|n| ferrolb_speaker::planner::rank_key(n, ip))
+        .unwrap()
+        .clone()
+}
+
+/// The client's neighbour entry for `ip`: its MAC, if it has one (we run in the client's
+/// namespace).
+fn neighbour_mac(ip: &str) -> Option<String> {
+    let out = run("ip", &["neigh", "show", ip, "dev", "eth0"]).ok()?;
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "lladdr")?;
+    Some(words.get(at + 1)?.to_string())
+}
+
+/// Forgets `ip`'s neighbour entry, sends one datagram to its echo; the answering node's name,
+/// or why not.
+fn ask_fresh(ip: &str) -> Result<String, String> {
+    let _ = run("ip", &["neigh", "flush", "to", ip, "dev", "eth0"]);
+    let addr = if ip.contains(':') {
+        format!("[{ip}]:7")
+    } else {
+        format!("{ip}:7")
+    };
+    run(ECHO, &["ask", &addr, "1000"]).map(|s| s.trim().to_string())
+}
+
+/// Asserts, for a bounded time, that `ip` is answered by `owner` alone: the datagram reaches
+/// its echo and the neighbour entry holds its MAC.
+fn assert_answered_by(ip: &str, owner: &str, limit: Duration) {
+    let index: usize = owner.trim_start_matches("node-").parse().unwrap();
+    let answered = wait_for(limit, Duration::from_millis(100), || {
+        (ask_fresh(ip).ok()? == owner).then_some(())
+    });
+    assert!(
+        answered.is_some(),
+        "{ip}: no answer from {owner} within {limit:?}"
+    );
+    assert_eq!(
+        neighbour_mac(ip).as_deref(),
+        Some(node_mac(index).as_str()),
+        "{ip} must resolve to {owner}'s MAC"
+    );
+}
+
+/// A binary the parent process built (next to this test's target directory); the child does
+/// not run cargo itself.
+fn built(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().join(name)
+}
+
+async fn lab_scenario() {
+    let speaker = built("ferrolb-speaker");
+    let controller = built("ferrolb-controller");
+    let cluster = TestCluster::start_with(EmulatorConfig {
+        listen: format!("{CLIENT_V4}:0").parse().unwrap(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut env = Env::start(cluster).await;
+    let nodes: Vec<String> = (1..=NODES).map(node_name).collect();
+    // The Nodes, with the InternalIPs membership listens on; the membership key.
+    let node_api: Api<Node> = Api::all(env.cluster.client());
+    for i in 1..=NODES {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": node_name(i)},
+            "status": {"addresses": [{"type": "InternalIP", "address": format!("192.0.2.{i}")}]},
+        }))
+        .unwrap();
+        node_api
+            .create(&PostParams::default(), &node)
+            .await
+            .unwrap();
+        node_api
+            .patch_status(
+                &node_name(i),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": node.status})),
+            )
+            .await
+            .unwrap();
+    }
+    env.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: ferrolb-memberlist}\nstringData: {secretkey: kb-test-membership-key-0123456789abcdef}\n",
+        &env.system,
+    )
+    .await;
+    env.pool("lan", &format!("{VIP4}/32, \"{VIP6}/128\"")).await;
+    env.apply(
+        "apiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lan}\n",
+        &env.system,
+    )
+    .await;
+
+    let logs = env.logs.clone();
+    let kubeconfig = env.cluster.kubeconfig().to_string_lossy().into_owned();
+    let _echoes: Vec<LabProcess> = (1..=NODES)
+        .map(|i| {
+            let p = LabProcess::start_in(
+                &format!("flb-{TAG}-n{i}"),
+                Path::new(ECHO),
+                &[
+                    "serve",
+                    &node_name(i),
+                    &format!("{VIP4}:7"),
+                    &format!("[{VIP6}]:7"),
+                ],
+                &[],
+                &logs.join(format!("echo-{i}.log")),
+            )
+            .unwrap();
+            p.wait_log("serving", Duration::from_secs(5)).unwrap();
+            p
+        })
+        .collect();
+    let controller_args = env.controller_args();
+    let controller_args: Vec<&str> = controller_args.iter().map(String::as_str).collect();
+    let _controller = LabProcess::start_in(
+        &format!("flb-{TAG}-c"),
+        &controller,
+        &controller_args,
+        &[("KUBECONFIG", &kubeconfig), ("RUST_LOG", "info")],
+        &logs.join("controller.log"),
+    )
+    .unwrap();
+    let speaker_args = env.speaker_args();
+    let speaker_args: Vec<&str> = speaker_args.iter().map(String::as_str).collect();
+    let speakers: Vec<LabProcess> = (1..=NODES)
+        .map(|i| {
+            LabProcess::start_in(
+                &format!("flb-{TAG}-n{i}"),
+                &speaker,
+                &speaker_args,
+                &[
+                    ("KUBECONFIG", &kubeconfig),
+                    ("NODE_NAME", &node_name(i)),
+                    // Every API request is logged, to check it against API_CALLS.
+                    (
+                        "RUST_LOG",
+                        "info,ferrolb_speaker=debug,kube_client::client::builder=debug",
+                    ),
+                ],
+                &logs.join(format!("speaker-{i}.log")),
+            )
+            .unwrap()
+        })
+        .collect();
+
+    // Membership first: a speaker that starts alone announces everything until it hears of
+    // the others (milliseconds); the Service comes once they know each other.
+    for (i, s) in speakers.iter().enumerate() {
+        let other = node_name(NODES - i);
+        env.wait(
+            "membership among the speakers",
+            Duration::from_secs(10),
+            || async {
+                s.log()
+                    .contains(&format!("speaker up node={other}"))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    // 1. The controller allocates; the owner answers; its status object and Event appear.
+    let t0 = Instant::now();
+    env.service("vip", &nodes, true).await;
+    let ips = env
+        .wait(
+            "the controller allocates both addresses",
+            Duration::from_secs(20),
+            || async {
+                let ips = env.ips("vip").await;
+                (ips.len() == 2).then_some(ips)
+            },
+        )
+        .await;
+    let (v4, v6): (IpAddr, IpAddr) = (VIP4.parse().unwrap(), VIP6.parse().unwrap());
+    assert_eq!(
+        ips.iter().copied().collect::<BTreeSet<_>>(),
+        [v4, v6].into()
+    );
+    let owners: BTreeMap<IpAddr, String> = [v4, v6]
+        .iter()
+        .map(|ip| (*ip, expected_owner(*ip, &nodes)))
+        .collect();
+    for (ip, owner) in &owners {
+        assert_answered_by(&ip.to_string(), owner, Duration::from_secs(15));
+    }
+    eprintln!(
+        "Service applied -> both addresses answered by their owners in {:?}",
+        t0.elapsed()
+    );
+    let expected_nodes: BTreeSet<String> = owners.values().cloned().collect();
+    let statuses = env
+        .wait(
+            "ServiceL2Status of the owners",
+            Duration::from_secs(10),
+            || async {
+                let found = env.l2_statuses("vip").await;
+                let by_node: BTreeSet<String> = found
+                    .iter()
+                    .filter_map(|s| s.status.as_ref()?.node.clone())
+                    .collect();
+                (by_node == expected_nodes).then_some(found)
+            },
+        )
+        .await;
+    for s in &statuses {
+        let status = s.status.as_ref().unwrap();
+        assert_eq!(status.service_name.as_deref(), Some("vip"));
+        assert_eq!(status.service_namespace.as_deref(), Some(env.apps.as_str()));
+        assert_eq!(
+            status
+                .interfaces
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["eth0"],
+            "{s:?}"
+        );
+    }
+    env.wait(
+        "a takeover Event naming each owner",
+        Duration::from_secs(10),
+        || async {
+            let events = env.events("vip").await;
+            expected_nodes
+                .iter()
+                .all(|n| {
+                    events.iter().any(|(reason, note)| {
+                        reason == TAKEOVER_REASON && note.contains(&format!("\"{n}\""))
+                    })
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    for node in &nodes {
+        env.wait(
+            "ConfigurationState Valid",
+            Duration::from_secs(10),
+            || async {
+                (env.configuration(node).await?.0 == ConfigurationResult::Valid).then_some(())
+            },
+        )
+        .await;
+    }
+
+    // 2. An invalid configuration: every speaker says so, every line; the addresses stay.
+    env.pool("overlapping", "192.0.2.192/26").await;
+    for node in &nodes {
+        let summary = env
+            .wait(
+                "ConfigurationState Invalid",
+                Duration::from_secs(10),
+                || async {
+                    let (result, summary) = env.configuration(node).await?;
+                    (result == ConfigurationResult::Invalid).then_some(summary)
+                },
+            )
+            .await;
+        assert!(summary.contains("IPAddressPool/"), "{summary}");
+        assert!(summary.contains("overlap"), "{summary}");
+    }
+    for (ip, owner) in &owners {
+        assert_answered_by(&ip.to_string(), owner, Duration::from_secs(5));
+    }
+    let pools: Api<ferrolb_crds::IPAddressPool> =
+        Api::namespaced(env.cluster.client(), &env.system);
+    pools
+        .delete("overlapping", &DeleteParams::default())
+        .await
+        .unwrap();
+    for node in &nodes {
+        env.wait(
+            "ConfigurationState Valid again",
+            Duration::from_secs(10),
+            || async {
+                (env.configuration(node).await?.0 == ConfigurationResult::Valid).then_some(())
+            },
+        )
+        .await;
+    }
+
+    // 3. The Service deleted: its status objects go, and nobody answers any more.
+    env.services()
+        .delete("vip", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait(
+        "ServiceL2Status deleted",
+        Duration::from_secs(10),
+        || async { env.l2_statuses("vip").await.is_empty().then_some(()) },
+    )
+    .await;
+    for ip in owners.keys() {
+        let silent = wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+            ask_fresh(&ip.to_string()).is_err().then_some(())
+        });
+        assert!(
+            silent.is_some(),
+            "{ip} still answered after the Service was deleted"
+        );
+        assert_eq!(neighbour_mac(&ip.to_string()), None, "{ip} still resolves");
+    }
+
+    // 4. Announced again; its owner stops (SIGTERM): its status object goes, the other node
+    //    takes over and says so; then the API server stops and the new owner keeps answering.
+    let mut speakers = speakers;
+    env.service("again", &nodes, false).await;
+    let first_owner = expected_owner(v4, &nodes);
+    assert_answered_by(VIP4, &first_owner, Duration::from_secs(15));
+    let node_set =
+        |names: &[&String]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
+    let l2_nodes = |service: &'static str| {
+        let env = &env;
+        async move {
+            env.l2_statuses(service)
+                .await
+                .iter()
+                .filter_map(|s| s.status.as_ref()?.node.clone())
+                .collect::<BTreeSet<String>>()
+        }
+    };
+    env.wait(
+        "ServiceL2Status of the first owner",
+        Duration::from_secs(10),
+        || async { (l2_nodes("again").await == node_set(&[&first_owner])).then_some(()) },
+    )
+    .await;
+    let index: usize = first_owner.trim_start_matches("node-").parse().unwrap();
+    let code = speakers[index - 1].terminate(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", speakers[index - 1].log());
+    let owner = nodes.iter().find(|n| **n != first_owner).unwrap().clone();
+    assert_answered_by(VIP4, &owner, Duration::from_secs(5));
+    env.wait(
+        "ServiceL2Status moved to the new owner",
+        Duration::from_secs(10),
+        || async { (l2_nodes("again").await == node_set(&[&owner])).then_some(()) },
+    )
+    .await;
+    env.wait(
+        "a takeover Event naming the new owner",
+        Duration::from_secs(10),
+        || async {
+            env.events("again")
+                .await
+                .iter()
+                .any(|(reason, note)| {
+                    reason == TAKEOVER_REASON && note.contains(&format!("\"{owner}\""))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    env.cluster.stop_emulator().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..3 {
+        assert_answered_by(VIP4, &owner, Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let survivor = &speakers[nodes.iter().position(|n| *n == owner).unwrap()];
+    assert!(
+        survivor.pid().is_some_and(running) && !survivor.log().contains("ferrolb-speaker: "),
+        "the surviving speaker stopped:\n{}",
+        survivor.log()
+    );
+
+    // 5. Every request the speakers sent is declared (and so granted by the RBAC).
+    let logs: Vec<String> = speakers.iter().map(LabProcess::log).collect();
+    check_api_calls(&logs, &env.system);
+    for s in &mut speakers {
+        s.terminate(Duration::from_secs(3));
+    }
+}
+
+/// Whether process `pid` runs (exists and is no zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Every request in the speakers' logs must be declared in API_CALLS.
+fn check_api_calls(logs: &[String], system: &str) {
+    let mut seen = BTreeSet::new();
+    let mut undeclared = BTreeSet::new();
+    for request in logs.iter().flat_map(|l| from_text_log(l)) {
+        let scope = if request.namespace.as_deref() == Some(system) {
+            Scope::OwnNamespace
+        } else {
+            Scope::Cluster
+        };
+        let call = (scope, request.group, request.resource, request.verb);
+        if !declared(call.0, &call.1, &call.2, call.3) {
+            undeclared.insert(format!("{call:?} ({} {})", request.method, request.url));
+        }
+        seen.insert(call);
+    }
+    assert!(
+        seen.len() > 10,
+        "only {} kinds of API requests logged: {seen:?}",
+        seen.len()
+    );
+    assert!(
+        undeclared.is_empty(),
+        "API requests missing from ferrolb_speaker::api_calls::API_CALLS (and the RBAC):\n{}",
+        undeclared.into_iter().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Against a real cluster: no namespaces, no ARP. The controller allocates; a speaker for the
+/// cluster's first Node, with no interface to announce on, reports Valid, then Invalid with
+/// every line for an overlapping pool, then Valid again.
+async fn real_cluster_scenario(speaker: &Path, controller: &Path) {
+    let cluster = TestCluster::start().await.unwrap();
+    let env = Env::start(cluster).await;
+    let node = Api::<Node>::all(env.cluster.client())
+        .list(&ListParams::default().limit(1))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .and_then(|n| n.metadata.name)
+        .expect("the cluster has a Node");
+    env.pool("lan", &format!("{VIP4}/32")).await;
+    env.apply(
+        "apiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lan}\n",
+        &env.system,
+    )
+    .await;
+    let controller_args = env.controller_args();
+    let controller_args: Vec<&str> = controller_args.iter().map(String::as_str).collect();
+    let _controller = env.cluster.spawn(controller, &controller_args).unwrap();
+    let mut args = env.speaker_args();
+    args.extend(
+        [
+            "--node-name",
+            &node,
+            "--live",
+            &node,
+            "--exclude-interfaces",
+            ".*",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut speaker = env.cluster.spawn(speaker, &args).unwrap();
+    env.service("vip", std::slice::from_ref(&node), false).await;
+    env.wait(
+        "the controller allocates",
+        Duration::from_secs(30),
+        || async { (env.ips("vip").await == vec![VIP4.parse::<IpAddr>().unwrap()]).then_some(()) },
+    )
+    .await;
+    env.wait(
+        "ConfigurationState Valid",
+        Duration::from_secs(30),
+        || async {
+            (env.configuration(&node).await?.0 == ConfigurationResult::Valid).then_some(())
+        },
+    )
+    .await;
+    env.pool("overlapping", "192.0.2.192/26").await;
+    let summary = env
+        .wait(
+            "ConfigurationState Invalid",
+            Duration::from_secs(30),
+            || async {
+                let (result, summary) = env.configuration(&node).await?;
+                (result == ConfigurationResult::Invalid).then_some(summary)
+            },
+        )
+        .await;
+    assert!(summary.contains("overlap"), "{summary}");
+    assert!(speaker.is_running(), "{}", speaker.log());
+    let _ = env.cluster.delete_namespace(&env.apps).await;
+    let _ = env.cluster.delete_namespace(&env.system).await;
+}

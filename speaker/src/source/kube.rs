@@ -1,0 +1,388 @@
+//! `kube`: the cluster as kube-runtime reflectors see it. Services, EndpointSlices (only those
+//! naming a Service) and Nodes everywhere; the FerroLB objects and Secrets in the speaker's
+//! namespace only. Every change, after a short quiet period that folds bursts (a `kubectl
+//! apply` of ten objects, a rollout updating many EndpointSlices) into one, rebuilds the
+//! snapshot; it is published only when different. An invalid configuration is reported and
+//! the last valid one stays in force, applied to the current Services, EndpointSlices and
+//! Nodes (as the controller keeps allocating under its last valid configuration); before any
+//! valid configuration nothing is published.
+//!
+//! Namespaces are not watched: nothing the speaker decides depends on namespace labels (the
+//! pools' namespaceSelectors are the controller's business).
+//!
+//! The API server is never on the takeover path: the stores keep their last content while the
+//! watches fail and retry, so with the API down the speaker keeps announcing what it last knew,
+//! and membership alone moves addresses between nodes.
+
+use super::{assemble, is_served, node_ips, with_config, Snapshot};
+use ferrolb_config::Resources;
+use ferrolb_crds::{
+    BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
+};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// The label an EndpointSlice carries naming its Service; slices without it are not ours.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Whether the speaker accepted the configuration, for its ConfigurationState.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigReport {
+    /// The caches are not filled yet.
+    Unknown,
+    Valid,
+    /// Every problem, one line each (`Kind/name: field: message`).
+    Invalid(Vec<String>),
+}
+
+/// What membership needs, available as soon as the caches are filled, whether or not the
+/// configuration is valid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterInfo {
+    /// Each Node's InternalIP.
+    pub node_ips: BTreeMap<String, IpAddr>,
+    /// Secrets in the speaker's namespace (the membership key among them).
+    pub secrets: Vec<Secret>,
+}
+
+/// The outputs of a running [`KubeSource`].
+#[derive(Debug)]
+pub struct KubeFeeds {
+    /// The last valid snapshot (`None` until there is one), as in file mode.
+    pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    /// Nodes' addresses and Secrets (`None` until the caches are filled).
+    pub cluster: watch::Receiver<Option<Arc<ClusterInfo>>>,
+    /// Whether the current configuration is valid.
+    pub config: watch::Receiver<ConfigReport>,
+}
+
+/// Settings of the kube source.
+#[derive(Clone, Debug)]
+pub struct KubeSource {
+    /// Where the FerroLB objects and the membership Secret live.
+    pub namespace: String,
+    /// Serve only Services of this class (`None`: those without one).
+    pub lb_class: Option<String>,
+    /// A change is taken once nothing else changed for this long...
+    pub quiet: Duration,
+    /// ...or at the latest this long after it, however busy the cluster is.
+    pub max_delay: Duration,
+}
+
+impl KubeSource {
+    pub fn new(namespace: &str, lb_class: Option<String>) -> KubeSource {
+        KubeSource {
+            namespace: namespace.into(),
+            lb_class,
+            quiet: Duration::from_millis(30),
+            max_delay: Duration::from_millis(300),
+        }
+    }
+}
+
+/// Watches `api` into a store, waking `changed` on every change; the task runs for the
+/// speaker's lifetime. Managed fields are dropped (nothing here reads them) and `trim` drops
+/// more of what is large and unused.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    trim: fn(&mut K),
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&Default::default()).to_string();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(move |o: &mut K| {
+            o.meta_mut().managed_fields = None;
+            trim(o);
+        })
+        .reflect(writer)
+        .touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        let mut failing = false;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(_) => {
+                    if std::mem::take(&mut failing) {
+                        info!(%kind, "watch restored");
+                    }
+                    changed.notify_one();
+                }
+                // The store keeps what it had; the watcher retries with backoff.
+                Err(e) => {
+                    if !failing {
+                        warn!(%kind, error = %e, "watch failed; keeping the last known objects");
+                    } else {
+                        debug!(%kind, error = %e, "watch still failing");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    });
+    reader
+}
+
+fn objects<K: Clone + Resource + 'static>(store: &Store<K>) -> Vec<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let mut v: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
+    v.sort_by(|a, b| {
+        (a.meta().namespace.as_deref(), a.meta().name.as_deref())
+            .cmp(&(b.meta().namespace.as_deref(), b.meta().name.as_deref()))
+    });
+    v
+}
+
+#[derive(Clone)]
+struct Stores {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    nodes: Store<Node>,
+    pools: Store<IPAddressPool>,
+    l2: Store<L2Advertisement>,
+    bgp: Store<BGPAdvertisement>,
+    peers: Store<BGPPeer>,
+    bfd: Store<BFDProfile>,
+    communities: Store<Community>,
+    secrets: Store<Secret>,
+}
+
+impl Stores {
+    fn start(client: &kube::Client, namespace: &str, changed: &Arc<Notify>) -> Stores {
+        let all = watcher::Config::default;
+        let c = || client.clone();
+        let n = || changed.clone();
+        fn keep<K>(_: &mut K) {}
+        // A Node's image list is often most of its size.
+        fn trim_node(node: &mut Node) {
+            if let Some(status) = node.status.as_mut() {
+                status.images = None;
+            }
+        }
+        Stores {
+            services: reflect(Api::all(c()), all(), n(), keep),
+            slices: reflect(Api::all(c()), all().labels(SERVICE_NAME_LABEL), n(), keep),
+            nodes: reflect(Api::all(c()), all(), n(), trim_node),
+            pools: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            l2: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            bgp: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            peers: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            bfd: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            communities: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            secrets: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+        }
+    }
+
+    /// Only one task may wait on a store (kube-runtime wakes a single waiter): this one.
+    async fn wait_until_ready(&self) {
+        let _ = futures::join!(
+            self.services.wait_until_ready(),
+            self.slices.wait_until_ready(),
+            self.nodes.wait_until_ready(),
+            self.pools.wait_until_ready(),
+            self.l2.wait_until_ready(),
+            self.bgp.wait_until_ready(),
+            self.peers.wait_until_ready(),
+            self.bfd.wait_until_ready(),
+            self.communities.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+        );
+    }
+
+    fn resources(&self) -> Resources {
+        Resources {
+            pools: objects(&self.pools),
+            l2_advertisements: objects(&self.l2),
+            bgp_advertisements: objects(&self.bgp),
+            bgp_peers: objects(&self.peers),
+            bfd_profiles: objects(&self.bfd),
+            communities: objects(&self.communities),
+            secrets: objects(&self.secrets),
+        }
+    }
+}
+
+impl KubeSource {
+    /// Starts the watches and the task that turns them into snapshots.
+    pub fn spawn(self, client: kube::Client) -> KubeFeeds {
+        let (snapshot_tx, snapshots) = watch::channel(None);
+        let (cluster_tx, cluster) = watch::channel(None);
+        let (config_tx, config) = watch::channel(ConfigReport::Unknown);
+        let changed = Arc::new(Notify::new());
+        let stores = Stores::start(&client, &self.namespace, &changed);
+        tokio::spawn(async move {
+            stores.wait_until_ready().await;
+            info!(namespace = %self.namespace, "caches filled");
+            loop {
+                if snapshot_tx.is_closed() && cluster_tx.is_closed() && config_tx.is_closed() {
+                    return;
+                }
+                self.rebuild(&stores, &snapshot_tx, &cluster_tx, &config_tx);
+                settle(&changed, self.quiet, self.max_delay).await;
+            }
+        });
+        KubeFeeds {
+            snapshots,
+            cluster,
+            config,
+        }
+    }
+
+    fn rebuild(
+        &self,
+        stores: &Stores,
+        snapshot_tx: &watch::Sender<Option<Arc<Snapshot>>>,
+        cluster_tx: &watch::Sender<Option<Arc<ClusterInfo>>>,
+        config_tx: &watch::Sender<ConfigReport>,
+    ) {
+        let nodes = objects(&stores.nodes);
+        let resources = stores.resources();
+        let info = ClusterInfo {
+            node_ips: node_ips(&nodes),
+            secrets: resources.secrets.clone(),
+        };
+        cluster_tx.send_if_modified(|old| {
+            let changed = old.as_deref() != Some(&info);
+            if changed {
+                *old = Some(Arc::new(info));
+            }
+            changed
+        });
+        let services: Vec<Service> = objects(&stores.services)
+            .into_iter()
+            .filter(|s| is_served(s, self.lb_class.as_deref()))
+            .collect();
+        let slices = objects(&stores.slices);
+        let publish = |snapshot: Snapshot| {
+            snapshot_tx.send_if_modified(|old| {
+                let changed = old.as_deref() != Some(&snapshot);
+                if changed {
+                    info!(
+                        nodes = snapshot.nodes.len(),
+                        services = snapshot.services.len(),
+                        "snapshot updated"
+                    );
+                    *old = Some(Arc::new(snapshot));
+                }
+                changed
+            });
+        };
+        match assemble(&resources, &services, &slices, true, &nodes, Vec::new()) {
+            Ok(snapshot) => {
+                config_tx.send_if_modified(|r| replace(r, ConfigReport::Valid));
+                publish(snapshot);
+            }
+            Err(errors) => {
+                // The last valid configuration stays in force; the objects it applies to
+                // still follow the cluster (a deleted Service is no longer announced).
+                let last = snapshot_tx.borrow().as_ref().map(|s| s.config.clone());
+                if let Some(config) = last {
+                    publish(with_config(
+                        config,
+                        &services,
+                        &slices,
+                        true,
+                        &nodes,
+                        &resources.secrets,
+                    ));
+                }
+                let fresh = config_tx
+                    .send_if_modified(|r| replace(r, ConfigReport::Invalid(errors.clone())));
+                if fresh {
+                    for e in &errors {
+                        warn!(namespace = %self.namespace, "invalid configuration: {e}");
+                    }
+                    warn!(
+                        problems = errors.len(),
+                        "configuration rejected; keeping the last valid configuration"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
+    if *slot == value {
+        return false;
+    }
+    *slot = value;
+    true
+}
+
+/// Waits for a change, then until no further change came for `quiet` (at most `max_delay`).
+async fn settle(changed: &Notify, quiet: Duration, max_delay: Duration) {
+    changed.notified().await;
+    let deadline = Instant::now() + max_delay;
+    loop {
+        let wait = quiet.min(deadline.saturating_duration_since(Instant::now()));
+        if wait.is_zero() {
+            return;
+        }
+        if tokio::time::timeout(wait, changed.notified())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_taken_once_it_is_quiet_or_at_the_latest_after_max_delay() {
+        let changed = Arc::new(Notify::new());
+        let quiet = Duration::from_millis(30);
+        let max = Duration::from_millis(300);
+
+        // One change: taken `quiet` after it.
+        changed.notify_one();
+        let start = Instant::now();
+        settle(&changed, quiet, max).await;
+        assert_eq!(start.elapsed(), quiet);
+
+        // A change every 10 ms for a second: taken at max_delay, not at its end.
+        let noisy = changed.clone();
+        let burst = tokio::spawn(async move {
+            for _ in 0..100 {
+                noisy.notify_one();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let start = Instant::now();
+        settle(&changed, quiet, max).await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= max - Duration::from_millis(1) && waited <= max,
+            "{waited:?}"
+        );
+        burst.abort();
+    }
+}

@@ -1,0 +1,252 @@
+//! What this node tells the cluster about its announcements, in MetalLB's shapes: a
+//! ServiceL2Status per Service it announces in layer 2 mode (the interfaces), a
+//! ServiceBGPStatus per Service it announces by BGP (the peers), both named after the node
+//! and the Service, labelled so they can be found by Service or by node, and owned by this
+//! node: deleted when it stops announcing. Also an Event on the Service when this node takes
+//! one of its addresses over, and the node's ConfigurationState (`speaker-<node>`).
+//!
+//! This module is pure (desired objects from what is announced); [`writer`] applies them to
+//! the cluster, off the takeover path and coalesced.
+
+pub mod writer;
+
+use crate::planner::NodePlan;
+use crate::source::ConfigReport;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// Field manager of every write the speaker makes (server-side apply).
+pub const FIELD_MANAGER: &str = "ferrolb-speaker";
+/// Event reporter.
+pub const REPORTER: &str = "ferrolb-speaker";
+/// Labels on the status objects (MetalLB's, in FerroLB's group).
+pub const NODE_LABEL: &str = "ferrolb.io/node";
+pub const SERVICE_NAME_LABEL: &str = "ferrolb.io/service-name";
+pub const SERVICE_NAMESPACE_LABEL: &str = "ferrolb.io/service-namespace";
+/// Reason of the Event on a Service this node takes over (MetalLB's).
+pub const TAKEOVER_REASON: &str = "nodeAssigned";
+
+/// What this node announces now, as the run loop publishes it after every change.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Announced {
+    /// Layer 2: (address, interface) pairs this node answers for.
+    pub l2: BTreeSet<(IpAddr, String)>,
+    /// The plan they come from: which Service each address belongs to, and the BGP routes.
+    pub plan: NodePlan,
+}
+
+/// Which status kind an object is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    Layer2,
+    Bgp,
+}
+
+/// One ServiceL2Status or ServiceBGPStatus as this node wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusObject {
+    pub protocol: Protocol,
+    pub name: String,
+    pub node: String,
+    pub service_namespace: String,
+    pub service_name: String,
+    /// Layer 2: interface names; BGP: peer names. Sorted.
+    pub items: Vec<String>,
+}
+
+impl StatusObject {
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (NODE_LABEL.to_string(), label_value(&self.node)),
+            (SERVICE_NAME_LABEL.into(), label_value(&self.service_name)),
+            (
+                SERVICE_NAMESPACE_LABEL.into(),
+                label_value(&self.service_namespace),
+            ),
+        ])
+    }
+
+    /// The object without status, for server-side apply to the main resource.
+    pub fn object(&self) -> Value {
+        let kind = match self.protocol {
+            Protocol::Layer2 => "ServiceL2Status",
+            Protocol::Bgp => "ServiceBGPStatus",
+        };
+        json!({
+            "apiVersion": "ferrolb.io/v1beta1",
+            "kind": kind,
+            "metadata": {"name": self.name, "labels": self.labels()},
+            "spec": {},
+        })
+    }
+
+    /// The status, for server-side apply to the status subresource.
+    pub fn status(&self) -> Value {
+        let mut object = self.object();
+        object["metadata"] = json!({"name": self.name});
+        if let Some(o) = object.as_object_mut() {
+            o.remove("spec");
+        }
+        let mut status = json!({
+            "node": self.node,
+            "serviceName": self.service_name,
+            "serviceNamespace": self.service_namespace,
+        });
+        match self.protocol {
+            Protocol::Layer2 => {
+                let interfaces: Vec<Value> =
+                    self.items.iter().map(|i| json!({"name": i})).collect();
+                status["interfaces"] = Value::Array(interfaces);
+            }
+            Protocol::Bgp => status["peers"] = json!(self.items),
+        }
+        object["status"] = status;
+        object
+    }
+}
+
+/// A label value for any string: itself when it is a valid label value, else a hash of it
+/// (node names may be longer than the 63 characters a label value allows).
+pub fn label_value(s: &str) -> String {
+    let valid = s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+        && s.chars().last().is_none_or(|c| c.is_ascii_alphanumeric());
+    if valid {
+        s.to_string()
+    } else {
+        format!("h-{}", &hex_hash(&[s])[..40])
+    }
+}
+
+fn hex_hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The object name: stable for (protocol, node, Service), so every write is an idempotent
+/// apply and a restarted speaker finds its objects again.
+pub fn object_name(protocol: Protocol, node: &str, service_key: &str) -> String {
+    let prefix = match protocol {
+        Protocol::Layer2 => "l2",
+        Protocol::Bgp => "bgp",
+    };
+    format!("{prefix}-{}", &hex_hash(&[node, service_key])[..20])
+}
+
+fn split_key(key: &str) -> (String, String) {
+    match key.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => ("default".to_string(), key.to_string()),
+    }
+}
+
+/// The status objects this node should have, by name.
+pub fn desired(node: &str, announced: &Announced) -> BTreeMap<String, StatusObject> {
+    let mut l2: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (ip, iface) in &announced.l2 {
+        for d in announced.plan.l2.iter().filter(|d| d.ip == *ip) {
+            l2.entry(d.service.as_str())
+                .or_default()
+                .insert(iface.as_str());
+        }
+    }
+    let mut bgp: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for route in &announced.plan.bgp {
+        for svc in &route.services {
+            bgp.entry(svc.as_str())
+                .or_default()
+                .extend(route.peers.iter().map(String::as_str));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (protocol, services) in [(Protocol::Layer2, l2), (Protocol::Bgp, bgp)] {
+        for (key, items) in services {
+            let (service_namespace, service_name) = split_key(key);
+            let object = StatusObject {
+                protocol,
+                name: object_name(protocol, node, key),
+                node: node.to_string(),
+                service_namespace,
+                service_name,
+                items: items.into_iter().map(str::to_string).collect(),
+            };
+            out.insert(object.name.clone(), object);
+        }
+    }
+    out
+}
+
+/// A Service whose addresses this node took over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    pub service_namespace: String,
+    pub service_name: String,
+    pub ips: Vec<IpAddr>,
+}
+
+impl Takeover {
+    /// The Event's note, MetalLB's wording plus the addresses.
+    pub fn note(&self, node: &str) -> String {
+        let ips: Vec<String> = self.ips.iter().map(ToString::to_string).collect();
+        format!(
+            "announcing from node \"{node}\" with protocol \"layer2\": {}",
+            ips.join(", ")
+        )
+    }
+}
+
+/// Services with L2 addresses announced in `now` but not in `before`, grouped by Service.
+pub fn takeovers(before: &Announced, now: &Announced) -> Vec<Takeover> {
+    let old: BTreeSet<IpAddr> = before.l2.iter().map(|(ip, _)| *ip).collect();
+    let gained: BTreeSet<IpAddr> = now
+        .l2
+        .iter()
+        .map(|(ip, _)| *ip)
+        .filter(|ip| !old.contains(ip))
+        .collect();
+    let mut by_service: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+    for d in &now.plan.l2 {
+        if gained.contains(&d.ip) {
+            by_service.entry(d.service.as_str()).or_default().push(d.ip);
+        }
+    }
+    by_service
+        .into_iter()
+        .map(|(key, ips)| {
+            let (service_namespace, service_name) = split_key(key);
+            Takeover {
+                service_namespace,
+                service_name,
+                ips,
+            }
+        })
+        .collect()
+}
+
+/// The name of this node's ConfigurationState.
+pub fn configuration_state_name(node: &str) -> String {
+    format!("speaker-{node}")
+}
+
+/// The ConfigurationState's status for a report (`None`: nothing to say yet).
+pub fn configuration_status(report: &ConfigReport) -> Option<Value> {
+    match report {
+        ConfigReport::Unknown => None,
+        ConfigReport::Valid => Some(json!({"result": "Valid"})),
+        ConfigReport::Invalid(errors) => Some(json!({
+            "result": "Invalid",
+            "errorSummary": errors.join("\n"),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests;

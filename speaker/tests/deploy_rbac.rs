@@ -1,0 +1,122 @@
+//! deploy/speaker/rbac.yaml grants exactly the API calls `run --source kube` makes
+//! (`ferrolb_speaker::api_calls::API_CALLS`), to the ServiceAccount it binds, in the namespace
+//! of that ServiceAccount. The end-to-end test (e2e/tests/speaker_kube.rs) checks the other
+//! half: every request the running speaker sends is declared there.
+
+use ferrolb_speaker::api_calls::{Scope, API_CALLS};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn documents() -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/speaker/rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
+            serde_json::to_value(v).unwrap()
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<T: serde::de::DeserializeOwned + k8s_openapi::Resource>() -> T {
+    let doc = documents()
+        .into_iter()
+        .find(|d| d["kind"] == T::KIND)
+        .unwrap_or_else(|| panic!("no {} in deploy/speaker/rbac.yaml", T::KIND));
+    assert_eq!(doc["metadata"]["name"], "ferrolb-speaker", "{doc}");
+    serde_json::from_value(doc).unwrap()
+}
+
+type Grant = (Scope, String, String, String);
+
+fn grants(rules: &[PolicyRule], scope: Scope) -> BTreeSet<Grant> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        assert!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "rules are by resource only: {rule:?}"
+        );
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    assert_ne!(verb, "*", "no wildcard verbs");
+                    assert_ne!(resource, "*", "no wildcard resources");
+                    out.insert((scope, group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rbac_grants_exactly_the_api_calls_the_speaker_makes() {
+    let cluster_role: ClusterRole = find();
+    let role: Role = find();
+    let mut granted = grants(
+        cluster_role.rules.as_deref().unwrap_or_default(),
+        Scope::Cluster,
+    );
+    granted.extend(grants(
+        role.rules.as_deref().unwrap_or_default(),
+        Scope::OwnNamespace,
+    ));
+    let used: BTreeSet<Grant> = API_CALLS
+        .iter()
+        .flat_map(|c| {
+            c.verbs.iter().map(move |v| {
+                (
+                    c.scope,
+                    c.group.to_string(),
+                    c.resource.to_string(),
+                    v.to_string(),
+                )
+            })
+        })
+        .collect();
+    let missing: Vec<&Grant> = used.difference(&granted).collect();
+    let unused: Vec<&Grant> = granted.difference(&used).collect();
+    assert!(
+        missing.is_empty() && unused.is_empty(),
+        "deploy/speaker/rbac.yaml differs from ferrolb_speaker::api_calls::API_CALLS\n\
+         used but not granted: {missing:?}\ngranted but not used: {unused:?}"
+    );
+}
+
+#[test]
+fn the_bindings_give_the_roles_to_the_speakers_service_account() {
+    let account: ServiceAccount = find();
+    let namespace = account.metadata.namespace.clone().unwrap();
+    let role: Role = find();
+    assert_eq!(role.metadata.namespace.as_deref(), Some(namespace.as_str()));
+    let cluster_binding: ClusterRoleBinding = find();
+    let binding: RoleBinding = find();
+    assert_eq!(
+        binding.metadata.namespace.as_deref(),
+        Some(namespace.as_str())
+    );
+    for (subjects, role_ref, kind) in [
+        (
+            cluster_binding.subjects,
+            cluster_binding.role_ref,
+            "ClusterRole",
+        ),
+        (binding.subjects, binding.role_ref, "Role"),
+    ] {
+        assert_eq!(
+            (role_ref.kind.as_str(), role_ref.name.as_str()),
+            (kind, "ferrolb-speaker")
+        );
+        let subjects = subjects.unwrap_or_default();
+        assert!(
+            subjects.iter().any(|s| s.kind == "ServiceAccount"
+                && Some(&s.name) == account.metadata.name.as_ref()
+                && s.namespace.as_deref() == Some(namespace.as_str())),
+            "{subjects:?}"
+        );
+    }
+}
