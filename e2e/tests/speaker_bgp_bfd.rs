@@ -320,6 +320,8 @@ fn bfd_through_the_speaker_kill_interval_change_and_bfd_failure() {
         "withdrawn after {withdrawn:?}: BFD should beat the 9 s hold time by far"
     );
     assert_eq!(bfd_peer(&lab, 2).unwrap()["status"], "down");
+    // BFD ended the BGP session itself, 9 s before the hold timer would have.
+    assert_ne!(neighbor(&lab, 2)["bgpState"], "Established");
     lab.wait_next_hops("ipv4", &prefix, &node_v4s(&[1, 3]), SESSION)
         .unwrap();
 
