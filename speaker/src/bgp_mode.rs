@@ -215,6 +215,7 @@ fn comparable(c: &PeerConfig) -> PeerConfig {
 }
 
 pub mod driver;
+pub mod metrics_feed;
 pub mod nexthop;
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ pub async fn run_observed(
         }
     };
     let node = opts.l2.node.clone();
+    crate::bgp_mode::metrics_feed::feed_on_scrape(&opts.health, opts.bgp_status.clone());
     let bgp = BgpDriver::new(&node, opts.bgp_status.clone()).spawn();
     let mut l2 = L2Adapter::new(opts.l2);
     let mut rescan = tokio::time::interval(opts.interface_rescan);

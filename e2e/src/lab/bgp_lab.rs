@@ -39,6 +39,17 @@ pub fn node_v6(i: usize) -> String {
     format!("2001:db8::{i}")
 }
 
+/// The value of `series` (name and labels exactly as exposed) in a `/metrics` text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// The lab; see the module comment.
 #[derive(Debug)]
 pub struct BgpLab {
@@ -339,6 +350,19 @@ impl BgpLab {
                 self.logs()
             )
         })
+    }
+
+    /// Node `i`'s speaker's `/metrics` text (its default address, port 7472 in the node's
+    /// namespace; HTTP/1.0 through bash, so the lab needs no HTTP client).
+    pub fn scrape(&self, i: usize) -> Result<String, String> {
+        let script = "exec 3<>/dev/tcp/127.0.0.1/7472 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3";
+        let out = self.nodes[i - 1].exec("bash", &["-c", script])?;
+        match out.split_once("\r\n\r\n") {
+            Some((head, body)) if head.split_whitespace().nth(1) == Some("200") => {
+                Ok(body.to_owned())
+            }
+            _ => Err(format!("node-{i} /metrics: {out}")),
+        }
     }
 
     /// Every speaker's log, for failure messages.

@@ -16,6 +16,7 @@
 use super::{diff_peers, node_peers, routes_per_peer, PeerProblem};
 use crate::planner::NodePlan;
 use crate::source::Snapshot;
+use ferrolb_bgp::bfd::BfdCounters;
 use ferrolb_bgp::{
     BgpEngine, EngineConfig, PeerConfig, PeerCounters, RouteAttributes, SessionEvent,
     SessionEventKind, SessionInfo, ShutdownMode, State,
@@ -64,12 +65,16 @@ pub struct PeerStatus {
     pub session: Option<SessionInfo>,
     /// Why the last session ended.
     pub last_down: Option<String>,
+    /// The BFD session's counters when the peer has a BFDProfile (zero while the engine is
+    /// being started or stopped); `None` without BFD.
+    pub bfd: Option<BfdCounters>,
 }
 
 #[derive(Clone, Debug, Default)]
 struct PeerEntry {
     name: String,
     routes: usize,
+    bfd: bool,
     session: Option<SessionInfo>,
     last_down: Option<String>,
 }
@@ -103,6 +108,11 @@ impl BgpStatus {
             .iter()
             .map(|(addr, e)| {
                 let counters = engine.and_then(|en| en.counters(*addr)).unwrap_or_default();
+                let bfd = e.bfd.then(|| {
+                    engine
+                        .and_then(|en| en.bfd_counters(*addr))
+                        .unwrap_or_default()
+                });
                 PeerStatus {
                     name: e.name.clone(),
                     address: *addr,
@@ -111,6 +121,7 @@ impl BgpStatus {
                     routes: e.routes,
                     session: e.session.clone(),
                     last_down: e.last_down.clone(),
+                    bfd,
                 }
             })
             .collect()
@@ -129,6 +140,21 @@ impl BgpStatus {
         let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.get(&addr).map(|e| e.name.clone()).unwrap_or_default()
     }
+}
+
+/// Whether only the BFD intervals or multiplier differ (the engine keeps the session then).
+fn bfd_timers_only(old: &PeerConfig, new: &PeerConfig) -> bool {
+    let (Some(a), Some(b)) = (old.bfd, new.bfd) else {
+        return false;
+    };
+    let mut same = new.clone();
+    same.bfd = Some(ferrolb_bgp::BfdConfig {
+        receive_interval: a.receive_interval,
+        transmit_interval: a.transmit_interval,
+        detect_multiplier: a.detect_multiplier,
+        ..b
+    });
+    same == *old && a != b
 }
 
 fn peer_span(name: &str, addr: IpAddr) -> Span {
@@ -247,8 +273,17 @@ impl BgpDriver {
         }
         for c in &changes.update {
             let name = wanted[&c.address].0.clone();
+            let timers_only = self
+                .running
+                .get(&c.address)
+                .is_some_and(|(_, old)| bfd_timers_only(old, c));
             let updated = async {
                 match engine.update_peer(c.clone()).await {
+                    Ok(()) if timers_only => {
+                        // The engine moves the running BFD session to them (Poll sequence).
+                        info!("BFD timers changed; BGP session kept");
+                        true
+                    }
                     Ok(()) => {
                         info!("peer settings changed; session restarted");
                         true
@@ -331,9 +366,10 @@ impl BgpDriver {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         entries.retain(|a, _| self.running.contains_key(a));
-        for (addr, (name, _)) in &self.running {
+        for (addr, (name, c)) in &self.running {
             let e = entries.entry(*addr).or_default();
             e.name.clone_from(name);
+            e.bfd = c.bfd.is_some();
             e.routes = self.routes.get(addr).map_or(0, Vec::len);
         }
     }
@@ -513,5 +549,30 @@ mod tests {
         assert_eq!(a, default_router_id("n1", None), "stable");
         assert_ne!(a, default_router_id("n2", None));
         assert!(!a.is_unspecified());
+    }
+
+    #[test]
+    fn only_new_bfd_timers_keep_the_session() {
+        let addr: IpAddr = "192.0.2.254".parse().unwrap();
+        let mut old = PeerConfig::new(addr, 64512, 64500);
+        old.bfd = Some(ferrolb_bgp::BfdConfig::default());
+        let mut faster = old.clone();
+        faster.bfd = Some(ferrolb_bgp::BfdConfig {
+            receive_interval: std::time::Duration::from_millis(50),
+            transmit_interval: std::time::Duration::from_millis(50),
+            detect_multiplier: 5,
+            ..ferrolb_bgp::BfdConfig::default()
+        });
+        assert!(bfd_timers_only(&old, &faster));
+        assert!(!bfd_timers_only(&old, &old), "nothing changed");
+        let mut passive = faster.clone();
+        passive.bfd.as_mut().unwrap().passive = true;
+        assert!(!bfd_timers_only(&old, &passive), "the mode changed too");
+        let mut hold = faster.clone();
+        hold.hold_time = 9;
+        assert!(!bfd_timers_only(&old, &hold), "a BGP setting changed too");
+        let mut none = old.clone();
+        none.bfd = None;
+        assert!(!bfd_timers_only(&old, &none), "BFD removed");
     }
 }
