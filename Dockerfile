@@ -26,5 +26,5 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/ /usr/local/bin/
 # The controller runs as this non-root user; the speaker's manifest runs it as root with every
-# capability dropped but NET_RAW (see deploy/speaker/daemonset.yaml).
+# capability dropped but NET_RAW and NET_BIND_SERVICE (see deploy/speaker/daemonset.yaml).
 USER 65532:65532
