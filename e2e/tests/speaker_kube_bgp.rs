@@ -5,8 +5,8 @@
 //! IPAddressPool + BGPPeer (MD5 password from a Secret) + BGPAdvertisement (with a community),
 //! then a LoadBalancer Service with an EndpointSlice on every node -> the controller allocates
 //! -> FRR holds the /32 with the three nodes as ECMP next hops and the community, in its table
-//! and in the kernel; every node has a ServiceBGPStatus naming the peer, and its
-//! ConfigurationState is Valid. externalTrafficPolicy Local with the endpoint on one node ->
+//! and in the kernel; every node has a ServiceBGPStatus naming the peer, has put a
+//! `nodeAssigned` Event on the Service, and its ConfigurationState is Valid. externalTrafficPolicy Local with the endpoint on one node ->
 //! only that node's next hop and ServiceBGPStatus remain. The Service deleted -> the route is
 //! withdrawn and the ServiceBGPStatus objects are gone. Every request a speaker sent is one
 //! `ferrolb_speaker::api_calls::API_CALLS` declares (so the RBAC grants it).
@@ -26,8 +26,9 @@ use ferrolb_e2e::lab::bgp_router_view::RouterView;
 use ferrolb_e2e::lab::l2::{controller_binary, speaker_binary, LabProcess};
 use ferrolb_e2e::lab::{child, run, skip_reason};
 use ferrolb_speaker::api_calls::{declared, Scope};
-use ferrolb_speaker::status::{configuration_state_name, SERVICE_NAME_LABEL};
+use ferrolb_speaker::status::{configuration_state_name, SERVICE_NAME_LABEL, TAKEOVER_REASON};
 use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -250,6 +251,22 @@ impl Env {
             .collect()
     }
 
+    /// Notes of the `nodeAssigned` Events on `service`.
+    async fn assigned_events(&self, service: &str) -> Vec<String> {
+        let api: Api<Event> = Api::namespaced(self.cluster.client(), &self.apps);
+        api.list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(service)
+                    && e.reason.as_deref() == Some(TAKEOVER_REASON)
+            })
+            .filter_map(|e| e.note)
+            .collect()
+    }
+
     async fn configuration(&self, node: &str) -> Option<ConfigurationResult> {
         let api: Api<ConfigurationState> = Api::namespaced(self.cluster.client(), &self.system);
         api.get_opt(&configuration_state_name(node))
@@ -459,6 +476,19 @@ async fn lab_scenario() {
         "a ServiceBGPStatus per node naming the peer",
         Duration::from_secs(10),
         || async { (env.bgp_statuses("vip").await == statuses_on(&nodes)).then_some(()) },
+    )
+    .await;
+    let expected_notes: BTreeSet<String> = nodes
+        .iter()
+        .map(|n| format!("announcing from node \"{n}\" with protocol \"bgp\": {PREFIX}"))
+        .collect();
+    env.wait(
+        "a nodeAssigned Event from every announcing node",
+        Duration::from_secs(10),
+        || async {
+            let notes: BTreeSet<String> = env.assigned_events("vip").await.into_iter().collect();
+            (notes == expected_notes).then_some(())
+        },
     )
     .await;
     for node in &nodes {
