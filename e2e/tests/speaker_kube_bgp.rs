@@ -6,9 +6,11 @@
 //! then a LoadBalancer Service with an EndpointSlice on every node -> the controller allocates
 //! -> FRR holds the /32 with the three nodes as ECMP next hops and the community, in its table
 //! and in the kernel; every node has a ServiceBGPStatus naming the peer, has put a
-//! `nodeAssigned` Event on the Service, and its ConfigurationState is Valid. externalTrafficPolicy Local with the endpoint on one node ->
-//! only that node's next hop and ServiceBGPStatus remain. The Service deleted -> the route is
-//! withdrawn and the ServiceBGPStatus objects are gone. Every request a speaker sent is one
+//! `nodeAssigned` Event on the Service, and its ConfigurationState is Valid. One speaker stopped
+//! (SIGTERM) withdraws its next hop and deletes its ServiceBGPStatus. externalTrafficPolicy
+//! Local with the endpoint on one node -> only that node's next hop and ServiceBGPStatus remain.
+//! The Service deleted -> the route is withdrawn and the ServiceBGPStatus objects are gone.
+//! Every request a speaker sent is one
 //! `ferrolb_speaker::api_calls::API_CALLS` declares (so the RBAC grants it).
 //!
 //! The lab is built by the test (root); everything touching the API runs in a child process in
@@ -502,7 +504,32 @@ async fn lab_scenario() {
         .await;
     }
 
-    // 2. Traffic policy Local with the only endpoint on node 2: only its next hop stays.
+    // 2. Node 3's speaker stops (SIGTERM): it withdraws its next hop and deletes its
+    //    ServiceBGPStatus on the way out; the other two stay.
+    let t_stop = Instant::now();
+    let code = speakers[2].terminate(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", speakers[2].log());
+    {
+        let (r, want) = (router.clone(), hops[..2].to_vec());
+        env.wait_router(
+            "node-3's next hop withdrawn",
+            Duration::from_secs(10),
+            move || r.next_hops_are("ipv4", PREFIX, &want),
+        )
+        .await;
+    }
+    eprintln!(
+        "kube mode: node-3's speaker stopped (SIGTERM) -> its next hop gone in {:?}",
+        t_stop.elapsed()
+    );
+    env.wait(
+        "node-3's ServiceBGPStatus deleted on stop",
+        Duration::from_secs(10),
+        || async { (env.bgp_statuses("vip").await == statuses_on(&nodes[..2])).then_some(()) },
+    )
+    .await;
+
+    // 3. Traffic policy Local with the only endpoint on node 2: only its next hop stays.
     let local = vec![node_name(2)];
     let t1 = Instant::now();
     env.service("vip", "Local", &local).await;
@@ -529,7 +556,7 @@ async fn lab_scenario() {
     )
     .await;
 
-    // 3. The Service deleted: the route is withdrawn, the status objects go.
+    // 4. The Service deleted: the route is withdrawn, the status objects go.
     let t2 = Instant::now();
     env.services()
         .delete("vip", &DeleteParams::default())
@@ -554,16 +581,16 @@ async fn lab_scenario() {
         || async { env.bgp_statuses("vip").await.is_empty().then_some(()) },
     )
     .await;
-    // The sessions never flapped along the way.
-    for hop in &hops {
+    // The running speakers' sessions never flapped along the way.
+    for hop in &hops[..2] {
         let v = router
             .json(&format!("show bgp neighbors {hop} json"))
             .unwrap();
         assert_eq!(v[hop]["connectionsEstablished"], 1, "{hop}: {}", v[hop]);
     }
 
-    // 4. Every request the speakers sent is declared (and so granted by the RBAC).
-    for s in &mut speakers {
+    // 5. Every request the speakers sent is declared (and so granted by the RBAC).
+    for s in &mut speakers[..2] {
         assert_eq!(s.terminate(Duration::from_secs(5)), Some(0), "{}", s.log());
     }
     let logs: Vec<String> = speakers.iter().map(LabProcess::log).collect();
