@@ -10,6 +10,7 @@
 //! `ip netns exec`, filtered to one test, which then sees [`child::is_child`] and runs its body.
 
 pub mod bgp_lab;
+pub mod bgp_router_view;
 pub mod bird;
 pub mod capture;
 pub mod child;

@@ -184,26 +184,35 @@ pub fn desired(node: &str, announced: &Announced) -> BTreeMap<String, StatusObje
     out
 }
 
-/// A Service whose addresses this node took over.
+/// A Service this node started announcing: in layer 2 mode addresses it took over, in BGP
+/// mode routes it began to send to its peers (every announcing node says so, as in MetalLB).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Takeover {
+    pub protocol: Protocol,
     pub service_namespace: String,
     pub service_name: String,
-    pub ips: Vec<IpAddr>,
+    /// Layer 2: the addresses; BGP: the prefixes (an aggregate when the advertisement asks
+    /// for one).
+    pub announced: Vec<String>,
 }
 
 impl Takeover {
-    /// The Event's note, MetalLB's wording plus the addresses.
+    /// The Event's note, MetalLB's wording plus what is announced.
     pub fn note(&self, node: &str) -> String {
-        let ips: Vec<String> = self.ips.iter().map(ToString::to_string).collect();
+        let protocol = match self.protocol {
+            Protocol::Layer2 => "layer2",
+            Protocol::Bgp => "bgp",
+        };
         format!(
-            "announcing from node \"{node}\" with protocol \"layer2\": {}",
-            ips.join(", ")
+            "announcing from node \"{node}\" with protocol \"{protocol}\": {}",
+            self.announced.join(", ")
         )
     }
 }
 
-/// Services with L2 addresses announced in `now` but not in `before`, grouped by Service.
+/// Services announced in `now` but not in `before`, grouped by protocol and Service: L2
+/// addresses newly answered for, BGP prefixes newly sent to at least one peer (a prefix that
+/// only gains or loses a peer is no news).
 pub fn takeovers(before: &Announced, now: &Announced) -> Vec<Takeover> {
     let old: BTreeSet<IpAddr> = before.l2.iter().map(|(ip, _)| *ip).collect();
     let gained: BTreeSet<IpAddr> = now
@@ -212,20 +221,40 @@ pub fn takeovers(before: &Announced, now: &Announced) -> Vec<Takeover> {
         .map(|(ip, _)| *ip)
         .filter(|ip| !old.contains(ip))
         .collect();
-    let mut by_service: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+    let mut by_service: BTreeMap<(Protocol, String), Vec<String>> = BTreeMap::new();
     for d in &now.plan.l2 {
         if gained.contains(&d.ip) {
-            by_service.entry(d.service.as_str()).or_default().push(d.ip);
+            by_service
+                .entry((Protocol::Layer2, d.service.clone()))
+                .or_default()
+                .push(d.ip.to_string());
         }
+    }
+    let sent = |announced: &Announced| -> BTreeSet<(String, ipnet::IpNet)> {
+        announced
+            .plan
+            .bgp
+            .iter()
+            .filter(|r| !r.peers.is_empty())
+            .flat_map(|r| r.services.iter().map(move |s| (s.clone(), r.prefix)))
+            .collect()
+    };
+    let old_routes = sent(before);
+    for (service, prefix) in sent(now).difference(&old_routes) {
+        by_service
+            .entry((Protocol::Bgp, service.clone()))
+            .or_default()
+            .push(prefix.to_string());
     }
     by_service
         .into_iter()
-        .map(|(key, ips)| {
-            let (service_namespace, service_name) = split_key(key);
+        .map(|((protocol, key), announced)| {
+            let (service_namespace, service_name) = split_key(&key);
             Takeover {
+                protocol,
                 service_namespace,
                 service_name,
-                ips,
+                announced,
             }
         })
         .collect()

@@ -145,14 +145,16 @@ fn takeovers_are_the_services_of_newly_announced_addresses() {
         t,
         vec![
             Takeover {
+                protocol: Protocol::Layer2,
                 service_namespace: "apps".into(),
                 service_name: "db".into(),
-                ips: vec![ip("192.0.2.11")],
+                announced: vec!["192.0.2.11".into()],
             },
             Takeover {
+                protocol: Protocol::Layer2,
                 service_namespace: "apps".into(),
                 service_name: "web".into(),
-                ips: vec![ip("2001:db8::10")],
+                announced: vec!["2001:db8::10".into()],
             },
         ]
     );
@@ -164,6 +166,43 @@ fn takeovers_are_the_services_of_newly_announced_addresses() {
     let moved = announced(&[("192.0.2.10", "eth1")], plan());
     assert!(takeovers(&before, &moved).is_empty());
     assert!(takeovers(&now, &before).is_empty());
+}
+
+#[test]
+fn bgp_takeovers_are_the_services_of_newly_sent_prefixes() {
+    let no_bgp = NodePlan {
+        bgp: vec![],
+        ..plan()
+    };
+    // Same addresses in layer 2; both of apps/api's prefixes newly sent: one BGP takeover.
+    let t = takeovers(&announced(&[], no_bgp.clone()), &announced(&[], plan()));
+    assert_eq!(
+        t,
+        vec![Takeover {
+            protocol: Protocol::Bgp,
+            service_namespace: "apps".into(),
+            service_name: "api".into(),
+            announced: vec!["192.0.2.12/32".into(), "2001:db8::12/128".into()],
+        }]
+    );
+    assert_eq!(
+        t[0].note("node-a"),
+        "announcing from node \"node-a\" with protocol \"bgp\": 192.0.2.12/32, 2001:db8::12/128"
+    );
+    // A prefix that only changes peers is no news, nor is one withdrawn.
+    let mut fewer_peers = plan();
+    fewer_peers.bgp[0].peers = ["tor-2".to_string()].into();
+    assert!(takeovers(&announced(&[], plan()), &announced(&[], fewer_peers)).is_empty());
+    assert!(takeovers(&announced(&[], plan()), &announced(&[], no_bgp.clone())).is_empty());
+    // A route planned for no peer is not announced: no Event (until a peer is selected).
+    let mut no_peer = plan();
+    no_peer.bgp.truncate(1);
+    no_peer.bgp[0].peers.clear();
+    assert!(takeovers(&announced(&[], no_bgp), &announced(&[], no_peer.clone())).is_empty());
+    assert_eq!(
+        takeovers(&announced(&[], no_peer), &announced(&[], plan()))[0].announced,
+        vec!["192.0.2.12/32".to_string(), "2001:db8::12/128".to_string()]
+    );
 }
 
 #[test]
