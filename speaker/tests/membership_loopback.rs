@@ -70,6 +70,8 @@ async fn three_speakers_converge_and_a_hard_stop_is_detected_fast() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     for m in &ms {
         assert_eq!(Stats::get(&m.stats().member_down), 0);
+        // Not even the first datagrams of a fresh socket may be lost on our side.
+        assert_eq!(Stats::get(&m.stats().send_errors), 0);
     }
     // Dropping the handle stops node-3 without a goodbye, like a crash.
     drop(ms.pop());

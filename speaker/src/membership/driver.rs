@@ -226,7 +226,10 @@ impl Driver {
     fn drain(&self, st: &mut State) {
         while let Some((to, data)) = st.rt.to_send() {
             let sealed = st.sealer.seal(&data, wall_ms(), st.rng.next_u64());
-            match self.socket.try_send_to(&sealed, to.addr) {
+            // Straight to the kernel: tokio's try_send_to says WouldBlock until its reactor
+            // has seen the fresh socket writable, which dropped the first join messages.
+            let sent = socket2::SockRef::from(&self.socket).send_to(&sealed, &to.addr.into());
+            match sent {
                 Ok(_) => {
                     self.stats.sent.fetch_add(1, Relaxed);
                 }
