@@ -273,49 +273,17 @@ impl Env {
 
 type Call = (Scope, String, String, &'static str);
 
-/// (scope, API group, resource[/subresource], verb) of one request, as RBAC sees it; `None` for
-/// discovery and other non-resource paths.
+/// (scope, API group, resource[/subresource], verb) of one request, as RBAC sees it (the e2e
+/// crate's classifier, with the namespace folded into a [`Scope`]); `None` for discovery and
+/// other non-resource paths.
 fn classify(method: &str, url: &str, system: &str) -> Option<Call> {
-    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let path = &path[path.find('/')?..];
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match *segments.first()? {
-        "api" if segments.len() > 2 => ("", &segments[2..]),
-        "apis" if segments.len() > 3 => (segments[1], &segments[3..]),
-        _ => return None,
-    };
-    let (namespace, rest) = if rest[0] == "namespaces" && rest.len() >= 3 {
-        (Some(rest[1]), &rest[2..])
-    } else {
-        (None, rest)
-    };
-    let resource = match rest {
-        [resource, _, sub, ..] => format!("{resource}/{sub}"),
-        [resource, ..] => resource.to_string(),
-        [] => return None,
-    };
-    let named = rest.len() >= 2;
-    let watch = query
-        .split('&')
-        .any(|kv| kv == "watch=true" || kv == "watch=1");
-    let verb = match (method, named) {
-        ("GET", _) if watch => "watch",
-        ("GET", true) => "get",
-        ("GET", false) => "list",
-        ("POST", _) => "create",
-        ("PATCH", _) => "patch",
-        ("PUT", _) => "update",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
-        _ => "unknown",
-    };
-    let scope = if namespace == Some(system) {
+    let r = ferrolb_e2e::api_requests::classify(method, url)?;
+    let scope = if r.namespace.as_deref() == Some(system) {
         Scope::OwnNamespace
     } else {
         Scope::Cluster
     };
-    Some((scope, group.to_string(), resource, verb))
+    Some((scope, r.group, r.resource, r.verb))
 }
 
 /// Whether API_CALLS declares `call` (a cluster-wide grant covers the own namespace too).

@@ -4,6 +4,7 @@
 //! routes, and the client's traffic. Root-only; skips with `SKIP:` otherwise.
 
 use ferrolb_e2e::lab::bgp_lab::{node_name, node_v4, node_v6, BgpLab, ROUTER_V4, ROUTER_V6};
+use ferrolb_e2e::lab::probe::{unix_ns, ProbeStream};
 use ferrolb_e2e::lab::{skip_reason, wait_for};
 use serde_json::Value;
 use std::path::Path;
@@ -82,6 +83,45 @@ fn node_v6s(nodes: &[usize]) -> Vec<String> {
     nodes.iter().map(|&i| node_v6(i)).collect()
 }
 
+/// FRR (AS `asn`) peering over IPv4 with every node of `nodes`, each with remote AS `remote`
+/// (a number, or `internal`).
+fn router_conf(asn: u32, nodes: &[usize], remote: &str) -> String {
+    let neighbors: Vec<_> = node_v4s(nodes)
+        .into_iter()
+        .map(|a| (a, remote.to_string(), ""))
+        .collect();
+    frr_conf(asn, &neighbors)
+}
+
+/// Manifests for `n` nodes: the Node objects, an address pool of `pool`, one BGPPeer `router`
+/// with `peer_spec` (the inside of its spec mapping) for every node, an advertisement of every
+/// pool, then `services`.
+fn peer_manifests(n: usize, pool: &str, peer_spec: &str, services: &str) -> String {
+    format!(
+        "{}{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{{peer_spec}}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\n{services}",
+        nodes_yaml(n, |_| String::new()),
+        pool_yaml(pool),
+    )
+}
+
+/// The BGPPeer spec of the eBGP labs, with graceful restart on or off.
+fn graceful_peer(on: bool) -> String {
+    format!("myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, enableGracefulRestart: {on}")
+}
+
+/// A lab of `n` nodes peering eBGP (AS 64512) with FRR (AS 64500), `manifests` written and
+/// every speaker started.
+fn ebgp_lab(tag: &str, n: usize, manifests: &str) -> BgpLab {
+    let mut lab = BgpLab::new(tag, n).unwrap();
+    let nodes: Vec<usize> = (1..=n).collect();
+    lab.start_frr(&router_conf(64500, &nodes, "64512")).unwrap();
+    lab.write_manifests(manifests);
+    for i in nodes {
+        lab.start_speaker(i).unwrap();
+    }
+    lab
+}
+
 /// Asks the echo at `vip` from the client, from a fresh source port each time: the name of
 /// the node that answered.
 fn ask(lab: &BgpLab, vip: &str) -> Result<String, String> {
@@ -113,14 +153,8 @@ fn bgp_mode_three_nodes_ecmp_communities_and_local_traffic() {
     let mut lab = BgpLab::new("bm-ecmp", 3).unwrap();
     // iBGP, so FRR shows the local preference too.
     let all = [1, 2, 3];
-    lab.start_frr(&frr_conf(
-        64512,
-        &node_v4s(&all)
-            .into_iter()
-            .map(|a| (a, "internal".to_string(), ""))
-            .collect::<Vec<_>>(),
-    ))
-    .unwrap();
+    lab.start_frr(&router_conf(64512, &all, "internal"))
+        .unwrap();
     let config = |local_on: usize| {
         format!(
             "{}{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, dynamicASN: internal, peerAddress: {ROUTER_V4}, holdTime: 9s}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: Community\nmetadata: {{name: names, namespace: ferrolb-system}}\nspec: {{communities: [{{name: tenant-a, value: \"64512:300\"}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\nspec: {{ipAddressPools: [public], localPref: 150, communities: [\"64512:100\", tenant-a, \"large:64512:7:9\"]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: agg, namespace: ferrolb-system}}\nspec: {{addresses: [203.0.113.128/25]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: agg, namespace: ferrolb-system}}\nspec: {{ipAddressPools: [agg], aggregationLength: 28}}\n---\n{}{}{}{}",
@@ -209,26 +243,18 @@ fn bgp_mode_dead_node_is_withdrawn_within_the_hold_time() {
     if skip(test) {
         return;
     }
-    let mut lab = BgpLab::new("bm-kill", 3).unwrap();
     let all = [1, 2, 3];
     // eBGP; the speakers accept whatever AS the router has (dynamicASN: external).
-    lab.start_frr(&frr_conf(
-        64500,
-        &node_v4s(&all)
-            .into_iter()
-            .map(|a| (a, "64512".to_string(), ""))
-            .collect::<Vec<_>>(),
-    ))
-    .unwrap();
-    lab.write_manifests(&format!(
-        "{}{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, dynamicASN: external, peerAddress: {ROUTER_V4}, holdTime: 3s}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\n{}",
-        nodes_yaml(3, |_| String::new()),
-        pool_yaml("203.0.113.0/24"),
-        service_yaml("web", "203.0.113.10", ""),
-    ));
-    for i in all {
-        lab.start_speaker(i).unwrap();
-    }
+    let mut lab = ebgp_lab(
+        "bm-kill",
+        3,
+        &peer_manifests(
+            3,
+            "203.0.113.0/24",
+            &format!("myASN: 64512, dynamicASN: external, peerAddress: {ROUTER_V4}, holdTime: 3s"),
+            &service_yaml("web", "203.0.113.10", ""),
+        ),
+    );
     wait_established(&lab, &node_v4s(&all));
     lab.wait_next_hops("ipv4", "203.0.113.10/32", &node_v4s(&all), SESSION)
         .unwrap();
@@ -350,17 +376,17 @@ fn bgp_mode_graceful_restart_of_a_speaker_loses_no_probes() {
         return;
     }
     // One node: without graceful restart its route would go and every probe with it.
-    let mut lab = BgpLab::new("bm-gr", 1).unwrap();
-    lab.start_frr(&frr_conf(64500, &[(node_v4(1), "64512".into(), "")]))
-        .unwrap();
-    lab.write_manifests(&format!(
-        "{}{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, enableGracefulRestart: true}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\n{}",
-        nodes_yaml(1, |_| String::new()),
-        pool_yaml("203.0.113.0/24"),
-        service_yaml("web", "203.0.113.10", ""),
-    ));
+    let mut lab = ebgp_lab(
+        "bm-gr",
+        1,
+        &peer_manifests(
+            1,
+            "203.0.113.0/24",
+            &graceful_peer(true),
+            &service_yaml("web", "203.0.113.10", ""),
+        ),
+    );
     lab.serve_echo(&["203.0.113.10"], Path::new(ECHO)).unwrap();
-    lab.start_speaker(1).unwrap();
     wait_established(&lab, &[node_v4(1)]);
     lab.wait_next_hops("ipv4", "203.0.113.10/32", &[node_v4(1)], SESSION)
         .unwrap();
@@ -420,6 +446,233 @@ fn bgp_mode_graceful_restart_of_a_speaker_loses_no_probes() {
     assert_eq!(result["lost"], 0, "{result}\n{}", lab.logs());
 }
 
+/// What the router did with a node's path while that node's speaker was away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WhileAway {
+    /// Kept it, marked stale (graceful restart); `in_kernel`: still a next hop of the route.
+    KeptStale { in_kernel: bool },
+    /// Took it out of its table.
+    Withdrawn,
+}
+
+/// FRR's IPv4 path for `prefix` through next hop `hop`, if it has one.
+fn path_via(lab: &BgpLab, prefix: &str, hop: &str) -> Option<Value> {
+    let v = lab
+        .frr()
+        .json(&format!("show bgp ipv4 unicast {prefix} json"))
+        .ok()?;
+    v.get("paths")?
+        .as_array()?
+        .iter()
+        .find(|p| p["nexthops"][0]["ip"] == hop)
+        .cloned()
+}
+
+/// How many times FRR's session with `peer` has reached Established.
+fn connections(lab: &BgpLab, peer: &str) -> u64 {
+    lab.frr()
+        .json(&format!("show bgp neighbors {peer} json"))
+        .ok()
+        .and_then(|v| v[peer]["connectionsEstablished"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Restarts node `i`'s speaker as a DaemonSet rolling update does: SIGTERM and wait for the
+/// old process to exit, note what the router did with the node's path for `prefix`, start the
+/// new process, and wait until its session is Established and the path fresh (not stale).
+fn restart_speaker(lab: &mut BgpLab, i: usize, prefix: &str) -> WhileAway {
+    let hop = node_v4(i);
+    let code = lab
+        .speaker_proc(i)
+        .unwrap()
+        .terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "node-{i}'s speaker stops cleanly on SIGTERM");
+    let lab_now: &BgpLab = lab;
+    // The router hears of the end at once: a FIN, or a Cease before it.
+    let away = wait_for(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || match path_via(lab_now, prefix, &hop) {
+            None => Some(WhileAway::Withdrawn),
+            Some(p) if p["stale"] == true => Some(WhileAway::KeptStale {
+                in_kernel: lab_now.fib_next_hops(prefix).contains(&hop),
+            }),
+            Some(_) => None,
+        },
+    )
+    .unwrap_or_else(|| {
+        panic!(
+            "node-{i}: FRR neither marked its path stale nor withdrew it\n{}",
+            lab_now.logs()
+        )
+    });
+    lab.start_speaker(i).unwrap();
+    wait_established(lab, std::slice::from_ref(&hop));
+    wait_for(SESSION, Duration::from_millis(20), || {
+        path_via(lab, prefix, &hop)
+            .filter(|p| p.get("stale").is_none())
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("node-{i}: its path is not fresh again\n{}", lab.logs()));
+    away
+}
+
+/// Issue 7: a rolling restart of every speaker (one node after the other, as a DaemonSet
+/// update does it) under a stream of probes through ECMP at FRR. With graceful restart the
+/// router keeps each node's path (stale, still in the kernel) while its speaker is away:
+/// no probe is lost and FRR ends with three fresh paths. The same roll without graceful
+/// restart withdraws each node's path while it is away: the test notices. (The probe is a
+/// single flow and every node serves the address, so a withdrawal there mostly moves the flow
+/// rather than losing it; for real clients a moved flow is a broken connection.)
+#[test]
+fn bgp_mode_rolling_restart_of_every_speaker_loses_no_probes() {
+    let test = "bgp_mode_rolling_restart_of_every_speaker_loses_no_probes";
+    if skip(test) {
+        return;
+    }
+    const VIP: &str = "203.0.113.10";
+    const PREFIX: &str = "203.0.113.10/32";
+    // A roll takes about half a second here; the stream (which ends by itself) leaves room
+    // for both rolls on a loaded machine.
+    const STREAM: Duration = Duration::from_secs(10);
+    let all = [1, 2, 3];
+    let manifests = |graceful: bool| {
+        peer_manifests(
+            3,
+            "203.0.113.0/24",
+            &graceful_peer(graceful),
+            &service_yaml("web", VIP, ""),
+        )
+    };
+    let mut lab = ebgp_lab("rr-roll", 3, &manifests(true));
+    lab.serve_echo(&[VIP], Path::new(ECHO)).unwrap();
+    wait_established(&lab, &node_v4s(&all));
+    lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&all), SESSION)
+        .unwrap();
+
+    let stream = ProbeStream::start(
+        &lab.client,
+        Path::new(ECHO),
+        VIP,
+        Duration::from_millis(10),
+        STREAM,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let roll_start = Instant::now();
+    let graceful: Vec<WhileAway> = all
+        .iter()
+        .map(|&i| restart_speaker(&mut lab, i, PREFIX))
+        .collect();
+    let graceful_roll = roll_start.elapsed();
+    let graceful_end_ns = unix_ns();
+    lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&all), SESSION)
+        .unwrap();
+    for a in node_v4s(&all) {
+        let p = path_via(&lab, PREFIX, &a).unwrap();
+        assert!(p.get("stale").is_none(), "{a}: {p}");
+    }
+    // A second more of probes through the fresh paths: a late loss would count too.
+    std::thread::sleep(Duration::from_secs(1));
+    let reconfigured_ns = unix_ns();
+
+    // The same roll without graceful restart. Changed peer settings restart each session
+    // (without the capability): wait for that, and for three fresh paths again.
+    let before: Vec<u64> = node_v4s(&all)
+        .iter()
+        .map(|a| connections(&lab, a))
+        .collect();
+    lab.write_manifests(&manifests(false));
+    wait_for(SESSION, Duration::from_millis(50), || {
+        node_v4s(&all)
+            .iter()
+            .zip(&before)
+            .all(|(a, n)| {
+                connections(&lab, a) > *n
+                    && lab.frr().neighbor_state(a).as_deref() == Some("Established")
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "sessions not restarted without graceful restart\n{}",
+            lab.logs()
+        )
+    });
+    lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&all), SESSION)
+        .unwrap();
+    let plain_start_ns = unix_ns();
+    let roll_start = Instant::now();
+    let plain: Vec<WhileAway> = all
+        .iter()
+        .map(|&i| restart_speaker(&mut lab, i, PREFIX))
+        .collect();
+    let plain_roll = roll_start.elapsed();
+    let plain_end_ns = unix_ns();
+    lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&all), SESSION)
+        .unwrap();
+
+    let log = stream.finish().unwrap();
+    let stream_end_ns = log.start_ns + STREAM.as_nanos();
+    let in_window = |from: u128, to: u128| {
+        let sent = (to.min(stream_end_ns).saturating_sub(from) / log.interval.as_nanos()) as u64;
+        (sent, log.lost_between(from, to))
+    };
+    let (graceful_sent, graceful_lost) = in_window(log.start_ns, reconfigured_ns);
+    let silence = log.longest_silence(log.start_ns, reconfigured_ns);
+    let (plain_sent, plain_lost) = in_window(plain_start_ns, plain_end_ns);
+    // Changes of the node that answers the (single-flow) stream: each one is a broken
+    // connection for a real client.
+    let moves = |from: u128, to: u128| {
+        let answers: Vec<_> = log
+            .answers
+            .iter()
+            .filter(|a| a.sent_ns >= from && a.sent_ns < to)
+            .collect();
+        answers
+            .windows(2)
+            .filter(|w| w[0].node != w[1].node)
+            .count()
+    };
+    let graceful_moves = moves(log.start_ns, reconfigured_ns);
+    let plain_moves = moves(plain_start_ns, plain_end_ns);
+    eprintln!(
+        "{test}: graceful restart: roll of 3 speakers took {graceful_roll:?}; probes from the stream's start to 1 s after the roll: {graceful_sent} sent, {graceful_lost} lost, longest silence {silence:?}, {graceful_moves} moves of the flow; while away: {graceful:?}"
+    );
+    eprintln!(
+        "{test}: without graceful restart: roll took {plain_roll:?}; {plain_sent} probes sent during it, {plain_lost} lost, {plain_moves} moves of the flow; while away: {plain:?}{}",
+        if plain_end_ns > stream_end_ns { " (the stream ended before the roll did)" } else { "" }
+    );
+    assert!(
+        graceful_end_ns < stream_end_ns,
+        "the probe stream ({STREAM:?}) ended before the graceful roll did ({graceful_roll:?})"
+    );
+    assert_eq!(
+        graceful,
+        [WhileAway::KeptStale { in_kernel: true }; 3],
+        "with graceful restart FRR keeps every node's path while its speaker is away"
+    );
+    assert!(graceful_sent > 150, "{graceful_sent} probes");
+    assert_eq!(
+        graceful_lost,
+        0,
+        "probes lost in the graceful roll\n{}",
+        lab.logs()
+    );
+    assert_eq!(graceful_moves, 0, "the flow stays on its node");
+    // The test notices when graceful restart does not do its job.
+    assert_eq!(
+        plain,
+        [WhileAway::Withdrawn; 3],
+        "without graceful restart FRR withdraws each node's path while its speaker is away"
+    );
+    // The flow's own node is withdrawn once in the roll, so the flow must move (when the
+    // stream still ran; on a badly loaded machine it may have ended first).
+    if plain_end_ns < stream_end_ns {
+        assert!(plain_moves >= 1, "without graceful restart the flow moves");
+    }
+}
+
 /// Benchmark (by hand): 1,000 Services on 3 nodes, from writing the manifests to FRR holding
 /// every route from every node (and the kernel all of them), then the same for removing them.
 /// IPv6 addresses (one /128 each; the IPv4 documentation ranges are too small) over IPv4
@@ -433,28 +686,17 @@ fn bgp_mode_bench_thousand_services() {
         return;
     }
     const N: u64 = 1000;
-    let mut lab = BgpLab::new("bm-bench", 3).unwrap();
     let all = [1, 2, 3];
-    lab.start_frr(&frr_conf(
-        64500,
-        &node_v4s(&all)
-            .into_iter()
-            .map(|a| (a, "64512".to_string(), ""))
-            .collect::<Vec<_>>(),
-    ))
-    .unwrap();
-    let base = format!(
-        "{}{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\n",
-        nodes_yaml(3, |_| String::new()),
-        pool_yaml("\"2001:db8:ffff::/112\""),
+    let base = peer_manifests(
+        3,
+        "\"2001:db8:ffff::/112\"",
+        &format!("myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}"),
+        "",
     );
     let services: String = (1..=N)
         .map(|i| service_yaml(&format!("svc-{i}"), &format!("2001:db8:ffff::{i:x}"), ""))
         .collect();
-    lab.write_manifests(&base);
-    for i in all {
-        lab.start_speaker(i).unwrap();
-    }
+    let mut lab = ebgp_lab("bm-bench", 3, &base);
     wait_established(&lab, &node_v4s(&all));
     let kernel_routes = |lab: &BgpLab| {
         lab.router
@@ -537,25 +779,17 @@ fn bgp_mode_bench_dead_node_withdrawal() {
         return;
     }
     const ROUNDS: usize = 10;
-    let mut lab = BgpLab::new("bm-kills", 3).unwrap();
     let all = [1, 2, 3];
-    lab.start_frr(&frr_conf(
-        64500,
-        &node_v4s(&all)
-            .into_iter()
-            .map(|a| (a, "64512".to_string(), ""))
-            .collect::<Vec<_>>(),
-    ))
-    .unwrap();
-    lab.write_manifests(&format!(
-        "{}{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, holdTime: 3s}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\n{}",
-        nodes_yaml(3, |_| String::new()),
-        pool_yaml("203.0.113.0/24"),
-        service_yaml("web", "203.0.113.10", ""),
-    ));
-    for i in all {
-        lab.start_speaker(i).unwrap();
-    }
+    let mut lab = ebgp_lab(
+        "bm-kills",
+        3,
+        &peer_manifests(
+            3,
+            "203.0.113.0/24",
+            &format!("myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, holdTime: 3s"),
+            &service_yaml("web", "203.0.113.10", ""),
+        ),
+    );
     let mut times = Vec::new();
     for round in 0..ROUNDS {
         let victim = 1 + round % 3;
