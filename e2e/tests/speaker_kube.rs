@@ -24,7 +24,7 @@ use ferrolb_crds::{ConfigurationResult, ConfigurationState, ServiceL2Status};
 use ferrolb_e2e::emulator::harness::TestCluster;
 use ferrolb_e2e::emulator::EmulatorConfig;
 use ferrolb_e2e::lab::l2::{node_mac, node_name, L2Lab, LabProcess, CLIENT_V4};
-use ferrolb_e2e::lab::{child, run, wait_for};
+use ferrolb_e2e::lab::{child, l2_scenario, run, wait_for};
 use ferrolb_speaker::status::{configuration_state_name, SERVICE_NAME_LABEL, TAKEOVER_REASON};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -38,8 +38,8 @@ const TEST: &str = "speaker_in_kube_mode_announces_what_the_controller_allocated
 /// Lab tag: namespaces flb-kb1-{sw,c,n1,n2}.
 const TAG: &str = "kb1";
 const NODES: usize = 2;
-const VIP4: &str = "192.0.2.200";
-const VIP6: &str = "2001:db8::200";
+const VIP4: &str = l2_scenario::VIP4;
+const VIP6: &str = l2_scenario::VIP6;
 const ECHO: &str = env!("CARGO_BIN_EXE_ferrolb-lab-echo");
 
 #[test]
@@ -189,21 +189,9 @@ async fn lab_scenario() {
     let logs = env.logs.clone();
     let _echoes: Vec<LabProcess> = (1..=NODES)
         .map(|i| {
-            let p = LabProcess::start_in(
-                &format!("flb-{TAG}-n{i}"),
-                Path::new(ECHO),
-                &[
-                    "serve",
-                    &node_name(i),
-                    &format!("{VIP4}:7"),
-                    &format!("[{VIP6}]:7"),
-                ],
-                &[],
-                &logs.join(format!("echo-{i}.log")),
-            )
-            .unwrap();
-            p.wait_log("serving", Duration::from_secs(5)).unwrap();
-            p
+            // Bound to VIP4 and VIP6, which are l2_scenario's too.
+            l2_scenario::start_echo_in(&format!("flb-{TAG}-n{i}"), Path::new(ECHO), i, &logs)
+                .unwrap()
         })
         .collect();
     let _controller = env.start_controller(&format!("flb-{TAG}-c"), &controller);
