@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use ferrolb_e2e::api_requests::from_text_log;
-use ferrolb_e2e::emulator::harness::{TestCluster, KUBECONFIG_ENV};
+use ferrolb_e2e::emulator::harness::{LbTestSpace, TestCluster, KUBECONFIG_ENV};
 use ferrolb_e2e::lab::l2::{controller_binary, speaker_binary, LabProcess};
 use ferrolb_e2e::lab::{child, skip_reason};
 use ferrolb_speaker::api_calls::{declared, Scope};
@@ -105,17 +105,16 @@ impl Env {
     /// Applies the ferrolb CRDs and makes the namespaces `flb-<short>-sys-*` and
     /// `flb-<short>-app-*`; the class is the test's own; logs go to [`logs_dir`]`(logs)`.
     pub async fn start(cluster: TestCluster, short: &str, logs: &str) -> Env {
-        cluster.apply_ferrolb_crds().await.expect("CRDs");
-        let system = cluster
-            .create_namespace(&format!("flb-{short}-sys-"))
+        let LbTestSpace {
+            system,
+            apps,
+            class,
+        } = cluster
+            .lb_test_space(&format!("flb-{short}-"))
             .await
-            .unwrap();
-        let apps = cluster
-            .create_namespace(&format!("flb-{short}-app-"))
-            .await
-            .unwrap();
+            .expect("CRDs and the test's namespaces");
         Env {
-            class: format!("ferrolb.io/test-{system}"),
+            class,
             cluster,
             system,
             apps,
