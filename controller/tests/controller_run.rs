@@ -8,7 +8,7 @@
 
 use ferrolb_controller::run::api_calls::{Scope, API_CALLS};
 use ferrolb_crds::{ConfigurationResult, ConfigurationState, IPAddressPool};
-use ferrolb_e2e::emulator::harness::{TestCluster, TestProcess};
+use ferrolb_e2e::emulator::harness::{LbTestSpace, TestCluster, TestProcess};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
@@ -35,16 +35,14 @@ struct Env {
 impl Env {
     async fn start(prefix: &str) -> Self {
         let cluster = TestCluster::start().await.expect("cluster");
-        cluster.apply_ferrolb_crds().await.expect("CRDs");
-        let system = cluster
-            .create_namespace(&format!("{prefix}sys-"))
+        let LbTestSpace {
+            system,
+            apps,
+            class,
+        } = cluster
+            .lb_test_space(prefix)
             .await
-            .unwrap();
-        let apps = cluster
-            .create_namespace(&format!("{prefix}app-"))
-            .await
-            .unwrap();
-        let class = format!("ferrolb.io/test-{system}");
+            .expect("CRDs and the test's namespaces");
         Self {
             cluster,
             system,

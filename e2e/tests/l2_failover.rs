@@ -60,33 +60,12 @@ fn start_speaker(lab: &L2Lab, speaker: &Path, dir: &Path, i: usize, logs: &Path)
 }
 
 fn start_echo(lab: &L2Lab, i: usize, logs: &Path) -> LabProcess {
-    let p = LabProcess::start(
-        lab.node(i),
-        Path::new(ECHO),
-        &[
-            "serve",
-            &node_name(i),
-            &format!("{VIP4}:7"),
-            &format!("[{VIP6}]:7"),
-        ],
-        &[],
-        &logs.join(format!("echo-{i}.log")),
-    )
-    .unwrap();
-    p.wait_log("serving", Duration::from_secs(5)).unwrap();
-    p
+    l2_scenario::start_echo(lab, Path::new(ECHO), i, logs).unwrap()
 }
 
 /// Asks the VIP's echo from the client: the name of the node that answered.
 fn ask(lab: &L2Lab, vip: &str) -> Result<String, String> {
-    let addr = if vip.contains(':') {
-        format!("[{vip}]:7")
-    } else {
-        format!("{vip}:7")
-    };
-    lab.client
-        .exec(ECHO, &["ask", &addr, "1000"])
-        .map(|s| s.trim().to_string())
+    l2_scenario::ask(&lab.client, Path::new(ECHO), vip)
 }
 
 /// (source MAC, what) of every answer or announcement for `vip` in the capture.

@@ -3,9 +3,12 @@
 //! `lab::bgp_lab`). The judges are FRR's own tables (`vtysh ... json`), the router's kernel
 //! routes, and the client's traffic. Root-only; skips with `SKIP:` otherwise.
 
-use ferrolb_e2e::lab::bgp_lab::{node_name, node_v4, node_v6, BgpLab, ROUTER_V4, ROUTER_V6};
+use ferrolb_e2e::lab::bgp_lab::{
+    node_name, node_v4, node_v4s, node_v6, nodes_yaml, BgpLab, ROUTER_V4, ROUTER_V6,
+};
+use ferrolb_e2e::lab::l2_scenario;
 use ferrolb_e2e::lab::probe::{unix_ns, ProbeStream};
-use ferrolb_e2e::lab::{skip_reason, wait_for};
+use ferrolb_e2e::lab::{skip, wait_for};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,28 +16,6 @@ use std::time::{Duration, Instant};
 const ECHO: &str = env!("CARGO_BIN_EXE_ferrolb-lab-echo");
 const PROBE: &str = env!("CARGO_BIN_EXE_ferrolb-lab-probe");
 const SESSION: Duration = Duration::from_secs(20);
-
-fn skip(test: &str) -> bool {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIP: {test}: {why}");
-        return true;
-    }
-    false
-}
-
-/// Node manifests with their InternalIPs (the default router ID) and labels.
-fn nodes_yaml(n: usize, labels: impl Fn(usize) -> String) -> String {
-    (1..=n)
-        .map(|i| {
-            format!(
-                "apiVersion: v1\nkind: Node\nmetadata: {{name: {}, labels: {{{}}}}}\nstatus: {{addresses: [{{type: InternalIP, address: {}}}]}}\n---\n",
-                node_name(i),
-                labels(i),
-                node_v4(i)
-            )
-        })
-        .collect()
-}
 
 fn pool_yaml(addresses: &str) -> String {
     format!("apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: public, namespace: ferrolb-system}}\nspec: {{addresses: [{addresses}]}}\n---\n")
@@ -73,10 +54,6 @@ fn frr_conf(asn: u32, neighbors: &[(String, String, &str)]) -> String {
     format!(
         "frr defaults datacenter\nhostname router\n!\nrouter bgp {asn}\n bgp router-id {ROUTER_V4}\n no bgp ebgp-requires-policy\n no bgp network import-check\n bgp graceful-restart\n bgp bestpath as-path multipath-relax\n{n} address-family ipv4 unicast\n  maximum-paths 8\n  maximum-paths ibgp 8\n{v4} exit-address-family\n address-family ipv6 unicast\n  maximum-paths 8\n  maximum-paths ibgp 8\n{v6} exit-address-family\n!\n"
     )
-}
-
-fn node_v4s(nodes: &[usize]) -> Vec<String> {
-    nodes.iter().map(|&i| node_v4(i)).collect()
 }
 
 fn node_v6s(nodes: &[usize]) -> Vec<String> {
@@ -125,22 +102,7 @@ fn ebgp_lab(tag: &str, n: usize, manifests: &str) -> BgpLab {
 /// Asks the echo at `vip` from the client, from a fresh source port each time: the name of
 /// the node that answered.
 fn ask(lab: &BgpLab, vip: &str) -> Result<String, String> {
-    let addr = if vip.contains(':') {
-        format!("[{vip}]:7")
-    } else {
-        format!("{vip}:7")
-    };
-    lab.client
-        .exec(ECHO, &["ask", &addr, "1000"])
-        .map(|s| s.trim().to_string())
-}
-
-fn wait_established(lab: &BgpLab, neighbors: &[String]) {
-    for n in neighbors {
-        lab.frr()
-            .wait_state(n, "Established", SESSION)
-            .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
-    }
+    l2_scenario::ask(&lab.client, Path::new(ECHO), vip)
 }
 
 #[test]
@@ -175,7 +137,7 @@ fn bgp_mode_three_nodes_ecmp_communities_and_local_traffic() {
     for i in all {
         lab.start_speaker(i).unwrap();
     }
-    wait_established(&lab, &node_v4s(&all));
+    lab.wait_established(&node_v4s(&all), SESSION);
 
     // Cluster traffic policy: every node is a next hop, in FRR's table and in the kernel.
     lab.wait_next_hops("ipv4", "203.0.113.10/32", &node_v4s(&all), SESSION)
@@ -255,7 +217,7 @@ fn bgp_mode_dead_node_is_withdrawn_within_the_hold_time() {
             &service_yaml("web", "203.0.113.10", ""),
         ),
     );
-    wait_established(&lab, &node_v4s(&all));
+    lab.wait_established(&node_v4s(&all), SESSION);
     lab.wait_next_hops("ipv4", "203.0.113.10/32", &node_v4s(&all), SESSION)
         .unwrap();
     let path = lab.frr().path("ipv4", "203.0.113.10/32").unwrap();
@@ -322,7 +284,7 @@ fn bgp_mode_ipv6_session_and_md5_from_a_password_secret() {
         lab.start_speaker(i).unwrap();
     }
     // IPv6 pool over the IPv6 session, signed with the Secret's password.
-    wait_established(&lab, &[node_v6(1)]);
+    lab.wait_established(&[node_v6(1)], SESSION);
     lab.wait_next_hops("ipv6", "2001:db8:ffff::30/128", &[node_v6(1)], SESSION)
         .unwrap();
     // And the IPv4 address over the same IPv6 session, with the node's IPv4 next hop.
@@ -347,7 +309,7 @@ fn bgp_mode_ipv6_session_and_md5_from_a_password_secret() {
 
     // Fixing the Secret changes only node 2's session, which comes up.
     lab.write_manifests(&config(RIGHT));
-    wait_established(&lab, &[node_v4(2)]);
+    lab.wait_established(&[node_v4(2)], SESSION);
     lab.wait_next_hops(
         "ipv6",
         "2001:db8:ffff::30/128",
@@ -387,7 +349,7 @@ fn bgp_mode_graceful_restart_of_a_speaker_loses_no_probes() {
         ),
     );
     lab.serve_echo(&["203.0.113.10"], Path::new(ECHO)).unwrap();
-    wait_established(&lab, &[node_v4(1)]);
+    lab.wait_established(&[node_v4(1)], SESSION);
     lab.wait_next_hops("ipv4", "203.0.113.10/32", &[node_v4(1)], SESSION)
         .unwrap();
     let v = lab
@@ -432,7 +394,7 @@ fn bgp_mode_graceful_restart_of_a_speaker_loses_no_probes() {
     );
     assert_eq!(lab.fib_next_hops("203.0.113.10/32"), [node_v4(1)]);
     lab.start_speaker(1).unwrap();
-    wait_established(&lab, &[node_v4(1)]);
+    lab.wait_established(&[node_v4(1)], SESSION);
     wait_for(SESSION, Duration::from_millis(20), || {
         let p = lab.frr().path("ipv4", "203.0.113.10/32")?;
         (p.get("stale").is_none()).then_some(())
@@ -507,7 +469,7 @@ fn restart_speaker(lab: &mut BgpLab, i: usize, prefix: &str) -> WhileAway {
         )
     });
     lab.start_speaker(i).unwrap();
-    wait_established(lab, std::slice::from_ref(&hop));
+    lab.wait_established(std::slice::from_ref(&hop), SESSION);
     wait_for(SESSION, Duration::from_millis(20), || {
         path_via(lab, prefix, &hop)
             .filter(|p| p.get("stale").is_none())
@@ -546,7 +508,7 @@ fn bgp_mode_rolling_restart_of_every_speaker_loses_no_probes() {
     };
     let mut lab = ebgp_lab("rr-roll", 3, &manifests(true));
     lab.serve_echo(&[VIP], Path::new(ECHO)).unwrap();
-    wait_established(&lab, &node_v4s(&all));
+    lab.wait_established(&node_v4s(&all), SESSION);
     lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&all), SESSION)
         .unwrap();
 
@@ -697,7 +659,7 @@ fn bgp_mode_bench_thousand_services() {
         .map(|i| service_yaml(&format!("svc-{i}"), &format!("2001:db8:ffff::{i:x}"), ""))
         .collect();
     let mut lab = ebgp_lab("bm-bench", 3, &base);
-    wait_established(&lab, &node_v4s(&all));
+    lab.wait_established(&node_v4s(&all), SESSION);
     let kernel_routes = |lab: &BgpLab| {
         lab.router
             .ip(&["-6", "route", "show", "proto", "bgp"])
@@ -793,7 +755,7 @@ fn bgp_mode_bench_dead_node_withdrawal() {
     let mut times = Vec::new();
     for round in 0..ROUNDS {
         let victim = 1 + round % 3;
-        wait_established(&lab, &node_v4s(&all));
+        lab.wait_established(&node_v4s(&all), SESSION);
         lab.wait_next_hops("ipv4", "203.0.113.10/32", &node_v4s(&all), SESSION)
             .unwrap();
         // Kill at a random point of the keepalive cycle.

@@ -3,8 +3,8 @@
 //! `lab::bgp_lab`). Judges: FRR's own tables (`vtysh ... json`), the router's kernel routes and
 //! each speaker's `/metrics`. Root-only; skips with `SKIP:` otherwise.
 
-use ferrolb_e2e::lab::bgp_lab::{metric, node_name, node_v4, BgpLab, ROUTER_V4};
-use ferrolb_e2e::lab::{skip_reason, wait_for};
+use ferrolb_e2e::lab::bgp_lab::{self, metric, node_v4, node_v4s, BgpLab, ROUTER_V4};
+use ferrolb_e2e::lab::{skip, wait_for};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -13,26 +13,9 @@ const VIP: &str = "203.0.113.10";
 const VIP_V6: &str = "2001:db8:ffff::10";
 const PEER: &str = "{peer=\"192.0.2.254\"}";
 
-fn skip(test: &str) -> bool {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIP: {test}: {why}");
-        return true;
-    }
-    false
-}
-
 /// Nodes with their InternalIPs, labelled `peer: <label(i)>`.
 fn nodes_yaml(n: usize, label: impl Fn(usize) -> String) -> String {
-    (1..=n)
-        .map(|i| {
-            format!(
-                "apiVersion: v1\nkind: Node\nmetadata: {{name: {}, labels: {{peer: \"{}\"}}}}\nstatus: {{addresses: [{{type: InternalIP, address: {}}}]}}\n---\n",
-                node_name(i),
-                label(i),
-                node_v4(i)
-            )
-        })
-        .collect()
+    bgp_lab::nodes_yaml(n, |i| format!("peer: \"{}\"", label(i)))
 }
 
 /// A pool, an advertisement of it and one dual-stack Service.
@@ -76,10 +59,6 @@ fn frr_conf(nodes: &[usize], extra: &str, bfd_ms: Option<u32>) -> String {
     conf
 }
 
-fn node_v4s(nodes: &[usize]) -> Vec<String> {
-    nodes.iter().map(|&i| node_v4(i)).collect()
-}
-
 fn scrape(lab: &BgpLab, i: usize) -> String {
     lab.scrape(i)
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()))
@@ -104,14 +83,6 @@ fn wait_metrics(lab: &BgpLab, i: usize, want: &[(&str, f64)]) -> String {
 
 fn series(name: &str) -> String {
     format!("ferrolb_{name}{PEER}")
-}
-
-fn wait_established(lab: &BgpLab, nodes: &[usize]) {
-    for a in node_v4s(nodes) {
-        lab.frr()
-            .wait_state(&a, "Established", SESSION)
-            .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
-    }
 }
 
 /// FRR's `show bgp neighbors` of node `i`.
@@ -161,7 +132,7 @@ fn bgp_metrics_per_peer_and_a_wrong_md5_password_shows_down() {
 
     // Node 1: established; both addresses (IPv4 and IPv6 over the IPv4 session) announced,
     // as FRR counts them received.
-    wait_established(&lab, &[1]);
+    lab.wait_established(&node_v4s(&[1]), SESSION);
     lab.frr()
         .wait_received("ipv4", &node_v4(1), 1, SESSION)
         .unwrap();
@@ -196,7 +167,7 @@ fn bgp_metrics_per_peer_and_a_wrong_md5_password_shows_down() {
 
     // The Secret fixed: node 2 comes up and its metrics follow.
     lab.write_manifests(&config(RIGHT, "b"));
-    wait_established(&lab, &[2]);
+    lab.wait_established(&node_v4s(&[2]), SESSION);
     wait_metrics(&lab, 2, &[(&up, 1.0), (&prefixes, 2.0)]);
 
     // Node 2 no longer selected by any BGPPeer: its peer series go.
@@ -292,7 +263,7 @@ fn bfd_through_the_speaker_kill_interval_change_and_bfd_failure() {
     let all = [1, 2, 3];
     let mut lab = bfd_lab("in-bfd", 3, 50);
     let prefix = format!("{VIP}/32");
-    wait_established(&lab, &all);
+    lab.wait_established(&node_v4s(&all), SESSION);
     lab.wait_next_hops("ipv4", &prefix, &node_v4s(&all), SESSION)
         .unwrap();
     // FRR's bfdd sees our BFDProfile's intervals; the hold time stays 9 s.
@@ -380,7 +351,7 @@ fn bfd_through_the_speaker_kill_interval_change_and_bfd_failure() {
     wait_metrics(&lab, 1, &[(&downs, 1.0)]);
     // BFD back: the sessions come up again, and stay.
     let _ = lab.node(1).exec("iptables-legacy", &["-w", "-F"]);
-    wait_established(&lab, &[1]);
+    lab.wait_established(&node_v4s(&[1]), SESSION);
     wait_bfd_up(&lab, &[1], 100);
     wait_metrics(&lab, 1, &[(&bfd_up, 1.0), (&ups, 2.0), (&downs, 1.0)]);
     lab.wait_next_hops("ipv4", &prefix, &node_v4s(&[1, 3]), SESSION)
@@ -388,7 +359,7 @@ fn bfd_through_the_speaker_kill_interval_change_and_bfd_failure() {
 
     // Node 2 back: BFD and its route again.
     revive_node(&mut lab, 2);
-    wait_established(&lab, &[2]);
+    lab.wait_established(&node_v4s(&[2]), SESSION);
     wait_bfd_up(&lab, &[2], 100);
     lab.wait_next_hops("ipv4", &prefix, &node_v4s(&all), SESSION)
         .unwrap();
@@ -417,7 +388,7 @@ fn bfd_bench_speaker_hard_kills() {
     let mut times = Vec::new();
     for round in 0..ROUNDS {
         let victim = 1 + round % 3;
-        wait_established(&lab, &all);
+        lab.wait_established(&node_v4s(&all), SESSION);
         wait_bfd_up(&lab, &all, 50);
         lab.wait_next_hops("ipv4", &prefix, &node_v4s(&all), SESSION)
             .unwrap();

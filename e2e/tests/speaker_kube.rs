@@ -18,56 +18,36 @@
 //! namespaces: the controller allocates, a speaker with no interface to announce on (and a
 //! fixed live set, the cluster's first Node) reports its ConfigurationState, Valid then Invalid.
 
+mod kube_common;
+
 use ferrolb_crds::{ConfigurationResult, ConfigurationState, ServiceL2Status};
-use ferrolb_e2e::api_requests::from_text_log;
-use ferrolb_e2e::emulator::harness::{TestCluster, KUBECONFIG_ENV};
+use ferrolb_e2e::emulator::harness::TestCluster;
 use ferrolb_e2e::emulator::EmulatorConfig;
-use ferrolb_e2e::lab::l2::{
-    controller_binary, node_mac, node_name, skip_reason, speaker_binary, L2Lab, LabProcess,
-    CLIENT_V4,
-};
-use ferrolb_e2e::lab::{child, run, wait_for};
-use ferrolb_speaker::api_calls::{declared, Scope};
+use ferrolb_e2e::lab::l2::{node_mac, node_name, L2Lab, LabProcess, CLIENT_V4};
+use ferrolb_e2e::lab::{child, l2_scenario, run, wait_for};
 use ferrolb_speaker::status::{configuration_state_name, SERVICE_NAME_LABEL, TAKEOVER_REASON};
-use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use serde_json::json;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube_common::{built, logged_api_calls, parent_builds_lab, Env};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const TEST: &str = "speaker_in_kube_mode_announces_what_the_controller_allocated";
 /// Lab tag: namespaces flb-kb1-{sw,c,n1,n2}.
 const TAG: &str = "kb1";
 const NODES: usize = 2;
-const VIP4: &str = "192.0.2.200";
-const VIP6: &str = "2001:db8::200";
+const VIP4: &str = l2_scenario::VIP4;
+const VIP6: &str = l2_scenario::VIP6;
 const ECHO: &str = env!("CARGO_BIN_EXE_ferrolb-lab-echo");
-const POLL: Duration = Duration::from_millis(20);
 
 #[test]
 fn speaker_in_kube_mode_announces_what_the_controller_allocated() {
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    if child::is_child(TEST) {
-        runtime().block_on(lab_scenario());
-        return;
-    }
-    let binaries = (speaker_binary().unwrap(), controller_binary().unwrap());
-    if std::env::var_os(KUBECONFIG_ENV).is_some_and(|v| !v.is_empty()) {
-        eprintln!("SKIP: the network-namespace part (ARP, status objects of announcing nodes) needs the emulator; checking allocation and ConfigurationState on the cluster");
-        runtime().block_on(real_cluster_scenario(&binaries.0, &binaries.1));
-        return;
-    }
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIP: {TEST} {why}");
+    let real_leaves_out = "the network-namespace part (ARP, status objects of announcing nodes) needs the emulator; checking allocation and ConfigurationState on the cluster";
+    if !parent_builds_lab(TEST, 2, lab_scenario, real_leaves_out, |s, c| async move {
+        real_cluster_scenario(&s, &c).await
+    }) {
         return;
     }
     let lab = L2Lab::new(TAG, NODES).unwrap();
@@ -82,44 +62,7 @@ fn speaker_in_kube_mode_announces_what_the_controller_allocated() {
     drop(lab);
 }
 
-/// Where the processes' logs go (kept after the test for a look).
-fn logs_dir() -> PathBuf {
-    let d = PathBuf::from("/tmp/ferrolb-lab").join(TAG);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// The test's objects and processes.
-struct Env {
-    cluster: TestCluster,
-    system: String,
-    apps: String,
-    class: String,
-    logs: PathBuf,
-}
-
 impl Env {
-    async fn start(cluster: TestCluster) -> Env {
-        cluster.apply_ferrolb_crds().await.expect("CRDs");
-        let system = cluster.create_namespace("flb-kb-sys-").await.unwrap();
-        let apps = cluster.create_namespace("flb-kb-app-").await.unwrap();
-        Env {
-            class: format!("ferrolb.io/test-{system}"),
-            cluster,
-            system,
-            apps,
-            logs: logs_dir(),
-        }
-    }
-
-    async fn apply(&self, yaml: &str, ns: &str) {
-        self.cluster
-            .apply_yaml(yaml, Some(ns))
-            .await
-            .unwrap_or_else(|e| panic!("apply: {e}\n{yaml}"));
-    }
-
     async fn pool(&self, name: &str, addresses: &str) {
         self.apply(
             &format!("apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {name}}}\nspec: {{addresses: [{addresses}]}}\n"),
@@ -137,61 +80,7 @@ impl Env {
         } else {
             ""
         };
-        self.apply(
-            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{type: LoadBalancer, loadBalancerClass: \"{}\", {families}ports: [{{port: 7, protocol: UDP}}]}}\n", self.class),
-            &self.apps,
-        )
-        .await;
-        let endpoints: Vec<serde_json::Value> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| json!({"addresses": [format!("192.0.2.{}", i + 1)], "nodeName": n, "conditions": {"ready": true}}))
-            .collect();
-        let slice = json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4", "endpoints": endpoints,
-            "ports": [{"port": 7, "protocol": "UDP"}],
-        });
-        self.apply(&serde_yaml::to_string(&slice).unwrap(), &self.apps)
-            .await;
-    }
-
-    fn services(&self) -> Api<Service> {
-        Api::namespaced(self.cluster.client(), &self.apps)
-    }
-
-    async fn ips(&self, name: &str) -> Vec<IpAddr> {
-        let Ok(svc) = self.services().get(name).await else {
-            return vec![];
-        };
-        svc.status
-            .and_then(|s| s.load_balancer)
-            .and_then(|lb| lb.ingress)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|i| i.ip?.parse().ok())
-            .collect()
-    }
-
-    /// Waits until `check` gives a value, at most `limit`.
-    async fn wait<T, F, Fut>(&self, what: &str, limit: Duration, mut check: F) -> T
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Option<T>>,
-    {
-        let start = Instant::now();
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "timed out after {limit:?}: {what}\nlogs in {}",
-                self.logs.display()
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        self.service_on(name, families, nodes, 1).await;
     }
 
     async fn l2_statuses(&self, service: &str) -> Vec<ServiceL2Status> {
@@ -222,40 +111,6 @@ impl Env {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(service))
             .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
             .collect()
-    }
-
-    fn controller_args(&self) -> Vec<String> {
-        [
-            "run",
-            "--namespace",
-            &self.system,
-            "--lb-class",
-            &self.class,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--identity",
-            "kb-controller",
-            "--lease-duration-seconds",
-            "3",
-            "--lease-grace-seconds",
-            "1",
-        ]
-        .map(String::from)
-        .to_vec()
-    }
-
-    fn speaker_args(&self) -> Vec<String> {
-        [
-            "run",
-            "--source",
-            "kube",
-            "--namespace",
-            &self.system,
-            "--lb-class",
-            &self.class,
-        ]
-        .map(String::from)
-        .to_vec()
     }
 }
 
@@ -307,13 +162,6 @@ fn assert_answered_by(ip: &str, owner: &str, limit: Duration) {
     );
 }
 
-/// A binary the parent process built (next to this test's target directory); the child does
-/// not run cargo itself.
-fn built(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join(name)
-}
-
 async fn lab_scenario() {
     let speaker = built("ferrolb-speaker");
     let controller = built("ferrolb-controller");
@@ -323,34 +171,14 @@ async fn lab_scenario() {
     })
     .await
     .unwrap();
-    let mut env = Env::start(cluster).await;
+    let mut env = Env::start(cluster, "kb", TAG).await;
     let nodes: Vec<String> = (1..=NODES).map(node_name).collect();
     // The Nodes, with the InternalIPs membership listens on; the membership key.
-    let node_api: Api<Node> = Api::all(env.cluster.client());
-    for i in 1..=NODES {
-        let node: Node = serde_json::from_value(json!({
-            "metadata": {"name": node_name(i)},
-            "status": {"addresses": [{"type": "InternalIP", "address": format!("192.0.2.{i}")}]},
-        }))
-        .unwrap();
-        node_api
-            .create(&PostParams::default(), &node)
-            .await
-            .unwrap();
-        node_api
-            .patch_status(
-                &node_name(i),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": node.status})),
-            )
-            .await
-            .unwrap();
-    }
-    env.apply(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: ferrolb-memberlist}\nstringData: {secretkey: kb-test-membership-key-0123456789abcdef}\n",
-        &env.system,
-    )
-    .await;
+    let addressed: Vec<(String, String)> = (1..=NODES)
+        .map(|i| (node_name(i), format!("192.0.2.{i}")))
+        .collect();
+    env.create_nodes(&addressed).await;
+    env.membership_secret().await;
     env.pool("lan", &format!("{VIP4}/32, \"{VIP6}/128\"")).await;
     env.apply(
         "apiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lan}\n",
@@ -359,58 +187,18 @@ async fn lab_scenario() {
     .await;
 
     let logs = env.logs.clone();
-    let kubeconfig = env.cluster.kubeconfig().to_string_lossy().into_owned();
     let _echoes: Vec<LabProcess> = (1..=NODES)
         .map(|i| {
-            let p = LabProcess::start_in(
-                &format!("flb-{TAG}-n{i}"),
-                Path::new(ECHO),
-                &[
-                    "serve",
-                    &node_name(i),
-                    &format!("{VIP4}:7"),
-                    &format!("[{VIP6}]:7"),
-                ],
-                &[],
-                &logs.join(format!("echo-{i}.log")),
-            )
-            .unwrap();
-            p.wait_log("serving", Duration::from_secs(5)).unwrap();
-            p
+            // Bound to VIP4 and VIP6, which are l2_scenario's too.
+            l2_scenario::start_echo_in(&format!("flb-{TAG}-n{i}"), Path::new(ECHO), i, &logs)
+                .unwrap()
         })
         .collect();
-    let controller_args = env.controller_args();
-    let controller_args: Vec<&str> = controller_args.iter().map(String::as_str).collect();
-    let _controller = LabProcess::start_in(
-        &format!("flb-{TAG}-c"),
-        &controller,
-        &controller_args,
-        &[("KUBECONFIG", &kubeconfig), ("RUST_LOG", "info")],
-        &logs.join("controller.log"),
-    )
-    .unwrap();
-    let speaker_args = env.speaker_args();
-    let speaker_args: Vec<&str> = speaker_args.iter().map(String::as_str).collect();
-    let speakers: Vec<LabProcess> = (1..=NODES)
-        .map(|i| {
-            LabProcess::start_in(
-                &format!("flb-{TAG}-n{i}"),
-                &speaker,
-                &speaker_args,
-                &[
-                    ("KUBECONFIG", &kubeconfig),
-                    ("NODE_NAME", &node_name(i)),
-                    // Every API request is logged, to check it against API_CALLS.
-                    (
-                        "RUST_LOG",
-                        "info,ferrolb_speaker=debug,kube_client::client::builder=debug",
-                    ),
-                ],
-                &logs.join(format!("speaker-{i}.log")),
-            )
-            .unwrap()
-        })
+    let _controller = env.start_controller(&format!("flb-{TAG}-c"), &controller);
+    let in_netns: Vec<(String, String)> = (1..=NODES)
+        .map(|i| (node_name(i), format!("flb-{TAG}-n{i}")))
         .collect();
+    let speakers = env.start_speakers(&speaker, &in_netns);
 
     // Membership first: a speaker that starts alone announces everything until it hears of
     // the others (milliseconds); the Service comes once they know each other.
@@ -651,30 +439,14 @@ fn running(pid: u32) -> bool {
 
 /// Every request in the speakers' logs must be declared in API_CALLS.
 fn check_api_calls(logs: &[String], system: &str) {
-    let mut seen = BTreeSet::new();
-    let mut undeclared = BTreeSet::new();
-    for request in logs.iter().flat_map(|l| from_text_log(l)) {
-        let scope = if request.namespace.as_deref() == Some(system) {
-            Scope::OwnNamespace
-        } else {
-            Scope::Cluster
-        };
-        let call = (scope, request.group, request.resource, request.verb);
-        if !declared(call.0, &call.1, &call.2, call.3) {
-            undeclared.insert(format!("{call:?} ({} {})", request.method, request.url));
-        }
-        seen.insert(call);
-    }
+    let calls = logged_api_calls(logs, system);
+    let seen = &calls.seen;
     assert!(
         seen.len() > 10,
         "only {} kinds of API requests logged: {seen:?}",
         seen.len()
     );
-    assert!(
-        undeclared.is_empty(),
-        "API requests missing from ferrolb_speaker::api_calls::API_CALLS (and the RBAC):\n{}",
-        undeclared.into_iter().collect::<Vec<_>>().join("\n")
-    );
+    calls.assert_all_declared();
 }
 
 /// Against a real cluster: no namespaces, no ARP. The controller allocates; a speaker for the
@@ -682,16 +454,8 @@ fn check_api_calls(logs: &[String], system: &str) {
 /// every line for an overlapping pool, then Valid again.
 async fn real_cluster_scenario(speaker: &Path, controller: &Path) {
     let cluster = TestCluster::start().await.unwrap();
-    let env = Env::start(cluster).await;
-    let node = Api::<Node>::all(env.cluster.client())
-        .list(&ListParams::default().limit(1))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .next()
-        .and_then(|n| n.metadata.name)
-        .expect("the cluster has a Node");
+    let env = Env::start(cluster, "kb", TAG).await;
+    let node = env.first_node().await;
     env.pool("lan", &format!("{VIP4}/32")).await;
     env.apply(
         "apiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lan}\n",
@@ -743,6 +507,5 @@ async fn real_cluster_scenario(speaker: &Path, controller: &Path) {
         .await;
     assert!(summary.contains("overlap"), "{summary}");
     assert!(speaker.is_running(), "{}", speaker.log());
-    let _ = env.cluster.delete_namespace(&env.apps).await;
-    let _ = env.cluster.delete_namespace(&env.system).await;
+    env.delete_namespaces().await;
 }

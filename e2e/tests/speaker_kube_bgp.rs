@@ -19,23 +19,22 @@
 //! controller allocates, and a speaker for the cluster's first Node (with a fixed live set)
 //! reports its ConfigurationState and ServiceBGPStatus.
 
+mod kube_common;
+
 use ferrolb_crds::{ConfigurationResult, ConfigurationState, ServiceBGPStatus};
-use ferrolb_e2e::api_requests::from_text_log;
-use ferrolb_e2e::emulator::harness::{TestCluster, KUBECONFIG_ENV};
+use ferrolb_e2e::emulator::harness::TestCluster;
 use ferrolb_e2e::emulator::EmulatorConfig;
 use ferrolb_e2e::lab::bgp_lab::{node_name, node_v4, BgpLab, CLIENT_V4, ROUTER_V4};
 use ferrolb_e2e::lab::bgp_router_view::RouterView;
-use ferrolb_e2e::lab::l2::{controller_binary, speaker_binary, LabProcess};
-use ferrolb_e2e::lab::{child, run, skip_reason};
-use ferrolb_speaker::api_calls::{declared, Scope};
+use ferrolb_e2e::lab::l2::LabProcess;
+use ferrolb_e2e::lab::{child, run};
 use ferrolb_speaker::status::{configuration_state_name, SERVICE_NAME_LABEL, TAKEOVER_REASON};
-use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use serde_json::json;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube_common::{built, logged_api_calls, parent_builds_lab, Env};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const TEST: &str = "kube_mode_bgp_route_at_frr_follows_the_service";
@@ -47,30 +46,14 @@ const PREFIX: &str = "203.0.113.10/32";
 const COMMUNITY: &str = "64512:100";
 const PASSWORD: &str = "kg-md5-from-the-Secret";
 const ECHO: &str = env!("CARGO_BIN_EXE_ferrolb-lab-echo");
-const POLL: Duration = Duration::from_millis(20);
 
 #[test]
 fn kube_mode_bgp_route_at_frr_follows_the_service() {
-    let runtime = || {
-        // The emulator serves from this process while the test body polls FRR.
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(3)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    if child::is_child(TEST) {
-        runtime().block_on(lab_scenario());
-        return;
-    }
-    let binaries = (speaker_binary().unwrap(), controller_binary().unwrap());
-    if std::env::var_os(KUBECONFIG_ENV).is_some_and(|v| !v.is_empty()) {
-        eprintln!("SKIP: the network-namespace part (FRR, BGP sessions, routes) needs the emulator; checking allocation, ConfigurationState and ServiceBGPStatus on the cluster");
-        runtime().block_on(real_cluster_scenario(&binaries.0, &binaries.1));
-        return;
-    }
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIP: {TEST} {why}");
+    let real_leaves_out = "the network-namespace part (FRR, BGP sessions, routes) needs the emulator; checking allocation, ConfigurationState and ServiceBGPStatus on the cluster";
+    // Three workers: the emulator serves from this process while the test body polls FRR.
+    if !parent_builds_lab(TEST, 3, lab_scenario, real_leaves_out, |s, c| async move {
+        real_cluster_scenario(&s, &c).await
+    }) {
         return;
     }
     let started = Instant::now();
@@ -101,44 +84,7 @@ fn frr_conf() -> String {
     )
 }
 
-/// Where the processes' logs go (kept after the test for a look).
-fn logs_dir() -> PathBuf {
-    let d = PathBuf::from("/tmp/ferrolb-lab").join(format!("flb-{TAG}-kube"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// The test's cluster objects.
-struct Env {
-    cluster: TestCluster,
-    system: String,
-    apps: String,
-    class: String,
-    logs: PathBuf,
-}
-
 impl Env {
-    async fn start(cluster: TestCluster) -> Env {
-        cluster.apply_ferrolb_crds().await.expect("CRDs");
-        let system = cluster.create_namespace("flb-kg-sys-").await.unwrap();
-        let apps = cluster.create_namespace("flb-kg-app-").await.unwrap();
-        Env {
-            class: format!("ferrolb.io/test-{system}"),
-            cluster,
-            system,
-            apps,
-            logs: logs_dir(),
-        }
-    }
-
-    async fn apply(&self, yaml: &str, ns: &str) {
-        self.cluster
-            .apply_yaml(yaml, Some(ns))
-            .await
-            .unwrap_or_else(|e| panic!("apply: {e}\n{yaml}"));
-    }
-
     /// Pool, password Secret, BGPPeer and BGPAdvertisement (with a community).
     async fn bgp_config(&self) {
         self.apply(
@@ -156,61 +102,8 @@ impl Env {
     /// A LoadBalancer Service of the test's class with an EndpointSlice serving on `nodes`
     /// (the emulator runs no endpoint controller).
     async fn service(&self, name: &str, policy: &str, nodes: &[String]) {
-        self.apply(
-            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{type: LoadBalancer, loadBalancerClass: \"{}\", externalTrafficPolicy: {policy}, ports: [{{port: 7, protocol: UDP}}]}}\n", self.class),
-            &self.apps,
-        )
-        .await;
-        let endpoints: Vec<serde_json::Value> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| json!({"addresses": [format!("192.0.2.{}", 101 + i)], "nodeName": n, "conditions": {"ready": true}}))
-            .collect();
-        let slice = json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4", "endpoints": endpoints,
-            "ports": [{"port": 7, "protocol": "UDP"}],
-        });
-        self.apply(&serde_yaml::to_string(&slice).unwrap(), &self.apps)
-            .await;
-    }
-
-    fn services(&self) -> Api<Service> {
-        Api::namespaced(self.cluster.client(), &self.apps)
-    }
-
-    async fn ips(&self, name: &str) -> Vec<IpAddr> {
-        let Ok(svc) = self.services().get(name).await else {
-            return vec![];
-        };
-        svc.status
-            .and_then(|s| s.load_balancer)
-            .and_then(|lb| lb.ingress)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|i| i.ip?.parse().ok())
-            .collect()
-    }
-
-    /// Waits until `check` gives a value, at most `limit`.
-    async fn wait<T, F, Fut>(&self, what: &str, limit: Duration, mut check: F) -> T
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Option<T>>,
-    {
-        let start = Instant::now();
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "timed out after {limit:?}: {what}\nlogs in {}",
-                self.logs.display()
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        let spec = format!("externalTrafficPolicy: {policy}, ");
+        self.service_on(name, &spec, nodes, 101).await;
     }
 
     /// Waits until `check` (blocking: vtysh, ip) holds, off the runtime's workers so the
@@ -277,46 +170,6 @@ impl Env {
             .status?
             .result
     }
-
-    fn controller_args(&self) -> Vec<String> {
-        [
-            "run",
-            "--namespace",
-            &self.system,
-            "--lb-class",
-            &self.class,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--identity",
-            "kg-controller",
-            "--lease-duration-seconds",
-            "3",
-            "--lease-grace-seconds",
-            "1",
-        ]
-        .map(String::from)
-        .to_vec()
-    }
-
-    fn speaker_args(&self) -> Vec<String> {
-        [
-            "run",
-            "--source",
-            "kube",
-            "--namespace",
-            &self.system,
-            "--lb-class",
-            &self.class,
-        ]
-        .map(String::from)
-        .to_vec()
-    }
-}
-
-/// A binary the parent process built; the child does not run cargo itself.
-fn built(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join(name)
 }
 
 /// Sends one datagram to the echo at the Service address (we run in the client namespace):
@@ -342,70 +195,21 @@ async fn lab_scenario() {
     })
     .await
     .unwrap();
-    let env = Env::start(cluster).await;
+    let env = Env::start(cluster, "kg", &format!("flb-{TAG}-kube")).await;
     let nodes: Vec<String> = (1..=NODES).map(node_name).collect();
     let hops: Vec<String> = (1..=NODES).map(node_v4).collect();
     // The Nodes, with the InternalIPs membership listens on (and the default router IDs).
-    let node_api: Api<Node> = Api::all(env.cluster.client());
-    for i in 1..=NODES {
-        let node: Node = serde_json::from_value(json!({
-            "metadata": {"name": node_name(i)},
-            "status": {"addresses": [{"type": "InternalIP", "address": node_v4(i)}]},
-        }))
-        .unwrap();
-        node_api
-            .create(&PostParams::default(), &node)
-            .await
-            .unwrap();
-        node_api
-            .patch_status(
-                &node_name(i),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": node.status})),
-            )
-            .await
-            .unwrap();
-    }
-    env.apply(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: ferrolb-memberlist}\nstringData: {secretkey: kg-test-membership-key-0123456789abcdef}\n",
-        &env.system,
-    )
-    .await;
+    let addressed: Vec<(String, String)> =
+        (1..=NODES).map(|i| (node_name(i), node_v4(i))).collect();
+    env.create_nodes(&addressed).await;
+    env.membership_secret().await;
     env.bgp_config().await;
 
-    let kubeconfig = env.cluster.kubeconfig().to_string_lossy().into_owned();
-    let controller_args = env.controller_args();
-    let controller_args: Vec<&str> = controller_args.iter().map(String::as_str).collect();
-    let _controller = LabProcess::start_in(
-        &format!("flb-{TAG}-c"),
-        &controller,
-        &controller_args,
-        &[("KUBECONFIG", &kubeconfig), ("RUST_LOG", "info")],
-        &env.logs.join("controller.log"),
-    )
-    .unwrap();
-    let speaker_args = env.speaker_args();
-    let speaker_args: Vec<&str> = speaker_args.iter().map(String::as_str).collect();
-    let mut speakers: Vec<LabProcess> = (1..=NODES)
-        .map(|i| {
-            LabProcess::start_in(
-                &format!("flb-{TAG}-n{i}"),
-                &speaker,
-                &speaker_args,
-                &[
-                    ("KUBECONFIG", &kubeconfig),
-                    ("NODE_NAME", &node_name(i)),
-                    // Every API request is logged, to check it against API_CALLS.
-                    (
-                        "RUST_LOG",
-                        "info,ferrolb_speaker=debug,kube_client::client::builder=debug",
-                    ),
-                ],
-                &env.logs.join(format!("speaker-{i}.log")),
-            )
-            .unwrap()
-        })
+    let _controller = env.start_controller(&format!("flb-{TAG}-c"), &controller);
+    let in_netns: Vec<(String, String)> = (1..=NODES)
+        .map(|i| (node_name(i), format!("flb-{TAG}-n{i}")))
         .collect();
+    let mut speakers = env.start_speakers(&speaker, &in_netns);
 
     // The sessions come up from the BGPPeer alone (signed with the Secret's password), and the
     // speakers know each other, before there is any Service.
@@ -599,29 +403,13 @@ async fn lab_scenario() {
 
 /// Every request in the speakers' logs must be declared in API_CALLS.
 fn check_api_calls(logs: &[String], system: &str) {
-    let mut seen = BTreeSet::new();
-    let mut undeclared = BTreeSet::new();
-    for request in logs.iter().flat_map(|l| from_text_log(l)) {
-        let scope = if request.namespace.as_deref() == Some(system) {
-            Scope::OwnNamespace
-        } else {
-            Scope::Cluster
-        };
-        let call = (scope, request.group, request.resource, request.verb);
-        if !declared(call.0, &call.1, &call.2, call.3) {
-            undeclared.insert(format!("{call:?} ({} {})", request.method, request.url));
-        }
-        seen.insert(call);
-    }
+    let calls = logged_api_calls(logs, system);
+    let seen = &calls.seen;
     assert!(
         seen.iter().any(|c| c.2 == "servicebgpstatuses"),
         "no ServiceBGPStatus request logged: {seen:?}"
     );
-    assert!(
-        undeclared.is_empty(),
-        "API requests missing from ferrolb_speaker::api_calls::API_CALLS (and the RBAC):\n{}",
-        undeclared.into_iter().collect::<Vec<_>>().join("\n")
-    );
+    calls.assert_all_declared();
 }
 
 /// Against a real cluster: no namespaces, no FRR. The controller allocates; a speaker for the
@@ -629,16 +417,8 @@ fn check_api_calls(logs: &[String], system: &str) {
 /// Valid and a ServiceBGPStatus naming the peer, which goes with the Service.
 async fn real_cluster_scenario(speaker: &Path, controller: &Path) {
     let cluster = TestCluster::start().await.unwrap();
-    let env = Env::start(cluster).await;
-    let node = Api::<Node>::all(env.cluster.client())
-        .list(&ListParams::default().limit(1))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .next()
-        .and_then(|n| n.metadata.name)
-        .expect("the cluster has a Node");
+    let env = Env::start(cluster, "kg", &format!("flb-{TAG}-kube")).await;
+    let node = env.first_node().await;
     env.bgp_config().await;
     let controller_args = env.controller_args();
     let controller_args: Vec<&str> = controller_args.iter().map(String::as_str).collect();
@@ -679,6 +459,5 @@ async fn real_cluster_scenario(speaker: &Path, controller: &Path) {
     )
     .await;
     assert!(speaker.is_running(), "{}", speaker.log());
-    let _ = env.cluster.delete_namespace(&env.apps).await;
-    let _ = env.cluster.delete_namespace(&env.system).await;
+    env.delete_namespaces().await;
 }

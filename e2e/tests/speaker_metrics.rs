@@ -3,6 +3,8 @@
 //! requests and Neighbor Solicitations on the wire, and the counters read back over HTTP must
 //! have moved by exactly what was sent, matching what a capture on the client saw.
 
+// The value of a series in a /metrics text (the local closures named `metric` narrow it).
+use ferrolb_e2e::lab::bgp_lab::metric as value;
 use ferrolb_e2e::lab::l2::{
     capture_lines, node_mac, node_name, skip_reason, speaker_binary, L2Lab, LabProcess,
 };
@@ -106,17 +108,6 @@ fn http_get(ns: &NetNs, path: &str) -> Option<(u16, String)> {
     let code = out.split_whitespace().nth(1)?.parse().ok()?;
     let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     Some((code, body))
-}
-
-/// The value of series `series` (name and labels exactly as exposed); 0 when absent.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 fn scrape(ns: &NetNs) -> String {

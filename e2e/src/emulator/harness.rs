@@ -272,6 +272,31 @@ impl TestCluster {
     pub async fn apply_ferrolb_crds(&self) -> Result<Vec<String>, HarnessError> {
         self.apply_crds(&ferrolb_crds_dir()).await
     }
+
+    /// Applies FerroLB's CRDs and makes a load-balancer test's own namespaces,
+    /// `<prefix>sys-*` and `<prefix>app-*`, and class, `ferrolb.io/test-<system namespace>`.
+    pub async fn lb_test_space(&self, prefix: &str) -> Result<LbTestSpace, HarnessError> {
+        self.apply_ferrolb_crds().await?;
+        let system = self.create_namespace(&format!("{prefix}sys-")).await?;
+        let apps = self.create_namespace(&format!("{prefix}app-")).await?;
+        Ok(LbTestSpace {
+            class: format!("ferrolb.io/test-{system}"),
+            system,
+            apps,
+        })
+    }
+}
+
+/// Where a load-balancer test lives on a cluster, so that tests sharing a real cluster never
+/// see each other's objects.
+#[derive(Clone, Debug)]
+pub struct LbTestSpace {
+    /// The namespace the controller and speakers run in (their own objects live there).
+    pub system: String,
+    /// The namespace of the test's Services.
+    pub apps: String,
+    /// The load-balancer class the test's controller and speakers serve.
+    pub class: String,
 }
 
 impl TestCluster {

@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::bgp_router_view::RouterView;
 use super::frr::{self, Frr};
 use super::l2::{speaker_binary, LabProcess};
 use super::netns::{NetNs, VethPair};
@@ -37,6 +38,26 @@ pub fn node_v4(i: usize) -> String {
 
 pub fn node_v6(i: usize) -> String {
     format!("2001:db8::{i}")
+}
+
+/// The IPv4 addresses of `nodes` (1-based indices), in that order.
+pub fn node_v4s(nodes: &[usize]) -> Vec<String> {
+    nodes.iter().map(|&i| node_v4(i)).collect()
+}
+
+/// Node manifests for nodes 1..=`n` with their InternalIPs (the default router ID) and
+/// `labels(i)` as the inside of each one's labels mapping.
+pub fn nodes_yaml(n: usize, labels: impl Fn(usize) -> String) -> String {
+    (1..=n)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Node\nmetadata: {{name: {}, labels: {{{}}}}}\nstatus: {{addresses: [{{type: InternalIP, address: {}}}]}}\n---\n",
+                node_name(i),
+                labels(i),
+                node_v4(i)
+            )
+        })
+        .collect()
 }
 
 /// The value of `series` (name and labels exactly as exposed) in a `/metrics` text.
@@ -225,82 +246,31 @@ impl BgpLab {
         Ok(())
     }
 
+    /// A read-only view of this lab's router (FRR's tables and the kernel's routes); the
+    /// next-hop readers live there so that a child process without the lab reads the same way.
+    pub fn router_view(&self) -> RouterView {
+        RouterView::of(&self.tag)
+    }
+
     /// The next hops FRR's BGP table uses for `prefix` (multipath), sorted.
     pub fn rib_next_hops(&self, afi: &str, prefix: &str) -> Vec<String> {
-        let Some(frr) = &self.frr else { return vec![] };
-        let Ok(v) = frr.json(&format!("show bgp {afi} unicast {prefix} json")) else {
-            return vec![];
-        };
-        let mut hops: Vec<String> = v
-            .get("paths")
-            .and_then(|p| p.as_array())
-            .into_iter()
-            .flatten()
-            .filter(|p| {
-                p.get("bestpath").is_some()
-                    || p.get("multipath").and_then(|m| m.as_bool()) == Some(true)
-            })
-            .filter_map(|p| p["nexthops"][0]["ip"].as_str().map(str::to_owned))
-            .collect();
-        hops.sort();
-        hops
+        self.router_view().rib_next_hops(afi, prefix)
     }
 
     /// The gateways of the router's kernel route for `prefix`, sorted (`ip route`, resolving
     /// a nexthop group when zebra installed one).
     pub fn fib_next_hops(&self, prefix: &str) -> Vec<String> {
-        let fam = if prefix.contains(':') { "-6" } else { "-4" };
-        let Ok(out) = self.router.ip(&[fam, "-j", "route", "show", prefix]) else {
-            return vec![];
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else {
-            return vec![];
-        };
-        let Some(route) = v.get(0) else { return vec![] };
-        let mut hops: Vec<String> = Vec::new();
-        if let Some(gw) = route.get("gateway").and_then(|g| g.as_str()) {
-            hops.push(gw.to_owned());
-        }
-        for nh in route
-            .get("nexthops")
-            .and_then(|n| n.as_array())
-            .into_iter()
-            .flatten()
-        {
-            if let Some(gw) = nh.get("gateway").and_then(|g| g.as_str()) {
-                hops.push(gw.to_owned());
-            }
-        }
-        if hops.is_empty() {
-            if let Some(id) = route.get("nhid").and_then(|n| n.as_u64()) {
-                hops = self.nexthop_group(id);
-            }
-        }
-        hops.sort();
-        hops
+        self.router_view().fib_next_hops(prefix)
     }
 
-    fn nexthop_group(&self, id: u64) -> Vec<String> {
-        let Ok(out) = self
-            .router
-            .ip(&["-j", "nexthop", "show", "id", &id.to_string()])
-        else {
-            return vec![];
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else {
-            return vec![];
-        };
-        let Some(nh) = v.get(0) else { return vec![] };
-        if let Some(gw) = nh.get("gateway").and_then(|g| g.as_str()) {
-            return vec![gw.to_owned()];
+    /// Waits until FRR's session with every one of `neighbors` is Established, at most
+    /// `limit` each; a test helper, so it panics with the lab's logs when one is not.
+    pub fn wait_established(&self, neighbors: &[String], limit: Duration) {
+        for n in neighbors {
+            self.frr()
+                .wait_state(n, "Established", limit)
+                .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
         }
-        nh.get("group")
-            .and_then(|g| g.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m.get("id").and_then(|i| i.as_u64()))
-            .flat_map(|member| self.nexthop_group(member))
-            .collect()
     }
 
     /// Waits until both FRR's table and the kernel use exactly `want` as next hops of
@@ -312,11 +282,11 @@ impl BgpLab {
         want: &[String],
         limit: Duration,
     ) -> Result<(), String> {
+        let view = self.router_view();
         let mut want = want.to_vec();
         want.sort();
         wait_for(limit, Duration::from_millis(50), || {
-            (self.rib_next_hops(afi, prefix) == want && self.fib_next_hops(prefix) == want)
-                .then_some(())
+            view.next_hops_are(afi, prefix, &want).then_some(())
         })
         .ok_or_else(|| {
             format!(

@@ -90,8 +90,19 @@ pub fn start_speaker(
 
 /// The UDP echo on node `i`, bound to both VIPs, port 7.
 pub fn start_echo(lab: &L2Lab, echo: &Path, i: usize, logs: &Path) -> Result<LabProcess, String> {
-    let p = LabProcess::start(
-        lab.node(i),
+    start_echo_in(lab.node(i).name(), echo, i, logs)
+}
+
+/// [`start_echo`] in node `i`'s namespace known by name `netns` (from a child process that
+/// does not own the lab).
+pub fn start_echo_in(
+    netns: &str,
+    echo: &Path,
+    i: usize,
+    logs: &Path,
+) -> Result<LabProcess, String> {
+    let p = LabProcess::start_in(
+        netns,
         echo,
         &[
             "serve",

@@ -48,6 +48,15 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// Whether lab test `test` must be skipped here; if so, says why on stderr with a `SKIP:` line.
+pub fn skip(test: &str) -> bool {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP: {test}: {why}");
+        return true;
+    }
+    false
+}
+
 /// Polls `f` every `every` until it returns `Some`, or gives up after `limit`.
 pub fn wait_for<T>(
     limit: Duration,
