@@ -170,27 +170,8 @@ fn find<T: DeserializeOwned + k8s_openapi::Resource>(name: &str) -> T {
         .unwrap_or_else(|| panic!("no {} {name} in deploy/", T::KIND))
 }
 
-type Grant = (Scope, String, String, String);
-
-fn grants(rules: &[k8s_openapi::api::rbac::v1::PolicyRule], scope: Scope) -> BTreeSet<Grant> {
-    let mut out = BTreeSet::new();
-    for rule in rules {
-        assert!(
-            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
-            "rules are by resource only: {rule:?}"
-        );
-        for group in rule.api_groups.iter().flatten() {
-            for resource in rule.resources.iter().flatten() {
-                for verb in &rule.verbs {
-                    assert_ne!(verb, "*", "no wildcard verbs");
-                    assert_ne!(resource, "*", "no wildcard resources");
-                    out.insert((scope, group.clone(), resource.clone(), verb.clone()));
-                }
-            }
-        }
-    }
-    out
-}
+use ferrolb_e2e::rbac::grants;
+type Grant = ferrolb_e2e::rbac::Grant<Scope>;
 
 #[test]
 fn rbac_grants_exactly_the_api_calls_the_controller_makes() {

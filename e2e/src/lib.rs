@@ -4,3 +4,4 @@
 pub mod api_requests;
 pub mod emulator;
 pub mod lab;
+pub mod rbac;

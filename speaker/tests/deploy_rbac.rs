@@ -5,7 +5,7 @@
 
 use ferrolb_speaker::api_calls::{Scope, API_CALLS};
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -31,27 +31,8 @@ fn find<T: serde::de::DeserializeOwned + k8s_openapi::Resource>() -> T {
     serde_json::from_value(doc).unwrap()
 }
 
-type Grant = (Scope, String, String, String);
-
-fn grants(rules: &[PolicyRule], scope: Scope) -> BTreeSet<Grant> {
-    let mut out = BTreeSet::new();
-    for rule in rules {
-        assert!(
-            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
-            "rules are by resource only: {rule:?}"
-        );
-        for group in rule.api_groups.iter().flatten() {
-            for resource in rule.resources.iter().flatten() {
-                for verb in &rule.verbs {
-                    assert_ne!(verb, "*", "no wildcard verbs");
-                    assert_ne!(resource, "*", "no wildcard resources");
-                    out.insert((scope, group.clone(), resource.clone(), verb.clone()));
-                }
-            }
-        }
-    }
-    out
-}
+use ferrolb_e2e::rbac::grants;
+type Grant = ferrolb_e2e::rbac::Grant<Scope>;
 
 #[test]
 fn rbac_grants_exactly_the_api_calls_the_speaker_makes() {
