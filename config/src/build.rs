@@ -31,13 +31,37 @@ pub struct Resources {
 
 /// Validates `resources` and builds the model, or returns every problem found, sorted.
 pub fn build(resources: &Resources) -> Result<Config, Vec<ConfigError>> {
+    build_with(resources, &Context::default())
+}
+
+/// What [`build`] may know besides the objects: which objects were left out as invalid (a
+/// reference to one of them is not a second problem) and which pools were in force before (in an
+/// overlap, the pool that was not gives way).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Context {
+    /// `Kind/name` of every object left out.
+    pub left_out: BTreeSet<String>,
+    /// Names of pools whose addresses were in force, unchanged.
+    pub pools_in_force: BTreeSet<String>,
+}
+
+impl Context {
+    fn is_left_out(&self, kind: &str, name: &str) -> bool {
+        self.left_out.contains(&format!("{kind}/{name}"))
+    }
+}
+
+pub(crate) fn build_with(
+    resources: &Resources,
+    context: &Context,
+) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
     check_duplicate_names(resources, &mut errors);
 
-    let pools = build_pools(&resources.pools, &mut errors);
+    let pools = build_pools(&resources.pools, context, &mut errors);
     let aliases = build_aliases(&resources.communities, &mut errors);
     let bfd_profiles = build_bfd_profiles(&resources.bfd_profiles, &mut errors);
-    let peers = build_peers(resources, &bfd_profiles, &mut errors);
+    let peers = build_peers(resources, &bfd_profiles, context, &mut errors);
 
     let mut l2_advertisements = BTreeMap::new();
     for adv in &resources.l2_advertisements {
@@ -48,6 +72,7 @@ pub fn build(resources: &Resources) -> Result<Config, Vec<ConfigError>> {
             &spec.ip_address_pools,
             &spec.ip_address_pool_selectors,
             &pools,
+            context,
             &mut r,
         );
         let node_selectors = selectors(&spec.node_selectors, "spec.nodeSelectors", &mut r);
@@ -91,7 +116,9 @@ pub fn build(resources: &Resources) -> Result<Config, Vec<ConfigError>> {
     for adv in &resources.bgp_advertisements {
         let name = adv.name_any();
         let mut r = Reporter::new("BGPAdvertisement", &name, &mut errors);
-        if let Some(built) = build_bgp_advertisement(adv, &pools, &peer_names, &aliases, &mut r) {
+        if let Some(built) =
+            build_bgp_advertisement(adv, &pools, &peer_names, &aliases, context, &mut r)
+        {
             bgp_advertisements.insert(name, built);
         }
     }
@@ -103,6 +130,7 @@ pub fn build(resources: &Resources) -> Result<Config, Vec<ConfigError>> {
             bgp_advertisements,
             peers,
             bfd_profiles,
+            withheld_pools: BTreeSet::new(),
         })
     } else {
         errors.sort();
@@ -207,8 +235,26 @@ fn labels_of(meta: &kube::core::ObjectMeta) -> Labels {
 
 fn build_pools(
     objects: &[crds::IPAddressPool],
+    context: &Context,
     errors: &mut Vec<ConfigError>,
 ) -> BTreeMap<String, Pool> {
+    // In an overlap the pool ranked later gives way: pools in force before first, then the
+    // older ones (as MetalLB's webhook refuses the newcomer), then by name.
+    type Rank = (
+        bool,
+        bool,
+        Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    );
+    let rank: HashMap<String, Rank> = objects
+        .iter()
+        .map(|o| {
+            let name = o.name_any();
+            let created = o.metadata.creation_timestamp.clone();
+            let in_force = context.pools_in_force.contains(&name);
+            // No timestamp (a manifest) sorts after every timestamp.
+            (name, (!in_force, created.is_none(), created))
+        })
+        .collect();
     // Every parsed range, for the overlap check across and within pools.
     let mut all: Vec<(IpRange, String, usize)> = Vec::new();
     let mut pools = BTreeMap::new();
@@ -285,18 +331,26 @@ fn build_pools(
     for item in &all {
         if let Some(prev) = reach {
             if prev.0.overlaps(&item.0) {
-                let (range, pool, i) = item;
-                let where_ = if prev.1 == *pool {
-                    format!("spec.addresses[{}] of the same pool", prev.2)
+                // Blame the range of the pool that gives way; within one pool, the later range.
+                let (blamed, other) = if prev.1 != item.1
+                    && (rank.get(&prev.1), &prev.1) > (rank.get(&item.1), &item.1)
+                {
+                    (prev, item)
                 } else {
-                    format!("IPAddressPool/{} spec.addresses[{}]", prev.1, prev.2)
+                    (item, prev)
+                };
+                let (range, pool, i) = blamed;
+                let where_ = if other.1 == *pool {
+                    format!("spec.addresses[{}] of the same pool", other.2)
+                } else {
+                    format!("IPAddressPool/{} spec.addresses[{}]", other.1, other.2)
                 };
                 errors.push(ConfigError::new(
                     format!("IPAddressPool/{pool}"),
                     format!("spec.addresses[{i}]"),
                     format!(
                         "{range} overlaps {} ({where_}); pools must not overlap",
-                        prev.0
+                        other.0
                     ),
                 ));
             }
@@ -447,6 +501,7 @@ fn whole_seconds(d: Duration, field: &str, r: &mut Reporter<'_>) {
 fn build_peers(
     resources: &Resources,
     bfd_profiles: &BTreeMap<String, BfdProfile>,
+    context: &Context,
     errors: &mut Vec<ConfigError>,
 ) -> BTreeMap<String, Peer> {
     let mut out = BTreeMap::new();
@@ -640,10 +695,12 @@ fn build_peers(
 
         if let Some(profile) = &s.bfd_profile {
             if !bfd_profiles.contains_key(profile) {
-                r.error(
-                    "spec.bfdProfile",
-                    format!("BFDProfile/{profile} does not exist"),
-                );
+                let why = if context.is_left_out("BFDProfile", profile) {
+                    "is invalid and left out, so this peer is too"
+                } else {
+                    "does not exist"
+                };
+                r.error("spec.bfdProfile", format!("BFDProfile/{profile} {why}"));
             }
         }
         if s.ebgp_multi_hop {
@@ -791,12 +848,15 @@ fn resolve_pools(
     names: &[String],
     pool_selectors: &[LabelSelector],
     pools: &BTreeMap<String, Pool>,
+    context: &Context,
     r: &mut Reporter<'_>,
 ) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (i, name) in names.iter().enumerate() {
         if pools.contains_key(name) {
             out.insert(name.clone());
+        } else if context.is_left_out("IPAddressPool", name) {
+            // The pool reports its own problem; the other pools named here still apply.
         } else {
             r.error(
                 format!("spec.ipAddressPools[{i}]"),
@@ -824,10 +884,17 @@ fn build_bgp_advertisement(
     pools: &BTreeMap<String, Pool>,
     peer_names: &BTreeSet<String>,
     aliases: &BTreeMap<String, Community>,
+    context: &Context,
     r: &mut Reporter<'_>,
 ) -> Option<BgpAdvertisement> {
     let s = &adv.spec;
-    let selected = resolve_pools(&s.ip_address_pools, &s.ip_address_pool_selectors, pools, r);
+    let selected = resolve_pools(
+        &s.ip_address_pools,
+        &s.ip_address_pool_selectors,
+        pools,
+        context,
+        r,
+    );
     let mut lengths = [(Family::V4, 32u8), (Family::V6, 128u8)];
     for ((family, length), (field, value, (min, max))) in lengths.iter_mut().zip([
         (
@@ -885,7 +952,8 @@ fn build_bgp_advertisement(
         }
     }
     for (i, peer) in s.peers.iter().enumerate() {
-        if !peer_names.contains(peer) {
+        // A peer left out keeps its name here, so the list never widens to "every peer".
+        if !peer_names.contains(peer) && !context.is_left_out("BGPPeer", peer) {
             r.error(
                 format!("spec.peers[{i}]"),
                 format!("BGPPeer/{peer} does not exist"),

@@ -23,6 +23,9 @@ pub struct Config {
     pub bgp_advertisements: BTreeMap<String, BgpAdvertisement>,
     pub peers: BTreeMap<String, Peer>,
     pub bfd_profiles: BTreeMap<String, BfdProfile>,
+    /// Pools that exist but are left out as invalid (set by the running controller): a Service
+    /// whose addresses came from one keeps them, untouched, until the pool is fixed or deleted.
+    pub withheld_pools: BTreeSet<String>,
 }
 
 impl Config {

@@ -35,6 +35,7 @@ fn services(n: usize) -> Vec<ServiceInfo> {
                 local_traffic: false,
                 selector: BTreeMap::new(),
                 current_ips: vec![],
+                allocated_from: None,
                 created: String::new(),
             }
         })

@@ -563,26 +563,39 @@ async fn the_standby_takes_over_a_killed_leader_without_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalid_configuration_is_reported_and_changes_nothing() {
+async fn an_invalid_object_is_left_out_or_kept_and_the_rest_works() {
     let env = Env::start("ctl-invalid-").await;
     env.pool("pool-a", "192.0.2.10-192.0.2.14").await;
     let _controller = env.controller("only", free_port());
     env.wait_config(ConfigurationResult::Valid).await;
     env.service("kept", &[]).await;
     let (ips, _) = env.wait_ips("kept", Duration::from_secs(5)).await;
+    assert_eq!(ips, ["192.0.2.10"]);
 
-    // A second pool overlapping the first (the API server accepts it; FerroLB cannot), and an
-    // edit of the first pool that removes the Service's address: neither may take effect.
-    env.pool("pool-overlap", "192.0.2.12/30").await;
-    env.pool("pool-a", "192.0.2.13-192.0.2.14").await;
+    // A pool edited into garbage (the schema cannot refuse every mistake): its last valid
+    // version stays in force, so nothing it handed out moves, and it still serves.
+    env.pool("pool-a", "192.0.2.14-192.0.2.10").await;
     let state = env.wait_config(ConfigurationResult::Invalid).await;
-    let summary = state.status.unwrap().error_summary.unwrap_or_default();
+    let status = state.status.unwrap();
+    let summary = status.error_summary.unwrap_or_default();
     assert!(
-        summary.contains("IPAddressPool/pool-a") || summary.contains("IPAddressPool/pool-overlap"),
+        summary.contains("IPAddressPool/pool-a: spec.addresses[0]: "),
         "{summary}"
     );
-    assert!(summary.contains("overlap"), "{summary}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        summary.contains("IPAddressPool/pool-a: invalid; its last valid version stays in force"),
+        "{summary}"
+    );
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "IPAddressPool.pool-a")
+        .unwrap_or_else(|| panic!("{:?}", status.conditions));
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "LastValidKept")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(env.ips("kept").await, ips);
     let svc = env.services().get("kept").await.unwrap();
     assert!(svc
@@ -590,17 +603,35 @@ async fn an_invalid_configuration_is_reported_and_changes_nothing() {
         .annotations
         .unwrap_or_default()
         .contains_key("ferrolb.io/ip-allocated-from-pool"));
-    // New Services are still served from the last valid configuration.
     env.service("new", &[]).await;
     let (new_ips, _) = env.wait_ips("new", Duration::from_secs(5)).await;
     assert_eq!(new_ips, ["192.0.2.11"]);
 
-    // Fixing it (removing the overlap) applies the pool edit: only now does `kept` move.
+    // A newcomer overlapping a pool in force is left out; the pool in force is untouched.
+    env.pool("pool-overlap", "192.0.2.12/30").await;
+    env.wait_until(
+        "pool-overlap reported as left out",
+        Duration::from_secs(5),
+        || async {
+            let state = env.configuration_state().await;
+            let summary = state
+                .and_then(|s| s.status)
+                .and_then(|s| s.error_summary)
+                .unwrap_or_default();
+            summary.contains("IPAddressPool/pool-overlap: left out of the configuration")
+                && summary.contains("overlap")
+        },
+    )
+    .await;
+    assert_eq!(env.ips("kept").await, ips);
+
+    // Fixed, and the newcomer deleted: the edit applies and only now does `kept` move.
     let pools: Api<IPAddressPool> = Api::namespaced(env.cluster.client(), &env.system);
     pools
         .delete("pool-overlap", &DeleteParams::default())
         .await
         .unwrap();
+    env.pool("pool-a", "192.0.2.13-192.0.2.14").await;
     env.wait_config(ConfigurationResult::Valid).await;
     env.wait_until(
         "kept and new move into the edited pool",
@@ -612,6 +643,55 @@ async fn an_invalid_configuration_is_reported_and_changes_nothing() {
         },
     )
     .await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_pool_on_a_fresh_start_stops_nothing_and_takes_nothing_away() {
+    let env = Env::start("ctl-garbage-").await;
+    env.pool("pool-a", "192.0.2.10-192.0.2.14").await;
+    env.pool("pool-g", "198.51.100.10-198.51.100.11").await;
+    let mut controller = env.controller("first-run", free_port());
+    env.wait_config(ConfigurationResult::Valid).await;
+    env.service("old", &[("ferrolb.io/address-pool", "pool-a")])
+        .await;
+    let (old_ips, _) = env.wait_ips("old", Duration::from_secs(5)).await;
+    assert_eq!(old_ips, ["192.0.2.10"]);
+    controller.kill();
+
+    // While the controller is down, pool-a is edited into garbage: the next controller starts
+    // with no valid version of it at all.
+    env.pool("pool-a", "not-an-ip").await;
+    let _controller = env.controller("second-run", free_port());
+    let state = env.wait_config(ConfigurationResult::Invalid).await;
+    let summary = state.status.unwrap().error_summary.unwrap_or_default();
+    assert!(
+        summary.contains("IPAddressPool/pool-a: left out of the configuration"),
+        "{summary}"
+    );
+    // Every other pool still allocates...
+    env.service("fresh", &[]).await;
+    let (fresh_ips, _) = env.wait_ips("fresh", Duration::from_secs(10)).await;
+    assert_eq!(fresh_ips, ["198.51.100.10"]);
+    // ...and what pool-a handed out stays where it is, with a Warning saying why.
+    assert_eq!(env.ips("old").await, old_ips);
+    env.wait_until(
+        "an AllocationHeld Event",
+        Duration::from_secs(5),
+        || async {
+            env.events("old")
+                .await
+                .iter()
+                .any(|(reason, _)| reason == "AllocationHeld")
+        },
+    )
+    .await;
+
+    // Fixed: the Service keeps exactly its address.
+    env.pool("pool-a", "192.0.2.10-192.0.2.14").await;
+    env.wait_config(ConfigurationResult::Valid).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.ips("old").await, old_ips);
     env.finish().await;
 }
 

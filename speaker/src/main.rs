@@ -322,8 +322,13 @@ fn start_membership(
     args: &RunArgs,
 ) -> anyhow::Result<ferrolb_speaker::membership::Membership> {
     use ferrolb_speaker::membership::{find_key, Membership, MembershipConfig, Security};
-    let snapshot = ferrolb_speaker::source::load_dir(dir, args.lb_class.as_deref())
-        .map_err(|errors| anyhow::anyhow!("{}: {}", dir.display(), errors.join("; ")))?;
+    let snapshot = ferrolb_speaker::source::load_dir(
+        dir,
+        args.lb_class.as_deref(),
+        &ferrolb_config::Resources::default(),
+    )
+    .map_err(|errors| anyhow::anyhow!("{}: {}", dir.display(), errors.join("; ")))?
+    .snapshot;
     let Some(ip) = snapshot.node_ips.get(&args.node_name).copied() else {
         anyhow::bail!(
             "Node/{} has no InternalIP in {}: membership needs it (status.addresses), or give --live",

@@ -24,7 +24,10 @@ fn peer(port: u16, hold: &str) -> String {
 
 fn snapshot(dir: &tempfile::TempDir, yaml: &str) -> Snapshot {
     std::fs::write(dir.path().join("all.yaml"), yaml).unwrap();
-    load_dir(dir.path(), None).unwrap_or_else(|e| panic!("{e:?}"))
+    let assembled =
+        load_dir(dir.path(), None, &Default::default()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(assembled.problems.is_empty(), "{:?}", assembled.problems);
+    assembled.snapshot
 }
 
 async fn apply(driver: &mut BgpDriver, s: &Snapshot) {

@@ -66,6 +66,8 @@ pub enum AllocError {
     },
     #[error("RequireDualStack, but the requested addresses are not one per family")]
     DualStackRequestIncomplete,
+    #[error("its addresses came from IPAddressPool/{0}, which is invalid and left out; they stay as they are until the pool is fixed or deleted")]
+    PoolWithheld(String),
     #[error("no IPAddressPool serving this Service has a free {families} address{hint}")]
     NoFreeAddress { families: String, hint: String },
 }
@@ -138,6 +140,8 @@ pub struct Allocator {
     namespaces: BTreeMap<String, Labels>,
     /// Services holding addresses, by sharing key, so sharing costs no scan of all Services.
     by_sharing_key: BTreeMap<String, BTreeSet<ServiceKey>>,
+    /// [`Config::withheld_pools`].
+    withheld: BTreeSet<String>,
 }
 
 /// The sharing rules: same non-empty key, no common (protocol, port), and the same traffic
@@ -178,6 +182,7 @@ impl Allocator {
                 .values()
                 .map(|p| (p.name.clone(), PoolState::new(p)))
                 .collect(),
+            withheld: config.withheld_pools.clone(),
             ..Self::default()
         }
     }
@@ -358,6 +363,14 @@ impl Allocator {
             // What it had is no longer allowed (its request changed, say): it goes, whether or
             // not a new address can be found, so status never shows an address it may not hold.
             self.release(&svc.key);
+        } else if !svc.current_ips.is_empty() {
+            // What its status shows, if it may hold it (a pool fixed after being withheld).
+            if let Ok(kept) = self.keep(svc, &svc.current_ips) {
+                return Ok(kept);
+            }
+        }
+        if let Some(pool) = self.withheld_source(svc) {
+            return Err(AllocError::PoolWithheld(pool));
         }
         if !svc.request.requested_ips.is_empty() {
             let ips = svc.request.requested_ips.clone();
@@ -411,6 +424,27 @@ impl Allocator {
                     format!(" (tried {})", candidates.join(", "))
                 },
             }),
+        }
+    }
+
+    /// The withheld pool `svc`'s status addresses came from, when they lie in no pool in force:
+    /// they are not taken away because a pool edit went wrong or a pool cannot be read.
+    fn withheld_source(&self, svc: &ServiceInfo) -> Option<String> {
+        if self.withheld.is_empty() || svc.current_ips.is_empty() {
+            return None;
+        }
+        let in_force = svc
+            .current_ips
+            .iter()
+            .any(|ip| self.pools.values().any(|p| p.pool.contains(*ip)));
+        if in_force {
+            return None;
+        }
+        match &svc.allocated_from {
+            Some(pool) if self.withheld.contains(pool) => Some(pool.clone()),
+            Some(_) => None,
+            // No annotation (an address MetalLB gave, say): any withheld pool may hold it.
+            None => self.withheld.iter().next().cloned(),
         }
     }
 

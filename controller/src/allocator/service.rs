@@ -63,6 +63,9 @@ pub struct ServiceInfo {
     pub selector: BTreeMap<String, String>,
     /// Addresses in `status.loadBalancer.ingress`.
     pub current_ips: Vec<IpAddr>,
+    /// The pool its addresses came from, as the ip-allocated-from-pool annotation (any
+    /// spelling) says.
+    pub allocated_from: Option<String>,
     /// Creation time (RFC 3339) or empty: older Services are served first.
     pub created: String,
 }
@@ -126,6 +129,10 @@ pub fn service_info(svc: &Service) -> Result<ServiceInfo, Vec<ConfigError>> {
         families.truncate(1);
     }
     let current_ips = status_ips(svc);
+    let allocated_from =
+        ferrolb_crds::annotations::spellings(ferrolb_crds::annotations::IP_ALLOCATED_FROM_POOL)
+            .iter()
+            .find_map(|k| svc.annotations().get(k).cloned());
     Ok(ServiceInfo {
         key: ServiceKey::of(svc),
         labels: svc.labels().clone(),
@@ -141,6 +148,7 @@ pub fn service_info(svc: &Service) -> Result<ServiceInfo, Vec<ConfigError>> {
         local_traffic: spec.external_traffic_policy.as_deref() == Some("Local"),
         selector: spec.selector.unwrap_or_default(),
         current_ips,
+        allocated_from,
         created: svc
             .metadata
             .creation_timestamp

@@ -22,6 +22,7 @@ fn svc(name: &str) -> ServiceInfo {
         local_traffic: false,
         selector: BTreeMap::new(),
         current_ips: vec![],
+        allocated_from: None,
         created: String::new(),
     }
 }

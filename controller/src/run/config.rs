@@ -1,7 +1,8 @@
 //! The configuration as the cluster holds it: watched FerroLB objects, Secrets and Namespaces;
-//! turned into the [`Engine`](super::engine::Engine)'s configuration when valid, reported in this
-//! controller's ConfigurationState either way. An invalid configuration changes no assignment:
-//! the last valid one stays in force.
+//! turned into the [`Engine`](super::engine::Engine)'s configuration and reported in this
+//! controller's ConfigurationState. An invalid object is left out, or keeps its last valid
+//! version, and is named there; everything else is in force. A pool left out keeps what it
+//! handed out ([`Config::withheld_pools`](ferrolb_config::Config)).
 
 use super::engine::Engine;
 use super::reconcile::patch_params;
@@ -9,13 +10,14 @@ use super::Shared;
 use crate::allocator::service::is_ours;
 use crate::allocator::{service_info, ServiceKey};
 use ferrolb_config::model::Labels;
-use ferrolb_config::{ConfigError, Resources};
+use ferrolb_config::Resources;
 use ferrolb_crds::{
     BFDProfile, BGPAdvertisement, BGPPeer, Community, ConfigurationResult, ConfigurationState,
     ConfigurationStateSpec, IPAddressPool, L2Advertisement,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -138,6 +140,7 @@ pub struct StateWriter {
     api: Api<ConfigurationState>,
     name: String,
     written: Option<(ConfigurationResult, Option<String>)>,
+    conditions: Vec<Condition>,
 }
 
 impl StateWriter {
@@ -146,9 +149,11 @@ impl StateWriter {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             written: None,
+            conditions: Vec::new(),
         }
     }
 
+    /// Writes the result, the summary (one problem per line) and the conditions made of it.
     pub async fn write(
         &mut self,
         result: ConfigurationResult,
@@ -166,21 +171,27 @@ impl StateWriter {
                 Err(e) => return Err(e),
             }
         }
-        let patch = json!({"status": {"result": wanted.0, "errorSummary": wanted.1}});
+        let lines: Vec<String> = wanted
+            .1
+            .iter()
+            .flat_map(|s| s.lines())
+            .map(str::to_string)
+            .collect();
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut conditions = ferrolb_config::state_conditions(&lines, &now);
+        ferrolb_config::carry_transition_times(&mut conditions, &self.conditions);
+        let patch = json!({"status": {
+            "result": wanted.0,
+            "errorSummary": wanted.1,
+            "conditions": conditions,
+        }});
         self.api
             .patch_status(&self.name, &patch_params(), &Patch::Merge(&patch))
             .await?;
         self.written = Some(wanted);
+        self.conditions = conditions;
         Ok(())
     }
-}
-
-fn summary(errors: &[ConfigError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The configuration loop: waits until every store is filled, loads the state from the cluster
@@ -201,57 +212,70 @@ pub async fn config_loop(
     // store, and only one waiter is woken.
     let _ = services_listed.wait_for(|listed| *listed).await;
     info!("caches filled");
+    // The objects in force: an object that turns invalid keeps this version.
+    let mut in_force = Resources::default();
     loop {
-        let built = ferrolb_config::build(&stores.resources());
+        let outcome = ferrolb_config::in_force(&stores.resources(), &in_force, &Default::default());
+        in_force = outcome.resources.clone();
         let namespaces = stores.namespace_labels();
-        let report = match built {
-            Ok(config) => {
-                let touched = {
-                    let mut guard = shared.engine.lock().unwrap_or_else(|e| e.into_inner());
-                    match guard.as_mut() {
-                        Some(engine) => {
-                            let mut touched = engine.set_namespaces(namespaces);
-                            touched.extend(engine.set_config(config));
-                            touched
-                                .into_iter()
-                                .map(|k| ObjectRef::new(&k.name).within(&k.namespace))
-                                .collect::<Vec<ObjectRef<Service>>>()
-                        }
-                        None => {
-                            let list = load_services(&services, lb_class.as_deref());
-                            let count = list.len();
-                            let (engine, _) = Engine::load(config, namespaces, list);
-                            *guard = Some(engine);
-                            info!(services = count, "state loaded from Service status");
-                            // Everything is reconciled once now that decisions can be made.
-                            services
-                                .state()
-                                .iter()
-                                .map(|s| ObjectRef::from_obj(&**s))
-                                .collect()
-                        }
-                    }
-                };
-                for r in touched {
-                    let _ = shared.triggers.unbounded_send(r);
+        let mut config = outcome.config.clone();
+        // Pools that exist but are left out: what they handed out is not to be taken away.
+        config.withheld_pools = outcome
+            .left_out
+            .iter()
+            .filter_map(|o| o.strip_prefix("IPAddressPool/"))
+            .map(str::to_string)
+            .collect();
+        let touched = {
+            let mut guard = shared.engine.lock().unwrap_or_else(|e| e.into_inner());
+            match guard.as_mut() {
+                Some(engine) => {
+                    let mut touched = engine.set_namespaces(namespaces);
+                    touched.extend(engine.set_config(config));
+                    touched
+                        .into_iter()
+                        .map(|k| ObjectRef::new(&k.name).within(&k.namespace))
+                        .collect::<Vec<ObjectRef<Service>>>()
                 }
-                shared.usage_changed.notify_one();
-                shared
-                    .health
-                    .ready
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                (ConfigurationResult::Valid, None)
+                None => {
+                    let list = load_services(&services, lb_class.as_deref());
+                    let count = list.len();
+                    let (engine, _) = Engine::load(config, namespaces, list);
+                    *guard = Some(engine);
+                    info!(services = count, "state loaded from Service status");
+                    // Everything is reconciled once now that decisions can be made.
+                    services
+                        .state()
+                        .iter()
+                        .map(|s| ObjectRef::from_obj(&**s))
+                        .collect()
+                }
             }
-            Err(errors) => {
+        };
+        for r in touched {
+            let _ = shared.triggers.unbounded_send(r);
+        }
+        shared.usage_changed.notify_one();
+        shared
+            .health
+            .ready
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let report = if outcome.is_valid() {
+            (ConfigurationResult::Valid, None)
+        } else {
+            let lines = outcome.report_lines();
+            if state.written.as_ref().map(|w| &w.1) != Some(&Some(lines.join("\n"))) {
                 warn!(
-                    problems = errors.len(),
-                    "invalid configuration; the last valid one stays in force"
+                    problems = outcome.errors.len(),
+                    left_out = outcome.left_out.len(),
+                    kept = outcome.kept.len(),
+                    "invalid objects left out or kept at their last valid version; the rest is in force"
                 );
-                for e in &errors {
-                    warn!(problem = %e, "configuration problem");
+                for line in &lines {
+                    warn!(problem = %line, "configuration problem");
                 }
-                (ConfigurationResult::Invalid, Some(summary(&errors)))
             }
+            (ConfigurationResult::Invalid, Some(lines.join("\n")))
         };
         if let Err(e) = state.write(report.0, report.1.clone()).await {
             warn!(error = %e, "cannot write ConfigurationState; retrying");

@@ -277,6 +277,7 @@ mod tests {
             local_traffic: false,
             selector: BTreeMap::new(),
             current_ips: vec![],
+            allocated_from: None,
             created: created.into(),
         }
     }
@@ -290,6 +291,55 @@ mod tests {
 
     fn key(name: &str) -> ServiceKey {
         ServiceKey::new("default", name)
+    }
+
+    #[test]
+    fn a_withheld_pool_keeps_what_it_handed_out_and_the_other_pools_still_serve() {
+        // Pool "p" exists but is invalid on this start; "q" is fine.
+        let mut c = config(&[("q", "198.51.100.0/30")]);
+        c.withheld_pools.insert("p".into());
+        let mut held = svc("held", "2024-01-01T00:00:00Z");
+        held.current_ips = vec!["192.0.2.1".parse().unwrap()];
+        held.allocated_from = Some("p".into());
+        let fresh = svc("fresh", "2024-01-02T00:00:00Z");
+        let (mut engine, results) = Engine::load(
+            c,
+            BTreeMap::new(),
+            vec![(held.clone(), "u1".into()), (fresh, "u2".into())],
+        );
+        assert_eq!(
+            results[&key("held")],
+            Err(AllocError::PoolWithheld("p".into()))
+        );
+        assert_eq!(
+            results[&key("fresh")].as_ref().unwrap().ips,
+            vec!["198.51.100.0".parse::<std::net::IpAddr>().unwrap()]
+        );
+        // Observed again (a resync): still held, nothing else given to it.
+        let again = engine.observe(held.clone(), "u1");
+        assert_eq!(again.result, Err(AllocError::PoolWithheld("p".into())));
+        // The pool is fixed: the Service keeps exactly the address it had.
+        let fixed = config(&[("p", "192.0.2.0/30"), ("q", "198.51.100.0/30")]);
+        let changed = engine.set_config(fixed);
+        assert!(changed.contains(&key("held")), "{changed:?}");
+        assert_eq!(
+            engine.assignment(&key("held")).unwrap().ips,
+            vec!["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_pool_deleted_for_good_reallocates_its_services() {
+        let mut c = config(&[("q", "198.51.100.0/30")]);
+        c.withheld_pools.insert("other".into());
+        let mut moved = svc("moved", "2024-01-01T00:00:00Z");
+        moved.current_ips = vec!["192.0.2.1".parse().unwrap()];
+        moved.allocated_from = Some("p".into());
+        let (_, results) = Engine::load(c, BTreeMap::new(), vec![(moved, "u1".into())]);
+        assert_eq!(
+            results[&key("moved")].as_ref().unwrap().ips,
+            vec!["198.51.100.0".parse::<std::net::IpAddr>().unwrap()]
+        );
     }
 
     #[test]

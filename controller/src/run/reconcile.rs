@@ -3,7 +3,7 @@
 
 use super::Shared;
 use crate::allocator::service::is_ours;
-use crate::allocator::{service_info, Assignment, ServiceKey};
+use crate::allocator::{service_info, AllocError, Assignment, ServiceKey};
 use ferrolb_crds::annotations::IP_ALLOCATED_FROM_POOL;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
@@ -56,6 +56,8 @@ enum Decision {
     Failed(String),
     /// No longer ours: take back what it shows, with the reason (ClearAssignment).
     Clear(String),
+    /// Its addresses came from a pool left out as invalid: they stay as shown (AllocationHeld).
+    Held(String),
 }
 
 fn status_ips(svc: &Service) -> Vec<String> {
@@ -98,6 +100,7 @@ fn decide(svc: &Service, ctx: &Context) -> Option<(Decision, Vec<ServiceKey>)> {
             let outcome = engine.observe(info, &uid);
             let decision = match outcome.result {
                 Ok(a) => Decision::Assigned(a),
+                Err(e @ AllocError::PoolWithheld(_)) => Decision::Held(e.to_string()),
                 Err(e) => Decision::Failed(e.to_string()),
             };
             Some((decision, outcome.retried))
@@ -153,6 +156,18 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, R
                 EventType::Warning,
                 "AllocationFailed",
                 format!("Failed to allocate IP for \"{key}\": {reason}"),
+            )
+            .await;
+        }
+        Decision::Held(reason) => {
+            // Nothing is written: the addresses stay where they are.
+            warn!(service = %key, ips = ?current, reason = %reason, "addresses held");
+            publish(
+                &ctx,
+                &svc,
+                EventType::Warning,
+                "AllocationHeld",
+                format!("Kept IP {current:?} as it is: {reason}"),
             )
             .await;
         }

@@ -1,34 +1,73 @@
-//! `file:DIR`: a directory of manifests, polled for changes; a bad edit keeps the last valid
-//! configuration in force.
+//! `file:DIR`: a directory of manifests, polled for changes. A bad object is left out or keeps
+//! its last valid version; a file that cannot be parsed keeps the whole last configuration.
 
-use super::{assemble, is_served, Snapshot};
+use super::{assemble, is_served, Assembled, Snapshot};
 use ferrolb_config::files::{manifest_files, read_manifests};
+use ferrolb_config::Resources;
 use k8s_openapi::api::core::v1::Service;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// Reads and validates the manifests under `dir`; `Err` carries every problem.
-pub fn load_dir(dir: &Path, lb_class: Option<&str>) -> Result<Snapshot, Vec<String>> {
+/// Kinds whose problems [`load_dir`] can set aside object by object.
+const CONFIG_KINDS: [&str; 6] = [
+    "IPAddressPool",
+    "L2Advertisement",
+    "BGPAdvertisement",
+    "BGPPeer",
+    "BFDProfile",
+    "Community",
+];
+
+/// Reads and validates the manifests under `dir`, with `last` the objects in force before.
+/// A configuration object with a problem is left out or keeps its `last` version
+/// ([`Assembled::problems`] says which); `Err` (every problem) when the directory cannot be
+/// trusted as a whole: a file that cannot be read or parsed, or a Service, Node, EndpointSlice or
+/// Secret with a problem, where leaving it out would look like a deletion.
+pub fn load_dir(
+    dir: &Path,
+    lb_class: Option<&str>,
+    last: &Resources,
+) -> Result<Assembled, Vec<String>> {
     let (manifests, errors) = read_manifests(&[dir.to_path_buf()], false);
+    let mut unreadable = BTreeSet::new();
+    let mut fatal = false;
+    for e in &errors {
+        match e.object.split_once('/') {
+            Some((kind, name))
+                if CONFIG_KINDS.contains(&kind) && !name.contains(['<', ' ', '/']) =>
+            {
+                unreadable.insert(e.object.clone());
+            }
+            _ => fatal = true,
+        }
+    }
+    if fatal {
+        return Err(errors.iter().map(ToString::to_string).collect());
+    }
     let services: Vec<Service> = manifests
         .services
         .iter()
         .filter(|s| is_served(s, lb_class))
         .cloned()
         .collect();
-    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
     // File mode: a Service without EndpointSlices in the files serves everywhere.
-    assemble(
+    let mut assembled = assemble(
         &manifests.resources,
+        last,
+        &unreadable,
         &services,
         &manifests.endpoint_slices,
         false,
         &manifests.nodes,
-        errors,
-    )
+    );
+    let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    problems.append(&mut assembled.problems);
+    assembled.problems = problems;
+    Ok(assembled)
 }
 
 /// What identifies the directory's contents cheaply: each manifest file's name, size and
@@ -64,6 +103,7 @@ impl FileSource {
         let (tx, rx) = watch::channel(None);
         tokio::spawn(async move {
             let mut seen: Option<Result<Fingerprint, String>> = None;
+            let mut in_force = Resources::default();
             let mut tick = tokio::time::interval(self.poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -81,15 +121,20 @@ impl FileSource {
                     continue;
                 }
                 seen = Some(now);
-                match load_dir(&self.dir, self.lb_class.as_deref()) {
-                    Ok(snapshot) => {
+                match load_dir(&self.dir, self.lb_class.as_deref(), &in_force) {
+                    Ok(assembled) => {
+                        for p in &assembled.problems {
+                            warn!(dir = %self.dir.display(), "invalid configuration: {p}");
+                        }
                         info!(
                             dir = %self.dir.display(),
-                            nodes = snapshot.nodes.len(),
-                            services = snapshot.services.len(),
+                            nodes = assembled.snapshot.nodes.len(),
+                            services = assembled.snapshot.services.len(),
+                            problems = assembled.problems.len(),
                             "configuration loaded"
                         );
-                        tx.send_replace(Some(Arc::new(snapshot)));
+                        in_force = assembled.in_force;
+                        tx.send_replace(Some(Arc::new(assembled.snapshot)));
                     }
                     Err(errors) => {
                         for e in &errors {
@@ -98,7 +143,7 @@ impl FileSource {
                         warn!(
                             dir = %self.dir.display(),
                             problems = errors.len(),
-                            "configuration rejected; keeping the last valid configuration"
+                            "configuration rejected; keeping the last configuration"
                         );
                     }
                 }
@@ -159,6 +204,39 @@ mod tests {
         assert_eq!(fixed.nodes.len(), 2);
     }
 
+    #[test]
+    fn a_bad_object_is_left_out_and_a_bad_edit_keeps_the_last_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = "---\napiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: junk}\nspec: {addresses: [not-an-ip]}\n";
+        std::fs::write(dir.path().join("lab.yaml"), format!("{GOOD}{garbage}")).unwrap();
+        let first = load_dir(dir.path(), None, &Resources::default()).unwrap();
+        assert_eq!(
+            first.snapshot.config.pools.keys().collect::<Vec<_>>(),
+            vec!["lan"]
+        );
+        assert!(first
+            .problems
+            .contains(&"IPAddressPool/junk: left out of the configuration".to_string()));
+        assert_eq!(first.snapshot.services.len(), 1);
+
+        // `lan` edited with a type error (a string, not a list): not a deletion.
+        let typo = GOOD.replace(
+            "spec: {addresses: [192.0.2.0/24]}",
+            "spec: {addresses: 192.0.2.0/24}",
+        );
+        std::fs::write(dir.path().join("lab.yaml"), typo).unwrap();
+        let second = load_dir(dir.path(), None, &first.in_force).unwrap();
+        assert_eq!(
+            second.snapshot.config.pools.keys().collect::<Vec<_>>(),
+            vec!["lan"],
+            "{:?}",
+            second.problems
+        );
+        assert!(second.problems.contains(
+            &"IPAddressPool/lan: invalid; its last valid version stays in force".to_string()
+        ));
+    }
+
     #[tokio::test]
     async fn a_directory_without_valid_configuration_publishes_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -171,6 +249,6 @@ mod tests {
         .spawn();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(rx.borrow().is_none());
-        assert!(load_dir(dir.path(), None).is_err());
+        assert!(load_dir(dir.path(), None, &Resources::default()).is_err());
     }
 }

@@ -2,10 +2,8 @@
 //! naming a Service) and Nodes everywhere; the FerroLB objects and Secrets in the speaker's
 //! namespace only. Every change, after a short quiet period that folds bursts (a `kubectl
 //! apply` of ten objects, a rollout updating many EndpointSlices) into one, rebuilds the
-//! snapshot; it is published only when different. An invalid configuration is reported and
-//! the last valid one stays in force, applied to the current Services, EndpointSlices and
-//! Nodes (as the controller keeps allocating under its last valid configuration); before any
-//! valid configuration nothing is published.
+//! snapshot; it is published only when different. An invalid object is reported and left out,
+//! or keeps its last valid version in force; everything else applies (as in the controller).
 //!
 //! Namespaces are not watched: nothing the speaker decides depends on namespace labels (the
 //! pools' namespaceSelectors are the controller's business).
@@ -14,7 +12,7 @@
 //! watches fail and retry, so with the API down the speaker keeps announcing what it last knew,
 //! and membership alone moves addresses between nodes.
 
-use super::{assemble, is_served, node_ips, with_config, Snapshot};
+use super::{assemble, is_served, node_ips, Snapshot};
 use ferrolb_config::Resources;
 use ferrolb_crds::{
     BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
@@ -27,7 +25,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -236,11 +234,19 @@ impl KubeSource {
         tokio::spawn(async move {
             stores.wait_until_ready().await;
             info!(namespace = %self.namespace, "caches filled");
+            // The objects in force: an object that turns invalid keeps this version.
+            let mut in_force = Resources::default();
             loop {
                 if snapshot_tx.is_closed() && cluster_tx.is_closed() && config_tx.is_closed() {
                     return;
                 }
-                self.rebuild(&stores, &snapshot_tx, &cluster_tx, &config_tx);
+                self.rebuild(
+                    &stores,
+                    &mut in_force,
+                    &snapshot_tx,
+                    &cluster_tx,
+                    &config_tx,
+                );
                 settle(&changed, self.quiet, self.max_delay).await;
             }
         });
@@ -254,6 +260,7 @@ impl KubeSource {
     fn rebuild(
         &self,
         stores: &Stores,
+        in_force: &mut Resources,
         snapshot_tx: &watch::Sender<Option<Arc<Snapshot>>>,
         cluster_tx: &watch::Sender<Option<Arc<ClusterInfo>>>,
         config_tx: &watch::Sender<ConfigReport>,
@@ -290,37 +297,31 @@ impl KubeSource {
                 changed
             });
         };
-        match assemble(&resources, &services, &slices, true, &nodes, Vec::new()) {
-            Ok(snapshot) => {
-                config_tx.send_if_modified(|r| replace(r, ConfigReport::Valid));
-                publish(snapshot);
+        let assembled = assemble(
+            &resources,
+            in_force,
+            &BTreeSet::new(),
+            &services,
+            &slices,
+            true,
+            &nodes,
+        );
+        *in_force = assembled.in_force;
+        publish(assembled.snapshot);
+        let report = if assembled.problems.is_empty() {
+            ConfigReport::Valid
+        } else {
+            ConfigReport::Invalid(assembled.problems)
+        };
+        let fresh = config_tx.send_if_modified(|r| replace(r, report.clone()));
+        if let (true, ConfigReport::Invalid(problems)) = (fresh, &report) {
+            for p in problems {
+                warn!(namespace = %self.namespace, "invalid configuration: {p}");
             }
-            Err(errors) => {
-                // The last valid configuration stays in force; the objects it applies to
-                // still follow the cluster (a deleted Service is no longer announced).
-                let last = snapshot_tx.borrow().as_ref().map(|s| s.config.clone());
-                if let Some(config) = last {
-                    publish(with_config(
-                        config,
-                        &services,
-                        &slices,
-                        true,
-                        &nodes,
-                        &resources.secrets,
-                    ));
-                }
-                let fresh = config_tx
-                    .send_if_modified(|r| replace(r, ConfigReport::Invalid(errors.clone())));
-                if fresh {
-                    for e in &errors {
-                        warn!(namespace = %self.namespace, "invalid configuration: {e}");
-                    }
-                    warn!(
-                        problems = errors.len(),
-                        "configuration rejected; keeping the last valid configuration"
-                    );
-                }
-            }
+            warn!(
+                problems = problems.len(),
+                "invalid objects left out or kept at their last valid version; the rest is in force"
+            );
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Where the speaker's view of the cluster comes from: [`mod@file`] (`file:DIR`, a directory
 //! of manifests) or [`mod@kube`] (the API server, through kube-runtime reflectors). Both produce the
-//! same stream of [`Snapshot`]s, each a valid configuration with the objects it applies to;
-//! an invalid configuration publishes nothing, so the last valid one stays in force.
+//! same stream of [`Snapshot`]s, each the configuration in force with the objects it applies to:
+//! an invalid object is left out (or its last valid version kept) and reported, the rest works.
 
 pub mod file;
 pub mod kube;
@@ -14,7 +14,7 @@ use ::kube::ResourceExt;
 use ferrolb_config::{Config, Resources};
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// Everything the planner needs besides the live set and the node's name.
@@ -44,40 +44,47 @@ pub fn node_ips(nodes: &[Node]) -> BTreeMap<String, IpAddr> {
         .collect()
 }
 
+/// A snapshot and how the configuration in it came about.
+#[derive(Clone, Debug)]
+pub struct Assembled {
+    pub snapshot: Snapshot,
+    /// The objects the snapshot's configuration was built from: `last` for the next call.
+    pub in_force: Resources,
+    /// Every problem and what became of each object that has one (empty: all valid).
+    pub problems: Vec<String>,
+}
+
 /// Builds a snapshot from the objects of either source. `services` are the served ones;
 /// `slices_known` says whether EndpointSlices are authoritative (kube mode) or optional (file
-/// mode: a Service without any serves everywhere). `earlier` are problems found before (e.g.
-/// unreadable files): with any, or with an invalid configuration, `Err` lists them all.
+/// mode: a Service without any serves everywhere). The configuration is what is in force: every
+/// valid object, the `last` valid version of one that turned invalid (or is `unreadable`), the
+/// rest left out and reported ([`ferrolb_config::in_force`]).
 pub fn assemble(
     resources: &Resources,
+    last: &Resources,
+    unreadable: &BTreeSet<String>,
     services: &[Service],
     slices: &[EndpointSlice],
     slices_known: bool,
     nodes: &[Node],
-    earlier: Vec<String>,
-) -> Result<Snapshot, Vec<String>> {
-    let config = match ferrolb_config::build(resources) {
-        Ok(c) if earlier.is_empty() => c,
-        Ok(_) => return Err(earlier),
-        Err(more) => {
-            let mut all = earlier;
-            all.extend(more.iter().map(ToString::to_string));
-            return Err(all);
-        }
-    };
-    Ok(with_config(
-        config,
-        services,
-        slices,
-        slices_known,
-        nodes,
-        &resources.secrets,
-    ))
+) -> Assembled {
+    let outcome = ferrolb_config::in_force(resources, last, unreadable);
+    let problems = outcome.report_lines();
+    Assembled {
+        snapshot: with_config(
+            outcome.config,
+            services,
+            slices,
+            slices_known,
+            nodes,
+            &resources.secrets,
+        ),
+        in_force: outcome.resources,
+        problems,
+    }
 }
 
-/// A snapshot of the objects under an already valid configuration (kube mode keeps the last
-/// valid one in force while the current one is invalid, and still follows Services,
-/// EndpointSlices and Nodes).
+/// A snapshot of the objects under an already built configuration.
 pub fn with_config(
     config: Config,
     services: &[Service],

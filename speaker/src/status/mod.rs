@@ -265,14 +265,23 @@ pub fn configuration_state_name(node: &str) -> String {
     format!("speaker-{node}")
 }
 
-/// The ConfigurationState's status for a report (`None`: nothing to say yet).
+fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// The ConfigurationState's status for a report (`None`: nothing to say yet): the result, every
+/// problem, and a condition per object with problems.
 pub fn configuration_status(report: &ConfigReport) -> Option<Value> {
     match report {
         ConfigReport::Unknown => None,
-        ConfigReport::Valid => Some(json!({"result": "Valid"})),
+        ConfigReport::Valid => Some(json!({
+            "result": "Valid",
+            "conditions": ferrolb_config::state_conditions(&[], &now()),
+        })),
         ConfigReport::Invalid(errors) => Some(json!({
             "result": "Invalid",
             "errorSummary": errors.join("\n"),
+            "conditions": ferrolb_config::state_conditions(errors, &now()),
         })),
     }
 }

@@ -220,10 +220,10 @@ fn label_values_are_valid_for_any_name() {
 fn the_configuration_state_carries_every_error_line() {
     assert_eq!(configuration_state_name("node-a"), "speaker-node-a");
     assert_eq!(configuration_status(&ConfigReport::Unknown), None);
-    assert_eq!(
-        configuration_status(&ConfigReport::Valid).unwrap(),
-        json!({"result": "Valid"})
-    );
+    let valid = configuration_status(&ConfigReport::Valid).unwrap();
+    assert_eq!(valid["result"], "Valid");
+    assert_eq!(valid["conditions"][0]["type"], "Valid");
+    assert_eq!(valid["conditions"][0]["status"], "True");
     let invalid = ConfigReport::Invalid(vec![
         "IPAddressPool/a: spec.addresses[0]: overlaps IPAddressPool/b".into(),
         "L2Advertisement/x: spec.ipAddressPools[0]: no IPAddressPool \"c\"".into(),
@@ -231,4 +231,16 @@ fn the_configuration_state_carries_every_error_line() {
     let status = configuration_status(&invalid).unwrap();
     assert_eq!(status["result"], "Invalid");
     assert_eq!(status["errorSummary"].as_str().unwrap().lines().count(), 2);
+    let types: Vec<&str> = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["Valid", "IPAddressPool.a", "L2Advertisement.x"],
+        "{status}"
+    );
+    assert_eq!(status["conditions"][1]["reason"], "Invalid");
 }
