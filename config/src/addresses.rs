@@ -247,6 +247,17 @@ impl IpRange {
 
     /// The longest prefix among [`Self::cidrs`]: an aggregation length shorter than this would
     /// announce addresses outside the range.
+    /// The prefix length of the largest CIDR block the range splits into: the shortest
+    /// aggregation MetalLB allows for it (`10.0.0.10-10.0.0.20` splits into .10/31, .12/30,
+    /// .16/30 and .20/32, so /30).
+    pub fn least_specific_prefix(&self) -> u8 {
+        self.cidrs()
+            .iter()
+            .map(IpNet::prefix_len)
+            .min()
+            .unwrap_or(self.family.bits())
+    }
+
     pub fn most_specific_prefix(&self) -> u8 {
         self.cidrs()
             .iter()

@@ -75,6 +75,7 @@ pub(crate) fn build_with(
             context,
             &mut r,
         );
+        duplicates(&spec.ip_address_pools, "spec.ipAddressPools", &mut r);
         let node_selectors = selectors(&spec.node_selectors, "spec.nodeSelectors", &mut r);
         let service_selectors = selectors(&spec.service_selectors, "spec.serviceSelectors", &mut r);
         for (i, interface) in spec.interfaces.iter().enumerate() {
@@ -123,6 +124,9 @@ pub(crate) fn build_with(
         }
     }
 
+    check_local_prefs(&bgp_advertisements, &pools, &mut errors);
+    check_duplicate_peers(&peers, &mut errors);
+
     if errors.is_empty() {
         Ok(Config {
             pools,
@@ -136,6 +140,88 @@ pub(crate) fn build_with(
         errors.sort();
         errors.dedup();
         Err(errors)
+    }
+}
+
+/// Whether two node selector lists may select a common node, judged without the Nodes: an empty
+/// list selects every node; two different non-empty lists are taken to select different nodes.
+fn may_share_nodes(a: &SelectorSet, b: &SelectorSet) -> bool {
+    a.is_empty() || b.is_empty() || a == b
+}
+
+/// MetalLB's rule: two advertisements of one pool may differ in localPref only where they cannot
+/// produce the same route to the same peer from the same node (different aggregation for the
+/// pool's families, disjoint peer lists, or different nodes); with serviceSelectors they may.
+fn check_local_prefs(
+    advertisements: &BTreeMap<String, BgpAdvertisement>,
+    pools: &BTreeMap<String, Pool>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let list: Vec<&BgpAdvertisement> = advertisements.values().collect();
+    for (i, later) in list.iter().enumerate() {
+        for earlier in &list[..i] {
+            if later.local_pref.unwrap_or(0) == earlier.local_pref.unwrap_or(0)
+                || !later.service_selectors.is_empty()
+                || !earlier.service_selectors.is_empty()
+                || (!later.peers.is_empty()
+                    && !earlier.peers.is_empty()
+                    && later.peers.is_disjoint(&earlier.peers))
+                || !may_share_nodes(&later.node_selectors, &earlier.node_selectors)
+            {
+                continue;
+            }
+            let common = later.pools.intersection(&earlier.pools).find(|name| {
+                let Some(pool) = pools.get(*name) else {
+                    return false;
+                };
+                let v4 = pool.has_family(Family::V4);
+                let v6 = pool.has_family(Family::V6);
+                let differ4 = later.aggregation_length != earlier.aggregation_length;
+                let differ6 = later.aggregation_length_v6 != earlier.aggregation_length_v6;
+                let distinct = match (v4, v6) {
+                    (true, true) => differ4 && differ6,
+                    (true, false) => differ4,
+                    (false, true) => differ6,
+                    (false, false) => true,
+                };
+                !distinct
+            });
+            if let Some(pool) = common {
+                errors.push(ConfigError::new(
+                    format!("BGPAdvertisement/{}", later.name),
+                    "spec.localPref",
+                    format!(
+                        "{} conflicts with localPref {} of BGPAdvertisement/{} for IPAddressPool/{pool}: \
+                         both would announce the same routes to the same peers from the same nodes",
+                        later.local_pref.unwrap_or(0),
+                        earlier.local_pref.unwrap_or(0),
+                        earlier.name
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// One session per peer address (and VRF) on a node, as MetalLB refuses two BGPPeers with one
+/// address selecting the same node.
+fn check_duplicate_peers(peers: &BTreeMap<String, Peer>, errors: &mut Vec<ConfigError>) {
+    let list: Vec<&Peer> = peers.values().collect();
+    for (i, later) in list.iter().enumerate() {
+        if let Some(earlier) = list[..i].iter().find(|earlier| {
+            earlier.address == later.address
+                && earlier.vrf == later.vrf
+                && may_share_nodes(&earlier.node_selectors, &later.node_selectors)
+        }) {
+            errors.push(ConfigError::new(
+                format!("BGPPeer/{}", later.name),
+                "spec.peerAddress",
+                format!(
+                    "{} is already the address of BGPPeer/{} on the same nodes; one session per address and node",
+                    later.address, earlier.name
+                ),
+            ));
+        }
     }
 }
 
@@ -204,6 +290,9 @@ fn selectors(list: &[LabelSelector], field: &str, r: &mut Reporter<'_>) -> Selec
 /// Converts and checks one label selector (operators, values present where needed).
 pub(crate) fn selector_of(selector: &LabelSelector) -> Result<Selector, String> {
     for (j, expr) in selector.match_expressions.iter().flatten().enumerate() {
+        if let Err(why) = check_label_key(&expr.key) {
+            return Err(format!("matchExpressions[{j}].key: {why}"));
+        }
         let has_values = expr.values.as_ref().is_some_and(|v| !v.is_empty());
         match expr.operator.as_str() {
             "In" | "NotIn" if !has_values => {
@@ -227,6 +316,41 @@ pub(crate) fn selector_of(selector: &LabelSelector) -> Result<Selector, String> 
         }
     }
     Selector::try_from(selector.clone()).map_err(|e| e.to_string())
+}
+
+/// A label key as Kubernetes accepts it: an optional DNS subdomain prefix and `/`, then a name of
+/// at most 63 characters, alphanumeric at both ends, with `-`, `_` and `.` inside.
+fn check_label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    });
+    if key.is_empty() {
+        Err("is required".into())
+    } else if name_ok && prefix_ok {
+        Ok(())
+    } else {
+        Err(format!("{key:?} is not a valid label key"))
+    }
 }
 
 fn labels_of(meta: &kube::core::ObjectMeta) -> Labels {
@@ -288,6 +412,7 @@ fn build_pools(
                 Some(0) | None => None,
                 Some(p) => Some(p as u32),
             };
+            duplicates(&a.namespaces, "spec.serviceAllocation.namespaces", &mut r);
             for (i, ns) in a.namespaces.iter().enumerate() {
                 if ns.is_empty() {
                     r.error(
@@ -453,6 +578,12 @@ fn build_bfd_profiles(
             "spec.minimumTtl",
             &mut r,
         );
+        if s.echo_mode == Some(true) {
+            r.error(
+                "spec.echoMode",
+                "BFD echo mode is not supported by FerroLB yet; leave echoMode out or false (BFD control packets still detect failures)",
+            );
+        }
         out.insert(
             name.clone(),
             BfdProfile {
@@ -489,13 +620,9 @@ fn duration(text: &Option<String>, field: &str, r: &mut Reporter<'_>) -> Option<
     }
 }
 
-fn whole_seconds(d: Duration, field: &str, r: &mut Reporter<'_>) {
-    if d.subsec_nanos() != 0 {
-        r.error(
-            field,
-            format!("{d:?} is not a whole number of seconds (BGP timers are in seconds)"),
-        );
-    }
+/// `d` cut to whole seconds, as MetalLB cuts BGP timers.
+fn whole(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
 }
 
 fn build_peers(
@@ -538,18 +665,30 @@ fn build_peers(
         if s.local_asn == Some(0) {
             r.error("spec.localASN", "AS 0 is reserved (RFC 7607)");
         }
-        if s.interface.is_some() {
+        let interface = s.interface.as_deref().filter(|i| !i.is_empty());
+        if interface.is_some() {
             r.error(
                 "spec.interface",
                 "unnumbered BGP peering is not supported by FerroLB yet; set peerAddress instead",
             );
         }
-        let address = match s.peer_address.trim() {
-            "" => {
-                r.error("spec.peerAddress", "is required");
+        let address = match (s.peer_address.trim(), interface) {
+            ("", None) => {
+                r.error(
+                    "spec.peerAddress",
+                    "one of peerAddress or interface is required",
+                );
                 None
             }
-            text => match text.parse::<IpAddr>() {
+            ("", Some(_)) => None,
+            (_, Some(_)) => {
+                r.error(
+                    "spec.peerAddress",
+                    "peerAddress and interface are mutually exclusive",
+                );
+                None
+            }
+            (text, None) => match text.parse::<IpAddr>() {
                 Ok(ip) => Some(ip),
                 Err(_) => {
                     r.error("spec.peerAddress", format!("{text:?} is not an IP address"));
@@ -594,24 +733,13 @@ fn build_peers(
             }
         };
 
-        // Hold and keepalive: MetalLB derives a missing one from the other (x3 or /3).
-        let hold = duration(&s.hold_time, "spec.holdTime", &mut r);
+        // Hold and keepalive as MetalLB reads them: a missing one is derived from the other (x3
+        // or /3), both are cut to whole seconds, the hold time must then be 0 or at least 3 s,
+        // and keepalive may not exceed it. keepaliveTime 0s beside a non-zero hold time (written
+        // by MetalLB's converter and its v1beta1 conversion) means the usual hold / 3: a session
+        // without keepalives would end at the peer's hold timer.
+        let hold = duration(&s.hold_time, "spec.holdTime", &mut r).map(whole);
         let keepalive = duration(&s.keepalive_time, "spec.keepaliveTime", &mut r);
-        if let Some(h) = hold {
-            whole_seconds(h, "spec.holdTime", &mut r);
-            if h > Duration::ZERO && h < Duration::from_secs(3) {
-                r.error(
-                    "spec.holdTime",
-                    format!("{h:?} is invalid: it must be 0 or at least 3s (RFC 4271)"),
-                );
-            }
-            if h > Duration::from_secs(65535) {
-                r.error("spec.holdTime", format!("{h:?} is more than 65535s"));
-            }
-        }
-        if let Some(k) = keepalive {
-            whole_seconds(k, "spec.keepaliveTime", &mut r);
-        }
         let (hold_time, keepalive_time) = match (hold, keepalive) {
             (Some(h), Some(k)) => {
                 if k > h {
@@ -620,29 +748,44 @@ fn build_peers(
                         format!("{k:?} is greater than holdTime {h:?}"),
                     );
                 }
-                if h.is_zero() != k.is_zero() {
-                    r.error(
-                        "spec.keepaliveTime",
-                        "holdTime and keepaliveTime must both be zero (no keepalives) or both be non-zero",
-                    );
-                }
-                (h, k)
+                let k = whole(k);
+                (h, if k.is_zero() { h / 3 } else { k })
             }
-            (Some(h), None) => (h, Duration::from_secs(h.as_secs() / 3)),
-            (None, Some(k)) => {
-                let h = k * 3;
-                if k > Duration::ZERO && h < Duration::from_secs(3) {
-                    r.error(
-                        "spec.keepaliveTime",
-                        format!("{k:?} gives a hold time under 3s"),
-                    );
-                }
-                (h, k)
-            }
+            (Some(h), None) => (h, whole(h / 3)),
+            (None, Some(k)) => (whole(k * 3), whole(k)),
             (None, None) => (defaults::HOLD_TIME, defaults::HOLD_TIME / 3),
         };
+        let hold_time = whole(hold_time);
+        // A keepalive cut to 0 beside a hold time: the usual third, as for 0s.
+        let keepalive_time = match whole(keepalive_time) {
+            k if k.is_zero() => whole(hold_time / 3),
+            k => k,
+        };
+        let hold_field = if hold.is_some() {
+            "spec.holdTime"
+        } else {
+            "spec.keepaliveTime"
+        };
+        if hold_time > Duration::ZERO && hold_time < Duration::from_secs(3) {
+            r.error(
+                hold_field,
+                format!(
+                    "gives a hold time of {hold_time:?}: it must be 0 or at least 3s (RFC 4271)"
+                ),
+            );
+        }
+        if hold_time > Duration::from_secs(65535) {
+            r.error(hold_field, format!("{hold_time:?} is more than 65535s"));
+        }
         let connect_time =
             duration(&s.connect_time, "spec.connectTime", &mut r).unwrap_or(defaults::CONNECT_TIME);
+        if s.connect_time.is_some() && connect_time.subsec_nanos() != 0 {
+            // As MetalLB's CRD rule: the connect-retry timer is in whole seconds.
+            r.error(
+                "spec.connectTime",
+                format!("{connect_time:?} is not a whole number of seconds"),
+            );
+        }
         if s.connect_time.is_some()
             && !(Duration::from_secs(1)..=Duration::from_secs(65535)).contains(&connect_time)
         {
@@ -673,7 +816,13 @@ fn build_peers(
                 });
         let node_selectors = selectors(&s.node_selectors, "spec.nodeSelectors", &mut r);
 
-        let password = match (&s.password, &s.password_secret) {
+        // A passwordSecret without a name is no reference (MetalLB's converter and Go clients
+        // write `passwordSecret: {}`).
+        let secret_ref = s
+            .password_secret
+            .as_ref()
+            .filter(|r| r.name.as_deref().is_some_and(|n| !n.is_empty()));
+        let password = match (&s.password, secret_ref) {
             (Some(_), Some(_)) => {
                 r.error(
                     "spec.passwordSecret",
@@ -716,9 +865,15 @@ fn build_peers(
                 );
             }
         }
-        if let Some(vrf) = &s.vrf {
-            if let Err(why) = check_interface_name(vrf) {
-                r.error("spec.vrf", why);
+        if let Some(vrf) = s.vrf.as_deref().filter(|v| !v.is_empty()) {
+            match check_interface_name(vrf) {
+                Err(why) => r.error("spec.vrf", why),
+                // Refused here, so validate, plan and ConfigurationState all say it, instead of a
+                // speaker that accepts the peer and then only logs.
+                Ok(()) => r.error(
+                    "spec.vrf",
+                    "BGP sessions in a VRF are not supported by FerroLB yet; leave vrf out to peer in the default VRF",
+                ),
             }
         }
 
@@ -827,6 +982,16 @@ fn secret_password(
     }
 }
 
+/// Reports each entry of `list` that repeats an earlier one (MetalLB refuses them too).
+fn duplicates(list: &[String], field: &str, r: &mut Reporter<'_>) {
+    let mut seen = BTreeSet::new();
+    for (i, item) in list.iter().enumerate() {
+        if !seen.insert(item) {
+            r.error(format!("{field}[{i}]"), format!("{item:?} is listed twice"));
+        }
+    }
+}
+
 /// Interface and VRF names as Linux accepts them.
 fn check_interface_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 15 {
@@ -914,15 +1079,17 @@ fn build_bgp_advertisement(
             continue;
         }
         *length = v as u8;
-        // A route shorter than a pool's own blocks would announce addresses outside the pool.
+        // As MetalLB: no shorter than the largest CIDR block of each address entry, so an
+        // aggregate never covers more than one such block (it may still cover addresses of the
+        // block outside a range, which MetalLB allows too).
         for pool in selected.iter().filter_map(|n| pools.get(n)) {
             for range in pool.ranges.iter().filter(|rg| rg.family() == *family) {
-                let needed = range.most_specific_prefix();
+                let needed = range.least_specific_prefix();
                 if *length < needed {
                     r.error(
                         field,
                         format!(
-                            "{v} is shorter than /{needed}, the most specific block of {range} in IPAddressPool/{}; \
+                            "{v} is shorter than /{needed}, the largest block of {range} in IPAddressPool/{}; \
                              routes would cover addresses outside the pool",
                             pool.name
                         ),
@@ -931,6 +1098,16 @@ fn build_bgp_advertisement(
             }
         }
     }
+    if !s.service_selectors.is_empty() && (lengths[0].1 != 32 || lengths[1].1 != 128) {
+        // Aggregates cover many Services: they cannot follow per-Service selectors (MetalLB's rule).
+        r.error(
+            "spec.serviceSelectors",
+            "cannot be combined with an aggregationLength other than 32 or an aggregationLengthV6 other than 128",
+        );
+    }
+    duplicates(&s.ip_address_pools, "spec.ipAddressPools", r);
+    duplicates(&s.communities, "spec.communities", r);
+    duplicates(&s.peers, "spec.peers", r);
     let mut communities = BTreeSet::new();
     for (i, text) in s.communities.iter().enumerate() {
         if let Some(c) = aliases.get(text) {

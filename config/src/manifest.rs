@@ -28,7 +28,12 @@ pub struct Manifests {
     /// Objects of kinds FerroLB does not read (a Deployment in the same directory, say), as
     /// `apiVersion kind/name`.
     pub skipped: Vec<String>,
+    /// How many objects were read in MetalLB's API group (`metallb.io`).
+    pub metallb_objects: usize,
 }
+
+/// MetalLB's API group: its objects are read as FerroLB's, whose kinds have the same shapes.
+pub const METALLB_GROUP: &str = "metallb.io";
 
 /// Kinds of the FerroLB API that describe configuration.
 const FERROLB_KINDS: [&str; 6] = [
@@ -197,18 +202,26 @@ impl Manifests {
             }
             return;
         }
-        if group == "metallb.io"
-            && (FERROLB_KINDS.contains(&kind.as_str())
-                || FERROLB_STATUS_KINDS.contains(&kind.as_str()))
-        {
-            errors.push(ConfigError::new(
-                object,
-                "apiVersion",
-                format!(
-                    "{api_version} is MetalLB's API; FerroLB reads the same object as {} (change the apiVersion)",
-                    crds::API_VERSION
-                ),
-            ));
+        if group == METALLB_GROUP {
+            let served = matches!(
+                (api_version.as_str(), kind.as_str()),
+                ("metallb.io/v1beta1", k) if FERROLB_KINDS.contains(&k) || FERROLB_STATUS_KINDS.contains(&k)
+            ) || (api_version == "metallb.io/v1beta2" && kind == "BGPPeer");
+            if !served {
+                errors.push(ConfigError::new(
+                    object,
+                    "apiVersion",
+                    format!("{api_version} {kind} is not a MetalLB kind FerroLB reads (metallb.io/v1beta1, and v1beta2 for BGPPeer)"),
+                ));
+                return;
+            }
+            // MetalLB's kinds have FerroLB's shapes: read as the same object in ferrolb.io.
+            let mut value = value;
+            if let Some(map) = value.as_object_mut() {
+                map.insert("apiVersion".into(), Value::String(crds::API_VERSION.into()));
+            }
+            self.metallb_objects += 1;
+            self.add_value(value, where_, errors, depth);
             return;
         }
         match (api_version.as_str(), kind.as_str()) {

@@ -245,7 +245,7 @@ pub struct PreferredNodeSelector {
 pub struct BGPAdvertisementSpec {
     /// Prefix length of the IPv4 routes announced (default 32: one route per address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 32))]
+    #[schemars(range(min = 1, max = 32))]
     pub aggregation_length: Option<i32>,
     /// Prefix length of the IPv6 routes announced (default 128).
     #[serde(
@@ -324,7 +324,7 @@ pub enum DynamicAsn {
 #[x_kube(
     validation = Rule::new("!(has(self.peerASN) && has(self.dynamicASN))").message("peerASN and dynamicASN are mutually exclusive"),
     validation = Rule::new("has(self.peerASN) || has(self.dynamicASN)").message("one of peerASN or dynamicASN must be set"),
-    validation = Rule::new("!(has(self.password) && has(self.passwordSecret))").message("password and passwordSecret are mutually exclusive")
+    validation = Rule::new("!(has(self.password) && has(self.passwordSecret) && has(self.passwordSecret.name) && self.passwordSecret.name != '')").message("password and passwordSecret are mutually exclusive")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BGPPeerSpec {

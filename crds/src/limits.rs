@@ -11,6 +11,6 @@ pub const BFD_MINIMUM_TTL: (u32, u32) = (1, 254);
 /// BGPPeer peerPort.
 pub const PEER_PORT: (i32, i32) = (1, 65_535);
 /// BGPAdvertisement aggregationLength.
-pub const AGGREGATION_LENGTH_V4: (i32, i32) = (0, 32);
+pub const AGGREGATION_LENGTH_V4: (i32, i32) = (1, 32);
 /// BGPAdvertisement aggregationLengthV6.
 pub const AGGREGATION_LENGTH_V6: (i32, i32) = (0, 128);

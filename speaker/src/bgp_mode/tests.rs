@@ -5,6 +5,12 @@ use ferrolb_config::manifest::config_from_yaml;
 use ferrolb_config::model::Labels;
 use std::collections::BTreeSet;
 
+/// The configuration refuses `vrf`; the speaker still declines a model that carries one.
+fn with_vrf_peer(mut c: Config) -> Config {
+    c.peers.get_mut("in-vrf").unwrap().vrf = Some("red".into());
+    c
+}
+
 fn config(yaml: &str) -> Config {
     config_from_yaml(yaml).unwrap_or_else(|e| panic!("{e:#?}"))
 }
@@ -21,11 +27,11 @@ fn node(name: &str, labels: &[(&str, &str)]) -> NodeView {
     }
 }
 
-const YAML: &str = "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pub}\nspec: {addresses: [203.0.113.0/28]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, holdTime: 9s, password: s3cret, enableGracefulRestart: true, ebgpMultiHop: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: ibgp}\nspec: {myASN: 64512, dynamicASN: internal, peerAddress: 198.51.100.2, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: any-external}\nspec: {myASN: 64512, dynamicASN: external, peerAddress: 198.51.100.3, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: in-vrf}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.4, vrf: red, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: all}\nspec: {communities: [\"64512:7\", \"large:64512:1:2\"], localPref: 200}\n";
+const YAML: &str = "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pub}\nspec: {addresses: [203.0.113.0/28]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, holdTime: 9s, password: s3cret, enableGracefulRestart: true, ebgpMultiHop: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: ibgp}\nspec: {myASN: 64512, dynamicASN: internal, peerAddress: 198.51.100.2, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: any-external}\nspec: {myASN: 64512, dynamicASN: external, peerAddress: 198.51.100.3, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: in-vrf}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.4, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: all}\nspec: {communities: [\"64512:7\", \"large:64512:1:2\"], localPref: 200}\n";
 
 #[test]
 fn peers_follow_node_selectors_and_carry_their_settings() {
-    let c = config(YAML);
+    let c = with_vrf_peer(config(YAML));
     let router_id = Some("192.0.2.10".parse().unwrap());
     let (peers, problems) = node_peers(&c, &node("n1", &[]), router_id, false);
     assert!(problems.is_empty());
@@ -65,7 +71,7 @@ fn peers_follow_node_selectors_and_carry_their_settings() {
 
 #[test]
 fn routes_reach_the_peers_of_their_advertisement_with_attributes() {
-    let c = config(YAML);
+    let c = with_vrf_peer(config(YAML));
     let n1 = node("n1", &[]);
     let svc = ServiceView {
         key: "a/web".into(),
@@ -106,7 +112,7 @@ fn routes_reach_the_peers_of_their_advertisement_with_attributes() {
 
 #[test]
 fn only_changed_peers_are_touched() {
-    let c = config(YAML);
+    let c = with_vrf_peer(config(YAML));
     let (peers, _) = node_peers(&c, &node("n2", &[("rack", "1")]), None, false);
     let running: BTreeMap<IpAddr, PeerConfig> =
         peers.iter().map(|(a, (_, p))| (*a, p.clone())).collect();
@@ -134,8 +140,10 @@ fn only_changed_peers_are_touched() {
 
 #[test]
 fn bfd_profiles_become_the_engines_bfd_settings() {
-    let yaml = "apiVersion: ferrolb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: fast}\nspec: {receiveInterval: 50, transmitInterval: 60, detectMultiplier: 4, passiveMode: true, minimumTtl: 250}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: echo}\nspec: {echoMode: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, bfdProfile: fast}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: far}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.2, bfdProfile: fast, ebgpMultiHop: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: echoing}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.3, bfdProfile: echo}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: plain}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.4}\n";
-    let c = config(yaml);
+    let yaml = "apiVersion: ferrolb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: fast}\nspec: {receiveInterval: 50, transmitInterval: 60, detectMultiplier: 4, passiveMode: true, minimumTtl: 250}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: echo}\nspec: {}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, bfdProfile: fast}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: far}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.2, bfdProfile: fast, ebgpMultiHop: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: echoing}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.3, bfdProfile: echo}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: plain}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.4}\n";
+    let mut c = config(yaml);
+    // The configuration refuses echoMode; the speaker still declines a model that carries it.
+    c.bfd_profiles.get_mut("echo").unwrap().echo_mode = true;
     let (peers, problems) = node_peers(&c, &node("n1", &[]), None, false);
     let get = |a: &str| peers[&a.parse::<IpAddr>().unwrap()].1.bfd;
     let tor = get("198.51.100.1").expect("BFD for tor");

@@ -170,7 +170,7 @@ fn preferred_nodes_rank_first() {
     }
 }
 
-const BGP: &str = "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pub}\nspec: {addresses: [203.0.113.0/28, 2001:db8:1::/120]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: rack2}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.2, nodeSelectors: [{matchLabels: {rack: \"2\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: all}\nspec: {communities: [\"64512:1\"], localPref: 100}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: agg}\nspec: {aggregationLength: 28, peers: [tor]}\n";
+const BGP: &str = "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pub}\nspec: {addresses: [203.0.113.0/28, 2001:db8:1::/120]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: rack2}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.2, nodeSelectors: [{matchLabels: {rack: \"2\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: all}\nspec: {communities: [\"64512:1\"], localPref: 100}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: agg}\nspec: {aggregationLength: 28, peers: [tor], localPref: 100}\n";
 
 #[test]
 fn bgp_routes_per_node_with_peers_aggregation_and_attributes() {
@@ -197,7 +197,7 @@ fn bgp_routes_per_node_with_peers_aggregation_and_attributes() {
     assert_eq!(
         text,
         [
-            "203.0.113.0/28 {\"tor\"} 0 None",
+            "203.0.113.0/28 {\"tor\"} 0 Some(100)",
             "203.0.113.5/32 {\"tor\"} 1 Some(100)",
             "2001:db8:1::5/128 {\"tor\"} 1 Some(100)",
         ]
