@@ -57,7 +57,7 @@ fn problems_are_printed_one_per_line_with_exit_1() {
         lines,
         [
             "IPAddressPool/a: spec.adresses: unknown field (misspelt? the API server would silently drop it)",
-            "BGPPeer/p: spec.holdTime: 2s is invalid: it must be 0 or at least 3s (RFC 4271)",
+            "BGPPeer/p: spec.holdTime: gives a hold time of 2s: it must be 0 or at least 3s (RFC 4271)",
             "BGPPeer/p: spec.peerASN: peerASN and dynamicASN are mutually exclusive",
             "IPAddressPool/a: spec.addresses[0]: \"192.0.2.0/33\" is not a valid CIDR: invalid IP address syntax",
             "invalid: 4 problems; read 1 IPAddressPool, 1 BGPPeer",

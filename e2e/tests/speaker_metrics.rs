@@ -195,8 +195,9 @@ fn l2_counters_move_by_exactly_the_queries_sent_and_readyz_waits_for_a_valid_con
     lab.add_vip(&format!("{VIP4}/32")).unwrap();
     lab.add_vip(&format!("{VIP6}/128")).unwrap();
     let node = lab.node(1);
-    // A configuration with a mistake first: the speaker serves, alive but not ready.
-    let broken = manifests(&[1]).replace(&format!("{VIP4}/31"), "192.0.2.300/31");
+    // A directory that cannot be read as a whole first (a YAML syntax error: a bad object alone
+    // would only be left out): the speaker serves, alive but not ready.
+    let broken = format!("{}\n---\nkind: [\n", manifests(&[1]));
     write_config(config.path(), &broken);
     let mut p = start_speaker(
         &lab,
