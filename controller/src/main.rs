@@ -85,6 +85,10 @@ struct RunArgs {
         default_value = "controller"
     )]
     configuration_state: String,
+    /// MetalLB-compatible mode: read MetalLB's own objects (metallb.io IPAddressPools,
+    /// advertisements, BGPPeers, ...) in this namespace, as they are, instead of FerroLB's.
+    #[arg(long, env = "FERROLB_METALLB_NAMESPACE")]
+    metallb_namespace: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -193,6 +197,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_duration_seconds: args.lease_duration_seconds,
         lease_grace_seconds: args.lease_grace_seconds,
         configuration_state: args.configuration_state,
+        metallb_namespace: args.metallb_namespace.filter(|n| !n.is_empty()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

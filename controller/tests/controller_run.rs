@@ -6,9 +6,10 @@
 //! a real cluster with other workloads and with the other tests. Every wait is bounded; every
 //! process is killed by PID when its handle drops.
 
-use ferrolb_controller::run::api_calls::{Scope, API_CALLS};
+use ferrolb_controller::run::api_calls::{api_calls, metallb_compat_calls, Scope};
 use ferrolb_crds::{ConfigurationResult, ConfigurationState, IPAddressPool};
 use ferrolb_e2e::emulator::harness::{LbTestSpace, TestCluster, TestProcess};
+use ferrolb_e2e::emulator::EmulatorConfig;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
@@ -28,13 +29,19 @@ struct Env {
     /// Where the Services live.
     apps: String,
     class: String,
+    /// MetalLB-compatible mode: the namespace of MetalLB's objects.
+    metallb: Option<String>,
     /// Logs of the controllers started, shown when a wait fails.
     logs: std::sync::Mutex<Vec<std::path::PathBuf>>,
 }
 
 impl Env {
     async fn start(prefix: &str) -> Self {
-        let cluster = TestCluster::start().await.expect("cluster");
+        Self::start_with(prefix, EmulatorConfig::default()).await
+    }
+
+    async fn start_with(prefix: &str, config: EmulatorConfig) -> Self {
+        let cluster = TestCluster::start_with(config).await.expect("cluster");
         let LbTestSpace {
             system,
             apps,
@@ -48,38 +55,67 @@ impl Env {
             system,
             apps,
             class,
+            metallb: None,
             logs: Default::default(),
         }
+    }
+
+    /// Like [`Env::start`], with a namespace for MetalLB's objects and MetalLB's CRDs (its own
+    /// on a real cluster that has them, FerroLB's stand-ins otherwise); controllers started
+    /// from it run in MetalLB-compatible mode.
+    async fn start_metallb(prefix: &str) -> Self {
+        // Room for a thousand Services' cluster IPs: an RFC 2544 range, which never leaves the
+        // emulator's memory (a real cluster has its own service CIDR).
+        let config = EmulatorConfig {
+            service_cidrs: vec![
+                "198.18.0.0/21".parse().unwrap(),
+                "2001:db8:5e7::/112".parse().unwrap(),
+            ],
+            ..EmulatorConfig::default()
+        };
+        let mut env = Self::start_with(prefix, config).await;
+        env.cluster
+            .apply_metallb_crds()
+            .await
+            .expect("MetalLB's CRDs");
+        let ns = env
+            .cluster
+            .create_namespace(&format!("{prefix}metallb-"))
+            .await
+            .expect("namespace");
+        env.metallb = Some(ns);
+        env
     }
 
     /// Starts a controller replica.
     fn controller(&self, identity: &str, metrics_port: u16) -> TestProcess {
         let metrics = format!("127.0.0.1:{metrics_port}");
+        let mut args = vec![
+            "run",
+            "--namespace",
+            &self.system,
+            "--lb-class",
+            &self.class,
+            "--metrics-addr",
+            &metrics,
+            "--identity",
+            identity,
+            "--lease-duration-seconds",
+            "3",
+            "--lease-grace-seconds",
+            "1",
+            // Every API request is logged, to check it against the RBAC.
+            "--log-format",
+            "json",
+            "--log-filter",
+            "info,kube_client::client::builder=debug",
+        ];
+        if let Some(ns) = &self.metallb {
+            args.extend(["--metallb-namespace", ns.as_str()]);
+        }
         let process = self
             .cluster
-            .spawn(
-                Path::new(CONTROLLER),
-                &[
-                    "run",
-                    "--namespace",
-                    &self.system,
-                    "--lb-class",
-                    &self.class,
-                    "--metrics-addr",
-                    &metrics,
-                    "--identity",
-                    identity,
-                    "--lease-duration-seconds",
-                    "3",
-                    "--lease-grace-seconds",
-                    "1",
-                    // Every API request is logged, to check it against the RBAC.
-                    "--log-format",
-                    "json",
-                    "--log-filter",
-                    "info,kube_client::client::builder=debug",
-                ],
-            )
+            .spawn(Path::new(CONTROLLER), &args)
             .expect("spawn the controller");
         self.logs
             .lock()
@@ -245,7 +281,8 @@ impl Env {
                 }
                 let method = entry["span"]["http.method"].as_str().unwrap_or_default();
                 let url = entry["span"]["http.url"].as_str().unwrap_or_default();
-                let Some(call) = classify(method, url, &self.system) else {
+                let Some(call) = classify(method, url, &self.system, self.metallb.as_deref())
+                else {
                     continue;
                 };
                 seen += 1;
@@ -266,6 +303,9 @@ impl Env {
         self.check_api_calls();
         let _ = self.cluster.delete_namespace(&self.apps).await;
         let _ = self.cluster.delete_namespace(&self.system).await;
+        if let Some(ns) = &self.metallb {
+            let _ = self.cluster.delete_namespace(ns).await;
+        }
     }
 }
 
@@ -274,29 +314,28 @@ type Call = (Scope, String, String, &'static str);
 /// (scope, API group, resource[/subresource], verb) of one request, as RBAC sees it (the e2e
 /// crate's classifier, with the namespace folded into a [`Scope`]); `None` for discovery and
 /// other non-resource paths.
-fn classify(method: &str, url: &str, system: &str) -> Option<Call> {
+fn classify(method: &str, url: &str, system: &str, metallb: Option<&str>) -> Option<Call> {
     let r = ferrolb_e2e::api_requests::classify(method, url)?;
-    let scope = if r.namespace.as_deref() == Some(system) {
-        Scope::OwnNamespace
-    } else {
-        Scope::Cluster
+    let scope = match r.namespace.as_deref() {
+        Some(ns) if ns == system => Scope::OwnNamespace,
+        Some(ns) if Some(ns) == metallb => Scope::MetallbNamespace,
+        _ => Scope::Cluster,
     };
     Some((scope, r.group, r.resource, r.verb))
 }
 
-/// Whether API_CALLS declares `call` (a cluster-wide grant covers the own namespace too).
+/// Whether the declared calls (with MetalLB-compatible mode's) cover `call`.
 fn declared(call: &Call) -> bool {
-    API_CALLS.iter().any(|c| {
-        (c.scope == call.0 || c.scope == Scope::Cluster)
-            && c.group == call.1
-            && c.resource == call.2
-            && c.verbs.contains(&call.3)
-    })
+    let calls: Vec<_> = api_calls()
+        .into_iter()
+        .chain(metallb_compat_calls())
+        .collect();
+    ferrolb_kube::api_calls::declared(&calls, call.0, &call.1, &call.2, call.3)
 }
 
 #[test]
 fn requests_are_classified_as_rbac_sees_them() {
-    let c = |m, u| classify(m, u, "sys").unwrap();
+    let c = |m, u| classify(m, u, "sys", None).unwrap();
     assert_eq!(
         c(
             "GET",
@@ -327,7 +366,7 @@ fn requests_are_classified_as_rbac_sees_them() {
         c("GET", "http://h:1/api/v1/namespaces?limit=500"),
         (Scope::Cluster, "".into(), "namespaces".into(), "list")
     );
-    assert!(classify("GET", "http://h:1/apis", "sys").is_none());
+    assert!(classify("GET", "http://h:1/apis", "sys", None).is_none());
     assert!(!declared(&c(
         "DELETE",
         "http://h:1/api/v1/namespaces/app/services/web"
@@ -745,5 +784,196 @@ async fn deleting_a_pool_moves_only_its_services() {
     let (ips, _) = env.wait_ips("pinned-a", Duration::from_secs(5)).await;
     assert_eq!(ips, ["192.0.2.10"]);
     assert_eq!(env.ips("in-a").await, ["198.51.100.11"]);
+    env.finish().await;
+}
+
+/// Every Service's addresses, by name, from one list.
+async fn all_ips(env: &Env) -> BTreeMap<String, Vec<String>> {
+    env.services()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| {
+            let ips = s
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|lb| lb.ingress)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| i.ip)
+                .collect();
+            (s.metadata.name.unwrap_or_default(), ips)
+        })
+        .collect()
+}
+
+/// A Service as MetalLB left it: its address and annotations.
+struct MetallbService {
+    name: String,
+    ip: String,
+    annotations: Vec<(String, String)>,
+}
+
+/// MetalLB's addresses for the cutover: `count` Services (a multiple of 4, at most 1,000): a
+/// quarter in each of pool-a and pool-b, half in pool-c in pairs sharing one address under a
+/// sharing key. Addresses are scattered across each pool (not lowest first), so a controller
+/// that re-allocated would be caught.
+fn metallb_assignments(count: usize) -> Vec<MetallbService> {
+    let quarter = count / 4;
+    let mut out = Vec::new();
+    for i in 0..count {
+        let name = format!("svc-{i:04}");
+        let (pool, prefix, slot) = if i < quarter {
+            ("pool-a", "192.0.2", i)
+        } else if i < 2 * quarter {
+            ("pool-b", "198.51.100", i - quarter)
+        } else {
+            ("pool-c", "203.0.113", (i - 2 * quarter) / 2)
+        };
+        // A permutation of 0..=255 (167 is prime to 256).
+        let host = (slot * 167 + 11) % 256;
+        let ip = format!("{prefix}.{host}");
+        // Both annotation spellings MetalLB has written over the years.
+        let pool_key = if i % 2 == 0 {
+            "metallb.universe.tf/ip-allocated-from-pool"
+        } else {
+            "metallb.io/ip-allocated-from-pool"
+        };
+        let mut annotations = vec![(pool_key.to_string(), pool.to_string())];
+        if pool == "pool-c" {
+            annotations.push((
+                "metallb.universe.tf/allow-shared-ip".into(),
+                format!("key-{slot}"),
+            ));
+        } else if i % 10 == 3 {
+            annotations.push(("metallb.io/loadBalancerIPs".into(), ip.clone()));
+        }
+        out.push(MetallbService {
+            name,
+            ip,
+            annotations,
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metallb_cutover_keeps_every_address_of_a_thousand_services() {
+    use futures::StreamExt;
+    const COUNT: usize = 1_000;
+    let env = Env::start_metallb("ctl-mlb-").await;
+    let metallb = env.metallb.clone().unwrap();
+    // MetalLB's objects, as MetalLB's users have them (metallb.io, MetalLB's namespace).
+    let pools = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pool-a}\nspec: {addresses: [192.0.2.0/24]}\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pool-b}\nspec: {addresses: [198.51.100.0/24]}\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pool-c}\nspec: {addresses: [203.0.113.0/24], autoAssign: false}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: all}\n";
+    env.cluster
+        .apply_yaml(pools, Some(&metallb))
+        .await
+        .expect("MetalLB objects");
+
+    // The Services MetalLB served: created with MetalLB's status and annotations.
+    let assignments = metallb_assignments(COUNT);
+    let started = Instant::now();
+    futures::stream::iter(assignments.iter().enumerate())
+        .for_each_concurrent(
+            16,
+            |(
+                i,
+                MetallbService {
+                    name,
+                    ip,
+                    annotations,
+                },
+            )| {
+                let env = &env;
+                async move {
+                    let annotations: BTreeMap<&str, &str> = annotations
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    // Services sharing an address use different ports.
+                    let port = 80 + (i % 2) as i32;
+                    let svc: Service = serde_json::from_value(json!({
+                        "metadata": {"name": name, "annotations": annotations},
+                        "spec": {
+                            "type": "LoadBalancer",
+                            "loadBalancerClass": env.class,
+                            "ports": [{"port": port, "protocol": "TCP"}],
+                        }
+                    }))
+                    .unwrap();
+                    let api = env.services();
+                    api.create(&PostParams::default(), &svc)
+                        .await
+                        .expect("create Service");
+                    let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+                    api.patch_status(
+                        name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&status),
+                    )
+                    .await
+                    .expect("MetalLB's status");
+                }
+            },
+        )
+        .await;
+    let before = all_ips(&env).await;
+    assert_eq!(before.len(), COUNT);
+    eprintln!(
+        "{COUNT} Services with MetalLB's status in {:?}",
+        started.elapsed()
+    );
+
+    // FerroLB's controller replaces MetalLB's: in MetalLB-compatible mode, nothing changed.
+    let _controller = env.controller("cutover", free_port());
+    env.wait_config(ConfigurationResult::Valid).await;
+    let pool_api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        env.cluster.client(),
+        &metallb,
+        &ferrolb_kube::ConfigApi::MetalLb
+            .resource("IPAddressPool")
+            .unwrap(),
+    );
+    // The controller has served every Service once it writes their pools' counts.
+    env.wait_until(
+        "address counts in MetalLB's pools",
+        Duration::from_secs(60),
+        || async {
+            let mut assigned = BTreeMap::new();
+            for p in pool_api.list(&ListParams::default()).await.unwrap().items {
+                assigned.insert(
+                    p.metadata.name.clone().unwrap_or_default(),
+                    p.data["status"]["assignedIPv4"].as_i64().unwrap_or(-1),
+                );
+            }
+            let quarter = (COUNT / 4) as i64;
+            assigned.get("pool-a") == Some(&quarter)
+                && assigned.get("pool-b") == Some(&quarter)
+                && assigned.get("pool-c") == Some(&quarter)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = all_ips(&env).await;
+    let changed: Vec<&String> = before
+        .iter()
+        .filter(|(name, ips)| after.get(*name) != Some(ips))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{} of {COUNT} Services changed address, e.g. {:?}",
+        changed.len(),
+        changed.iter().take(5).collect::<Vec<_>>()
+    );
+    eprintln!("cutover: 0 of {COUNT} addresses changed");
+
+    // A new Service gets an address no other Service holds.
+    env.service("newcomer", &[]).await;
+    let (ips, _) = env.wait_ips("newcomer", Duration::from_secs(10)).await;
+    let held: BTreeSet<&String> = after.values().flatten().collect();
+    assert!(!held.contains(&ips[0]), "{ips:?} was already held");
     env.finish().await;
 }

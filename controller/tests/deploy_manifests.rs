@@ -1,10 +1,10 @@
 //! `deploy/`: every manifest parses strictly into its k8s-openapi type (an unknown or misspelt
 //! field fails, where `kubectl apply` would silently drop it), the controller's RBAC grants
-//! exactly the API calls `run` makes (`ferrolb_controller::run::api_calls::API_CALLS`), the
+//! exactly the API calls `run` makes (`ferrolb_controller::run::api_calls::api_calls()`), the
 //! kustomization installs every manifest (but the membership Secret template), and the
 //! workloads run what the Dockerfile builds.
 
-use ferrolb_controller::run::api_calls::{Scope, API_CALLS};
+use ferrolb_controller::run::api_calls::{api_calls, metallb_compat_calls, Scope};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -15,6 +15,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const KUSTOMIZATION: &str = "kustomization.yaml";
+
+/// The MetalLB-compatible add-on under deploy/.
+const METALLB_COMPAT: &str = "metallb-compat";
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -27,7 +30,9 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
         .collect();
     entries.sort();
     for path in entries {
-        if path.is_dir() {
+        if path.is_dir() && path.file_name().is_some_and(|n| n == METALLB_COMPAT) {
+            // A kustomization of its own, checked by its own tests below.
+        } else if path.is_dir() {
             yaml_files(&path, out);
         } else if path.file_name().is_some_and(|n| n == KUSTOMIZATION) {
             // Not a Kubernetes object; checked by its own tests below.
@@ -186,7 +191,7 @@ fn rbac_grants_exactly_the_api_calls_the_controller_makes() {
         Scope::OwnNamespace,
     ));
     let mut used = BTreeSet::new();
-    for call in API_CALLS {
+    for call in api_calls() {
         for verb in call.verbs {
             used.insert((
                 call.scope,
@@ -200,7 +205,7 @@ fn rbac_grants_exactly_the_api_calls_the_controller_makes() {
     let unused: Vec<&Grant> = granted.difference(&used).collect();
     assert!(
         missing.is_empty() && unused.is_empty(),
-        "RBAC in deploy/controller/rbac.yaml differs from run::api_calls::API_CALLS\n\
+        "RBAC in deploy/controller/rbac.yaml differs from run::api_calls::api_calls()\n\
          used but not granted: {missing:?}\ngranted but not used: {unused:?}"
     );
 }
@@ -513,4 +518,126 @@ fn the_memberlist_secret_template_carries_no_usable_key() {
         from_data < 16 && from_string < 16,
         "a real key is committed"
     );
+}
+
+/// `kubectl kustomize` of a directory under deploy/, as JSON objects; `None` (with a message)
+/// where kubectl is missing.
+fn kustomize(dir: &Path) -> Option<Vec<Value>> {
+    let out = match std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIP: no kubectl to build the kustomization with ({e})");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|doc| {
+                let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
+                serde_json::to_value(v).unwrap()
+            })
+            .collect(),
+    )
+}
+
+/// The MetalLB-compatible add-on's own manifests, as JSON.
+fn metallb_compat_documents() -> Vec<Value> {
+    let dir = deploy_dir().join(METALLB_COMPAT);
+    let mut out = Vec::new();
+    for name in ["namespace.yaml", "options.yaml", "rbac.yaml"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
+            let json: Value = serde_json::to_value(v).unwrap();
+            check(&json).unwrap_or_else(|e| panic!("{name}: {e}"));
+            out.push(json);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_metallb_compat_add_on_grants_exactly_what_compatible_mode_calls() {
+    let docs = metallb_compat_documents();
+    let role = |name: &str| -> Role {
+        let doc = docs
+            .iter()
+            .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Role {name}"));
+        assert_eq!(doc["metadata"]["namespace"], "metallb-system");
+        strict(doc).unwrap()
+    };
+    let binding = |name: &str, account: &str| {
+        let doc = docs
+            .iter()
+            .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no RoleBinding {name}"));
+        assert_eq!(doc["metadata"]["namespace"], "metallb-system");
+        assert_eq!(doc["roleRef"]["name"], name);
+        assert_eq!(doc["subjects"][0]["name"], account);
+        assert_eq!(doc["subjects"][0]["namespace"], "ferrolb-system");
+    };
+    binding("ferrolb-controller-metallb", "ferrolb-controller");
+    binding("ferrolb-speaker-metallb", "ferrolb-speaker");
+    let as_grants = |calls: Vec<ferrolb_controller::run::api_calls::ApiCall>| {
+        let mut used = BTreeSet::new();
+        for call in calls {
+            assert_eq!(call.scope, Scope::MetallbNamespace, "{call:?}");
+            for verb in call.verbs {
+                used.insert((
+                    call.scope,
+                    call.group.to_string(),
+                    call.resource.to_string(),
+                    verb.to_string(),
+                ));
+            }
+        }
+        used
+    };
+    let controller = grants(
+        role("ferrolb-controller-metallb")
+            .rules
+            .as_deref()
+            .unwrap_or_default(),
+        Scope::MetallbNamespace,
+    );
+    assert_eq!(controller, as_grants(metallb_compat_calls()));
+    // The speaker's Role: speaker/tests/deploy_rbac.rs.
+    // The option both components read, and where they read it.
+    let options = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("ConfigMap ferrolb-options");
+    assert_eq!(options["metadata"]["name"], "ferrolb-options");
+    assert_eq!(
+        options["data"]["FERROLB_METALLB_NAMESPACE"],
+        "metallb-system"
+    );
+    let deployment: Deployment = find("ferrolb-controller");
+    let daemonset: DaemonSet = find("ferrolb-speaker");
+    for pod in [
+        deployment.spec.unwrap().template.spec.unwrap(),
+        daemonset.spec.unwrap().template.spec.unwrap(),
+    ] {
+        let from = container_of(&pod).env_from.clone().unwrap_or_default();
+        let reference = from
+            .iter()
+            .find_map(|e| e.config_map_ref.as_ref())
+            .expect("envFrom ferrolb-options");
+        assert_eq!(reference.name, "ferrolb-options");
+        assert_eq!(reference.optional, Some(true));
+    }
+    if let Some(objects) = kustomize(&deploy_dir().join(METALLB_COMPAT)) {
+        assert_eq!(objects.len(), docs.len());
+    }
 }

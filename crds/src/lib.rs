@@ -703,6 +703,46 @@ pub fn all_crds() -> Vec<Crd> {
     .collect()
 }
 
+/// Stand-ins for MetalLB's CRDs of the configuration kinds, for tests against an API server
+/// without MetalLB (the emulator): FerroLB's schemas under `metallb.io`, v1beta1, and v1beta2
+/// for BGPPeer (MetalLB's storage version). On a cluster that ran MetalLB its own CRDs are there.
+pub fn metallb_stand_in_crds() -> Vec<Crd> {
+    const CONFIG_KINDS: [&str; 6] = [
+        "IPAddressPool",
+        "L2Advertisement",
+        "BGPAdvertisement",
+        "BGPPeer",
+        "BFDProfile",
+        "Community",
+    ];
+    all_crds()
+        .into_iter()
+        .filter(|c| CONFIG_KINDS.contains(&c.spec.names.kind.as_str()))
+        .map(|mut crd| {
+            crd.spec.group = "metallb.io".into();
+            crd.metadata.name = Some(format!("{}.metallb.io", crd.spec.names.plural));
+            crd.spec.names.categories = None;
+            crd.spec.names.short_names = None;
+            if crd.spec.names.kind == "BGPPeer" {
+                for version in &mut crd.spec.versions {
+                    version.name = "v1beta2".into();
+                }
+            }
+            crd
+        })
+        .collect()
+}
+
+/// [`metallb_stand_in_crds`] as one multi-document YAML stream.
+pub fn metallb_stand_in_crds_yaml() -> String {
+    let mut out = String::new();
+    for crd in metallb_stand_in_crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd).expect("CRD serialises to YAML"));
+    }
+    out
+}
+
 /// All CRDs as one multi-document YAML stream: what `crdgen` prints and `deploy/crds/` holds.
 pub fn all_crds_yaml() -> String {
     let mut out = String::new();

@@ -3,32 +3,15 @@
 //! compares them), and the end-to-end test records every request the speaker sends and fails
 //! on one missing here. Whoever adds an `Api` call adds it here.
 
-/// Where a call applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
-    /// Objects in any namespace, or cluster-scoped objects: a ClusterRole.
-    Cluster,
-    /// Objects in the speaker's own namespace: a Role there.
-    OwnNamespace,
-}
+pub use ferrolb_kube::api_calls::{ApiCall, Scope};
+use ferrolb_kube::api_calls::{CONFIG_WATCH, METALLB_CONFIG_WATCH, WATCH};
 
-/// One resource and the verbs used on it.
-#[derive(Clone, Copy, Debug)]
-pub struct ApiCall {
-    pub scope: Scope,
-    pub group: &'static str,
-    /// Plural resource name, with `/subresource` when it is one.
-    pub resource: &'static str,
-    pub verbs: &'static [&'static str],
-    /// Where in the code, and why.
-    pub used_by: &'static str,
-}
-
-const WATCH: &[&str] = &["list", "watch"];
 /// Server-side apply: a PATCH, authorized as `create` too when it creates the object.
 const APPLY: &[&str] = &["create", "patch"];
 
-pub const API_CALLS: &[ApiCall] = &[
+/// The calls of the speaker's own, besides the configuration watch
+/// ([`ferrolb_kube::ConfigWatch`]).
+const OWN_CALLS: &[ApiCall] = &[
     ApiCall {
         scope: Scope::Cluster,
         group: "",
@@ -56,48 +39,6 @@ pub const API_CALLS: &[ApiCall] = &[
         resource: "events",
         verbs: &["create", "patch"],
         used_by: "status::writer (takeover Event on the Service; kube-runtime Recorder: create, then patch a series)",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
-        resource: "ipaddresspools",
-        verbs: WATCH,
-        used_by: "source::kube",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
-        resource: "l2advertisements",
-        verbs: WATCH,
-        used_by: "source::kube",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
-        resource: "bgpadvertisements",
-        verbs: WATCH,
-        used_by: "source::kube",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
-        resource: "bgppeers",
-        verbs: WATCH,
-        used_by: "source::kube",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
-        resource: "bfdprofiles",
-        verbs: WATCH,
-        used_by: "source::kube",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
-        resource: "communities",
-        verbs: WATCH,
-        used_by: "source::kube",
     },
     ApiCall {
         scope: Scope::OwnNamespace,
@@ -150,13 +91,27 @@ pub const API_CALLS: &[ApiCall] = &[
     },
 ];
 
-/// Whether API_CALLS declares `verb` on `resource` of `group` in `scope` (a cluster-wide grant
-/// covers the own namespace too).
+/// Every call `run --source kube` makes in the default mode: what deploy/speaker/rbac.yaml
+/// grants. The Secrets of its namespace are read once, for the membership key and the BGPPeers'
+/// passwords alike.
+pub fn api_calls() -> Vec<ApiCall> {
+    OWN_CALLS
+        .iter()
+        .chain(CONFIG_WATCH.iter())
+        .copied()
+        .collect()
+}
+
+/// What MetalLB-compatible mode calls besides (deploy/metallb-compat/ grants it).
+pub fn metallb_compat_calls() -> Vec<ApiCall> {
+    METALLB_CONFIG_WATCH.to_vec()
+}
+
+/// Whether the calls of either mode declare `verb` on `resource` of `group` in `scope`.
 pub fn declared(scope: Scope, group: &str, resource: &str, verb: &str) -> bool {
-    API_CALLS.iter().any(|c| {
-        (c.scope == scope || c.scope == Scope::Cluster)
-            && c.group == group
-            && c.resource == resource
-            && c.verbs.contains(&verb)
-    })
+    let calls: Vec<ApiCall> = api_calls()
+        .into_iter()
+        .chain(metallb_compat_calls())
+        .collect();
+    ferrolb_kube::api_calls::declared(&calls, scope, group, resource, verb)
 }

@@ -15,9 +15,10 @@ impl KubeMode {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| anyhow::anyhow!("Kubernetes API client: {e}"))?;
-        let feeds =
-            ferrolb_speaker::source::KubeSource::new(&args.namespace, args.lb_class.clone())
-                .spawn(client.clone());
+        let mut source =
+            ferrolb_speaker::source::KubeSource::new(&args.namespace, args.lb_class.clone());
+        source.metallb_namespace = args.metallb_namespace.clone();
+        let feeds = source.spawn(client.clone());
         Ok(KubeMode {
             client,
             feeds,

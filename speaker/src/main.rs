@@ -52,6 +52,10 @@ enum Command {
         /// objects and this node's ConfigurationState.
         #[arg(long, env = "POD_NAMESPACE", default_value = "ferrolb-system")]
         namespace: String,
+        /// Kube mode, MetalLB-compatible: read MetalLB's own objects (metallb.io) in this
+        /// namespace, as they are, instead of FerroLB's.
+        #[arg(long, env = "FERROLB_METALLB_NAMESPACE")]
+        metallb_namespace: Option<String>,
         /// This node's name (as in its Node object).
         #[arg(long, env = "NODE_NAME")]
         node_name: String,
@@ -121,6 +125,7 @@ async fn terminated() {
 struct RunArgs {
     source: String,
     namespace: String,
+    metallb_namespace: Option<String>,
     node_name: String,
     live: Option<Vec<String>>,
     lb_class: Option<String>,
@@ -352,6 +357,7 @@ fn main() -> ExitCode {
         Command::Run {
             source,
             namespace,
+            metallb_namespace,
             node_name,
             live,
             lb_class,
@@ -364,6 +370,7 @@ fn main() -> ExitCode {
         } => match run(RunArgs {
             source,
             namespace,
+            metallb_namespace: metallb_namespace.filter(|n| !n.is_empty()),
             node_name,
             live,
             lb_class,

@@ -1,9 +1,9 @@
 //! deploy/speaker/rbac.yaml grants exactly the API calls `run --source kube` makes
-//! (`ferrolb_speaker::api_calls::API_CALLS`), to the ServiceAccount it binds, in the namespace
+//! (`ferrolb_speaker::api_calls::api_calls()`), to the ServiceAccount it binds, in the namespace
 //! of that ServiceAccount. The end-to-end test (e2e/tests/speaker_kube.rs) checks the other
 //! half: every request the running speaker sends is declared there.
 
-use ferrolb_speaker::api_calls::{Scope, API_CALLS};
+use ferrolb_speaker::api_calls::{api_calls, metallb_compat_calls, Scope};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde_json::Value;
@@ -46,7 +46,7 @@ fn rbac_grants_exactly_the_api_calls_the_speaker_makes() {
         role.rules.as_deref().unwrap_or_default(),
         Scope::OwnNamespace,
     ));
-    let used: BTreeSet<Grant> = API_CALLS
+    let used: BTreeSet<Grant> = api_calls()
         .iter()
         .flat_map(|c| {
             c.verbs.iter().map(move |v| {
@@ -63,7 +63,7 @@ fn rbac_grants_exactly_the_api_calls_the_speaker_makes() {
     let unused: Vec<&Grant> = granted.difference(&used).collect();
     assert!(
         missing.is_empty() && unused.is_empty(),
-        "deploy/speaker/rbac.yaml differs from ferrolb_speaker::api_calls::API_CALLS\n\
+        "deploy/speaker/rbac.yaml differs from ferrolb_speaker::api_calls::api_calls()\n\
          used but not granted: {missing:?}\ngranted but not used: {unused:?}"
     );
 }
@@ -100,4 +100,36 @@ fn the_bindings_give_the_roles_to_the_speakers_service_account() {
             "{subjects:?}"
         );
     }
+}
+
+#[test]
+fn the_metallb_compat_role_grants_exactly_what_compatible_mode_calls() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/metallb-compat/rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let role: Role = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
+            serde_json::to_value(v).unwrap()
+        })
+        .find(|d: &Value| d["kind"] == "Role" && d["metadata"]["name"] == "ferrolb-speaker-metallb")
+        .map(|d| serde_json::from_value(d).unwrap())
+        .expect("Role ferrolb-speaker-metallb");
+    let granted = grants(
+        role.rules.as_deref().unwrap_or_default(),
+        Scope::MetallbNamespace,
+    );
+    let used: BTreeSet<Grant> = metallb_compat_calls()
+        .iter()
+        .flat_map(|c| {
+            c.verbs.iter().map(move |v| {
+                (
+                    c.scope,
+                    c.group.to_string(),
+                    c.resource.to_string(),
+                    v.to_string(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(granted, used);
 }

@@ -2,30 +2,12 @@
 //! grant exactly these (a test compares them), so a new call without its permission, or a
 //! permission nothing uses, fails CI. Whoever adds an `Api` call in `run` adds it here.
 
-/// Where a call applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
-    /// Objects in any namespace, or cluster-scoped objects: a ClusterRole.
-    Cluster,
-    /// Objects in the controller's own namespace: a Role there.
-    OwnNamespace,
-}
+pub use ferrolb_kube::api_calls::{ApiCall, Scope};
+use ferrolb_kube::api_calls::{CONFIG_WATCH, METALLB_CONFIG_WATCH, WATCH};
 
-/// One resource and the verbs used on it.
-#[derive(Clone, Copy, Debug)]
-pub struct ApiCall {
-    pub scope: Scope,
-    pub group: &'static str,
-    /// Plural resource name, with `/subresource` when it is one.
-    pub resource: &'static str,
-    pub verbs: &'static [&'static str],
-    /// Where in the code, and why.
-    pub used_by: &'static str,
-}
-
-const WATCH: &[&str] = &["list", "watch"];
-
-pub const API_CALLS: &[ApiCall] = &[
+/// The calls of this component's own, besides the configuration watch
+/// ([`ferrolb_kube::ConfigWatch`]).
+const OWN_CALLS: &[ApiCall] = &[
     ApiCall {
         scope: Scope::Cluster,
         group: "",
@@ -57,58 +39,9 @@ pub const API_CALLS: &[ApiCall] = &[
     ApiCall {
         scope: Scope::OwnNamespace,
         group: "ferrolb.io",
-        resource: "ipaddresspools",
-        verbs: WATCH,
-        used_by: "config::ConfigStores",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
         resource: "ipaddresspools/status",
         verbs: &["patch"],
         used_by: "pool_status (address counts)",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
-        resource: "l2advertisements",
-        verbs: WATCH,
-        used_by: "config::ConfigStores (validated with the pools)",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
-        resource: "bgpadvertisements",
-        verbs: WATCH,
-        used_by: "config::ConfigStores (validated with the pools)",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
-        resource: "bgppeers",
-        verbs: WATCH,
-        used_by: "config::ConfigStores (validated with the pools)",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
-        resource: "bfdprofiles",
-        verbs: WATCH,
-        used_by: "config::ConfigStores (validated with the pools)",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "ferrolb.io",
-        resource: "communities",
-        verbs: WATCH,
-        used_by: "config::ConfigStores (validated with the pools)",
-    },
-    ApiCall {
-        scope: Scope::OwnNamespace,
-        group: "",
-        resource: "secrets",
-        verbs: WATCH,
-        used_by: "config::ConfigStores (BGPPeer passwordSecret references are validated)",
     },
     ApiCall {
         scope: Scope::OwnNamespace,
@@ -133,3 +66,28 @@ pub const API_CALLS: &[ApiCall] = &[
             "leader (kube-lease-manager: get, create when missing, apply to lock/renew/release)",
     },
 ];
+
+/// Every call `run` makes in the default mode: what deploy/controller/rbac.yaml grants.
+pub fn api_calls() -> Vec<ApiCall> {
+    OWN_CALLS
+        .iter()
+        .chain(CONFIG_WATCH.iter())
+        .copied()
+        .collect()
+}
+
+/// What MetalLB-compatible mode calls besides (deploy/metallb-compat/ grants it): MetalLB's
+/// objects, and the address counts in its pools' status.
+pub fn metallb_compat_calls() -> Vec<ApiCall> {
+    METALLB_CONFIG_WATCH
+        .iter()
+        .copied()
+        .chain([ApiCall {
+            scope: Scope::MetallbNamespace,
+            group: "metallb.io",
+            resource: "ipaddresspools/status",
+            verbs: &["patch"],
+            used_by: "pool_status (address counts, as MetalLB's controller writes them)",
+        }])
+        .collect()
+}

@@ -1,4 +1,5 @@
-//! The configuration as the cluster holds it: watched FerroLB objects, Secrets and Namespaces;
+//! The configuration as the cluster holds it: the watched configuration objects (FerroLB's, or
+//! MetalLB's in MetalLB-compatible mode), Secrets and Namespaces;
 //! turned into the [`Engine`](super::engine::Engine)'s configuration and reported in this
 //! controller's ConfigurationState. An invalid object is left out, or keeps its last valid
 //! version, and is named there; everything else is in force. A pool left out keeps what it
@@ -11,22 +12,17 @@ use crate::allocator::service::is_ours;
 use crate::allocator::{service_info, ServiceKey};
 use ferrolb_config::model::Labels;
 use ferrolb_config::Resources;
-use ferrolb_crds::{
-    BFDProfile, BGPAdvertisement, BGPPeer, Community, ConfigurationResult, ConfigurationState,
-    ConfigurationStateSpec, IPAddressPool, L2Advertisement,
-};
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use ferrolb_crds::{ConfigurationResult, ConfigurationState, ConfigurationStateSpec};
+use ferrolb_kube::reflect::{keep, reflect};
+use ferrolb_kube::{ConfigApi, ConfigWatch};
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PostParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::ResourceExt;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::fmt::Debug;
-use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -36,57 +32,32 @@ use tracing::{debug, info, warn};
 /// Read-only views of everything the configuration is made of.
 #[derive(Clone)]
 pub struct ConfigStores {
-    pub pools: Store<IPAddressPool>,
-    pub l2: Store<L2Advertisement>,
-    pub bgp: Store<BGPAdvertisement>,
-    pub peers: Store<BGPPeer>,
-    pub bfd: Store<BFDProfile>,
-    pub communities: Store<Community>,
-    pub secrets: Store<Secret>,
+    /// The configuration kinds and Secrets, of FerroLB's API group or MetalLB's.
+    pub config: Arc<ConfigWatch>,
     pub namespaces: Store<Namespace>,
 }
 
-/// Watches `api` into a store, waking `changed` on every change; the task runs until aborted.
-fn watch<K>(api: Api<K>, changed: Arc<Notify>, tasks: &mut Vec<JoinHandle<()>>) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    tasks.push(tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(_) => changed.notify_one(),
-                Err(e) => warn!(kind = %K::kind(&Default::default()), error = %e, "watch failed"),
-            }
-        }
-    }));
-    reader
-}
-
 impl ConfigStores {
-    /// Starts the watches: FerroLB objects and Secrets in `namespace`, Namespaces everywhere.
+    /// Starts the watches: the configuration in `namespace` (of `api`'s group), Namespaces
+    /// everywhere.
     pub fn start(
         client: &kube::Client,
         namespace: &str,
+        api: ConfigApi,
         changed: &Arc<Notify>,
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Self {
-        let c = || client.clone();
+        let (namespaces, task) = reflect(
+            Api::all(client.clone()),
+            (),
+            watcher::Config::default(),
+            changed.clone(),
+            keep,
+        );
+        tasks.push(task);
         Self {
-            pools: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
-            l2: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
-            bgp: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
-            peers: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
-            bfd: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
-            communities: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
-            secrets: watch(Api::namespaced(c(), namespace), changed.clone(), tasks),
-            namespaces: watch(Api::all(c()), changed.clone(), tasks),
+            config: Arc::new(ConfigWatch::start(client, namespace, api, changed)),
+            namespaces,
         }
     }
 
@@ -95,35 +66,9 @@ impl ConfigStores {
     pub async fn wait_until_ready(&self) {
         // A writer is dropped only when its task ends, i.e. on shutdown: nothing to wait for then.
         let _ = futures::join!(
-            self.pools.wait_until_ready(),
-            self.l2.wait_until_ready(),
-            self.bgp.wait_until_ready(),
-            self.peers.wait_until_ready(),
-            self.bfd.wait_until_ready(),
-            self.communities.wait_until_ready(),
-            self.secrets.wait_until_ready(),
+            self.config.wait_until_ready(),
             self.namespaces.wait_until_ready(),
         );
-    }
-
-    fn resources(&self) -> Resources {
-        fn all<K: Clone + Resource + 'static>(s: &Store<K>) -> Vec<K>
-        where
-            K::DynamicType: Eq + Hash + Clone,
-        {
-            let mut v: Vec<K> = s.state().iter().map(|o| (**o).clone()).collect();
-            v.sort_by_key(|o| o.meta().name.clone());
-            v
-        }
-        Resources {
-            pools: all(&self.pools),
-            l2_advertisements: all(&self.l2),
-            bgp_advertisements: all(&self.bgp),
-            bgp_peers: all(&self.peers),
-            bfd_profiles: all(&self.bfd),
-            communities: all(&self.communities),
-            secrets: all(&self.secrets),
-        }
     }
 
     fn namespace_labels(&self) -> BTreeMap<String, Labels> {
@@ -215,7 +160,8 @@ pub async fn config_loop(
     // The objects in force: an object that turns invalid keeps this version.
     let mut in_force = Resources::default();
     loop {
-        let outcome = ferrolb_config::in_force(&stores.resources(), &in_force, &Default::default());
+        let objects = stores.config.objects();
+        let outcome = ferrolb_config::in_force(&objects.resources, &in_force, &objects.unreadable);
         in_force = outcome.resources.clone();
         let namespaces = stores.namespace_labels();
         let mut config = outcome.config.clone();
@@ -260,10 +206,11 @@ pub async fn config_loop(
             .health
             .ready
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let report = if outcome.is_valid() {
+        let report = if outcome.is_valid() && objects.problems.is_empty() {
             (ConfigurationResult::Valid, None)
         } else {
-            let lines = outcome.report_lines();
+            let mut lines: Vec<String> = objects.problems.iter().map(ToString::to_string).collect();
+            lines.extend(outcome.report_lines());
             if state.written.as_ref().map(|w| &w.1) != Some(&Some(lines.join("\n"))) {
                 warn!(
                     problems = outcome.errors.len(),

@@ -53,6 +53,19 @@ pub struct Options {
     pub lease_grace_seconds: u64,
     /// Name of this controller's ConfigurationState.
     pub configuration_state: String,
+    /// MetalLB-compatible mode: read MetalLB's objects (metallb.io) in this namespace instead of
+    /// FerroLB's in `namespace`.
+    pub metallb_namespace: Option<String>,
+}
+
+impl Options {
+    /// Where the configuration is read, and in which API group.
+    pub fn config_source(&self) -> (&str, ferrolb_kube::ConfigApi) {
+        match &self.metallb_namespace {
+            Some(ns) => (ns, ferrolb_kube::ConfigApi::MetalLb),
+            None => (&self.namespace, ferrolb_kube::ConfigApi::FerroLb),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +161,15 @@ async fn lead(
     let changed = Arc::new(Notify::new());
     // Aborted when leading ends, also when it is cut short by a lost lease.
     let mut tasks = AbortOnDrop(Vec::new());
-    let stores = config::ConfigStores::start(&client, &opts.namespace, &changed, &mut tasks.0);
+    let (config_namespace, config_api) = opts.config_source();
+    info!(namespace = %config_namespace, group = %config_api.group(), "reading the configuration");
+    let stores = config::ConfigStores::start(
+        &client,
+        config_namespace,
+        config_api,
+        &changed,
+        &mut tasks.0,
+    );
 
     let (services, writer) = reflector::store::<Service>();
     let (notes, note_rx) = mpsc::unbounded();
@@ -189,11 +210,14 @@ async fn lead(
         note_rx,
         services.clone(),
     )));
+    let pool_resource = config_api
+        .resource("IPAddressPool")
+        .expect("IPAddressPool is a configuration kind");
     tasks.0.push(tokio::spawn(pool_status::pool_status_loop(
         shared.clone(),
         health,
-        stores.pools.clone(),
-        Api::namespaced(client.clone(), &opts.namespace),
+        stores.config.clone(),
+        Api::namespaced_with(client.clone(), config_namespace, &pool_resource),
     )));
 
     let context = Arc::new(reconcile::Context {

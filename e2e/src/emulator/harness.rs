@@ -268,6 +268,28 @@ impl TestCluster {
         Ok(names)
     }
 
+    /// Makes MetalLB's configuration kinds (metallb.io) exist: on a real cluster that has
+    /// MetalLB's own CRDs they are left alone; otherwise FerroLB's stand-ins
+    /// ([`ferrolb_crds::metallb_stand_in_crds`]) are applied.
+    pub async fn apply_metallb_crds(&self) -> Result<(), HarnessError> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client());
+        if self.is_real_cluster() && api.get_opt("ipaddresspools.metallb.io").await?.is_some() {
+            return Ok(());
+        }
+        let path = std::env::temp_dir().join(format!(
+            "ferrolb-metallb-crds-{}-{}.yaml",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        std::fs::write(&path, ferrolb_crds::metallb_stand_in_crds_yaml())?;
+        let result = self.apply_crds(&path).await;
+        let _ = std::fs::remove_file(&path);
+        result.map(|_| ())
+    }
+
     /// Applies FerroLB's CRDs from `deploy/crds/`.
     pub async fn apply_ferrolb_crds(&self) -> Result<Vec<String>, HarnessError> {
         self.apply_crds(&ferrolb_crds_dir()).await

@@ -14,26 +14,22 @@
 
 use super::{assemble, is_served, node_ips, Snapshot};
 use ferrolb_config::Resources;
-use ferrolb_crds::{
-    BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
-};
-use futures::StreamExt;
+use ferrolb_kube::reflect::{keep, reflect};
+use ferrolb_kube::{ConfigApi, ConfigWatch};
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::Resource;
-use serde::de::DeserializeOwned;
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// The label an EndpointSlice carries naming its Service; slices without it are not ours.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -74,6 +70,9 @@ pub struct KubeFeeds {
 pub struct KubeSource {
     /// Where the FerroLB objects and the membership Secret live.
     pub namespace: String,
+    /// MetalLB-compatible mode: MetalLB's objects (metallb.io) are read in this namespace
+    /// instead of FerroLB's in `namespace`.
+    pub metallb_namespace: Option<String>,
     /// Serve only Services of this class (`None`: those without one).
     pub lb_class: Option<String>,
     /// A change is taken once nothing else changed for this long...
@@ -86,60 +85,12 @@ impl KubeSource {
     pub fn new(namespace: &str, lb_class: Option<String>) -> KubeSource {
         KubeSource {
             namespace: namespace.into(),
+            metallb_namespace: None,
             lb_class,
             quiet: Duration::from_millis(30),
             max_delay: Duration::from_millis(300),
         }
     }
-}
-
-/// Watches `api` into a store, waking `changed` on every change; the task runs for the
-/// speaker's lifetime. Managed fields are dropped (nothing here reads them) and `trim` drops
-/// more of what is large and unused.
-fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    changed: Arc<Notify>,
-    trim: fn(&mut K),
-) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let kind = K::kind(&Default::default()).to_string();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(move |o: &mut K| {
-            o.meta_mut().managed_fields = None;
-            trim(o);
-        })
-        .reflect(writer)
-        .touched_objects();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        let mut failing = false;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(_) => {
-                    if std::mem::take(&mut failing) {
-                        info!(%kind, "watch restored");
-                    }
-                    changed.notify_one();
-                }
-                // The store keeps what it had; the watcher retries with backoff.
-                Err(e) => {
-                    if !failing {
-                        warn!(%kind, error = %e, "watch failed; keeping the last known objects");
-                    } else {
-                        debug!(%kind, error = %e, "watch still failing");
-                    }
-                    failing = true;
-                }
-            }
-        }
-    });
-    reader
 }
 
 fn objects<K: Clone + Resource + 'static>(store: &Store<K>) -> Vec<K>
@@ -154,71 +105,99 @@ where
     v
 }
 
-#[derive(Clone)]
 struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     nodes: Store<Node>,
-    pools: Store<IPAddressPool>,
-    l2: Store<L2Advertisement>,
-    bgp: Store<BGPAdvertisement>,
-    peers: Store<BGPPeer>,
-    bfd: Store<BFDProfile>,
-    communities: Store<Community>,
-    secrets: Store<Secret>,
+    /// The configuration kinds and their Secrets, FerroLB's or MetalLB's.
+    config: ConfigWatch,
+    /// Secrets of the speaker's own namespace (the membership key), when the configuration is
+    /// read elsewhere.
+    own_secrets: Option<Store<Secret>>,
+    _tasks: AbortOnDrop,
+}
+
+/// Stops the watches when the source goes.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 impl Stores {
-    fn start(client: &kube::Client, namespace: &str, changed: &Arc<Notify>) -> Stores {
+    fn start(client: &kube::Client, source: &KubeSource, changed: &Arc<Notify>) -> Stores {
         let all = watcher::Config::default;
         let c = || client.clone();
         let n = || changed.clone();
-        fn keep<K>(_: &mut K) {}
         // A Node's image list is often most of its size.
         fn trim_node(node: &mut Node) {
             if let Some(status) = node.status.as_mut() {
                 status.images = None;
             }
         }
+        let mut tasks = Vec::new();
+        let (services, task) = reflect(Api::<Service>::all(c()), (), all(), n(), keep);
+        tasks.push(task);
+        let (slices, task) = reflect(
+            Api::<EndpointSlice>::all(c()),
+            (),
+            all().labels(SERVICE_NAME_LABEL),
+            n(),
+            keep,
+        );
+        tasks.push(task);
+        let (nodes, task) = reflect(Api::<Node>::all(c()), (), all(), n(), trim_node);
+        tasks.push(task);
+        let (config_namespace, api) = match &source.metallb_namespace {
+            Some(ns) => (ns.as_str(), ConfigApi::MetalLb),
+            None => (source.namespace.as_str(), ConfigApi::FerroLb),
+        };
+        let own_secrets = (config_namespace != source.namespace).then(|| {
+            let (store, task) = reflect(
+                Api::<Secret>::namespaced(c(), &source.namespace),
+                (),
+                all(),
+                n(),
+                keep,
+            );
+            tasks.push(task);
+            store
+        });
         Stores {
-            services: reflect(Api::all(c()), all(), n(), keep),
-            slices: reflect(Api::all(c()), all().labels(SERVICE_NAME_LABEL), n(), keep),
-            nodes: reflect(Api::all(c()), all(), n(), trim_node),
-            pools: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
-            l2: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
-            bgp: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
-            peers: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
-            bfd: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
-            communities: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
-            secrets: reflect(Api::namespaced(c(), namespace), all(), n(), keep),
+            services,
+            slices,
+            nodes,
+            config: ConfigWatch::start(client, config_namespace, api, changed),
+            own_secrets,
+            _tasks: AbortOnDrop(tasks),
         }
     }
 
     /// Only one task may wait on a store (kube-runtime wakes a single waiter): this one.
     async fn wait_until_ready(&self) {
+        let own = async {
+            if let Some(s) = &self.own_secrets {
+                let _ = s.wait_until_ready().await;
+            }
+        };
         let _ = futures::join!(
             self.services.wait_until_ready(),
             self.slices.wait_until_ready(),
             self.nodes.wait_until_ready(),
-            self.pools.wait_until_ready(),
-            self.l2.wait_until_ready(),
-            self.bgp.wait_until_ready(),
-            self.peers.wait_until_ready(),
-            self.bfd.wait_until_ready(),
-            self.communities.wait_until_ready(),
-            self.secrets.wait_until_ready(),
+            self.config.wait_until_ready(),
+            own,
         );
     }
 
-    fn resources(&self) -> Resources {
-        Resources {
-            pools: objects(&self.pools),
-            l2_advertisements: objects(&self.l2),
-            bgp_advertisements: objects(&self.bgp),
-            bgp_peers: objects(&self.peers),
-            bfd_profiles: objects(&self.bfd),
-            communities: objects(&self.communities),
-            secrets: objects(&self.secrets),
+    /// Secrets in the speaker's namespace (membership key).
+    fn own_secrets(&self) -> Vec<Secret> {
+        match &self.own_secrets {
+            Some(store) => objects(store),
+            None => self.config.secrets(),
         }
     }
 }
@@ -230,7 +209,7 @@ impl KubeSource {
         let (cluster_tx, cluster) = watch::channel(None);
         let (config_tx, config) = watch::channel(ConfigReport::Unknown);
         let changed = Arc::new(Notify::new());
-        let stores = Stores::start(&client, &self.namespace, &changed);
+        let stores = Stores::start(&client, &self, &changed);
         tokio::spawn(async move {
             stores.wait_until_ready().await;
             info!(namespace = %self.namespace, "caches filled");
@@ -266,11 +245,13 @@ impl KubeSource {
         config_tx: &watch::Sender<ConfigReport>,
     ) {
         let nodes = objects(&stores.nodes);
-        let resources = stores.resources();
+        let config = stores.config.objects();
+        let resources = config.resources;
         let info = ClusterInfo {
             node_ips: node_ips(&nodes),
-            secrets: resources.secrets.clone(),
+            secrets: stores.own_secrets(),
         };
+        let info_secrets = info.secrets.clone();
         cluster_tx.send_if_modified(|old| {
             let changed = old.as_deref() != Some(&info);
             if changed {
@@ -300,18 +281,23 @@ impl KubeSource {
         let assembled = assemble(
             &resources,
             in_force,
-            &BTreeSet::new(),
+            &config.unreadable,
             &services,
             &slices,
             true,
             &nodes,
         );
         *in_force = assembled.in_force;
-        publish(assembled.snapshot);
-        let report = if assembled.problems.is_empty() {
+        let mut snapshot = assembled.snapshot;
+        // The membership key lives in the speaker's own namespace, whatever the configuration's.
+        snapshot.secrets = info_secrets;
+        publish(snapshot);
+        let mut problems: Vec<String> = config.problems.iter().map(ToString::to_string).collect();
+        problems.extend(assembled.problems);
+        let report = if problems.is_empty() {
             ConfigReport::Valid
         } else {
-            ConfigReport::Invalid(assembled.problems)
+            ConfigReport::Invalid(problems)
         };
         let fresh = config_tx.send_if_modified(|r| replace(r, report.clone()));
         if let (true, ConfigReport::Invalid(problems)) = (fresh, &report) {

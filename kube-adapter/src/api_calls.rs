@@ -1,0 +1,121 @@
+//! API calls declared by resource and verb. Each component lists every call it makes; its RBAC
+//! manifests must grant exactly those (tests compare them), and its end-to-end tests fail on a
+//! request that is not declared.
+
+/// Where a call applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Objects in any namespace, or cluster-scoped objects: a ClusterRole.
+    Cluster,
+    /// Objects in the component's own namespace: a Role there.
+    OwnNamespace,
+    /// Objects in MetalLB's namespace, in MetalLB-compatible mode only: a Role there
+    /// (deploy/metallb-compat/).
+    MetallbNamespace,
+}
+
+/// One resource and the verbs used on it.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiCall {
+    pub scope: Scope,
+    pub group: &'static str,
+    /// Plural resource name, with `/subresource` when it is one.
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+    /// Where in the code, and why.
+    pub used_by: &'static str,
+}
+
+/// list + watch: what a reflector does.
+pub const WATCH: &[&str] = &["list", "watch"];
+
+/// The plural names of the configuration kinds, in both API groups.
+pub const CONFIG_RESOURCES: [&str; 6] = [
+    "ipaddresspools",
+    "l2advertisements",
+    "bgpadvertisements",
+    "bgppeers",
+    "bfdprofiles",
+    "communities",
+];
+
+macro_rules! watch_calls {
+    ($scope:expr, $group:literal, $used_by:literal) => {
+        [
+            ApiCall {
+                scope: $scope,
+                group: $group,
+                resource: "ipaddresspools",
+                verbs: WATCH,
+                used_by: $used_by,
+            },
+            ApiCall {
+                scope: $scope,
+                group: $group,
+                resource: "l2advertisements",
+                verbs: WATCH,
+                used_by: $used_by,
+            },
+            ApiCall {
+                scope: $scope,
+                group: $group,
+                resource: "bgpadvertisements",
+                verbs: WATCH,
+                used_by: $used_by,
+            },
+            ApiCall {
+                scope: $scope,
+                group: $group,
+                resource: "bgppeers",
+                verbs: WATCH,
+                used_by: $used_by,
+            },
+            ApiCall {
+                scope: $scope,
+                group: $group,
+                resource: "bfdprofiles",
+                verbs: WATCH,
+                used_by: $used_by,
+            },
+            ApiCall {
+                scope: $scope,
+                group: $group,
+                resource: "communities",
+                verbs: WATCH,
+                used_by: $used_by,
+            },
+            ApiCall {
+                scope: $scope,
+                group: "",
+                resource: "secrets",
+                verbs: WATCH,
+                used_by: "ferrolb_kube::ConfigWatch (BGPPeer passwordSecret)",
+            },
+        ]
+    };
+}
+
+/// What [`ConfigWatch`](crate::ConfigWatch) calls in FerroLB's own API group.
+pub const CONFIG_WATCH: [ApiCall; 7] = watch_calls!(
+    Scope::OwnNamespace,
+    "ferrolb.io",
+    "ferrolb_kube::ConfigWatch (the configuration)"
+);
+
+/// What [`ConfigWatch`](crate::ConfigWatch) calls in MetalLB-compatible mode.
+pub const METALLB_CONFIG_WATCH: [ApiCall; 7] = watch_calls!(
+    Scope::MetallbNamespace,
+    "metallb.io",
+    "ferrolb_kube::ConfigWatch (MetalLB's objects as they are)"
+);
+
+/// Whether `calls` declare `verb` on `resource` of `group` in `scope` (a cluster-wide grant
+/// covers every namespace).
+pub fn declared(calls: &[ApiCall], scope: Scope, group: &str, resource: &str, verb: &str) -> bool {
+    calls.iter().any(|c| {
+        (c.scope == scope || c.scope == Scope::Cluster)
+            && c.group == group
+            && c.resource == resource
+            && c.verbs.contains(&verb)
+    })
+}
