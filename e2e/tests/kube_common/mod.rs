@@ -32,6 +32,9 @@ pub struct Env {
     pub apps: String,
     pub class: String,
     pub logs: PathBuf,
+    /// MetalLB-compatible mode: the namespace of MetalLB's objects (the controller and the
+    /// speakers get `--metallb-namespace`).
+    pub metallb: Option<String>,
     /// The test's short name: namespace prefixes, controller identity, membership key.
     short: String,
 }
@@ -119,6 +122,7 @@ impl Env {
             system,
             apps,
             logs: logs_dir(logs),
+            metallb: None,
             short: short.to_owned(),
         }
     }
@@ -244,6 +248,9 @@ impl Env {
     pub async fn delete_namespaces(&self) {
         let _ = self.cluster.delete_namespace(&self.apps).await;
         let _ = self.cluster.delete_namespace(&self.system).await;
+        if let Some(ns) = &self.metallb {
+            let _ = self.cluster.delete_namespace(ns).await;
+        }
     }
 
     pub fn controller_args(&self) -> Vec<String> {
@@ -263,7 +270,16 @@ impl Env {
             "1",
         ]
         .map(String::from)
-        .to_vec()
+        .into_iter()
+        .chain(self.metallb_args())
+        .collect()
+    }
+
+    fn metallb_args(&self) -> Vec<String> {
+        match &self.metallb {
+            Some(ns) => vec!["--metallb-namespace".into(), ns.clone()],
+            None => vec![],
+        }
     }
 
     pub fn speaker_args(&self) -> Vec<String> {
@@ -277,7 +293,9 @@ impl Env {
             &self.class,
         ]
         .map(String::from)
-        .to_vec()
+        .into_iter()
+        .chain(self.metallb_args())
+        .collect()
     }
 
     /// Starts the controller in network namespace `netns`, on this cluster's kubeconfig.
@@ -338,13 +356,18 @@ pub struct LoggedCalls {
 /// Reads every request in the speakers' `logs`; one in namespace `system` is scoped to the
 /// speaker's own namespace.
 pub fn logged_api_calls(logs: &[String], system: &str) -> LoggedCalls {
+    logged_api_calls_with(logs, system, None)
+}
+
+/// [`logged_api_calls`], with requests in `metallb` (MetalLB-compatible mode) scoped to it.
+pub fn logged_api_calls_with(logs: &[String], system: &str, metallb: Option<&str>) -> LoggedCalls {
     let mut seen = BTreeSet::new();
     let mut undeclared = BTreeSet::new();
     for request in logs.iter().flat_map(|l| from_text_log(l)) {
-        let scope = if request.namespace.as_deref() == Some(system) {
-            Scope::OwnNamespace
-        } else {
-            Scope::Cluster
+        let scope = match request.namespace.as_deref() {
+            Some(ns) if ns == system => Scope::OwnNamespace,
+            Some(ns) if Some(ns) == metallb => Scope::MetallbNamespace,
+            _ => Scope::Cluster,
         };
         let call = (scope, request.group, request.resource, request.verb);
         if !declared(call.0, &call.1, &call.2, call.3) {
