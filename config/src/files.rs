@@ -79,3 +79,38 @@ pub fn load_config(
         }
     }
 }
+
+/// Reads every manifest under `paths` into a MetalLB-to-FerroLB [`Migration`] into
+/// `namespace`; the migrated objects, or every problem.
+pub fn migrate_files(
+    paths: &[PathBuf],
+    recursive: bool,
+    namespace: &str,
+) -> Result<crate::migrate::Migrated, Vec<ConfigError>> {
+    let mut migration = crate::migrate::Migration::new(namespace);
+    let mut errors = Vec::new();
+    for path in paths {
+        match manifest_files(path, recursive) {
+            Ok(files) => {
+                for file in files {
+                    let name = file.display().to_string();
+                    match std::fs::read_to_string(&file) {
+                        Ok(text) => migration.add_yaml(&text, &name),
+                        Err(e) => {
+                            errors.push(ConfigError::new(name, "", format!("cannot read: {e}")))
+                        }
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    match migration.finish() {
+        Ok(m) if errors.is_empty() => Ok(m),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}

@@ -6,6 +6,8 @@
 //!   speaker's file source), rejecting unknown fields, which the API server would prune.
 //! - [`in_force`] is what the running components use: every valid object, the last valid
 //!   version of one that turned invalid, the rest left out and reported.
+//! - [`migrate`] turns MetalLB's configuration (metallb.io objects, the legacy ConfigMap)
+//!   into FerroLB's manifests.
 //! - [`files`] reads manifest files and directories (the crate's only I/O).
 //! - [`service`] reads what a Service asks of FerroLB (requested IPs, pool, sharing key).
 
@@ -16,6 +18,7 @@ mod error;
 pub mod files;
 mod in_force;
 pub mod manifest;
+pub mod migrate;
 pub mod model;
 pub mod service;
 

@@ -30,6 +30,20 @@ enum Command {
         #[arg(short = 'R', long)]
         recursive: bool,
     },
+    /// Turn MetalLB's configuration (metallb.io objects, or the ConfigMap of MetalLB before
+    /// v0.13) into FerroLB's manifests, printed on stdout: deterministic and lossless, or every
+    /// problem on stderr and exit 1. Notes (renamed objects, skipped documents) go to stderr.
+    Migrate {
+        /// A manifest file or a directory of them; may be given more than once.
+        #[arg(short = 'f', long = "filename", required = true)]
+        paths: Vec<PathBuf>,
+        /// Also read the subdirectories of directories.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// FerroLB's namespace, where the objects go.
+        #[arg(long, default_value = "ferrolb-system")]
+        namespace: String,
+    },
     /// Show which addresses every LoadBalancer Service in the manifests gets, from which pool,
     /// or exactly why it gets none; and each pool's counts. Runs the live controller's allocator.
     Plan {
@@ -144,6 +158,26 @@ fn main() -> ExitCode {
                     "invalid configuration: {} problems; nothing planned\n",
                     problems.len()
                 ));
+                ExitCode::FAILURE
+            }
+        },
+        Command::Migrate {
+            paths,
+            recursive,
+            namespace,
+        } => match ferrolb_config::files::migrate_files(&paths, recursive, &namespace) {
+            Ok(migrated) => {
+                for note in &migrated.notes {
+                    eprintln!("note: {note}");
+                }
+                say(&migrated.to_yaml());
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                for problem in &problems {
+                    eprintln!("{problem}");
+                }
+                eprintln!("nothing migrated: {} problem(s)", problems.len());
                 ExitCode::FAILURE
             }
         },

@@ -123,3 +123,54 @@ fn recursive_reads_subdirectories_only_when_asked() {
         "valid; read 1 IPAddressPool\n"
     );
 }
+
+#[test]
+fn migrate_prints_manifests_that_validate_and_fails_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("metallb.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config, namespace: metallb-system}\ndata:\n  config: |\n    address-pools:\n    - name: Office_LAN\n      protocol: layer2\n      addresses: [192.0.2.0/28]\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: extra, namespace: metallb-system}\nspec: {addresses: [198.51.100.0/28]}\n",
+    )
+    .unwrap();
+    let run = |path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
+            .args(["migrate", "-f"])
+            .arg(path)
+            .output()
+            .expect("run ferrolb-controller migrate")
+    };
+    let out = run(dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let notes = String::from_utf8(out.stderr).unwrap();
+    assert!(notes.contains("\"office-lan\""), "{notes}");
+    let migrated = dir.path().join("ferrolb.yaml.out");
+    std::fs::write(&migrated, &out.stdout).unwrap();
+    let again = run(dir.path());
+    assert_eq!(out.stdout, again.stdout, "migrate is deterministic");
+    let check = tempfile::tempdir().unwrap();
+    std::fs::copy(&migrated, check.path().join("ferrolb.yaml")).unwrap();
+    let (code, text) = validate(&["-f", check.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.starts_with("valid; read 2 IPAddressPools, 1 L2Advertisement"),
+        "{text}"
+    );
+
+    std::fs::write(
+        dir.path().join("metallb.yaml"),
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [192.0.2.0/28], autoassign: true}\n",
+    )
+    .unwrap();
+    let failed = run(&dir.path().join("metallb.yaml"));
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(failed.stdout.is_empty());
+    let errors = String::from_utf8(failed.stderr).unwrap();
+    assert!(
+        errors.contains("IPAddressPool/p: spec.autoassign: unknown field"),
+        "{errors}"
+    );
+}
