@@ -30,6 +30,8 @@ pub struct Manifests {
     pub skipped: Vec<String>,
     /// How many objects were read in MetalLB's API group (`metallb.io`).
     pub metallb_objects: usize,
+    /// `Kind/name` of the objects read in MetalLB's API group.
+    pub metallb_ids: std::collections::BTreeSet<String>,
 }
 
 /// MetalLB's API group: its objects are read as FerroLB's, whose kinds have the same shapes.
@@ -221,6 +223,7 @@ impl Manifests {
                 map.insert("apiVersion".into(), Value::String(crds::API_VERSION.into()));
             }
             self.metallb_objects += 1;
+            self.metallb_ids.insert(format!("{kind}/{name}"));
             self.add_value(value, where_, errors, depth);
             return;
         }
@@ -234,6 +237,50 @@ impl Manifests {
             }
             _ => self.skipped.push(format!("{api_version} {object}")),
         }
+    }
+
+    /// Configuration objects in a namespace the components would not read them from: FerroLB's
+    /// in `ferrolb`, MetalLB's (metallb.io, read in MetalLB-compatible mode) in `metallb`. An
+    /// object without a namespace goes where it is applied, and is not judged.
+    pub fn namespace_problems(&self, ferrolb: &str, metallb: &str) -> Vec<ConfigError> {
+        let r = &self.resources;
+        let metas = r
+            .pools
+            .iter()
+            .map(|o| ("IPAddressPool", &o.metadata))
+            .chain(
+                r.l2_advertisements
+                    .iter()
+                    .map(|o| ("L2Advertisement", &o.metadata)),
+            )
+            .chain(
+                r.bgp_advertisements
+                    .iter()
+                    .map(|o| ("BGPAdvertisement", &o.metadata)),
+            )
+            .chain(r.bgp_peers.iter().map(|o| ("BGPPeer", &o.metadata)))
+            .chain(r.bfd_profiles.iter().map(|o| ("BFDProfile", &o.metadata)))
+            .chain(r.communities.iter().map(|o| ("Community", &o.metadata)));
+        let mut out = Vec::new();
+        for (kind, meta) in metas {
+            let name = meta.name.clone().unwrap_or_default();
+            let id = format!("{kind}/{name}");
+            let (wanted, group) = if self.metallb_ids.contains(&id) {
+                (metallb, METALLB_GROUP)
+            } else {
+                (ferrolb, crds::GROUP)
+            };
+            if let Some(ns) = meta.namespace.as_deref().filter(|ns| *ns != wanted) {
+                out.push(ConfigError::new(
+                    id,
+                    "metadata.namespace",
+                    format!(
+                        "{ns}: {group} objects are read in {wanted}; this one would be ignored"
+                    ),
+                ));
+            }
+        }
+        out
     }
 
     /// One line saying what was read, e.g. `read 2 IPAddressPools, 1 L2Advertisement, 1 Service`.

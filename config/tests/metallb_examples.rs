@@ -155,6 +155,12 @@ fn load(text: &str, source: &str) -> Result<(Manifests, Config), Vec<String>> {
     for (text, source) in [(text, source), (extra.as_str(), "stand-ins")] {
         problems.extend(m.add_yaml(text, source).iter().map(ToString::to_string));
     }
+    // Each where the components read it: ferrolb-system, or metallb-system for metallb.io.
+    problems.extend(
+        m.namespace_problems("ferrolb-system", "metallb-system")
+            .iter()
+            .map(ToString::to_string),
+    );
     match build(&m.resources) {
         Ok(config) if problems.is_empty() => Ok((m, config)),
         Ok(_) => Err(problems),

@@ -29,6 +29,12 @@ enum Command {
         /// Also read the subdirectories of directories.
         #[arg(short = 'R', long)]
         recursive: bool,
+        /// Where the components read FerroLB's objects: one elsewhere is an error.
+        #[arg(long, default_value = "ferrolb-system")]
+        namespace: String,
+        /// Where MetalLB-compatible mode reads MetalLB's (metallb.io) objects.
+        #[arg(long, default_value = "metallb-system")]
+        metallb_namespace: String,
     },
     /// Turn MetalLB's configuration (metallb.io objects, or the ConfigMap of MetalLB before
     /// v0.13) into FerroLB's manifests, printed on stdout: deterministic and lossless, or every
@@ -181,8 +187,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Validate { paths, recursive } => {
-            let report = ferrolb_controller::validate::validate(&paths, recursive);
+        Command::Validate {
+            paths,
+            recursive,
+            namespace,
+            metallb_namespace,
+        } => {
+            let namespaces = ferrolb_controller::validate::Namespaces {
+                ferrolb: namespace,
+                metallb: metallb_namespace,
+            };
+            let report = ferrolb_controller::validate::validate_in(&paths, recursive, &namespaces);
             for problem in &report.problems {
                 say(&format!("{problem}\n"));
             }

@@ -17,9 +17,32 @@ impl Report {
     }
 }
 
+/// Where the components read their objects: FerroLB's namespace, and MetalLB's for metallb.io
+/// objects (MetalLB-compatible mode).
+#[derive(Clone, Debug)]
+pub struct Namespaces {
+    pub ferrolb: String,
+    pub metallb: String,
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        Self {
+            ferrolb: "ferrolb-system".into(),
+            metallb: "metallb-system".into(),
+        }
+    }
+}
+
 /// Reads and validates the manifests under `paths`.
 pub fn validate(paths: &[PathBuf], recursive: bool) -> Report {
+    validate_in(paths, recursive, &Namespaces::default())
+}
+
+/// [`validate`], with the namespaces the components read.
+pub fn validate_in(paths: &[PathBuf], recursive: bool, namespaces: &Namespaces) -> Report {
     let (manifests, mut errors) = read_manifests(paths, recursive);
+    errors.extend(manifests.namespace_problems(&namespaces.ferrolb, &namespaces.metallb));
     match ferrolb_config::build(&manifests.resources) {
         Ok(config) => errors.extend(check_services(&config, &manifests.services)),
         Err(build_errors) => errors.extend(build_errors),

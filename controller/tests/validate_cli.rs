@@ -174,3 +174,26 @@ fn migrate_prints_manifests_that_validate_and_fails_naming_the_problem() {
         "{errors}"
     );
 }
+
+#[test]
+fn objects_where_the_components_do_not_read_them_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ns.yaml"),
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: left-behind, namespace: metallb-system}\nspec: {addresses: [192.0.2.0/28]}\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: theirs, namespace: metallb-system}\nspec: {addresses: [192.0.2.16/28]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: unplaced}\nspec: {addresses: [192.0.2.32/28]}\n",
+    )
+    .unwrap();
+    let (code, out) = validate(&["-f", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out.lines().next().unwrap(),
+        "IPAddressPool/left-behind: metadata.namespace: metallb-system: ferrolb.io objects are read in ferrolb-system; this one would be ignored"
+    );
+    let (code, out) = validate(&[
+        "-f",
+        dir.path().to_str().unwrap(),
+        "--namespace",
+        "metallb-system",
+    ]);
+    assert_eq!(code, 0, "{out}");
+}
