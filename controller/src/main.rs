@@ -109,6 +109,11 @@ struct RunArgs {
     /// advertisements, BGPPeers, ...) in this namespace, as they are, instead of FerroLB's.
     #[arg(long, env = "FERROLB_METALLB_NAMESPACE")]
     metallb_namespace: Option<String>,
+    /// Do not report configuration objects found in other namespaces (where they are ignored)
+    /// in the ConfigurationState: for clusters where several FerroLB installations, each with
+    /// its load balancer class, keep their objects in their own namespaces.
+    #[arg(long, env = "FERROLB_IGNORE_OBJECTS_ELSEWHERE")]
+    ignore_objects_elsewhere: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -247,6 +252,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_grace_seconds: args.lease_grace_seconds,
         configuration_state: args.configuration_state,
         metallb_namespace: args.metallb_namespace.filter(|n| !n.is_empty()),
+        report_objects_elsewhere: !args.ignore_objects_elsewhere,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

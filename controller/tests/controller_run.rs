@@ -31,6 +31,9 @@ struct Env {
     class: String,
     /// MetalLB-compatible mode: the namespace of MetalLB's objects.
     metallb: Option<String>,
+    /// Whether controllers report objects in other namespaces (off by default here: on a real
+    /// cluster the other tests' objects are elsewhere).
+    report_elsewhere: bool,
     /// Logs of the controllers started, shown when a wait fails.
     logs: std::sync::Mutex<Vec<std::path::PathBuf>>,
 }
@@ -56,6 +59,7 @@ impl Env {
             apps,
             class,
             metallb: None,
+            report_elsewhere: false,
             logs: Default::default(),
         }
     }
@@ -112,6 +116,9 @@ impl Env {
         ];
         if let Some(ns) = &self.metallb {
             args.extend(["--metallb-namespace", ns.as_str()]);
+        }
+        if !self.report_elsewhere {
+            args.push("--ignore-objects-elsewhere");
         }
         let process = self
             .cluster
@@ -975,5 +982,43 @@ async fn metallb_cutover_keeps_every_address_of_a_thousand_services() {
     let (ips, _) = env.wait_ips("newcomer", Duration::from_secs(10)).await;
     let held: BTreeSet<&String> = after.values().flatten().collect();
     assert!(!held.contains(&ips[0]), "{ips:?} was already held");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_where_it_is_not_read_is_reported_not_ignored() {
+    let mut env = Env::start("ctl-stray-").await;
+    env.report_elsewhere = true;
+    env.pool("pool-a", "192.0.2.10-192.0.2.14").await;
+    // Left behind where FerroLB does not read: MetalLB's namespace, say (here the apps one).
+    env.cluster
+        .apply_yaml(
+            "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: left-behind}\nspec: {addresses: [198.51.100.0/28]}\n",
+            Some(&env.apps),
+        )
+        .await
+        .unwrap();
+    let _controller = env.controller("only", free_port());
+    let line = format!(
+        "IPAddressPool/{apps}/left-behind: metadata.namespace: {apps}: ferrolb.io objects are read in {sys}; this one is ignored",
+        apps = env.apps,
+        sys = env.system
+    );
+    env.wait_until(
+        "the object elsewhere reported",
+        Duration::from_secs(10),
+        || async {
+            env.configuration_state()
+                .await
+                .and_then(|s| s.status)
+                .and_then(|s| s.error_summary)
+                .is_some_and(|summary| summary.lines().any(|l| l == line))
+        },
+    )
+    .await;
+    // Everything in force still works.
+    env.service("served", &[]).await;
+    let (ips, _) = env.wait_ips("served", Duration::from_secs(5)).await;
+    assert_eq!(ips, ["192.0.2.10"]);
     env.finish().await;
 }

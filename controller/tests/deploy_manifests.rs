@@ -592,7 +592,7 @@ fn the_metallb_compat_add_on_grants_exactly_what_compatible_mode_calls() {
     let as_grants = |calls: Vec<ferrolb_controller::run::api_calls::ApiCall>| {
         let mut used = BTreeSet::new();
         for call in calls {
-            assert_eq!(call.scope, Scope::MetallbNamespace, "{call:?}");
+            assert_ne!(call.scope, Scope::OwnNamespace, "{call:?}");
             for verb in call.verbs {
                 used.insert((
                     call.scope,
@@ -604,13 +604,33 @@ fn the_metallb_compat_add_on_grants_exactly_what_compatible_mode_calls() {
         }
         used
     };
-    let controller = grants(
+    let mut controller = grants(
         role("ferrolb-controller-metallb")
             .rules
             .as_deref()
             .unwrap_or_default(),
         Scope::MetallbNamespace,
     );
+    let cluster_role: ClusterRole = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ClusterRole" && d["metadata"]["name"] == "ferrolb-controller-metallb"
+        })
+        .map(|d| strict(d).unwrap())
+        .expect("ClusterRole ferrolb-controller-metallb");
+    controller.extend(grants(
+        cluster_role.rules.as_deref().unwrap_or_default(),
+        Scope::Cluster,
+    ));
+    let cluster_binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRoleBinding")
+        .expect("ClusterRoleBinding ferrolb-controller-metallb");
+    assert_eq!(
+        cluster_binding["roleRef"]["name"],
+        "ferrolb-controller-metallb"
+    );
+    assert_eq!(cluster_binding["subjects"][0]["name"], "ferrolb-controller");
     assert_eq!(controller, as_grants(metallb_compat_calls()));
     // The speaker's Role: speaker/tests/deploy_rbac.rs.
     // The option both components read, and where they read it.

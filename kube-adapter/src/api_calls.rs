@@ -95,6 +95,31 @@ macro_rules! watch_calls {
     };
 }
 
+macro_rules! stray_calls {
+    ($group:literal) => {
+        [
+            stray_call!($group, "ipaddresspools"),
+            stray_call!($group, "l2advertisements"),
+            stray_call!($group, "bgpadvertisements"),
+            stray_call!($group, "bgppeers"),
+            stray_call!($group, "bfdprofiles"),
+            stray_call!($group, "communities"),
+        ]
+    };
+}
+
+macro_rules! stray_call {
+    ($group:literal, $resource:literal) => {
+        ApiCall {
+            scope: Scope::Cluster,
+            group: $group,
+            resource: $resource,
+            verbs: WATCH,
+            used_by: "ferrolb_kube::ConfigWatch::watch_strays (objects where they are not read, reported)",
+        }
+    };
+}
+
 /// What [`ConfigWatch`](crate::ConfigWatch) calls in FerroLB's own API group.
 pub const CONFIG_WATCH: [ApiCall; 7] = watch_calls!(
     Scope::OwnNamespace,
@@ -119,3 +144,10 @@ pub fn declared(calls: &[ApiCall], scope: Scope, group: &str, resource: &str, ve
             && c.verbs.contains(&verb)
     })
 }
+
+/// What [`ConfigWatch::watch_strays`](crate::ConfigWatch::watch_strays) calls in FerroLB's own
+/// API group (the controller, to report objects where they are not read).
+pub const STRAY_WATCH: [ApiCall; 6] = stray_calls!("ferrolb.io");
+
+/// The same in MetalLB-compatible mode.
+pub const METALLB_STRAY_WATCH: [ApiCall; 6] = stray_calls!("metallb.io");

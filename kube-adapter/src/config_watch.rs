@@ -82,6 +82,8 @@ pub struct ConfigWatch {
     namespace: String,
     kinds: Vec<(&'static str, Store<DynamicObject>)>,
     secrets: Store<Secret>,
+    /// The same kinds in every namespace, when asked for ([`ConfigWatch::watch_strays`]).
+    everywhere: Vec<(&'static str, Store<DynamicObject>)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -138,8 +140,52 @@ impl ConfigWatch {
             namespace: namespace.into(),
             kinds,
             secrets,
+            everywhere: Vec::new(),
             tasks,
         }
+    }
+
+    /// Also watches the configuration kinds in every namespace, so that objects where they are
+    /// not read (a MetalLB manifest applied with only its apiVersion changed, say) are reported
+    /// by [`ConfigWatch::strays`] instead of ignored in silence. Needs cluster-wide list and
+    /// watch of the kinds ([`crate::api_calls::STRAY_WATCH`]).
+    pub fn watch_strays(&mut self, client: &kube::Client, changed: &Arc<Notify>) {
+        for (kind, _) in KINDS {
+            let resource = self.api.resource(kind).expect("every kind has a resource");
+            let (store, task) = reflect(
+                Api::<DynamicObject>::all_with(client.clone(), &resource),
+                resource,
+                watcher::Config::default(),
+                changed.clone(),
+                keep,
+            );
+            self.tasks.push(task);
+            self.everywhere.push((kind, store));
+        }
+    }
+
+    /// Configuration objects in other namespaces than the one read, each a problem naming
+    /// where it is; sorted.
+    pub fn strays(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        for (kind, store) in &self.everywhere {
+            for object in store.state() {
+                let Some(ns) = object.namespace().filter(|ns| *ns != self.namespace) else {
+                    continue;
+                };
+                out.push(ConfigError::new(
+                    format!("{kind}/{ns}/{}", object.name_any()),
+                    "metadata.namespace",
+                    format!(
+                        "{ns}: {} objects are read in {}; this one is ignored",
+                        self.api.group(),
+                        self.namespace
+                    ),
+                ));
+            }
+        }
+        out.sort();
+        out
     }
 
     pub fn api(&self) -> ConfigApi {
@@ -153,7 +199,11 @@ impl ConfigWatch {
     /// Waits until every store has been filled once. Only one task may wait on a store
     /// (kube-runtime wakes a single waiter).
     pub async fn wait_until_ready(&self) {
-        let waits = self.kinds.iter().map(|(_, s)| s.wait_until_ready());
+        let waits = self
+            .kinds
+            .iter()
+            .chain(&self.everywhere)
+            .map(|(_, s)| s.wait_until_ready());
         let _ = futures::join!(
             futures::future::join_all(waits),
             self.secrets.wait_until_ready()

@@ -3,7 +3,9 @@
 //! permission nothing uses, fails CI. Whoever adds an `Api` call in `run` adds it here.
 
 pub use ferrolb_kube::api_calls::{ApiCall, Scope};
-use ferrolb_kube::api_calls::{CONFIG_WATCH, METALLB_CONFIG_WATCH, WATCH};
+use ferrolb_kube::api_calls::{
+    CONFIG_WATCH, METALLB_CONFIG_WATCH, METALLB_STRAY_WATCH, STRAY_WATCH, WATCH,
+};
 
 /// The calls of this component's own, besides the configuration watch
 /// ([`ferrolb_kube::ConfigWatch`]).
@@ -72,6 +74,7 @@ pub fn api_calls() -> Vec<ApiCall> {
     OWN_CALLS
         .iter()
         .chain(CONFIG_WATCH.iter())
+        .chain(STRAY_WATCH.iter())
         .copied()
         .collect()
 }
@@ -81,6 +84,7 @@ pub fn api_calls() -> Vec<ApiCall> {
 pub fn metallb_compat_calls() -> Vec<ApiCall> {
     METALLB_CONFIG_WATCH
         .iter()
+        .chain(METALLB_STRAY_WATCH.iter())
         .copied()
         .chain([ApiCall {
             scope: Scope::MetallbNamespace,

@@ -44,6 +44,7 @@ impl ConfigStores {
         client: &kube::Client,
         namespace: &str,
         api: ConfigApi,
+        report_objects_elsewhere: bool,
         changed: &Arc<Notify>,
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Self {
@@ -55,8 +56,12 @@ impl ConfigStores {
             keep,
         );
         tasks.push(task);
+        let mut config = ConfigWatch::start(client, namespace, api, changed);
+        if report_objects_elsewhere {
+            config.watch_strays(client, changed);
+        }
         Self {
-            config: Arc::new(ConfigWatch::start(client, namespace, api, changed)),
+            config: Arc::new(config),
             namespaces,
         }
     }
@@ -206,10 +211,16 @@ pub async fn config_loop(
             .health
             .ready
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let report = if outcome.is_valid() && objects.problems.is_empty() {
+        // Objects where they are not read are reported, never ignored in silence.
+        let strays = stores.config.strays();
+        let report = if outcome.is_valid() && objects.problems.is_empty() && strays.is_empty() {
             (ConfigurationResult::Valid, None)
         } else {
-            let mut lines: Vec<String> = objects.problems.iter().map(ToString::to_string).collect();
+            let mut lines: Vec<String> = strays
+                .iter()
+                .chain(&objects.problems)
+                .map(ToString::to_string)
+                .collect();
             lines.extend(outcome.report_lines());
             if state.written.as_ref().map(|w| &w.1) != Some(&Some(lines.join("\n"))) {
                 warn!(

@@ -56,6 +56,9 @@ pub struct Options {
     /// MetalLB-compatible mode: read MetalLB's objects (metallb.io) in this namespace instead of
     /// FerroLB's in `namespace`.
     pub metallb_namespace: Option<String>,
+    /// Report configuration objects found in other namespaces (where they are ignored) in the
+    /// ConfigurationState. Off where several FerroLB installations share a cluster.
+    pub report_objects_elsewhere: bool,
 }
 
 impl Options {
@@ -167,6 +170,7 @@ async fn lead(
         &client,
         config_namespace,
         config_api,
+        opts.report_objects_elsewhere,
         &changed,
         &mut tasks.0,
     );

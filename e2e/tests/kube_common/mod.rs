@@ -268,6 +268,8 @@ impl Env {
             "3",
             "--lease-grace-seconds",
             "1",
+            // On a real cluster the other tests' objects are in other namespaces.
+            "--ignore-objects-elsewhere",
         ]
         .map(String::from)
         .into_iter()
