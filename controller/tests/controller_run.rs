@@ -707,7 +707,8 @@ async fn a_garbage_pool_on_a_fresh_start_stops_nothing_and_takes_nothing_away() 
 
     // While the controller is down, pool-a is edited into garbage: the next controller starts
     // with no valid version of it at all.
-    env.pool("pool-a", "not-an-ip").await;
+    // (Past the schema's pattern: a reversed range only the configuration can refuse.)
+    env.pool("pool-a", "192.0.2.30-192.0.2.20").await;
     let _controller = env.controller("second-run", free_port());
     let state = env.wait_config(ConfigurationResult::Invalid).await;
     let summary = state.status.unwrap().error_summary.unwrap_or_default();

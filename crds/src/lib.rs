@@ -700,7 +700,33 @@ pub fn all_crds() -> Vec<Crd> {
     ]
     .into_iter()
     .map(default_empty_spec)
+    .map(pool_address_pattern)
     .collect()
+}
+
+/// Puts [`limits::POOL_ADDRESS_PATTERN`] on every IPAddressPool address entry.
+fn pool_address_pattern(mut crd: Crd) -> Crd {
+    if crd.spec.names.kind != "IPAddressPool" {
+        return crd;
+    }
+    for version in &mut crd.spec.versions {
+        let items = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"))
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("addresses"))
+            .and_then(|a| a.items.as_mut());
+        if let Some(
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(item),
+        ) = items
+        {
+            item.pattern = Some(limits::POOL_ADDRESS_PATTERN.to_string());
+        }
+    }
+    crd
 }
 
 /// Stand-ins for MetalLB's CRDs of the configuration kinds, for tests against an API server

@@ -340,6 +340,53 @@ async fn ferrolb_crds_from_deploy_are_served() {
     }))
     .unwrap();
     pools.create(&PostParams::default(), &good).await.unwrap();
+
+    // Address entries are judged at apply time: garbage is refused naming the entry, every
+    // spelling MetalLB's users write is accepted.
+    for (i, text) in [
+        "not-an-ip",
+        "192.0.2.300/24",
+        "192.0.2.0/33",
+        "192.0.2.1 to 192.0.2.9",
+        "2001:db8::/129",
+        "",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let pool: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": ar.api_version, "kind": "IPAddressPool",
+            "metadata": {"name": format!("garbage-{i}")},
+            "spec": {"addresses": ["192.0.2.0/28", text]},
+        }))
+        .unwrap();
+        let err = status(pools.create(&PostParams::default(), &pool).await);
+        assert_eq!(err.code, 422, "{text:?}: {err:?}");
+        assert!(
+            err.message.contains("spec.addresses[1]"),
+            "{text:?}: {}",
+            err.message
+        );
+    }
+    let spellings = [
+        "10.20.30.40/24",
+        "198.51.100.0/24",
+        "192.168.9.1-192.168.9.5",
+        "40.0.0.210 - 40.0.0.240",
+        "40.0.0.250 - 40.0.0.250",
+        "192.0.2.7",
+        "2001:db8::/64",
+        "fc00:f853:0ccd:e799::/124",
+        "2001:db8::1-2001:db8::ff",
+        "::ffff:192.0.2.1",
+        "0.0.0.0/0",
+    ];
+    let pool: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": ar.api_version, "kind": "IPAddressPool", "metadata": {"name": "spellings"},
+        "spec": {"addresses": spellings},
+    }))
+    .unwrap();
+    pools.create(&PostParams::default(), &pool).await.unwrap();
     env.finish().await;
 }
 
