@@ -276,9 +276,31 @@ fn check_duplicate_names(resources: &Resources, errors: &mut Vec<ConfigError>) {
     );
 }
 
+/// A selector in a canonical form (expressions and their values sorted), to find repeats.
+fn canonical(selector: &LabelSelector) -> String {
+    let mut expressions: Vec<(String, String, Vec<String>)> = selector
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|e| {
+            let mut values = e.values.clone().unwrap_or_default();
+            values.sort();
+            (e.key.clone(), e.operator.clone(), values)
+        })
+        .collect();
+    expressions.sort();
+    format!("{:?} {expressions:?}", selector.match_labels)
+}
+
 fn selectors(list: &[LabelSelector], field: &str, r: &mut Reporter<'_>) -> SelectorSet {
     let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
     for (i, selector) in list.iter().enumerate() {
+        // As MetalLB: a selector listed twice is a mistake, not a harmless repeat.
+        if !seen.insert(canonical(selector)) {
+            r.error(format!("{field}[{i}]"), "repeats an earlier selector");
+            continue;
+        }
         match selector_of(selector) {
             Ok(s) => out.push(s),
             Err(why) => r.error(format!("{field}[{i}]"), why),
@@ -294,6 +316,28 @@ pub(crate) fn selector_of(selector: &LabelSelector) -> Result<Selector, String> 
             return Err(format!("matchExpressions[{j}].key: {why}"));
         }
         let has_values = expr.values.as_ref().is_some_and(|v| !v.is_empty());
+        let values = expr.values.as_deref().unwrap_or_default();
+        if let Some(v) = values
+            .iter()
+            .enumerate()
+            .find(|(k, v)| values[..*k].contains(v))
+            .map(|(_, v)| v)
+        {
+            return Err(format!(
+                "matchExpressions[{j}].values: {v:?} is listed twice"
+            ));
+        }
+        if selector
+            .match_expressions
+            .iter()
+            .flatten()
+            .take(j)
+            .any(|earlier| earlier == expr)
+        {
+            return Err(format!(
+                "matchExpressions[{j}] repeats an earlier expression"
+            ));
+        }
         match expr.operator.as_str() {
             "In" | "NotIn" if !has_values => {
                 return Err(format!(

@@ -405,6 +405,19 @@ fn metallb_list_and_selector_rules() {
             "BGPAdvertisement/nokey: spec.nodeSelectors[0]: matchExpressions[0].key: is required",
         ],
     );
+    let repeats = object(
+        "L2Advertisement",
+        "twice",
+        "  nodeSelectors:\n  - {matchLabels: {rack: r1}}\n  - {matchLabels: {rack: r1}}\n  - matchExpressions: [{key: zone, operator: In, values: [a, a]}]\n  - matchExpressions: [{key: zone, operator: Exists}, {key: zone, operator: Exists}]",
+    );
+    rejects(
+        &repeats,
+        &[
+            "L2Advertisement/twice: spec.nodeSelectors[1]: repeats an earlier selector",
+            "L2Advertisement/twice: spec.nodeSelectors[2]: matchExpressions[0].values: \"a\" is listed twice",
+            "L2Advertisement/twice: spec.nodeSelectors[3]: matchExpressions[1] repeats an earlier expression",
+        ],
+    );
 }
 
 #[test]
