@@ -641,6 +641,29 @@ async fn an_invalid_object_is_left_out_or_kept_and_the_rest_works() {
         (condition.status.as_str(), condition.reason.as_str()),
         ("False", "LastValidKept")
     );
+    // And on the object itself, where `kubectl describe` shows it.
+    env.wait_until(
+        "a Warning Event on IPAddressPool/pool-a",
+        Duration::from_secs(5),
+        || async {
+            let api: Api<Event> = Api::namespaced(env.cluster.client(), &env.system);
+            api.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("InvalidConfiguration")
+                        && e.regarding.as_ref().and_then(|r| r.kind.as_deref())
+                            == Some("IPAddressPool")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("pool-a")
+                        && e.note
+                            .as_deref()
+                            .is_some_and(|n| n.contains("last valid version"))
+                })
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(env.ips("kept").await, ips);
     let svc = env.services().get("kept").await.unwrap();

@@ -15,9 +15,10 @@ use ferrolb_config::Resources;
 use ferrolb_crds::{ConfigurationResult, ConfigurationState, ConfigurationStateSpec};
 use ferrolb_kube::reflect::{keep, reflect};
 use ferrolb_kube::{ConfigApi, ConfigWatch};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::ResourceExt;
@@ -155,7 +156,10 @@ pub async fn config_loop(
     changed: Arc<Notify>,
     mut state: StateWriter,
     lb_class: Option<String>,
+    recorder: Recorder,
 ) {
+    // What each invalid object was last told in an Event, so each problem is said once.
+    let mut told: BTreeMap<String, String> = BTreeMap::new();
     stores.wait_until_ready().await;
     debug!("configuration caches filled");
     // Not `services.wait_until_ready()`: the kube-runtime Controller already waits on that
@@ -235,6 +239,21 @@ pub async fn config_loop(
             }
             (ConfigurationResult::Invalid, Some(lines.join("\n")))
         };
+        let mut problems = outcome.by_object();
+        for p in &objects.problems {
+            problems
+                .entry(p.object.clone())
+                .or_default()
+                .push(p.message.clone());
+        }
+        tell_objects(
+            &recorder,
+            &stores.config,
+            &objects.resources,
+            &problems,
+            &mut told,
+        )
+        .await;
         if let Err(e) = state.write(report.0, report.1.clone()).await {
             warn!(error = %e, "cannot write ConfigurationState; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -244,6 +263,97 @@ pub async fn config_loop(
         // Several objects are often applied together: take them as one change.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A Warning Event `InvalidConfiguration` on each object with problems, once per wording; an
+/// object fixed or gone is forgotten, so a new problem is told again.
+async fn tell_objects(
+    recorder: &Recorder,
+    config: &ConfigWatch,
+    resources: &Resources,
+    problems: &BTreeMap<String, Vec<String>>,
+    told: &mut BTreeMap<String, String>,
+) {
+    told.retain(|id, _| problems.contains_key(id));
+    for (id, lines) in problems {
+        let mut note = lines.join("; ");
+        if told.get(id) == Some(&note) {
+            continue;
+        }
+        let Some(reference) = object_reference(config, resources, id) else {
+            continue;
+        };
+        told.insert(id.clone(), note.clone());
+        // An Event's note holds at most 1 kB.
+        if note.len() > 1000 {
+            let mut cut = 1000;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "InvalidConfiguration".into(),
+            note: Some(note),
+            action: "Validate".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(object = %id, error = %e, "cannot publish event");
+        }
+    }
+}
+
+/// The reference of configuration object `id` (`Kind/name`) as the cluster holds it.
+fn object_reference(
+    config: &ConfigWatch,
+    resources: &Resources,
+    id: &str,
+) -> Option<ObjectReference> {
+    let (kind, name) = id.split_once('/')?;
+    let meta = match kind {
+        "IPAddressPool" => resources
+            .pools
+            .iter()
+            .map(|o| &o.metadata)
+            .find(|m| m.name.as_deref() == Some(name)),
+        "L2Advertisement" => resources
+            .l2_advertisements
+            .iter()
+            .map(|o| &o.metadata)
+            .find(|m| m.name.as_deref() == Some(name)),
+        "BGPAdvertisement" => resources
+            .bgp_advertisements
+            .iter()
+            .map(|o| &o.metadata)
+            .find(|m| m.name.as_deref() == Some(name)),
+        "BGPPeer" => resources
+            .bgp_peers
+            .iter()
+            .map(|o| &o.metadata)
+            .find(|m| m.name.as_deref() == Some(name)),
+        "BFDProfile" => resources
+            .bfd_profiles
+            .iter()
+            .map(|o| &o.metadata)
+            .find(|m| m.name.as_deref() == Some(name)),
+        "Community" => resources
+            .communities
+            .iter()
+            .map(|o| &o.metadata)
+            .find(|m| m.name.as_deref() == Some(name)),
+        _ => None,
+    };
+    let resource = config.api().resource(kind)?;
+    Some(ObjectReference {
+        api_version: Some(resource.api_version),
+        kind: Some(kind.into()),
+        name: Some(name.into()),
+        namespace: Some(config.namespace().into()),
+        uid: meta.and_then(|m| m.uid.clone()),
+        ..Default::default()
+    })
 }
 
 /// Every Service of ours with its uid, for [`Engine::load`]. Unreadable ones are left to their

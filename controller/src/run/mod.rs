@@ -208,6 +208,13 @@ async fn lead(
         changed,
         config::StateWriter::new(client.clone(), &opts.namespace, &opts.configuration_state),
         opts.lb_class.clone(),
+        Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_NAME.into(),
+                instance: Some(opts.identity.clone()),
+            },
+        ),
     )));
     tasks.0.push(tokio::spawn(service_notes(
         shared.clone(),
