@@ -86,21 +86,24 @@ impl ConfigStores {
     }
 }
 
-/// This controller's ConfigurationState, written only when it changes.
+/// This controller's ConfigurationState, written only when it changes, and the Events it puts
+/// on invalid objects.
 pub struct StateWriter {
     api: Api<ConfigurationState>,
     name: String,
     written: Option<(ConfigurationResult, Option<String>)>,
     conditions: Vec<Condition>,
+    recorder: Recorder,
 }
 
 impl StateWriter {
-    pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
+    pub fn new(client: kube::Client, namespace: &str, name: &str, recorder: Recorder) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             written: None,
             conditions: Vec::new(),
+            recorder,
         }
     }
 
@@ -156,7 +159,6 @@ pub async fn config_loop(
     changed: Arc<Notify>,
     mut state: StateWriter,
     lb_class: Option<String>,
-    recorder: Recorder,
 ) {
     // What each invalid object was last told in an Event, so each problem is said once.
     let mut told: BTreeMap<String, String> = BTreeMap::new();
@@ -247,7 +249,7 @@ pub async fn config_loop(
                 .push(p.message.clone());
         }
         tell_objects(
-            &recorder,
+            &state.recorder,
             &stores.config,
             &objects.resources,
             &problems,

@@ -206,15 +206,19 @@ async fn lead(
         services.clone(),
         services_listed,
         changed,
-        config::StateWriter::new(client.clone(), &opts.namespace, &opts.configuration_state),
-        opts.lb_class.clone(),
-        Recorder::new(
+        config::StateWriter::new(
             client.clone(),
-            Reporter {
-                controller: CONTROLLER_NAME.into(),
-                instance: Some(opts.identity.clone()),
-            },
+            &opts.namespace,
+            &opts.configuration_state,
+            Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: CONTROLLER_NAME.into(),
+                    instance: Some(opts.identity.clone()),
+                },
+            ),
         ),
+        opts.lb_class.clone(),
     )));
     tasks.0.push(tokio::spawn(service_notes(
         shared.clone(),
