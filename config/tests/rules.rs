@@ -1,5 +1,8 @@
 //! Every validation rule, through the same path `ferrolb-controller validate` takes: manifests
-//! are read with `Manifests::add_yaml`, then `build` validates them.
+//! are read with `Manifests::add_yaml`, then `build` validates them. Every case also runs as its
+//! metallb.io twin (MetalLB's apiVersions), which must give the same result, and through
+//! `in_force` (what the running components and file mode use), which must report at least the
+//! same problems and leave out or keep every object named.
 
 use ferrolb_config::addresses::Family;
 use ferrolb_config::community::Community;
@@ -25,14 +28,35 @@ fn problems(yaml: &str) -> Vec<String> {
     read(yaml).1
 }
 
+/// The same manifests in MetalLB's API: metallb.io/v1beta2 for BGPPeer, v1beta1 otherwise.
+fn metallb_twin(yaml: &str) -> String {
+    yaml.replace(
+        "apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer",
+        "apiVersion: metallb.io/v1beta2\nkind: BGPPeer",
+    )
+    .replace(
+        "apiVersion: ferrolb.io/v1beta1",
+        "apiVersion: metallb.io/v1beta1",
+    )
+}
+
 fn config(yaml: &str) -> Config {
     let mut m = Manifests::default();
     let errors = m.add_yaml(yaml, "test.yaml");
     assert!(errors.is_empty(), "{errors:?}");
-    build(&m.resources).unwrap_or_else(|e| panic!("{e:#?}"))
+    let config = build(&m.resources).unwrap_or_else(|e| panic!("{e:#?}"));
+    let mut twin = Manifests::default();
+    assert!(twin.add_yaml(&metallb_twin(yaml), "twin.yaml").is_empty());
+    assert_eq!(
+        build(&twin.resources).as_ref(),
+        Ok(&config),
+        "the metallb.io twin differs"
+    );
+    config
 }
 
-/// Asserts that `yaml` is rejected with exactly the `expected` problems (order-free).
+/// Asserts that `yaml` is rejected with exactly the `expected` problems (order-free), in both
+/// API groups, and that the running components' path reports them too.
 #[track_caller]
 fn rejects(yaml: &str, expected: &[&str]) {
     let mut got = problems(yaml);
@@ -40,6 +64,36 @@ fn rejects(yaml: &str, expected: &[&str]) {
     let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
     want.sort();
     assert_eq!(got, want);
+    // Problems about the apiVersion or kind itself differ between the groups by nature.
+    if want
+        .iter()
+        .all(|w| !w.contains(": apiVersion: ") && !w.contains(": kind: "))
+    {
+        let mut twin = problems(&metallb_twin(yaml));
+        twin.sort();
+        assert_eq!(twin, want, "the metallb.io twin differs");
+    }
+    // What the controller and the speakers do with the same objects.
+    let (m, _) = read(yaml);
+    let outcome = ferrolb_config::in_force(&m.resources, &Default::default(), &Default::default());
+    let reported: Vec<String> = outcome.errors.iter().map(ToString::to_string).collect();
+    for w in &want {
+        let object = w.split(": ").next().unwrap_or_default();
+        let read_problem = !object.contains('/') || object.contains(" (");
+        let built = build(&m.resources).err().unwrap_or_default();
+        if read_problem || !built.iter().any(|e| e.to_string() == *w) {
+            continue; // a reading problem: the manifest reader's, not in_force's
+        }
+        assert!(
+            reported.contains(w),
+            "in_force does not report {w:?}: {reported:?}"
+        );
+        assert!(
+            outcome.left_out.contains(object) || outcome.kept.contains(object),
+            "{object} is neither left out nor kept: {:?}",
+            outcome.report_lines()
+        );
+    }
 }
 
 fn pool(name: &str, addresses: &[&str]) -> String {

@@ -38,6 +38,18 @@ struct Env {
     logs: std::sync::Mutex<Vec<std::path::PathBuf>>,
 }
 
+/// An emulator with room for a thousand Services' cluster IPs: an RFC 2544 range, which never
+/// leaves the emulator's memory (a real cluster has its own service CIDR).
+fn room_for_a_thousand_services() -> EmulatorConfig {
+    EmulatorConfig {
+        service_cidrs: vec![
+            "198.18.0.0/21".parse().unwrap(),
+            "2001:db8:5e7::/112".parse().unwrap(),
+        ],
+        ..EmulatorConfig::default()
+    }
+}
+
 impl Env {
     async fn start(prefix: &str) -> Self {
         Self::start_with(prefix, EmulatorConfig::default()).await
@@ -68,15 +80,7 @@ impl Env {
     /// on a real cluster that has them, FerroLB's stand-ins otherwise); controllers started
     /// from it run in MetalLB-compatible mode.
     async fn start_metallb(prefix: &str) -> Self {
-        // Room for a thousand Services' cluster IPs: an RFC 2544 range, which never leaves the
-        // emulator's memory (a real cluster has its own service CIDR).
-        let config = EmulatorConfig {
-            service_cidrs: vec![
-                "198.18.0.0/21".parse().unwrap(),
-                "2001:db8:5e7::/112".parse().unwrap(),
-            ],
-            ..EmulatorConfig::default()
-        };
+        let config = room_for_a_thousand_services();
         let mut env = Self::start_with(prefix, config).await;
         env.cluster
             .apply_metallb_crds()
@@ -892,16 +896,44 @@ fn metallb_assignments(count: usize) -> Vec<MetallbService> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metallb_cutover_keeps_every_address_of_a_thousand_services() {
+    cutover(true).await;
+}
+
+/// The same Services after a conversion (`migrate`): FerroLB's own pools of the same names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converted_cutover_keeps_every_address_of_a_thousand_services() {
+    cutover(false).await;
+}
+
+/// MetalLB's Services, then FerroLB's controller: in MetalLB-compatible mode on MetalLB's own
+/// pools (`compat`), or on FerroLB's pools of the same names.
+async fn cutover(compat: bool) {
     use futures::StreamExt;
     const COUNT: usize = 1_000;
-    let env = Env::start_metallb("ctl-mlb-").await;
-    let metallb = env.metallb.clone().unwrap();
-    // MetalLB's objects, as MetalLB's users have them (metallb.io, MetalLB's namespace).
-    let pools = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pool-a}\nspec: {addresses: [192.0.2.0/24]}\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pool-b}\nspec: {addresses: [198.51.100.0/24]}\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pool-c}\nspec: {addresses: [203.0.113.0/24], autoAssign: false}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: all}\n";
+    let env = if compat {
+        Env::start_metallb("ctl-mlb-").await
+    } else {
+        Env::start_with("ctl-conv-", room_for_a_thousand_services()).await
+    };
+    let (pool_namespace, group, api) = if compat {
+        (
+            env.metallb.clone().unwrap(),
+            "metallb.io",
+            ferrolb_kube::ConfigApi::MetalLb,
+        )
+    } else {
+        (
+            env.system.clone(),
+            "ferrolb.io",
+            ferrolb_kube::ConfigApi::FerroLb,
+        )
+    };
+    let pools = "apiVersion: GROUP/v1beta1\nkind: IPAddressPool\nmetadata: {name: pool-a}\nspec: {addresses: [192.0.2.0/24]}\n---\napiVersion: GROUP/v1beta1\nkind: IPAddressPool\nmetadata: {name: pool-b}\nspec: {addresses: [198.51.100.0/24]}\n---\napiVersion: GROUP/v1beta1\nkind: IPAddressPool\nmetadata: {name: pool-c}\nspec: {addresses: [203.0.113.0/24], autoAssign: false}\n---\napiVersion: GROUP/v1beta1\nkind: L2Advertisement\nmetadata: {name: all}\n"
+        .replace("GROUP", group);
     env.cluster
-        .apply_yaml(pools, Some(&metallb))
+        .apply_yaml(&pools, Some(&pool_namespace))
         .await
-        .expect("MetalLB objects");
+        .expect("pools");
 
     // The Services MetalLB served: created with MetalLB's status and annotations.
     let assignments = metallb_assignments(COUNT);
@@ -957,19 +989,18 @@ async fn metallb_cutover_keeps_every_address_of_a_thousand_services() {
         started.elapsed()
     );
 
-    // FerroLB's controller replaces MetalLB's: in MetalLB-compatible mode, nothing changed.
+    // FerroLB's controller replaces MetalLB's: nothing changes.
+    let t0 = Instant::now();
     let _controller = env.controller("cutover", free_port());
     env.wait_config(ConfigurationResult::Valid).await;
     let pool_api: Api<kube::api::DynamicObject> = Api::namespaced_with(
         env.cluster.client(),
-        &metallb,
-        &ferrolb_kube::ConfigApi::MetalLb
-            .resource("IPAddressPool")
-            .unwrap(),
+        &pool_namespace,
+        &api.resource("IPAddressPool").unwrap(),
     );
     // The controller has served every Service once it writes their pools' counts.
     env.wait_until(
-        "address counts in MetalLB's pools",
+        "address counts in the pools",
         Duration::from_secs(60),
         || async {
             let mut assigned = BTreeMap::new();
@@ -986,6 +1017,7 @@ async fn metallb_cutover_keeps_every_address_of_a_thousand_services() {
         },
     )
     .await;
+    let served = t0.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = all_ips(&env).await;
     let changed: Vec<&String> = before
@@ -999,7 +1031,10 @@ async fn metallb_cutover_keeps_every_address_of_a_thousand_services() {
         changed.len(),
         changed.iter().take(5).collect::<Vec<_>>()
     );
-    eprintln!("cutover: 0 of {COUNT} addresses changed");
+    eprintln!(
+        "cutover ({}): 0 of {COUNT} addresses changed; every pool's count written {served:?} after the controller started",
+        if compat { "MetalLB's objects in place" } else { "converted" }
+    );
 
     // A new Service gets an address no other Service holds.
     env.service("newcomer", &[]).await;
