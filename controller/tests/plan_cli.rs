@@ -118,3 +118,35 @@ fn table_output_and_invalid_configuration() {
         "{out}"
     );
 }
+
+/// MetalLB's pools and a Service it served (its status, its annotation spellings) plan the same
+/// as FerroLB's: the address stays.
+#[test]
+fn metallb_objects_and_annotations_plan_the_same() {
+    let served = service(
+        "served",
+        "  annotations: {metallb.universe.tf/ip-allocated-from-pool: small}\n",
+        "",
+        Some("192.0.2.1"),
+    );
+    let pinned = service(
+        "pinned",
+        "  annotations: {metallb.io/address-pool: v6}\n",
+        "  ipFamilies: [IPv6]\n",
+        None,
+    );
+    let ours = [POOLS.to_string(), served.clone(), pinned.clone()].concat();
+    let theirs = ours.replace(
+        "apiVersion: ferrolb.io/v1beta1",
+        "apiVersion: metallb.io/v1beta1",
+    );
+    let (code, a) = plan(&ours, &["-o", "json"]);
+    assert_eq!(code, 0, "{a}");
+    let (code, b) = plan(&theirs, &["-o", "json"]);
+    assert_eq!(code, 0, "{b}");
+    assert_eq!(a, b);
+    let v: Value = serde_json::from_str(&a).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("192.0.2.1"), "{text}");
+    assert!(text.contains("2001:db8::"), "{text}");
+}

@@ -72,3 +72,36 @@ fn unknown_node_and_bad_config_are_errors() {
         Value::String("Node/node-z: not found in the manifests\n".into())
     );
 }
+
+#[test]
+fn metallb_objects_give_the_same_plan() {
+    let theirs = LAB.replace(
+        "apiVersion: ferrolb.io/v1beta1",
+        "apiVersion: metallb.io/v1beta1",
+    );
+    for node in ["node-a", "node-b"] {
+        let (code, ours) = plan(node, &[]);
+        assert_eq!(code, 0);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lab.yaml"), &theirs).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrolb-speaker"))
+            .args([
+                "plan",
+                "-f",
+                dir.path().to_str().unwrap(),
+                "--node",
+                node,
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ours, theirs, "{node}");
+    }
+}

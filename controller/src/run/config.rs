@@ -209,9 +209,6 @@ pub async fn config_loop(
                 }
             }
         };
-        for r in touched {
-            let _ = shared.triggers.unbounded_send(r);
-        }
         shared.usage_changed.notify_one();
         shared
             .health
@@ -256,7 +253,13 @@ pub async fn config_loop(
             &mut told,
         )
         .await;
-        if let Err(e) = state.write(report.0, report.1.clone()).await {
+        // The state first, then the Services: after a start their reconciles are a burst of
+        // writes (one per Service) that would otherwise keep the state waiting behind them.
+        let written = state.write(report.0, report.1.clone()).await;
+        for r in touched {
+            let _ = shared.triggers.unbounded_send(r);
+        }
+        if let Err(e) = written {
             warn!(error = %e, "cannot write ConfigurationState; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
