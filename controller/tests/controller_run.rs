@@ -1081,3 +1081,53 @@ async fn an_object_where_it_is_not_read_is_reported_not_ignored() {
     assert_eq!(ips, ["192.0.2.10"]);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_started_before_its_configuration_takes_no_address_away() {
+    let env = Env::start("ctl-nopool-").await;
+    // A Service with an address from before (MetalLB's, say); no pool applied yet.
+    env.service("old", &[]).await;
+    env.services()
+        .patch_status(
+            "old",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.12"}]}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let _controller = env.controller("early", free_port());
+    env.wait_until(
+        "an AllocationHeld Event",
+        Duration::from_secs(10),
+        || async {
+            env.events("old")
+                .await
+                .iter()
+                .any(|(reason, _)| reason == "AllocationHeld")
+        },
+    )
+    .await;
+    assert_eq!(env.ips("old").await, ["192.0.2.12"]);
+    // The configuration arrives: the Service keeps exactly its address.
+    env.pool("pool-a", "192.0.2.10-192.0.2.14").await;
+    env.wait_until(
+        "the pool annotation written",
+        Duration::from_secs(10),
+        || async {
+            env.services()
+                .get("old")
+                .await
+                .unwrap()
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .get("ferrolb.io/ip-allocated-from-pool")
+                .is_some_and(|p| p == "pool-a")
+        },
+    )
+    .await;
+    assert_eq!(env.ips("old").await, ["192.0.2.12"]);
+    env.finish().await;
+}

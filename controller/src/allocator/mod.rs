@@ -68,6 +68,8 @@ pub enum AllocError {
     DualStackRequestIncomplete,
     #[error("its addresses came from IPAddressPool/{0}, which is invalid and left out; they stay as they are until the pool is fixed or deleted")]
     PoolWithheld(String),
+    #[error("no IPAddressPool is in force; its addresses stay as they are until one is (a controller started before its configuration, say)")]
+    NoPoolInForce,
     #[error("no IPAddressPool serving this Service has a free {families} address{hint}")]
     NoFreeAddress { families: String, hint: String },
 }
@@ -371,6 +373,12 @@ impl Allocator {
         }
         if let Some(pool) = self.withheld_source(svc) {
             return Err(AllocError::PoolWithheld(pool));
+        }
+        if self.pools.is_empty() && !svc.current_ips.is_empty() {
+            // Nothing to judge the addresses by: taking them away would empty every Service
+            // at once (MetalLB #2887), e.g. when the controller starts before its configuration
+            // is applied, or reads the wrong namespace. Without a pool nothing announces them.
+            return Err(AllocError::NoPoolInForce);
         }
         if !svc.request.requested_ips.is_empty() {
             let ips = svc.request.requested_ips.clone();

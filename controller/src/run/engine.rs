@@ -329,6 +329,29 @@ mod tests {
     }
 
     #[test]
+    fn without_any_pool_no_address_is_taken_away() {
+        let mut held = svc("held", "2024-01-01T00:00:00Z");
+        held.current_ips = vec!["192.0.2.1".parse().unwrap()];
+        let fresh = svc("fresh", "2024-01-02T00:00:00Z");
+        let (mut engine, results) = Engine::load(
+            Config::default(),
+            BTreeMap::new(),
+            vec![(held.clone(), "u1".into()), (fresh, "u2".into())],
+        );
+        assert_eq!(results[&key("held")], Err(AllocError::NoPoolInForce));
+        assert!(matches!(
+            results[&key("fresh")],
+            Err(AllocError::NoFreeAddress { .. })
+        ));
+        // The configuration arrives: the Service keeps exactly its address.
+        engine.set_config(config(&[("p", "192.0.2.0/30")]));
+        assert_eq!(
+            engine.assignment(&key("held")).unwrap().ips,
+            vec!["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
     fn a_pool_deleted_for_good_reallocates_its_services() {
         let mut c = config(&[("q", "198.51.100.0/30")]);
         c.withheld_pools.insert("other".into());

@@ -100,7 +100,9 @@ fn decide(svc: &Service, ctx: &Context) -> Option<(Decision, Vec<ServiceKey>)> {
             let outcome = engine.observe(info, &uid);
             let decision = match outcome.result {
                 Ok(a) => Decision::Assigned(a),
-                Err(e @ AllocError::PoolWithheld(_)) => Decision::Held(e.to_string()),
+                Err(e @ (AllocError::PoolWithheld(_) | AllocError::NoPoolInForce)) => {
+                    Decision::Held(e.to_string())
+                }
                 Err(e) => Decision::Failed(e.to_string()),
             };
             Some((decision, outcome.retried))
