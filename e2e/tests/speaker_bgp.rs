@@ -253,6 +253,40 @@ fn bgp_mode_dead_node_is_withdrawn_within_the_hold_time() {
         .unwrap();
 }
 
+/// RFC 8950: a node with no IPv4 address announces an IPv4 address over its IPv6 session, with
+/// its IPv6 next hop, to a router that negotiates extended next hop.
+#[test]
+fn bgp_mode_ipv4_address_over_an_ipv6_only_node_with_rfc8950() {
+    let test = "bgp_mode_ipv4_address_over_an_ipv6_only_node_with_rfc8950";
+    if skip(test) {
+        return;
+    }
+    let mut lab = BgpLab::new("bm-8950", 1).unwrap();
+    lab.start_frr(&frr_conf(
+        64500,
+        &[(node_v6(1), "64512".into(), "capability extended-nexthop")],
+    ))
+    .unwrap();
+    // The Node has an IPv6 InternalIP only: no IPv4 next hop of its own to give.
+    lab.write_manifests(&format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: \"{}\"}}]}}\n---\n{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: \"{ROUTER_V6}\", connectTime: 1s, routerID: 192.0.2.201}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\n{}",
+        node_name(1),
+        node_v6(1),
+        pool_yaml("203.0.113.0/24"),
+        service_yaml("web", "203.0.113.40", ""),
+    ));
+    lab.start_speaker(1).unwrap();
+    lab.wait_established(&[node_v6(1)], SESSION);
+    lab.wait_next_hops("ipv4", "203.0.113.40/32", &[node_v6(1)], SESSION)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.frr().log("bgpd")));
+    let v = lab
+        .frr()
+        .json(&format!("show bgp neighbors {} json", node_v6(1)))
+        .unwrap();
+    let caps = v[node_v6(1).as_str()]["neighborCapabilities"].to_string();
+    assert!(caps.contains("extendedNexthop"), "{caps}");
+}
+
 #[test]
 fn bgp_mode_ipv6_session_and_md5_from_a_password_secret() {
     let test = "bgp_mode_ipv6_session_and_md5_from_a_password_secret";

@@ -56,6 +56,10 @@ pub fn peer_config(
         restart_time: GRACEFUL_RESTART_TIME,
         restarting,
     });
+    // RFC 8950 on every IPv6 session: where the peer negotiates it, IPv4 routes may carry the
+    // session's IPv6 next hop, so a node without an IPv4 address still announces IPv4
+    // addresses (the node's IPv4 next hop stays first where there is one).
+    c.extended_next_hop = peer.address.is_ipv6();
     Ok(c)
 }
 

@@ -48,6 +48,7 @@ fn peers_follow_node_selectors_and_carry_their_settings() {
         (64512, 64500, 9, Some(3))
     );
     assert_eq!(tor.md5_password.as_deref(), Some("s3cret"));
+    assert!(!tor.extended_next_hop, "RFC 8950 is for IPv6 sessions");
     assert_eq!(tor.ebgp_multihop, Some(255));
     assert_eq!(
         tor.graceful_restart.map(|g| g.restart_time),
@@ -184,4 +185,12 @@ fn bfd_profiles_become_the_engines_bfd_settings() {
     let wanted = after.iter().map(|(a, (_, p))| (*a, p.clone())).collect();
     let changes = diff_peers(&running, &wanted);
     assert_eq!(changes.update.len(), 2, "tor and far use the profile");
+}
+
+#[test]
+fn ipv6_sessions_offer_ipv4_routes_with_an_ipv6_next_hop() {
+    let c = config("apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: v6}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: \"2001:db8::1\"}\n");
+    let (peers, _) = node_peers(&c, &node("n1", &[]), None, false);
+    let (_, v6) = &peers[&"2001:db8::1".parse::<IpAddr>().unwrap()];
+    assert!(v6.extended_next_hop);
 }
