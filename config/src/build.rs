@@ -943,6 +943,7 @@ fn build_peers(
                         graceful_restart: s.enable_graceful_restart,
                         ebgp_multihop: s.ebgp_multi_hop,
                         vrf: s.vrf.clone(),
+                        dual_stack: s.dual_stack_address_family,
                     },
                 );
             }

@@ -206,6 +206,9 @@ pub struct Peer {
     pub graceful_restart: bool,
     pub ebgp_multihop: bool,
     pub vrf: Option<String>,
+    /// The session carries both address families (MetalLB's `dualStackAddressFamily`); by
+    /// default only the family of the peer's address, as MetalLB does.
+    pub dual_stack: bool,
 }
 
 impl Peer {

@@ -392,10 +392,12 @@ pub struct BGPPeerSpec {
     /// The VRF the session runs in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrf: Option<String>,
-    /// Accepted for compatibility with MetalLB; FerroLB always negotiates multiprotocol.
+    /// Deprecated in MetalLB and without effect there: a session carries only its own address
+    /// family unless dualStackAddressFamily is set. The same here.
     #[serde(default, rename = "disableMP", skip_serializing_if = "is_false")]
     pub disable_mp: bool,
-    /// Accepted for compatibility with MetalLB; FerroLB always offers both address families.
+    /// The session carries both IPv4 and IPv6 routes (IPv4 over an IPv6 session with RFC 8950
+    /// where the router negotiates it); by default only its own family, as in MetalLB.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dual_stack_address_family: bool,
 }

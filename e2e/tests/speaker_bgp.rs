@@ -119,7 +119,7 @@ fn bgp_mode_three_nodes_ecmp_communities_and_local_traffic() {
         .unwrap();
     let config = |local_on: usize| {
         format!(
-            "{}{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, dynamicASN: internal, peerAddress: {ROUTER_V4}, holdTime: 9s}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: Community\nmetadata: {{name: names, namespace: ferrolb-system}}\nspec: {{communities: [{{name: tenant-a, value: \"64512:300\"}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\nspec: {{ipAddressPools: [public], localPref: 150, communities: [\"64512:100\", tenant-a, \"large:64512:7:9\"]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: agg, namespace: ferrolb-system}}\nspec: {{addresses: [203.0.113.128/25]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: agg, namespace: ferrolb-system}}\nspec: {{ipAddressPools: [agg], aggregationLength: 28}}\n---\n{}{}{}{}",
+            "{}{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, dynamicASN: internal, peerAddress: {ROUTER_V4}, holdTime: 9s, dualStackAddressFamily: true}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: Community\nmetadata: {{name: names, namespace: ferrolb-system}}\nspec: {{communities: [{{name: tenant-a, value: \"64512:300\"}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\nspec: {{ipAddressPools: [public], localPref: 150, communities: [\"64512:100\", tenant-a, \"large:64512:7:9\"]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: agg, namespace: ferrolb-system}}\nspec: {{addresses: [203.0.113.128/25]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: agg, namespace: ferrolb-system}}\nspec: {{ipAddressPools: [agg], aggregationLength: 28}}\n---\n{}{}{}{}",
             nodes_yaml(3, |i| format!("rack: r{i}")),
             pool_yaml("203.0.113.0/25, \"2001:db8:ffff::/112\""),
             service_yaml("agg", "203.0.113.130", ""),
@@ -269,7 +269,7 @@ fn bgp_mode_ipv4_address_over_an_ipv6_only_node_with_rfc8950() {
     .unwrap();
     // The Node has an IPv6 InternalIP only: no IPv4 next hop of its own to give.
     lab.write_manifests(&format!(
-        "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: \"{}\"}}]}}\n---\n{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: \"{ROUTER_V6}\", connectTime: 1s, routerID: 192.0.2.201}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\n{}",
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: \"{}\"}}]}}\n---\n{}apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: \"{ROUTER_V6}\", connectTime: 1s, routerID: 192.0.2.201, dualStackAddressFamily: true}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\n{}",
         node_name(1),
         node_v6(1),
         pool_yaml("203.0.113.0/24"),
@@ -307,7 +307,7 @@ fn bgp_mode_ipv6_session_and_md5_from_a_password_secret() {
     .unwrap();
     let config = |node2_password: &str| {
         format!(
-            "{}{}apiVersion: v1\nkind: Secret\nmetadata: {{name: router-v6, namespace: ferrolb-system}}\ntype: kubernetes.io/basic-auth\nstringData: {{password: {RIGHT}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: router-v4, namespace: ferrolb-system}}\ntype: kubernetes.io/basic-auth\nstringData: {{password: {node2_password}}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router-v6, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: \"{ROUTER_V6}\", connectTime: 1s, passwordSecret: {{name: router-v6}}, nodeSelectors: [{{matchLabels: {{transport: ipv6}}}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router-v4, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, connectTime: 1s, passwordSecret: {{name: router-v4}}, nodeSelectors: [{{matchLabels: {{transport: ipv4}}}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\n{}",
+            "{}{}apiVersion: v1\nkind: Secret\nmetadata: {{name: router-v6, namespace: ferrolb-system}}\ntype: kubernetes.io/basic-auth\nstringData: {{password: {RIGHT}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: router-v4, namespace: ferrolb-system}}\ntype: kubernetes.io/basic-auth\nstringData: {{password: {node2_password}}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router-v6, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: \"{ROUTER_V6}\", connectTime: 1s, dualStackAddressFamily: true, passwordSecret: {{name: router-v6}}, nodeSelectors: [{{matchLabels: {{transport: ipv6}}}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router-v4, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, connectTime: 1s, dualStackAddressFamily: true, passwordSecret: {{name: router-v4}}, nodeSelectors: [{{matchLabels: {{transport: ipv4}}}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\n{}",
             nodes_yaml(2, |i| format!("transport: ipv{}", if i == 1 { 6 } else { 4 })),
             pool_yaml("203.0.113.0/24, \"2001:db8:ffff::/112\""),
             service_yaml("web", "203.0.113.30,2001:db8:ffff::30", ""),
@@ -327,8 +327,8 @@ fn bgp_mode_ipv6_session_and_md5_from_a_password_secret() {
 
     // The wrong password: no session, and the speaker says why it may be.
     let s2 = lab.speaker_proc(2).unwrap();
-    s2.wait_log("password mismatch", Duration::from_secs(10))
-        .unwrap();
+    // Bounded by the session time: under the whole suite's load the hint can take over 10 s.
+    s2.wait_log("password mismatch", SESSION).unwrap();
     assert_ne!(
         lab.frr().neighbor_state(&node_v4(2)).as_deref(),
         Some("Established")
@@ -686,7 +686,9 @@ fn bgp_mode_bench_thousand_services() {
     let base = peer_manifests(
         3,
         "\"2001:db8:ffff::/112\"",
-        &format!("myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}"),
+        &format!(
+            "myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, dualStackAddressFamily: true"
+        ),
         "",
     );
     let services: String = (1..=N)

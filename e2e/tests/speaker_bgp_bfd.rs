@@ -116,7 +116,7 @@ fn bgp_metrics_per_peer_and_a_wrong_md5_password_shows_down() {
         });
         for (peer, password) in [("a", RIGHT), ("b", node2_password)] {
             y.push_str(&format!(
-                "apiVersion: v1\nkind: Secret\nmetadata: {{name: router-{peer}, namespace: ferrolb-system}}\ntype: kubernetes.io/basic-auth\nstringData: {{password: {password}}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router-{peer}, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, connectTime: 1s, passwordSecret: {{name: router-{peer}}}, nodeSelectors: [{{matchLabels: {{peer: {peer}}}}}]}}\n---\n"
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: router-{peer}, namespace: ferrolb-system}}\ntype: kubernetes.io/basic-auth\nstringData: {{password: {password}}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router-{peer}, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, connectTime: 1s, dualStackAddressFamily: true, passwordSecret: {{name: router-{peer}}}, nodeSelectors: [{{matchLabels: {{peer: {peer}}}}}]}}\n---\n"
             ));
         }
         y.push_str(&service_yaml());

@@ -5,7 +5,9 @@
 
 use crate::planner::NodePlan;
 use crate::view::NodeView;
-use ferrolb_bgp::{BfdConfig, GracefulRestartConfig, LargeCommunity, PeerConfig, RouteAttributes};
+use ferrolb_bgp::{
+    BfdConfig, Family, GracefulRestartConfig, LargeCommunity, PeerConfig, RouteAttributes,
+};
 use ferrolb_config::community::Community;
 use ferrolb_config::model::{BfdProfile, Peer, PeerAsn};
 use ferrolb_config::Config;
@@ -56,9 +58,16 @@ pub fn peer_config(
         restart_time: GRACEFUL_RESTART_TIME,
         restarting,
     });
-    // RFC 8950 on every IPv6 session: where the peer negotiates it, IPv4 routes may carry the
-    // session's IPv6 next hop, so a node without an IPv4 address still announces IPv4
-    // addresses (the node's IPv4 next hop stays first where there is one).
+    // As MetalLB: a session carries its own address family only, both with
+    // dualStackAddressFamily.
+    c.families = match (peer.dual_stack, peer.address) {
+        (true, _) => vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+        (false, IpAddr::V4(_)) => vec![Family::IPV4_UNICAST],
+        (false, IpAddr::V6(_)) => vec![Family::IPV6_UNICAST],
+    };
+    // RFC 8950 on every IPv6 session: where the peer negotiates it, IPv4 routes (with
+    // dualStackAddressFamily) may carry the session's IPv6 next hop, so a node without an IPv4
+    // address still announces IPv4 addresses (its IPv4 next hop stays first where it has one).
     c.extended_next_hop = peer.address.is_ipv6();
     Ok(c)
 }

@@ -194,3 +194,17 @@ fn ipv6_sessions_offer_ipv4_routes_with_an_ipv6_next_hop() {
     let (_, v6) = &peers[&"2001:db8::1".parse::<IpAddr>().unwrap()];
     assert!(v6.extended_next_hop);
 }
+
+#[test]
+fn a_session_carries_its_own_family_unless_dual_stack_as_metallb() {
+    use ferrolb_bgp::Family;
+    let c = config("apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: v4}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.1}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: v6}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: \"2001:db8::1\", disableMP: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: both}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.2, dualStackAddressFamily: true}\n");
+    let (peers, _) = node_peers(&c, &node("n1", &[]), None, false);
+    let families = |a: &str| peers[&a.parse::<IpAddr>().unwrap()].1.families.clone();
+    assert_eq!(families("192.0.2.1"), [Family::IPV4_UNICAST]);
+    assert_eq!(families("2001:db8::1"), [Family::IPV6_UNICAST]);
+    assert_eq!(
+        families("192.0.2.2"),
+        [Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+    );
+}
