@@ -38,14 +38,7 @@ pub struct Manifests {
 pub const METALLB_GROUP: &str = "metallb.io";
 
 /// Kinds of the FerroLB API that describe configuration.
-const FERROLB_KINDS: [&str; 6] = [
-    "IPAddressPool",
-    "L2Advertisement",
-    "BGPAdvertisement",
-    "BGPPeer",
-    "BFDProfile",
-    "Community",
-];
+const FERROLB_KINDS: [&str; 6] = crds::CONFIG_KINDS;
 /// Kinds of the FerroLB API that FerroLB writes; read and ignored.
 const FERROLB_STATUS_KINDS: [&str; 3] =
     ["ServiceL2Status", "ServiceBGPStatus", "ConfigurationState"];

@@ -32,6 +32,16 @@ pub const VERSION: &str = "v1beta1";
 /// `apiVersion` as written in manifests.
 pub const API_VERSION: &str = "ferrolb.io/v1beta1";
 
+/// The kinds that make up the configuration (the others are written by the components).
+pub const CONFIG_KINDS: [&str; 6] = [
+    "IPAddressPool",
+    "L2Advertisement",
+    "BGPAdvertisement",
+    "BGPPeer",
+    "BFDProfile",
+    "Community",
+];
+
 fn default_true() -> bool {
     true
 }
@@ -735,14 +745,6 @@ fn pool_address_pattern(mut crd: Crd) -> Crd {
 /// without MetalLB (the emulator): FerroLB's schemas under `metallb.io`, v1beta1, and v1beta2
 /// for BGPPeer (MetalLB's storage version). On a cluster that ran MetalLB its own CRDs are there.
 pub fn metallb_stand_in_crds() -> Vec<Crd> {
-    const CONFIG_KINDS: [&str; 6] = [
-        "IPAddressPool",
-        "L2Advertisement",
-        "BGPAdvertisement",
-        "BGPPeer",
-        "BFDProfile",
-        "Community",
-    ];
     all_crds()
         .into_iter()
         .filter(|c| CONFIG_KINDS.contains(&c.spec.names.kind.as_str()))

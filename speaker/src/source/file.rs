@@ -13,14 +13,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 /// Kinds whose problems [`load_dir`] can set aside object by object.
-const CONFIG_KINDS: [&str; 6] = [
-    "IPAddressPool",
-    "L2Advertisement",
-    "BGPAdvertisement",
-    "BGPPeer",
-    "BFDProfile",
-    "Community",
-];
+const CONFIG_KINDS: [&str; 6] = ferrolb_crds::CONFIG_KINDS;
 
 /// Reads and validates the manifests under `dir`, with `last` the objects in force before.
 /// A configuration object with a problem is left out or keeps its `last` version
