@@ -19,6 +19,7 @@ fn params() -> SessionParams {
         families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
         next_hop_v4: Some(Ipv4Addr::new(192, 0, 2, 1)),
         next_hop_v6: None,
+        next_hop_link_local: None,
         ipv4_with_ipv6_next_hop: false,
         enhanced_route_refresh: false,
     }

@@ -7,10 +7,60 @@ use crate::bfd::BfdConfig;
 use crate::fsm::{DownReason, FsmConfig, GracefulRestartConfig};
 use crate::packet::{Family, BGP_PORT};
 
-/// How to reach and talk to one peer. Peers are identified by `address`.
+/// Which peer: its address, and the device that scopes it: the link of a link-local peer
+/// (unnumbered) or the VRF of a peer in a VRF. The same address may then be two peers, as it
+/// may be on two links or in two VRFs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey {
+    pub address: IpAddr,
+    pub device: Option<String>,
+}
+
+impl From<IpAddr> for PeerKey {
+    fn from(address: IpAddr) -> Self {
+        PeerKey {
+            address,
+            device: None,
+        }
+    }
+}
+
+impl From<&PeerKey> for PeerKey {
+    fn from(k: &PeerKey) -> Self {
+        k.clone()
+    }
+}
+
+impl PartialEq<IpAddr> for PeerKey {
+    fn eq(&self, other: &IpAddr) -> bool {
+        self.device.is_none() && self.address == *other
+    }
+}
+
+impl std::fmt::Display for PeerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.device {
+            Some(d) => write!(f, "{}%{d}", self.address),
+            None => write!(f, "{}", self.address),
+        }
+    }
+}
+
+/// True for fe80::/10.
+pub fn is_link_local(a: IpAddr) -> bool {
+    matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
+/// How to reach and talk to one peer. Peers are identified by [`PeerConfig::key`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     pub address: IpAddr,
+    /// The link a link-local `address` is on (BGP unnumbered): the connection is bound to it
+    /// and the address scoped by it. Required for a link-local address.
+    pub interface: Option<String>,
+    /// The Linux VRF device the session runs in: connections are bound to it and accepted
+    /// by a listener bound to it.
+    pub vrf: Option<String>,
     /// TCP port of the peer (179).
     pub port: u16,
     pub local_asn: u32,
@@ -58,6 +108,8 @@ impl PeerConfig {
     pub fn new(address: IpAddr, local_asn: u32, peer_asn: u32) -> Self {
         PeerConfig {
             address,
+            interface: None,
+            vrf: None,
             port: BGP_PORT,
             local_asn,
             peer_asn,
@@ -93,6 +145,15 @@ impl PeerConfig {
 
     pub fn is_ibgp(&self) -> bool {
         !self.any_external_asn && self.local_asn == self.peer_asn
+    }
+
+    /// The peer's identity in the engine: the address, scoped by the interface of a
+    /// link-local peer or else by the VRF.
+    pub fn key(&self) -> PeerKey {
+        PeerKey {
+            address: self.address,
+            device: self.interface.clone().or_else(|| self.vrf.clone()),
+        }
     }
 
     pub fn socket_addr(&self) -> SocketAddr {
@@ -140,6 +201,19 @@ impl PeerConfig {
         if self.families.is_empty() {
             return bad("no address family");
         }
+        if is_link_local(self.address) && self.interface.is_none() {
+            return bad("a link-local peer address needs its interface");
+        }
+        if self.interface.is_some() && !is_link_local(self.address) {
+            return bad("an interface peer is reached by its link-local address");
+        }
+        if self.interface.is_some()
+            && (self.ebgp_multihop.is_some() || self.source_address.is_some())
+        {
+            return bad(
+                "a peer on an interface is directly connected: no multihop, no source address",
+            );
+        }
         if self.graceful_restart.is_some_and(|g| g.restart_time > 4095) {
             return bad("graceful restart time above 4095 seconds");
         }
@@ -153,7 +227,7 @@ impl PeerConfig {
 /// A session event for the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionEvent {
-    pub peer: IpAddr,
+    pub peer: PeerKey,
     pub kind: SessionEventKind,
 }
 

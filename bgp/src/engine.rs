@@ -22,7 +22,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::bfd::driver::{self as bfd_driver, BfdDriver};
 use crate::bfd::{BfdChange, BfdConfig, BfdCounters, BfdPorts, SessionState as BfdState};
-use crate::config::{PeerConfig, SessionEvent, SessionEventKind, SessionInfo};
+use crate::config::{
+    is_link_local, PeerConfig, PeerKey, SessionEvent, SessionEventKind, SessionInfo,
+};
 use crate::fsm::{ConnId, Fsm, Input, Negotiated, Output, State, StopReason, Timer};
 use crate::packet::{frame_len, DecodeContext, Message, MessageError};
 use crate::rib_out::{end_of_rib, AdjRibOut, RouteAttributes, SessionParams};
@@ -32,9 +34,11 @@ use crate::sockopt;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("peer {0} already exists")]
-    PeerExists(IpAddr),
+    PeerExists(PeerKey),
     #[error("no peer {0}")]
-    NoSuchPeer(IpAddr),
+    NoSuchPeer(PeerKey),
+    #[error("VRF {vrf}: cannot listen for BGP connections in it: {error}")]
+    VrfListen { vrf: String, error: io::Error },
     #[error("invalid peer configuration: {0}")]
     InvalidConfig(String),
     #[error("the engine has shut down")]
@@ -181,8 +185,14 @@ struct PeerHandle {
 
 struct Shared {
     router_id: Ipv4Addr,
-    peers: Mutex<HashMap<IpAddr, PeerHandle>>,
+    peers: Mutex<HashMap<PeerKey, PeerHandle>>,
+    /// Listeners of the default VRF.
     listeners: Vec<Arc<TcpListener>>,
+    /// Where the default listeners listen: VRF listeners take the same ports.
+    listen: Vec<SocketAddr>,
+    /// Listeners bound to a VRF device, made with the first peer in that VRF; connections
+    /// arriving in a VRF reach only sockets bound to it.
+    vrf_listeners: Mutex<HashMap<String, VrfListeners>>,
     events: mpsc::UnboundedSender<SessionEvent>,
     bfd: Arc<BfdDriver>,
 }
@@ -203,10 +213,30 @@ impl std::fmt::Debug for BgpEngine {
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
-fn new_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+struct VrfListeners {
+    listeners: Vec<Arc<TcpListener>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for VrfListeners {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn new_listener(addr: SocketAddr, vrf: Option<&str>) -> io::Result<TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     s.set_reuse_address(true)?;
+    // A listener bound to a VRF device shares the port with the unbound one of the default
+    // VRF only with SO_REUSEPORT on both (the kernel then hands each connection to the
+    // listener of its VRF, as bgpd's listeners do).
+    s.set_reuse_port(true)?;
+    if let Some(vrf) = vrf {
+        s.bind_device(Some(vrf.as_bytes()))?;
+    }
     if addr.is_ipv6() {
         // IPv4 peers get their own listener: MD5 keys are per address family.
         s.set_only_v6(true)?;
@@ -225,19 +255,21 @@ impl BgpEngine {
         let (events, rx) = mpsc::unbounded_channel();
         let mut listeners = Vec::new();
         for addr in &config.listen {
-            listeners.push(Arc::new(new_listener(*addr)?));
+            listeners.push(Arc::new(new_listener(*addr, None)?));
         }
         let shared = Arc::new(Shared {
             router_id: config.router_id,
             peers: Mutex::new(HashMap::new()),
             listeners,
+            listen: config.listen.clone(),
+            vrf_listeners: Mutex::default(),
             events,
             bfd: Arc::new(BfdDriver::new()),
         });
         let accept_tasks = shared
             .listeners
             .iter()
-            .map(|l| tokio::spawn(accept_loop(l.clone(), Arc::downgrade(&shared))))
+            .map(|l| tokio::spawn(accept_loop(l.clone(), None, Arc::downgrade(&shared))))
             .collect();
         Ok((
             BgpEngine {
@@ -260,13 +292,60 @@ impl BgpEngine {
     /// Adds a peer and starts its session.
     pub fn add_peer(&self, config: PeerConfig) -> Result<(), EngineError> {
         config.validate()?;
-        let mut peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if peers.contains_key(&config.address) {
-            return Err(EngineError::PeerExists(config.address));
+        let key = config.key();
+        if self
+            .shared
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key)
+        {
+            return Err(EngineError::PeerExists(key));
         }
+        self.ensure_vrf_listeners(&config)?;
         self.set_listener_md5(&config, config.md5_password.as_deref().unwrap_or(""))?;
+        let mut peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.contains_key(&key) {
+            return Err(EngineError::PeerExists(key));
+        }
         let handle = spawn_peer(config.clone(), &self.shared, AdjRibOut::new(), None);
-        peers.insert(config.address, handle);
+        peers.insert(key, handle);
+        Ok(())
+    }
+
+    /// Listeners bound to the peer's VRF, on the default listeners' ports (none when the
+    /// engine does not listen).
+    fn ensure_vrf_listeners(&self, config: &PeerConfig) -> Result<(), EngineError> {
+        let Some(vrf) = &config.vrf else {
+            return Ok(());
+        };
+        let mut all = self
+            .shared
+            .vrf_listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if all.contains_key(vrf) {
+            return Ok(());
+        }
+        let mut listeners = Vec::new();
+        for addr in &self.shared.listen {
+            let l = new_listener(*addr, Some(vrf)).map_err(|error| EngineError::VrfListen {
+                vrf: vrf.clone(),
+                error,
+            })?;
+            listeners.push(Arc::new(l));
+        }
+        let tasks = listeners
+            .iter()
+            .map(|l| {
+                tokio::spawn(accept_loop(
+                    l.clone(),
+                    Some(vrf.clone()),
+                    Arc::downgrade(&self.shared),
+                ))
+            })
+            .collect();
+        all.insert(vrf.clone(), VrfListeners { listeners, tasks });
         Ok(())
     }
 
@@ -274,12 +353,13 @@ impl BgpEngine {
     /// Configuration Change) with the new settings; the desired routes are kept.
     pub async fn update_peer(&self, config: PeerConfig) -> Result<(), EngineError> {
         config.validate()?;
+        let key = config.key();
         let old = {
             let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
             peers
-                .get(&config.address)
+                .get(&key)
                 .map(|h| h.config.clone())
-                .ok_or(EngineError::NoSuchPeer(config.address))?
+                .ok_or_else(|| EngineError::NoSuchPeer(key.clone()))?
         };
         if old == config {
             return Ok(());
@@ -287,7 +367,7 @@ impl BgpEngine {
         if timers_only_change(&old, &config) {
             // New BFD timers reach the running session through a Poll sequence; BGP stays up.
             let mut peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(h) = peers.get_mut(&config.address) {
+            if let Some(h) = peers.get_mut(&key) {
                 if let Some(b) = config.bfd {
                     let _ = h.tx.send(PeerMsg::BfdTimers(b));
                 }
@@ -300,51 +380,77 @@ impl BgpEngine {
             .peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&config.address)
+            .get(&key)
             .map(|h| h.bfd_counters.clone());
         let mut rib = self
-            .stop_peer(config.address, StopReason::ConfigChange)
+            .stop_peer(key.clone(), StopReason::ConfigChange)
             .await?
+            .0
             .unwrap_or_default();
         rib.session_reset();
+        self.ensure_vrf_listeners(&config)?;
         self.set_listener_md5(&config, config.md5_password.as_deref().unwrap_or(""))?;
         let handle = spawn_peer(config.clone(), &self.shared, rib, bfd_counters);
         self.shared
             .peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(config.address, handle);
+            .insert(key, handle);
         Ok(())
     }
 
     /// Removes a peer (Cease / Peer De-configured) and waits for its session to close.
-    pub async fn remove_peer(&self, address: IpAddr) -> Result<(), EngineError> {
-        self.stop_peer(address, StopReason::Deconfigured).await?;
+    pub async fn remove_peer(&self, peer: impl Into<PeerKey>) -> Result<(), EngineError> {
+        let key = peer.into();
+        let vrf = self.stop_peer(key, StopReason::Deconfigured).await?.1;
+        self.drop_unused_vrf_listeners(vrf);
         Ok(())
+    }
+
+    /// Closes a VRF's listeners once no peer uses the VRF.
+    fn drop_unused_vrf_listeners(&self, vrf: Option<String>) {
+        let Some(vrf) = vrf else { return };
+        let used = self
+            .shared
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|h| h.config.vrf.as_ref() == Some(&vrf));
+        if !used {
+            self.shared
+                .vrf_listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&vrf);
+        }
     }
 
     /// Sets the routes a peer should have from us; the engine sends the difference.
     pub fn set_routes(
         &self,
-        peer: IpAddr,
+        peer: impl Into<PeerKey>,
         routes: Vec<(IpNet, RouteAttributes)>,
     ) -> Result<(), EngineError> {
+        let peer = peer.into();
         let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let h = peers.get(&peer).ok_or(EngineError::NoSuchPeer(peer))?;
+        let h = peers
+            .get(&peer)
+            .ok_or(EngineError::NoSuchPeer(peer.clone()))?;
         h.tx.send(PeerMsg::SetRoutes(routes))
             .map_err(|_| EngineError::ShutDown)
     }
 
     /// Counters of a peer.
-    pub fn counters(&self, peer: IpAddr) -> Option<PeerCounters> {
+    pub fn counters(&self, peer: impl Into<PeerKey>) -> Option<PeerCounters> {
         let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers.get(&peer).map(|h| h.counters.snapshot())
+        peers.get(&peer.into()).map(|h| h.counters.snapshot())
     }
 
     /// BFD counters of a peer (all zero and `state: None` without BFD).
-    pub fn bfd_counters(&self, peer: IpAddr) -> Option<BfdCounters> {
+    pub fn bfd_counters(&self, peer: impl Into<PeerKey>) -> Option<BfdCounters> {
         let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers.get(&peer).map(|h| h.bfd_counters.snapshot())
+        peers.get(&peer.into()).map(|h| h.bfd_counters.snapshot())
     }
 
     /// BFD packets dropped that came from no configured peer's address.
@@ -358,10 +464,10 @@ impl BgpEngine {
         self.shared.bfd.set_ports(ports);
     }
 
-    /// Addresses of the configured peers.
-    pub fn peers(&self) -> Vec<IpAddr> {
+    /// The configured peers.
+    pub fn peers(&self) -> Vec<PeerKey> {
         let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers.keys().copied().collect()
+        peers.keys().cloned().collect()
     }
 
     /// Ends every session and stops the engine.
@@ -370,16 +476,32 @@ impl BgpEngine {
             ShutdownMode::Cease(m) => StopReason::Shutdown(m),
             ShutdownMode::GracefulRestart => StopReason::GracefulRestart,
         };
-        for addr in self.peers() {
-            let _ = self.stop_peer(addr, reason.clone()).await;
+        for key in self.peers() {
+            let _ = self.stop_peer(key, reason.clone()).await;
         }
         for t in &self.accept_tasks {
             t.abort();
         }
+        self.shared
+            .vrf_listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn set_listener_md5(&self, config: &PeerConfig, key: &str) -> Result<(), EngineError> {
-        for l in &self.shared.listeners {
+        let in_vrf: Vec<Arc<TcpListener>> = match &config.vrf {
+            None => self.shared.listeners.clone(),
+            Some(vrf) => self
+                .shared
+                .vrf_listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(vrf)
+                .map(|v| v.listeners.clone())
+                .unwrap_or_default(),
+        };
+        for l in &in_vrf {
             let Ok(local) = l.local_addr() else { continue };
             if local.is_ipv4() != config.address.is_ipv4() {
                 continue;
@@ -398,19 +520,19 @@ impl BgpEngine {
         Ok(())
     }
 
-    /// Stops a peer task; returns its Adj-RIB-Out (with the desired routes).
+    /// Stops a peer task; returns its Adj-RIB-Out (with the desired routes) and its VRF.
     async fn stop_peer(
         &self,
-        address: IpAddr,
+        key: PeerKey,
         reason: StopReason,
-    ) -> Result<Option<AdjRibOut>, EngineError> {
+    ) -> Result<(Option<AdjRibOut>, Option<String>), EngineError> {
         let handle = self
             .shared
             .peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&address)
-            .ok_or(EngineError::NoSuchPeer(address))?;
+            .remove(&key)
+            .ok_or(EngineError::NoSuchPeer(key))?;
         let (done_tx, done_rx) = oneshot::channel();
         let _ = handle.tx.send(PeerMsg::Stop(reason, done_tx));
         let _ = tokio::time::timeout(Duration::from_secs(5), done_rx).await;
@@ -421,7 +543,7 @@ impl BgpEngine {
         if handle.config.md5_password.is_some() {
             let _ = self.set_listener_md5(&handle.config, "");
         }
-        Ok(rib)
+        Ok((rib, handle.config.vrf.clone()))
     }
 }
 
@@ -433,7 +555,13 @@ impl Drop for BgpEngine {
     }
 }
 
-async fn accept_loop(listener: Arc<TcpListener>, shared: std::sync::Weak<Shared>) {
+/// Hands accepted connections to their peer: by source address, scoped by the link of a
+/// link-local source or else by the listener's VRF.
+async fn accept_loop(
+    listener: Arc<TcpListener>,
+    vrf: Option<String>,
+    shared: std::sync::Weak<Shared>,
+) {
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(x) => x,
@@ -453,8 +581,16 @@ async fn accept_loop(listener: Arc<TcpListener>, shared: std::sync::Weak<Shared>
                 .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
+        let device = match from {
+            SocketAddr::V6(v6) if is_link_local(ip) => sockopt::if_name(v6.scope_id()),
+            _ => vrf.clone(),
+        };
+        let key = PeerKey {
+            address: ip,
+            device,
+        };
         let peers = shared.peers.lock().unwrap_or_else(|e| e.into_inner());
-        match peers.get(&ip) {
+        match peers.get(&key) {
             Some(h) => {
                 let _ = h.tx.send(PeerMsg::Accepted(stream));
             }
@@ -473,7 +609,7 @@ fn spawn_peer(
     let counters = Arc::new(Counters::default());
     let bfd_counters = bfd_counters.unwrap_or_default();
     let fsm = Fsm::new(config.fsm_config(shared.router_id));
-    let span = info_span!("bgp_peer", peer = %config.address);
+    let span = info_span!("bgp_peer", peer = %config.key());
     let task = PeerTask {
         config: config.clone(),
         fsm,
@@ -735,7 +871,7 @@ impl PeerTask {
                 self.session = None;
                 self.rib.session_reset();
                 let _ = self.events.send(SessionEvent {
-                    peer: self.config.address,
+                    peer: self.config.key(),
                     kind: SessionEventKind::Down(reason),
                 });
             }
@@ -776,19 +912,24 @@ impl PeerTask {
         let Some(bfd) = self.config.bfd else {
             return self.declare_up(n);
         };
-        let local = self
-            .conns
-            .get(&n.conn)
-            .and_then(|c| c.local)
-            .map(|a| unmap(a.ip()));
+        let local = self.conns.get(&n.conn).and_then(|c| c.local).map(|a| {
+            let mut a = a;
+            a.set_ip(unmap(a.ip()));
+            a
+        });
         if let Some(local) = local {
-            if self.bfd.as_ref().map(|h| h.local) != Some(local) {
+            if self.bfd.as_ref().map(|h| h.local) != Some(local.ip()) {
                 self.bfd = None;
                 self.bfd_up = false;
                 let tx = self.tx.clone();
+                let device = self.config.interface.as_ref().or(self.config.vrf.as_ref());
                 match self.bfd_driver.open(
-                    self.config.address,
-                    local,
+                    bfd_driver::BfdPath {
+                        peer: self.config.address,
+                        local,
+                        device: device.map(String::as_str),
+                        vrf: self.config.vrf.as_deref(),
+                    },
                     &bfd,
                     self.bfd_counters.clone(),
                     move |c| {
@@ -851,6 +992,10 @@ impl PeerTask {
                 _ => None,
             }),
             ipv4_with_ipv6_next_hop: n.ipv4_with_ipv6_next_hop(),
+            next_hop_link_local: match local_ip {
+                IpAddr::V6(a) if is_link_local(local_ip) => Some(a),
+                _ => None,
+            },
             enhanced_route_refresh: n.enhanced_route_refresh,
         };
         if let Some(c) = self.conns.get_mut(&n.conn) {
@@ -889,7 +1034,7 @@ impl PeerTask {
         });
         self.send_bytes(n.conn, buf);
         let _ = self.events.send(SessionEvent {
-            peer: self.config.address,
+            peer: self.config.key(),
             kind: SessionEventKind::Up(info),
         });
     }
@@ -985,8 +1130,22 @@ fn set_ttl(stream: &TcpStream, v6: bool, ttl: u32) -> io::Result<()> {
     }
 }
 
+/// Where to connect to: a link-local address carries its link's index as scope.
+fn peer_socket_addr(cfg: &PeerConfig) -> io::Result<SocketAddr> {
+    match (cfg.address, &cfg.interface) {
+        (IpAddr::V6(v6), Some(interface)) if is_link_local(cfg.address) => {
+            let scope = sockopt::if_index(interface)
+                .map_err(|e| io::Error::new(e.kind(), format!("interface {interface}: {e}")))?;
+            Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+                v6, cfg.port, 0, scope,
+            )))
+        }
+        _ => Ok(cfg.socket_addr()),
+    }
+}
+
 async fn connect(cfg: &PeerConfig, ttl: Option<u8>) -> io::Result<TcpStream> {
-    let addr = cfg.socket_addr();
+    let addr = peer_socket_addr(cfg)?;
     let v6 = addr.is_ipv6();
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -995,6 +1154,11 @@ async fn connect(cfg: &PeerConfig, ttl: Option<u8>) -> io::Result<TcpStream> {
     )?;
     s.set_nonblocking(true)?;
     s.set_tcp_nodelay(true)?;
+    // The link of an unnumbered peer, else the VRF: routes and source addresses come from it.
+    if let Some(device) = cfg.interface.as_ref().or(cfg.vrf.as_ref()) {
+        s.bind_device(Some(device.as_bytes()))
+            .map_err(|e| io::Error::new(e.kind(), format!("binding to {device}: {e}")))?;
+    }
     if let Some(pw) = &cfg.md5_password {
         sockopt::set_tcp_md5(&s, addr, pw.as_bytes())?;
     }

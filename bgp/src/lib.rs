@@ -53,7 +53,10 @@
 //! - [`engine`]: the thin tokio driver (sockets, timers, tasks).
 //! - [`bfd`]: BFD (RFC 5880/5881/5883) tied to the sessions: codec and session FSM sans-IO,
 //!   a thin UDP driver; BFD down ends the BGP session with Cease / BFD Down (RFC 9384).
-//! - `sockopt`: the one `unsafe` module (TCP MD5, GTSM, received TTL).
+//! - [`unnumbered`]: finding the router on a link from its Router Advertisements (BGP
+//!   unnumbered): messages checked sans-IO, one raw ICMPv6 socket per link.
+//! - `sockopt`: the one `unsafe` module (TCP MD5, GTSM, received TTL, ICMPv6 filter,
+//!   interface indexes).
 
 pub mod bfd;
 pub mod config;
@@ -62,10 +65,12 @@ pub mod fsm;
 pub mod packet;
 pub mod rib_out;
 mod sockopt;
+pub mod unnumbered;
 
 pub use bfd::{BfdAuth, BfdChange, BfdConfig, BfdCounters, BfdPorts};
-pub use config::{PeerConfig, SessionEvent, SessionEventKind, SessionInfo};
+pub use config::{is_link_local, PeerConfig, PeerKey, SessionEvent, SessionEventKind, SessionInfo};
 pub use engine::{BgpEngine, EngineConfig, EngineError, PeerCounters, ShutdownMode};
 pub use fsm::{DownReason, GracefulRestartConfig, State, StopReason};
 pub use packet::{Family, LargeCommunity, Notification, Origin};
 pub use rib_out::RouteAttributes;
+pub use sockopt::{if_index, if_name};

@@ -49,6 +49,9 @@ pub struct SessionParams {
     pub next_hop_v6: Option<Ipv6Addr>,
     /// RFC 8950 negotiated: IPv4 routes may carry an IPv6 next hop.
     pub ipv4_with_ipv6_next_hop: bool,
+    /// Our link-local address on the link the session runs over (BGP unnumbered): IPv6 next
+    /// hops carry it beside the global one (RFC 2545 section 3), which the peer installs.
+    pub next_hop_link_local: Option<Ipv6Addr>,
     /// RFC 7313 negotiated: frame refreshes with BoRR / EoRR.
     pub enhanced_route_refresh: bool,
 }
@@ -228,7 +231,7 @@ impl AdjRibOut {
                 Encoding::Mp(family, nh) => {
                     let nh = MpNextHop::V6 {
                         global: nh,
-                        link_local: None,
+                        link_local: params.next_hop_link_local,
                     };
                     pack_mp_announce(&attr_bytes, family, &nh, &ps, params.max_len(), out)
                 }

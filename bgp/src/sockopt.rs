@@ -1,6 +1,7 @@
 //! Linux socket options that the standard library and socket2 do not cover: TCP MD5
 //! signatures (RFC 2385), the minimum TTL / hop count of GTSM (RFC 5082), and receiving the
-//! TTL / hop limit of UDP datagrams (BFD, RFC 5881 / 5883).
+//! TTL / hop limit of UDP datagrams (BFD, RFC 5881 / 5883), and interface names and indexes
+//! (the scope of link-local peers).
 //!
 //! This is the crate's only `unsafe` code: `setsockopt(2)` on a socket we own with a value
 //! built in safe code, and one `recvmsg(2)` into buffers we own, whose control messages are
@@ -168,10 +169,13 @@ pub fn recv_with_ttl(
             // SAFETY: as above, a sockaddr_in6.
             let a =
                 unsafe { &*(&from as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            SocketAddr::new(
-                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into(),
+            // The scope tells which link a link-local source is on.
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
                 u16::from_be(a.sin6_port),
-            )
+                0,
+                a.sin6_scope_id,
+            ))
         }
         _ => {
             return Err(io::Error::new(
@@ -201,8 +205,55 @@ pub fn recv_with_ttl(
     Ok((n as usize, src, ttl))
 }
 
+const ICMP6_FILTER: libc::c_int = 1;
+
+/// ICMPv6 raw sockets: pass only messages of these types (`ICMP6_FILTER`, RFC 3542
+/// section 3.2), so a busy link costs the reader nothing.
+pub fn set_icmp6_pass_only(fd: &impl AsRawFd, types: &[u8]) -> io::Result<()> {
+    // A set bit blocks its type.
+    let mut filter = [u32::MAX; 8];
+    for t in types {
+        filter[usize::from(*t >> 5)] &= !(1u32 << (t & 31));
+    }
+    setsockopt(fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &filter)
+}
+
+/// The index of the network interface `name` in this network namespace (`if_nametoindex(3)`),
+/// the scope of link-local addresses on it.
+pub fn if_index(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    // SAFETY: `c` is a live NUL-terminated string; the call only reads it.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(i)
+    }
+}
+
+/// The name of the network interface with index `index` (`if_indextoname(3)`).
+pub fn if_name(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes the call may write (name and NUL).
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec()).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn interface_names_and_indexes_agree() {
+        let lo = if_index("lo").expect("lo exists");
+        assert_eq!(if_name(lo).as_deref(), Some("lo"));
+        assert!(if_index("no-such-if0").is_err());
+        assert!(if_index("a\0b").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -710,11 +710,26 @@ fn build_peers(
             r.error("spec.localASN", "AS 0 is reserved (RFC 7607)");
         }
         let interface = s.interface.as_deref().filter(|i| !i.is_empty());
-        if interface.is_some() {
-            r.error(
-                "spec.interface",
-                "unnumbered BGP peering is not supported by FerroLB yet; set peerAddress instead",
-            );
+        if let Some(name) = interface {
+            if let Err(why) = check_interface_name(name) {
+                r.error("spec.interface", why);
+            }
+            // Directly connected by definition: the session runs over link-local addresses.
+            if s.ebgp_multi_hop {
+                r.error(
+                    "spec.ebgpMultiHop",
+                    "an unnumbered peer (interface) is directly connected; leave ebgpMultiHop out",
+                );
+            }
+            if s.source_address
+                .as_deref()
+                .is_some_and(|a| !a.trim().is_empty())
+            {
+                r.error(
+                    "spec.sourceAddress",
+                    "an unnumbered peer (interface) is reached from the interface's link-local address; leave sourceAddress out",
+                );
+            }
         }
         let address = match (s.peer_address.trim(), interface) {
             ("", None) => {
@@ -724,7 +739,7 @@ fn build_peers(
                 );
                 None
             }
-            ("", Some(_)) => None,
+            ("", Some(name)) => Some(PeerAddress::Interface(name.to_owned())),
             (_, Some(_)) => {
                 r.error(
                     "spec.peerAddress",
@@ -733,7 +748,7 @@ fn build_peers(
                 None
             }
             (text, None) => match text.parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
+                Ok(ip) => Some(PeerAddress::Ip(ip)),
                 Err(_) => {
                     r.error("spec.peerAddress", format!("{text:?} is not an IP address"));
                     None
@@ -753,7 +768,7 @@ fn build_peers(
                         None
                     }
                 });
-        if let (Some(a), Some(src)) = (address, source_address) {
+        if let (Some(PeerAddress::Ip(a)), Some(src)) = (&address, source_address) {
             if a.is_ipv4() != src.is_ipv4() {
                 r.error(
                     "spec.sourceAddress",
@@ -909,15 +924,11 @@ fn build_peers(
                 );
             }
         }
-        if let Some(vrf) = s.vrf.as_deref().filter(|v| !v.is_empty()) {
-            match check_interface_name(vrf) {
-                Err(why) => r.error("spec.vrf", why),
-                // Refused here, so validate, plan and ConfigurationState all say it, instead of a
-                // speaker that accepts the peer and then only logs.
-                Ok(()) => r.error(
-                    "spec.vrf",
-                    "BGP sessions in a VRF are not supported by FerroLB yet; leave vrf out to peer in the default VRF",
-                ),
+        let vrf = s.vrf.as_deref().filter(|v| !v.is_empty());
+        if let Some(vrf) = vrf {
+            // The name of the node's Linux VRF device the session is bound to.
+            if let Err(why) = check_interface_name(vrf) {
+                r.error("spec.vrf", why);
             }
         }
 
@@ -942,7 +953,7 @@ fn build_peers(
                         bfd_profile: s.bfd_profile.clone(),
                         graceful_restart: s.enable_graceful_restart,
                         ebgp_multihop: s.ebgp_multi_hop,
-                        vrf: s.vrf.clone(),
+                        vrf: vrf.map(str::to_owned),
                         dual_stack: s.dual_stack_address_family,
                     },
                 );

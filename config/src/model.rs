@@ -184,6 +184,34 @@ impl fmt::Debug for Password {
     }
 }
 
+/// Where a BGP peer is.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PeerAddress {
+    Ip(IpAddr),
+    /// BGP unnumbered: the router at the other end of this interface, reached at the IPv6
+    /// link-local address its Router Advertisements come from.
+    Interface(String),
+}
+
+impl PeerAddress {
+    /// The address family a session to this peer runs over.
+    pub fn is_ipv6(&self) -> bool {
+        match self {
+            PeerAddress::Ip(ip) => ip.is_ipv6(),
+            PeerAddress::Interface(_) => true,
+        }
+    }
+}
+
+impl fmt::Display for PeerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddress::Ip(ip) => write!(f, "{ip}"),
+            PeerAddress::Interface(name) => write!(f, "interface {name}"),
+        }
+    }
+}
+
 /// A BGP peer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Peer {
@@ -192,7 +220,7 @@ pub struct Peer {
     /// The AS presented to this peer when it differs from `my_asn`.
     pub local_asn: Option<u32>,
     pub peer_asn: PeerAsn,
-    pub address: IpAddr,
+    pub address: PeerAddress,
     pub source_address: Option<IpAddr>,
     pub port: u16,
     /// Zero: no hold timer and no keepalives.

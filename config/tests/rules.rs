@@ -819,12 +819,71 @@ fn lists_are_read_item_by_item() {
 }
 
 #[test]
-fn unsupported_metallb_fields_are_named() {
+fn unnumbered_peers_are_directly_connected() {
+    config(&peer(
+        "u",
+        "  myASN: 64500\n  peerASN: 64501\n  interface: eth0",
+    ));
     rejects(
-        &peer("u", "  myASN: 64500\n  peerASN: 64501\n  interface: eth0"),
+        &peer(
+            "u",
+            "  myASN: 64500\n  peerASN: 64501\n  interface: eth0\n  ebgpMultiHop: true\n  sourceAddress: 192.0.2.1",
+        ),
         &[
-            "BGPPeer/u: spec.interface: unnumbered BGP peering is not supported by FerroLB yet; set peerAddress instead",
+            "BGPPeer/u: spec.ebgpMultiHop: an unnumbered peer (interface) is directly connected; leave ebgpMultiHop out",
+            "BGPPeer/u: spec.sourceAddress: an unnumbered peer (interface) is reached from the interface's link-local address; leave sourceAddress out",
         ],
+    );
+    rejects(
+        &peer("u", "  myASN: 64500\n  peerASN: 64501\n  interface: eth0/1"),
+        &["BGPPeer/u: spec.interface: \"eth0/1\" is not an interface name"],
+    );
+    rejects(
+        &peer(
+            "u",
+            "  myASN: 64500\n  peerASN: 64501\n  interface: eth0\n  peerAddress: 192.0.2.1",
+        ),
+        &["BGPPeer/u: spec.peerAddress: peerAddress and interface are mutually exclusive"],
+    );
+}
+
+#[test]
+fn two_peers_on_one_interface_are_refused() {
+    let yaml = format!(
+        "{}\n---\n{}",
+        peer("a", "  myASN: 64500\n  peerASN: 64501\n  interface: eth0"),
+        peer(
+            "b",
+            "  myASN: 64500\n  dynamicASN: external\n  interface: eth0"
+        )
+    );
+    rejects(
+        &yaml,
+        &["BGPPeer/b: spec.peerAddress: interface eth0 is already the address of BGPPeer/a on the same nodes; one session per address and node"],
+    );
+}
+
+#[test]
+fn peers_in_vrfs_are_accepted_one_address_per_vrf() {
+    let yaml = format!(
+        "{}\n---\n{}\n---\n{}",
+        peer(
+            "red",
+            "  myASN: 64500\n  peerASN: 64501\n  peerAddress: 192.0.2.1\n  vrf: red"
+        ),
+        peer(
+            "blue",
+            "  myASN: 64500\n  peerASN: 64501\n  peerAddress: 192.0.2.1\n  vrf: blue"
+        ),
+        peer(
+            "default",
+            "  myASN: 64500\n  peerASN: 64501\n  peerAddress: 192.0.2.1\n  vrf: \"\""
+        )
+    );
+    config(&yaml);
+    rejects(
+        &peer("v", "  myASN: 64500\n  peerASN: 64501\n  peerAddress: 192.0.2.1\n  vrf: a-very-long-vrf-name"),
+        &["BGPPeer/v: spec.vrf: \"a-very-long-vrf-name\" is not an interface name (1 to 15 bytes)"],
     );
 }
 

@@ -358,8 +358,9 @@ pub struct BGPPeerSpec {
     /// The peer's address.
     #[serde(default)]
     pub peer_address: String,
-    /// Node interface for unnumbered BGP (MetalLB field; not supported by FerroLB yet, and
-    /// reported as such).
+    /// Unnumbered BGP: the node interface whose router to peer with, over IPv6 link-local
+    /// addresses (the router is found by its Router Advertisements). Exclusive with
+    /// peerAddress; no ebgpMultiHop or sourceAddress with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
     /// Our source address for the session; by default the kernel's choice.
@@ -399,7 +400,7 @@ pub struct BGPPeerSpec {
     /// The eBGP peer is more than one hop away.
     #[serde(default, skip_serializing_if = "is_false")]
     pub ebgp_multi_hop: bool,
-    /// The VRF the session runs in.
+    /// The node's Linux VRF device the session runs in (empty: the default VRF).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrf: Option<String>,
     /// Deprecated in MetalLB and without effect there: a session carries only its own address
@@ -467,7 +468,7 @@ pub struct BFDProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 60000))]
     pub echo_interval: Option<u32>,
-    /// Use echo mode.
+    /// Use echo mode (refused by FerroLB: asynchronous BFD only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo_mode: Option<bool>,
     /// Wait for the peer to start the session instead of sending first.

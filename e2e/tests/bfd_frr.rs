@@ -433,8 +433,8 @@ fn node() {
             for p in engine.peers() {
                 println!(
                     "COUNTERS {p} {:?} {:?}",
-                    engine.counters(p).and_then(|c| c.state),
-                    engine.bfd_counters(p)
+                    engine.counters(&p).and_then(|c| c.state),
+                    engine.bfd_counters(&p)
                 );
             }
         }

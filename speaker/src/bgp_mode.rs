@@ -6,14 +6,14 @@
 use crate::planner::NodePlan;
 use crate::view::NodeView;
 use ferrolb_bgp::{
-    BfdConfig, Family, GracefulRestartConfig, LargeCommunity, PeerConfig, RouteAttributes,
+    BfdConfig, Family, GracefulRestartConfig, LargeCommunity, PeerConfig, PeerKey, RouteAttributes,
 };
 use ferrolb_config::community::Community;
-use ferrolb_config::model::{BfdProfile, Peer, PeerAsn};
+use ferrolb_config::model::{BfdProfile, Peer, PeerAddress, PeerAsn};
 use ferrolb_config::Config;
 use ipnet::IpNet;
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// How long routers keep our routes while a speaker restarts, with graceful restart.
 pub const GRACEFUL_RESTART_TIME: u16 = 120;
@@ -27,25 +27,46 @@ pub struct PeerProblem {
     pub reason: String,
 }
 
-/// The engine's settings for one configured peer, as this node sees it.
+/// What this node knows of the link of an unnumbered peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// The router heard on the link (the source of its Router Advertisements).
+    Router(Ipv6Addr),
+    /// Listening; no Router Advertisement yet.
+    Waiting,
+    /// The link cannot be watched (no such interface on this node, IPv6 off on it, ...).
+    Failed(String),
+}
+
+/// The engine's settings for one configured peer, as this node sees it; `links` says where
+/// the router of each interface is, for unnumbered peers.
 pub fn peer_config(
     peer: &Peer,
     router_id: Option<Ipv4Addr>,
     restarting: bool,
+    links: &BTreeMap<String, LinkState>,
 ) -> Result<PeerConfig, String> {
-    if let Some(vrf) = &peer.vrf {
-        // Peering from the default VRF instead would reach a different network.
-        return Err(format!(
-            "vrf {vrf}: sessions in a VRF are not supported by the BGP engine yet"
-        ));
-    }
+    let (address, interface) = match &peer.address {
+        PeerAddress::Ip(ip) => (*ip, None),
+        PeerAddress::Interface(name) => match links.get(name) {
+            Some(LinkState::Router(ll)) => (IpAddr::V6(*ll), Some(name.clone())),
+            Some(LinkState::Failed(why)) => return Err(format!("spec.interface: {why}")),
+            Some(LinkState::Waiting) | None => {
+                return Err(format!(
+                    "spec.interface: no router heard on {name} yet (waiting for its IPv6 Router Advertisements)"
+                ))
+            }
+        },
+    };
     let local_as = peer.local_as();
     let mut c = match peer.peer_asn {
-        PeerAsn::Fixed(asn) => PeerConfig::new(peer.address, local_as, asn),
-        PeerAsn::Internal => PeerConfig::new(peer.address, local_as, local_as),
-        PeerAsn::External => PeerConfig::any_external(peer.address, local_as),
+        PeerAsn::Fixed(asn) => PeerConfig::new(address, local_as, asn),
+        PeerAsn::Internal => PeerConfig::new(address, local_as, local_as),
+        PeerAsn::External => PeerConfig::any_external(address, local_as),
     };
     let seconds = |d: std::time::Duration| u16::try_from(d.as_secs()).unwrap_or(u16::MAX);
+    c.interface = interface;
+    c.vrf = peer.vrf.clone();
     c.port = peer.port;
     c.router_id = peer.router_id.or(router_id);
     c.source_address = peer.source_address;
@@ -59,8 +80,9 @@ pub fn peer_config(
         restarting,
     });
     // As MetalLB: a session carries its own address family only, both with
-    // dualStackAddressFamily.
-    c.families = match (peer.dual_stack, peer.address) {
+    // dualStackAddressFamily. An unnumbered session carries both: it exists to announce IPv4
+    // over IPv6 link-local addresses (RFC 8950).
+    c.families = match (peer.dual_stack || c.interface.is_some(), address) {
         (true, _) => vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
         (false, IpAddr::V4(_)) => vec![Family::IPV4_UNICAST],
         (false, IpAddr::V6(_)) => vec![Family::IPV6_UNICAST],
@@ -68,7 +90,7 @@ pub fn peer_config(
     // RFC 8950 on every IPv6 session: where the peer negotiates it, IPv4 routes (with
     // dualStackAddressFamily) may carry the session's IPv6 next hop, so a node without an IPv4
     // address still announces IPv4 addresses (its IPv4 next hop stays first where it has one).
-    c.extended_next_hop = peer.address.is_ipv6();
+    c.extended_next_hop = address.is_ipv6();
     Ok(c)
 }
 
@@ -94,31 +116,19 @@ pub fn bfd_config(profile: &BfdProfile, multihop: bool) -> Result<BfdConfig, Str
     })
 }
 
-/// The peers this node sets up: those whose node selectors select it, by address.
+/// The peers this node sets up: those whose node selectors select it, by engine key (address,
+/// scoped by link or VRF).
 pub fn node_peers(
     config: &Config,
     node: &NodeView,
     router_id: Option<Ipv4Addr>,
     restarting: bool,
-) -> (BTreeMap<IpAddr, (String, PeerConfig)>, Vec<PeerProblem>) {
+    links: &BTreeMap<String, LinkState>,
+) -> (BTreeMap<PeerKey, (String, PeerConfig)>, Vec<PeerProblem>) {
     let mut peers = BTreeMap::new();
     let mut problems = Vec::new();
-    for peer in config
-        .peers
-        .values()
-        .filter(|p| p.node_selectors.matches(&node.labels))
-    {
-        if peers.contains_key(&peer.address) {
-            problems.push(PeerProblem {
-                peer: peer.name.clone(),
-                reason: format!(
-                    "another BGPPeer selecting this node has address {}",
-                    peer.address
-                ),
-            });
-            continue;
-        }
-        let with_bfd = peer_config(peer, router_id, restarting).and_then(|mut c| {
+    for peer in node_selected(config, node) {
+        let with_bfd = peer_config(peer, router_id, restarting, links).and_then(|mut c| {
             let profile = peer
                 .bfd_profile
                 .as_ref()
@@ -129,8 +139,15 @@ pub fn node_peers(
             Ok(c)
         });
         match with_bfd {
+            Ok(c) if peers.contains_key(&c.key()) => problems.push(PeerProblem {
+                peer: peer.name.clone(),
+                reason: format!(
+                    "another BGPPeer selecting this node has address {}",
+                    c.key()
+                ),
+            }),
             Ok(c) => {
-                peers.insert(peer.address, (peer.name.clone(), c));
+                peers.insert(c.key(), (peer.name.clone(), c));
             }
             Err(reason) => problems.push(PeerProblem {
                 peer: peer.name.clone(),
@@ -139,6 +156,25 @@ pub fn node_peers(
         }
     }
     (peers, problems)
+}
+
+/// The configured peers whose node selectors select `node`.
+pub fn node_selected<'a>(config: &'a Config, node: &NodeView) -> impl Iterator<Item = &'a Peer> {
+    let labels = node.labels.clone();
+    config
+        .peers
+        .values()
+        .filter(move |p| p.node_selectors.matches(&labels))
+}
+
+/// The interfaces of this node's unnumbered peers: the links to watch for routers.
+pub fn unnumbered_links(config: &Config, node: &NodeView) -> BTreeSet<String> {
+    node_selected(config, node)
+        .filter_map(|p| match &p.address {
+            PeerAddress::Interface(name) => Some(name.clone()),
+            PeerAddress::Ip(_) => None,
+        })
+        .collect()
 }
 
 fn attributes(
@@ -162,21 +198,21 @@ fn attributes(
     a
 }
 
-/// The routes each peer (by address) should have, from the node's plan.
+/// The routes each peer should have, from the node's plan.
 pub fn routes_per_peer(
     plan: &NodePlan,
-    peers: &BTreeMap<IpAddr, (String, PeerConfig)>,
-) -> BTreeMap<IpAddr, Vec<(IpNet, RouteAttributes)>> {
-    let by_name: BTreeMap<&str, IpAddr> = peers
+    peers: &BTreeMap<PeerKey, (String, PeerConfig)>,
+) -> BTreeMap<PeerKey, Vec<(IpNet, RouteAttributes)>> {
+    let by_name: BTreeMap<&str, &PeerKey> = peers
         .iter()
-        .map(|(addr, (name, _))| (name.as_str(), *addr))
+        .map(|(key, (name, _))| (name.as_str(), key))
         .collect();
-    let mut out: BTreeMap<IpAddr, Vec<(IpNet, RouteAttributes)>> =
-        peers.keys().map(|addr| (*addr, Vec::new())).collect();
+    let mut out: BTreeMap<PeerKey, Vec<(IpNet, RouteAttributes)>> =
+        peers.keys().map(|key| (key.clone(), Vec::new())).collect();
     for route in &plan.bgp {
         for name in &route.peers {
-            if let Some(addr) = by_name.get(name.as_str()) {
-                out.entry(*addr).or_default().push((
+            if let Some(key) = by_name.get(name.as_str()) {
+                out.entry((*key).clone()).or_default().push((
                     route.prefix,
                     attributes(route.communities.iter().copied(), route.local_pref),
                 ));
@@ -192,18 +228,18 @@ pub struct PeerChanges {
     pub add: Vec<PeerConfig>,
     /// Peers whose settings changed (the engine resets only these sessions).
     pub update: Vec<PeerConfig>,
-    pub remove: Vec<IpAddr>,
+    pub remove: Vec<PeerKey>,
 }
 
 /// The difference between the running peers and the wanted ones; unchanged peers are not
 /// mentioned, so their sessions stay up.
 pub fn diff_peers(
-    running: &BTreeMap<IpAddr, PeerConfig>,
-    wanted: &BTreeMap<IpAddr, PeerConfig>,
+    running: &BTreeMap<PeerKey, PeerConfig>,
+    wanted: &BTreeMap<PeerKey, PeerConfig>,
 ) -> PeerChanges {
     let mut changes = PeerChanges::default();
-    for (addr, want) in wanted {
-        match running.get(addr) {
+    for (key, want) in wanted {
+        match running.get(key) {
             None => changes.add.push(want.clone()),
             Some(have) if comparable(have) != comparable(want) => changes.update.push(want.clone()),
             Some(_) => {}
@@ -211,8 +247,8 @@ pub fn diff_peers(
     }
     changes.remove = running
         .keys()
-        .filter(|a| !wanted.contains_key(a))
-        .copied()
+        .filter(|k| !wanted.contains_key(k))
+        .cloned()
         .collect();
     changes
 }

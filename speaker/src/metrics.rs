@@ -147,8 +147,9 @@ pub struct BgpPeerSample {
 impl BgpPeerSample {
     /// From the engine's counters of `peer`; `announced_prefixes` is the size of the route
     /// set last given to the engine for it (the engine counts announcements, not the table).
+    /// The `peer` label is the address, with `%link` or `%vrf` when scoped.
     pub fn from_engine(
-        peer: std::net::IpAddr,
+        peer: &ferrolb_bgp::PeerKey,
         c: &ferrolb_bgp::PeerCounters,
         announced_prefixes: u64,
     ) -> Self {

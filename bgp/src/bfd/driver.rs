@@ -122,6 +122,7 @@ enum SessionMsg {
 
 struct Entry {
     peer: IpAddr,
+    vrf: Option<String>,
     multihop: bool,
     min_ttl: u8,
     tx: mpsc::UnboundedSender<SessionMsg>,
@@ -131,15 +132,29 @@ struct Entry {
 #[derive(Default)]
 struct Demux {
     by_disc: HashMap<u32, Entry>,
-    by_peer: HashMap<(IpAddr, bool), u32>,
+    /// By (peer address, multihop, VRF).
+    by_peer: HashMap<(IpAddr, bool, Option<String>), u32>,
+}
+
+/// (IPv6, multihop, VRF) of a receive socket.
+type ReceiverKey = (bool, bool, Option<String>);
+
+/// Where a session runs: the peer, our address (whose scope, for a link-local session, is the
+/// link), the device the BGP session is bound to (its link or VRF) and its VRF.
+pub(crate) struct BfdPath<'a> {
+    pub(crate) peer: IpAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) device: Option<&'a str>,
+    pub(crate) vrf: Option<&'a str>,
 }
 
 /// All BFD sessions of an engine.
 pub(crate) struct BfdDriver {
     ports: Mutex<BfdPorts>,
     demux: Arc<Mutex<Demux>>,
-    /// Receive tasks by (IPv6, multihop).
-    receivers: Mutex<HashMap<(bool, bool), JoinHandle<()>>>,
+    /// Receive tasks by (IPv6, multihop, VRF): packets that arrive in a VRF reach only
+    /// sockets bound to it.
+    receivers: Mutex<HashMap<ReceiverKey, JoinHandle<()>>>,
     /// Packets dropped that no configured peer sent.
     pub(crate) dropped_unknown: Arc<AtomicU64>,
     random: RandomState,
@@ -173,7 +188,7 @@ impl Drop for SessionHandle {
         if let Some(d) = self.demux.upgrade() {
             let mut d = d.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = d.by_disc.remove(&self.disc) {
-                d.by_peer.remove(&(e.peer, e.multihop));
+                d.by_peer.remove(&(e.peer, e.multihop, e.vrf));
             }
         }
         // The task sees its channel close (this sender and the demux entry's are gone),
@@ -200,9 +215,10 @@ impl BfdDriver {
         *self.ports.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn ensure_receiver(&self, v6: bool, multihop: bool) -> io::Result<()> {
+    fn ensure_receiver(&self, v6: bool, multihop: bool, vrf: Option<&str>) -> io::Result<()> {
         let mut r = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
-        if r.get(&(v6, multihop)).is_some_and(|t| !t.is_finished()) {
+        let key = (v6, multihop, vrf.map(str::to_owned));
+        if r.get(&key).is_some_and(|t| !t.is_finished()) {
             return Ok(());
         }
         let ports = self.ports();
@@ -227,15 +243,19 @@ impl BfdDriver {
         }
         s.set_reuse_address(true)?;
         s.set_nonblocking(true)?;
+        if let Some(vrf) = vrf {
+            s.bind_device(Some(vrf.as_bytes()))?;
+        }
         sockopt::set_recv_ttl(&s, v6)?;
         s.bind(&addr.into())?;
         let sock = UdpSocket::from_std(s.into())?;
         let demux = Arc::downgrade(&self.demux);
         let unknown = self.dropped_unknown.clone();
-        let span = info_span!("bfd_rx", port, v6);
+        let span = info_span!("bfd_rx", port, v6, vrf);
+        let vrf = key.2.clone();
         r.insert(
-            (v6, multihop),
-            tokio::spawn(receive(sock, multihop, demux, unknown).instrument(span)),
+            key,
+            tokio::spawn(receive(sock, multihop, vrf, demux, unknown).instrument(span)),
         );
         Ok(())
     }
@@ -250,30 +270,40 @@ impl BfdDriver {
         disc
     }
 
-    /// Starts the session with `peer` from `local`; state changes go to `notify`.
+    /// Starts the session on `path`; state changes go to `notify`.
     pub(crate) fn open(
         &self,
-        peer: IpAddr,
-        local: IpAddr,
+        path: BfdPath<'_>,
         cfg: &BfdConfig,
         counters: Arc<Counters>,
         notify: impl Fn(BfdChange) + Send + 'static,
     ) -> io::Result<SessionHandle> {
-        self.ensure_receiver(peer.is_ipv6(), cfg.multihop)?;
-        let ports = self.ports();
-        let sock = send_socket(local, &self.random)?;
-        let dest = SocketAddr::new(
+        let BfdPath {
             peer,
-            if cfg.multihop {
-                ports.peer_multihop
-            } else {
-                ports.peer_single_hop
-            },
-        );
+            local,
+            device,
+            vrf,
+        } = path;
+        self.ensure_receiver(peer.is_ipv6(), cfg.multihop, vrf)?;
+        let ports = self.ports();
+        let sock = send_socket(local, device, &self.random)?;
+        let port = if cfg.multihop {
+            ports.peer_multihop
+        } else {
+            ports.peer_single_hop
+        };
+        let dest = match (peer, local) {
+            (IpAddr::V6(p), SocketAddr::V6(l)) if l.scope_id() != 0 => {
+                SocketAddr::V6(std::net::SocketAddrV6::new(p, port, 0, l.scope_id()))
+            }
+            _ => SocketAddr::new(peer, port),
+        };
+        let vrf = vrf.map(str::to_owned);
+        let local = local.ip();
         let (tx, rx) = mpsc::unbounded_channel();
         let disc = {
             let mut d = self.demux.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(old) = d.by_peer.remove(&(peer, cfg.multihop)) {
+            if let Some(old) = d.by_peer.remove(&(peer, cfg.multihop, vrf.clone())) {
                 d.by_disc.remove(&old);
             }
             let disc = self.new_discriminator(&d);
@@ -281,13 +311,14 @@ impl BfdDriver {
                 disc,
                 Entry {
                     peer,
+                    vrf: vrf.clone(),
                     multihop: cfg.multihop,
                     min_ttl: if cfg.multihop { cfg.minimum_ttl } else { 255 },
                     tx: tx.clone(),
                     counters: counters.clone(),
                 },
             );
-            d.by_peer.insert((peer, cfg.multihop), disc);
+            d.by_peer.insert((peer, cfg.multihop, vrf), disc);
             disc
         };
         let session = Session::new(SessionConfig {
@@ -320,14 +351,22 @@ impl BfdDriver {
     }
 }
 
-/// A UDP socket on `local`, source port 49152-65535 (RFC 5881 section 4), TTL 255.
-fn send_socket(local: IpAddr, random: &RandomState) -> io::Result<UdpSocket> {
+/// A UDP socket on `local` (bound to `device` if given), source port 49152-65535 (RFC 5881
+/// section 4), TTL 255.
+fn send_socket(
+    local: SocketAddr,
+    device: Option<&str>,
+    random: &RandomState,
+) -> io::Result<UdpSocket> {
     let s = socket2::Socket::new(
-        socket2::Domain::for_address(SocketAddr::new(local, 0)),
+        socket2::Domain::for_address(local),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
     s.set_nonblocking(true)?;
+    if let Some(device) = device {
+        s.bind_device(Some(device.as_bytes()))?;
+    }
     if local.is_ipv6() {
         s.set_unicast_hops_v6(255)?;
     } else {
@@ -338,7 +377,9 @@ fn send_socket(local: IpAddr, random: &RandomState) -> io::Result<UdpSocket> {
     let mut port = 49152 + (h.finish() % 16384) as u16;
     let mut last = None;
     for _ in 0..64 {
-        match s.bind(&SocketAddr::new(local, port).into()) {
+        let mut at = local;
+        at.set_port(port);
+        match s.bind(&at.into()) {
             Ok(()) => return UdpSocket::from_std(s.into()),
             Err(e) => last = Some(e),
         }
@@ -360,6 +401,7 @@ enum DropReason {
 async fn receive(
     sock: UdpSocket,
     multihop: bool,
+    vrf: Option<String>,
     demux: Weak<Mutex<Demux>>,
     unknown: Arc<AtomicU64>,
 ) {
@@ -380,7 +422,7 @@ async fn receive(
         };
         let Some(demux) = demux.upgrade() else { return };
         let d = demux.lock().unwrap_or_else(|e| e.into_inner());
-        match route(&d, &buf[..n], from.ip(), ttl, multihop) {
+        match route(&d, &buf[..n], from.ip(), ttl, multihop, vrf.as_deref()) {
             Ok((entry, packet)) => {
                 let _ = entry.tx.send(SessionMsg::Packet(packet));
             }
@@ -404,6 +446,7 @@ fn route<'a>(
     src: IpAddr,
     ttl: Option<u8>,
     multihop: bool,
+    vrf: Option<&str>,
 ) -> Routed<'a> {
     let src = match src {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(src),
@@ -411,7 +454,7 @@ fn route<'a>(
     };
     let by_src = d
         .by_peer
-        .get(&(src, multihop))
+        .get(&(src, multihop, vrf.map(str::to_owned)))
         .and_then(|disc| d.by_disc.get(disc));
     let min_ttl = by_src.map_or(if multihop { 1 } else { 255 }, |e| e.min_ttl);
     if ttl.is_none_or(|t| t < min_ttl) {
@@ -422,7 +465,7 @@ fn route<'a>(
         let Some(e) = d.by_disc.get(&p.your_discriminator) else {
             return Err((by_src, DropReason::UnknownDiscriminator));
         };
-        if e.peer != src || e.multihop != multihop {
+        if e.peer != src || e.multihop != multihop || e.vrf.as_deref() != vrf {
             return Err((by_src, DropReason::WrongSource));
         }
         return Ok((e, p));

@@ -15,6 +15,7 @@ fn params(ext: bool, ibgp: bool) -> SessionParams {
         families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
         next_hop_v4: Some(Ipv4Addr::new(192, 0, 2, 10)),
         next_hop_v6: Some("2001:db8::10".parse().unwrap()),
+        next_hop_link_local: None,
         ipv4_with_ipv6_next_hop: false,
         enhanced_route_refresh: false,
     }
@@ -297,6 +298,46 @@ fn ipv4_over_ipv6_session_needs_extended_next_hop() {
             .family,
         Family::IPV4_UNICAST
     );
+}
+
+#[test]
+fn an_unnumbered_session_sends_global_and_link_local_next_hops() {
+    // Over link-local addresses only (no global address on the link): the link-local address
+    // fills both fields, as the peer installs the second.
+    let ll: Ipv6Addr = "fe80::10".parse().unwrap();
+    let mut p = params(false, false);
+    p.next_hop_v4 = None;
+    p.next_hop_v6 = Some(ll);
+    p.next_hop_link_local = Some(ll);
+    p.ipv4_with_ipv6_next_hop = true;
+    let mut ps = v4_hosts(1);
+    ps.extend(v6_hosts(1));
+    let mut rib = rib_with(&ps, RouteAttributes::default());
+    let mut out = Vec::new();
+    let stats = rib.drain(&p, &mut out);
+    assert_eq!((stats.announced, stats.unsendable), (2, 0));
+    let msgs = decode_all(&out, &p);
+    let mut families = Vec::new();
+    for u in updates(&msgs) {
+        let mp = u.attributes.mp_reach.clone().unwrap();
+        assert_eq!(
+            mp.next_hop,
+            MpNextHop::V6 {
+                global: ll,
+                link_local: Some(ll)
+            }
+        );
+        families.push(mp.family);
+    }
+    families.sort_by_key(|f| f.afi);
+    assert_eq!(families, vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]);
+    // The wire form: next hop length 32.
+    let i = out
+        .windows(4)
+        .position(|w| w == [0x00, 0x01, 0x01, 32])
+        .expect("IPv4 unicast MP_REACH with a 32-byte next hop");
+    assert_eq!(&out[i + 4..i + 20], &ll.octets());
+    assert_eq!(&out[i + 20..i + 36], &ll.octets());
 }
 
 #[test]

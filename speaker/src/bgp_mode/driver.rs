@@ -13,12 +13,13 @@
 //!
 //! Passwords are never logged: only names, addresses and states are.
 
-use super::{diff_peers, node_peers, routes_per_peer, PeerProblem};
+use super::{diff_peers, node_peers, routes_per_peer, unnumbered_links, LinkState, PeerProblem};
 use crate::planner::NodePlan;
 use crate::source::Snapshot;
 use ferrolb_bgp::bfd::BfdCounters;
+use ferrolb_bgp::unnumbered::LinkWatch;
 use ferrolb_bgp::{
-    BgpEngine, EngineConfig, PeerConfig, PeerCounters, RouteAttributes, SessionEvent,
+    BgpEngine, EngineConfig, PeerConfig, PeerCounters, PeerKey, RouteAttributes, SessionEvent,
     SessionEventKind, SessionInfo, ShutdownMode, State,
 };
 use ipnet::IpNet;
@@ -26,7 +27,8 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, watch, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify, RwLock};
 use tracing::{info, info_span, warn, Instrument, Span};
 
 /// Where the engine accepts connections from routers.
@@ -54,7 +56,8 @@ pub fn default_router_id(node: &str, internal_ip: Option<IpAddr>) -> Ipv4Addr {
 pub struct PeerStatus {
     /// The BGPPeer's name.
     pub name: String,
-    pub address: IpAddr,
+    /// The address, scoped by link (unnumbered) or VRF.
+    pub address: PeerKey,
     /// The session state; `None` before the engine has run the peer.
     pub state: Option<State>,
     /// The engine's counters (messages, updates, prefixes, NOTIFICATIONs, ...).
@@ -82,7 +85,7 @@ struct PeerEntry {
 #[derive(Default)]
 struct Shared {
     engine: RwLock<Option<BgpEngine>>,
-    peers: Mutex<BTreeMap<IpAddr, PeerEntry>>,
+    peers: Mutex<BTreeMap<PeerKey, PeerEntry>>,
 }
 
 /// Read side of the BGP adapter; cheap to clone, usable from any thread.
@@ -106,16 +109,16 @@ impl BgpStatus {
         let engine = engine.as_ref().and_then(|g| g.as_ref());
         entries
             .iter()
-            .map(|(addr, e)| {
-                let counters = engine.and_then(|en| en.counters(*addr)).unwrap_or_default();
+            .map(|(key, e)| {
+                let counters = engine.and_then(|en| en.counters(key)).unwrap_or_default();
                 let bfd = e.bfd.then(|| {
                     engine
-                        .and_then(|en| en.bfd_counters(*addr))
+                        .and_then(|en| en.bfd_counters(key))
                         .unwrap_or_default()
                 });
                 PeerStatus {
                     name: e.name.clone(),
-                    address: *addr,
+                    address: key.clone(),
                     state: counters.state,
                     counters,
                     routes: e.routes,
@@ -136,9 +139,9 @@ impl BgpStatus {
             .unwrap_or(true)
     }
 
-    fn entry_name(&self, addr: IpAddr) -> String {
+    fn entry_name(&self, key: &PeerKey) -> String {
         let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers.get(&addr).map(|e| e.name.clone()).unwrap_or_default()
+        peers.get(key).map(|e| e.name.clone()).unwrap_or_default()
     }
 }
 
@@ -157,19 +160,30 @@ fn bfd_timers_only(old: &PeerConfig, new: &PeerConfig) -> bool {
     same == *old && a != b
 }
 
-fn peer_span(name: &str, addr: IpAddr) -> Span {
-    info_span!("bgp_peer", peer = %name, address = %addr)
+fn peer_span(name: &str, key: &PeerKey) -> Span {
+    info_span!("bgp_peer", peer = %name, address = %key)
 }
+
+/// How often peers that wait for something on the node (an interface, a VRF, a router on a
+/// link) are looked at again.
+const RETRY_WAITING: Duration = Duration::from_secs(2);
 
 /// The speaker's BGP side.
 pub struct BgpDriver {
     node: String,
     listen: Vec<SocketAddr>,
     status: BgpStatus,
-    /// Peers handed to the engine, by address: the BGPPeer's name and the settings.
-    running: BTreeMap<IpAddr, (String, PeerConfig)>,
+    /// Peers handed to the engine, by key: the BGPPeer's name and the settings.
+    running: BTreeMap<PeerKey, (String, PeerConfig)>,
     /// The route set last given to each peer.
-    routes: BTreeMap<IpAddr, Vec<(IpNet, RouteAttributes)>>,
+    routes: BTreeMap<PeerKey, Vec<(IpNet, RouteAttributes)>>,
+    /// The links of unnumbered peers being watched for their router, and why one could not
+    /// be watched.
+    links: BTreeMap<String, Result<LinkWatch, String>>,
+    /// Woken when a watched link hears a (new) router.
+    wake: Arc<Notify>,
+    /// Some peer waits for something on the node: look again in a while.
+    waiting: bool,
     /// Problems already logged, so a plan that repeats them stays quiet.
     logged_problems: BTreeSet<PeerProblem>,
     /// No engine has run in this process yet: peers are set up as after a restart.
@@ -201,16 +215,70 @@ impl BgpDriver {
             routes: BTreeMap::new(),
             logged_problems: BTreeSet::new(),
             first_start: true,
+            links: BTreeMap::new(),
+            wake: Arc::default(),
+            waiting: false,
         }
     }
 
+    /// Watches the links of the unnumbered peers that select this node, stops watching the
+    /// others, and says what each link's router is.
+    fn watch_links(&mut self, wanted: BTreeSet<String>) -> BTreeMap<String, LinkState> {
+        self.links.retain(|name, _| wanted.contains(name));
+        let mut states = BTreeMap::new();
+        for name in wanted {
+            let retry = match self.links.get(&name) {
+                None | Some(Err(_)) => true,
+                Some(Ok(w)) => !w.is_running(),
+            };
+            if retry {
+                let started = LinkWatch::start(&name).map_err(|e| e.to_string());
+                if let Ok(w) = &started {
+                    let mut changes = w.subscribe();
+                    let wake = self.wake.clone();
+                    tokio::spawn(async move {
+                        while changes.changed().await.is_ok() {
+                            wake.notify_one();
+                        }
+                    });
+                }
+                self.links.insert(name.clone(), started);
+            }
+            let state = match &self.links[&name] {
+                Ok(w) => w.router().map_or(LinkState::Waiting, LinkState::Router),
+                Err(why) => LinkState::Failed(why.clone()),
+            };
+            states.insert(name, state);
+        }
+        states
+    }
+
     /// The peers this node should run now, with next hops filled in.
-    fn wanted(&mut self, snapshot: &Snapshot) -> BTreeMap<IpAddr, (String, PeerConfig)> {
+    fn wanted(&mut self, snapshot: &Snapshot) -> BTreeMap<PeerKey, (String, PeerConfig)> {
         let Some(node) = snapshot.nodes.iter().find(|n| n.name == self.node) else {
+            self.links.clear();
+            self.waiting = false;
             return BTreeMap::new();
         };
         let router_id = default_router_id(&self.node, snapshot.node_ips.get(&self.node).copied());
-        let (mut peers, problems) = node_peers(&snapshot.config, node, Some(router_id), false);
+        let links = self.watch_links(unnumbered_links(&snapshot.config, node));
+        let (mut peers, mut problems) =
+            node_peers(&snapshot.config, node, Some(router_id), false, &links);
+        // A VRF that is not (yet) on this node: the session would run in the default VRF.
+        peers.retain(|_, (name, c)| match &c.vrf {
+            Some(vrf) if ferrolb_bgp::if_index(vrf).is_err() => {
+                problems.push(PeerProblem {
+                    peer: name.clone(),
+                    reason: format!("spec.vrf: no VRF device {vrf} on this node"),
+                });
+                false
+            }
+            _ => true,
+        });
+        // Whatever a peer waits for on the node may appear: look again.
+        self.waiting = problems
+            .iter()
+            .any(|p| p.reason.starts_with("spec.interface") || p.reason.starts_with("spec.vrf"));
         let problems: BTreeSet<PeerProblem> = problems.into_iter().collect();
         for p in problems.difference(&self.logged_problems) {
             warn!(peer = %p.peer, reason = %p.reason, "BGPPeer not set up on this node");
@@ -220,14 +288,18 @@ impl BgpDriver {
             Some(IpAddr::V4(a)) => Some(*a),
             _ => None,
         };
-        for (addr, (_, c)) in peers.iter_mut() {
-            match addr {
-                // IPv6 routes over an IPv4 session need an IPv6 next hop of our own.
-                IpAddr::V4(v4) if c.next_hop_v6.is_none() => {
-                    c.next_hop_v6 = super::nexthop::v6_next_hop(*v4);
+        for (key, (_, c)) in peers.iter_mut() {
+            match (key.address, &c.interface) {
+                // Unnumbered: IPv4 routes with an IPv6 next hop (RFC 8950), a global address of
+                // the link where it has one, else our link-local address on it.
+                (_, Some(link)) => c.next_hop_v6 = super::nexthop::global_v6_on(link),
+                // IPv6 routes over an IPv4 session need an IPv6 next hop of our own; the main
+                // table does not say which interface leads to a peer in a VRF, so none there.
+                (IpAddr::V4(v4), None) if c.next_hop_v6.is_none() && c.vrf.is_none() => {
+                    c.next_hop_v6 = super::nexthop::v6_next_hop(v4);
                 }
                 // IPv4 routes over an IPv6 session: the node's IPv4 InternalIP.
-                IpAddr::V6(_) if c.next_hop_v4.is_none() => c.next_hop_v4 = node_v4,
+                (IpAddr::V6(_), None) if c.next_hop_v4.is_none() => c.next_hop_v4 = node_v4,
                 _ => {}
             }
         }
@@ -243,39 +315,42 @@ impl BgpDriver {
         if !self.ensure_engine(snapshot).await {
             return;
         }
-        let running: BTreeMap<IpAddr, PeerConfig> = self
+        let running: BTreeMap<PeerKey, PeerConfig> = self
             .running
             .iter()
-            .map(|(a, (_, c))| (*a, c.clone()))
+            .map(|(k, (_, c))| (k.clone(), c.clone()))
             .collect();
-        let plain: BTreeMap<IpAddr, PeerConfig> =
-            wanted.iter().map(|(a, (_, c))| (*a, c.clone())).collect();
+        let plain: BTreeMap<PeerKey, PeerConfig> = wanted
+            .iter()
+            .map(|(k, (_, c))| (k.clone(), c.clone()))
+            .collect();
         let changes = diff_peers(&running, &plain);
         let guard = self.status.shared.engine.read().await;
         let Some(engine) = guard.as_ref() else { return };
 
-        for addr in &changes.remove {
+        for key in &changes.remove {
             let name = self
                 .running
-                .get(addr)
+                .get(key)
                 .map(|r| r.0.clone())
                 .unwrap_or_default();
             async {
-                match engine.remove_peer(*addr).await {
+                match engine.remove_peer(key).await {
                     Ok(()) => info!("peer removed"),
                     Err(e) => warn!(error = %e, "removing the peer failed"),
                 }
             }
-            .instrument(peer_span(&name, *addr))
+            .instrument(peer_span(&name, key))
             .await;
-            self.running.remove(addr);
-            self.routes.remove(addr);
+            self.running.remove(key);
+            self.routes.remove(key);
         }
         for c in &changes.update {
-            let name = wanted[&c.address].0.clone();
+            let key = c.key();
+            let name = wanted[&key].0.clone();
             let timers_only = self
                 .running
-                .get(&c.address)
+                .get(&key)
                 .is_some_and(|(_, old)| bfd_timers_only(old, c));
             let updated = async {
                 match engine.update_peer(c.clone()).await {
@@ -294,23 +369,24 @@ impl BgpDriver {
                     }
                 }
             }
-            .instrument(peer_span(&name, c.address))
+            .instrument(peer_span(&name, &key))
             .await;
             if updated {
-                self.running.insert(c.address, (name, c.clone()));
-            } else if !engine.peers().contains(&c.address) {
+                self.running.insert(key, (name, c.clone()));
+            } else if !engine.peers().contains(&key) {
                 // The engine dropped the old session: set the peer up anew on the next plan.
-                self.running.remove(&c.address);
-                self.routes.remove(&c.address);
+                self.running.remove(&key);
+                self.routes.remove(&key);
             }
         }
         for c in &changes.add {
-            let name = wanted[&c.address].0.clone();
+            let key = c.key();
+            let name = wanted[&key].0.clone();
             let mut c = c.clone();
             if let Some(gr) = c.graceful_restart.as_mut() {
                 gr.restarting = self.first_start;
             }
-            let _span = peer_span(&name, c.address).entered();
+            let _span = peer_span(&name, &key).entered();
             match engine.add_peer(c.clone()) {
                 Ok(()) => {
                     info!(
@@ -322,30 +398,30 @@ impl BgpDriver {
                         graceful_restart = c.graceful_restart.is_some(),
                         "peer added"
                     );
-                    self.running.insert(c.address, (name, c));
+                    self.running.insert(key, (name, c));
                 }
                 // Not running: tried again on the next plan.
                 Err(e) => warn!(error = %e, "adding the peer failed"),
             }
         }
         // A name can change without the settings changing.
-        for (addr, (name, _)) in &wanted {
-            if let Some(r) = self.running.get_mut(addr) {
+        for (key, (name, _)) in &wanted {
+            if let Some(r) = self.running.get_mut(key) {
                 r.0.clone_from(name);
             }
         }
 
         let routes = routes_per_peer(plan, &self.running);
-        for (addr, set) in routes {
-            if self.routes.get(&addr) == Some(&set) {
+        for (key, set) in routes {
+            if self.routes.get(&key) == Some(&set) {
                 continue;
             }
-            let name = self.running[&addr].0.clone();
-            let _span = peer_span(&name, addr).entered();
-            match engine.set_routes(addr, set.clone()) {
+            let name = self.running[&key].0.clone();
+            let _span = peer_span(&name, &key).entered();
+            match engine.set_routes(&key, set.clone()) {
                 Ok(()) => {
                     info!(routes = set.len(), "routes set");
-                    self.routes.insert(addr, set);
+                    self.routes.insert(key, set);
                 }
                 Err(e) => warn!(error = %e, "setting the routes failed"),
             }
@@ -365,12 +441,12 @@ impl BgpDriver {
             .peers
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        entries.retain(|a, _| self.running.contains_key(a));
-        for (addr, (name, c)) in &self.running {
-            let e = entries.entry(*addr).or_default();
+        entries.retain(|k, _| self.running.contains_key(k));
+        for (key, (name, c)) in &self.running {
+            let e = entries.entry(key.clone()).or_default();
             e.name.clone_from(name);
             e.bfd = c.bfd.is_some();
-            e.routes = self.routes.get(addr).map_or(0, Vec::len);
+            e.routes = self.routes.get(key).map_or(0, Vec::len);
         }
     }
 
@@ -427,19 +503,19 @@ impl BgpDriver {
         let Some(engine) = self.status.shared.engine.write().await.take() else {
             return;
         };
-        let graceful: Vec<IpAddr> = self
+        let graceful: Vec<PeerKey> = self
             .running
             .iter()
             .filter(|(_, (_, c))| c.graceful_restart.is_some())
-            .map(|(a, _)| *a)
+            .map(|(k, _)| k.clone())
             .collect();
         let mode = if graceful.is_empty() {
             ShutdownMode::Cease(Some("ferrolb-speaker stopping".into()))
         } else {
-            for (addr, (name, _)) in self.running.iter().filter(|(a, _)| !graceful.contains(a)) {
+            for (key, (name, _)) in self.running.iter().filter(|(k, _)| !graceful.contains(k)) {
                 let _ = engine
-                    .remove_peer(*addr)
-                    .instrument(peer_span(name, *addr))
+                    .remove_peer(key)
+                    .instrument(peer_span(name, key))
                     .await;
             }
             ShutdownMode::GracefulRestart
@@ -452,6 +528,7 @@ impl BgpDriver {
         engine.shutdown(mode).await;
         self.running.clear();
         self.routes.clear();
+        self.links.clear();
         self.publish();
     }
 }
@@ -485,7 +562,15 @@ impl BgpDriver {
     pub fn spawn(mut self) -> BgpTask {
         let (plans, mut rx) = watch::channel::<Option<(Arc<Snapshot>, Arc<NodePlan>)>>(None);
         let task = tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
+            let wake = self.wake.clone();
+            loop {
+                // A new plan; or, for the newest one, a router heard on a link or a retry of
+                // peers that wait for an interface, a VRF or a router.
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { break },
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(RETRY_WAITING), if self.waiting => {}
+                }
                 let latest = rx.borrow_and_update().clone();
                 if let Some((snapshot, plan)) = latest {
                     self.apply(&snapshot, &plan).await;
@@ -500,8 +585,8 @@ impl BgpDriver {
 /// Logs session events with the peer's name and keeps the status entries current.
 async fn log_events(mut events: mpsc::UnboundedReceiver<SessionEvent>, status: BgpStatus) {
     while let Some(ev) = events.recv().await {
-        let name = status.entry_name(ev.peer);
-        let span = peer_span(&name, ev.peer);
+        let name = status.entry_name(&ev.peer);
+        let span = peer_span(&name, &ev.peer);
         let _e = span.enter();
         let mut peers = status
             .shared

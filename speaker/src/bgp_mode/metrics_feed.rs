@@ -19,7 +19,7 @@ pub fn samples(peers: &[PeerStatus]) -> (Vec<BgpPeerSample>, Vec<BfdSessionSampl
         let up = p.state == Some(State::Established);
         let carried = (p.routes as u64).saturating_sub(p.counters.unsendable_routes);
         bgp.push(BgpPeerSample::from_engine(
-            p.address,
+            &p.address,
             &p.counters,
             if up { carried } else { 0 },
         ));
@@ -87,7 +87,7 @@ mod tests {
     fn peer(addr: &str, state: Option<State>, routes: usize) -> PeerStatus {
         PeerStatus {
             name: format!("peer-{addr}"),
-            address: addr.parse::<IpAddr>().unwrap(),
+            address: addr.parse::<IpAddr>().unwrap().into(),
             state,
             counters: PeerCounters {
                 state,

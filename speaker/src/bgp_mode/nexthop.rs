@@ -85,6 +85,24 @@ pub fn v6_next_hop_from(peer: Ipv4Addr, proc_route: &str, if_inet6: &str) -> Opt
     addrs.first().copied()
 }
 
+/// The first usable global IPv6 address on `interface` in `if_inet6`.
+pub fn global_v6_on_from(interface: &str, if_inet6: &str) -> Option<Ipv6Addr> {
+    let mut addrs: Vec<Ipv6Addr> = parse_if_inet6(if_inet6)
+        .into_iter()
+        .filter(|(_, i)| i == interface)
+        .map(|(a, _)| a)
+        .collect();
+    addrs.sort();
+    addrs.first().copied()
+}
+
+/// [`global_v6_on_from`] on this network namespace's table: the global next hop of an
+/// unnumbered session (`None`: the session's link-local address serves).
+pub fn global_v6_on(interface: &str) -> Option<Ipv6Addr> {
+    let addrs = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    global_v6_on_from(interface, &addrs)
+}
+
 /// [`v6_next_hop_from`] on this network namespace's tables.
 pub fn v6_next_hop(peer: Ipv4Addr) -> Option<Ipv6Addr> {
     let routes = std::fs::read_to_string("/proc/net/route").ok()?;
@@ -126,6 +144,17 @@ eth1\t0064A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
             v6_next_hop_from("192.0.2.254".parse().unwrap(), "", INET6),
             None
         );
+    }
+
+    #[test]
+    fn an_interface_s_global_address_or_none() {
+        assert_eq!(
+            global_v6_on_from("eth0", INET6),
+            Some("2001:db8::1".parse().unwrap()),
+            "the tentative ::9 is left out"
+        );
+        assert_eq!(global_v6_on_from("lo", INET6), None, "host scope");
+        assert_eq!(global_v6_on_from("eth9", INET6), None);
     }
 
     #[test]

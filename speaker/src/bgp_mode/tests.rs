@@ -5,7 +5,14 @@ use ferrolb_config::manifest::config_from_yaml;
 use ferrolb_config::model::Labels;
 use std::collections::BTreeSet;
 
-/// The configuration refuses `vrf`; the speaker still declines a model that carries one.
+fn no_links() -> BTreeMap<String, LinkState> {
+    BTreeMap::new()
+}
+
+fn key(address: &str) -> PeerKey {
+    address.parse::<IpAddr>().unwrap().into()
+}
+
 fn with_vrf_peer(mut c: Config) -> Config {
     c.peers.get_mut("in-vrf").unwrap().vrf = Some("red".into());
     c
@@ -33,10 +40,10 @@ const YAML: &str = "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadat
 fn peers_follow_node_selectors_and_carry_their_settings() {
     let c = with_vrf_peer(config(YAML));
     let router_id = Some("192.0.2.10".parse().unwrap());
-    let (peers, problems) = node_peers(&c, &node("n1", &[]), router_id, false);
+    let (peers, problems) = node_peers(&c, &node("n1", &[]), router_id, false, &no_links());
     assert!(problems.is_empty());
     assert_eq!(peers.len(), 1, "only tor selects n1");
-    let (name, tor) = &peers[&"198.51.100.1".parse::<IpAddr>().unwrap()];
+    let (name, tor) = &peers[&key("198.51.100.1")];
     assert_eq!(name, "tor");
     assert_eq!(
         (
@@ -56,14 +63,17 @@ fn peers_follow_node_selectors_and_carry_their_settings() {
     );
     assert_eq!(tor.router_id, router_id);
 
-    let (peers, problems) = node_peers(&c, &node("n2", &[("rack", "1")]), None, false);
-    assert_eq!(peers.len(), 3);
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    assert_eq!(problems[0].peer, "in-vrf");
-    assert!(problems[0].reason.contains("vrf red"), "{problems:?}");
-    let ibgp = &peers[&"198.51.100.2".parse::<IpAddr>().unwrap()].1;
+    let (peers, problems) = node_peers(&c, &node("n2", &[("rack", "1")]), None, false, &no_links());
+    assert_eq!(peers.len(), 4);
+    assert!(problems.is_empty(), "{problems:?}");
+    let in_vrf = PeerKey {
+        address: "198.51.100.4".parse().unwrap(),
+        device: Some("red".into()),
+    };
+    assert_eq!(peers[&in_vrf].1.vrf.as_deref(), Some("red"));
+    let ibgp = &peers[&key("198.51.100.2")].1;
     assert!(ibgp.is_ibgp(), "dynamicASN internal is our own AS");
-    let external = &peers[&"198.51.100.3".parse::<IpAddr>().unwrap()].1;
+    let external = &peers[&key("198.51.100.3")].1;
     assert!(
         external.any_external_asn && !external.is_ibgp(),
         "dynamicASN external: any AS but ours"
@@ -89,9 +99,9 @@ fn routes_reach_the_peers_of_their_advertisement_with_attributes() {
         live_speakers: &live,
         this_node: "n1",
     });
-    let (peers, _) = node_peers(&c, &n1, None, false);
+    let (peers, _) = node_peers(&c, &n1, None, false, &no_links());
     let routes = routes_per_peer(&node_plan, &peers);
-    let tor_routes = &routes[&"198.51.100.1".parse::<IpAddr>().unwrap()];
+    let tor_routes = &routes[&key("198.51.100.1")];
     assert_eq!(tor_routes.len(), 1);
     assert_eq!(tor_routes[0].0.to_string(), "203.0.113.5/32");
     let a = &tor_routes[0].1;
@@ -114,28 +124,30 @@ fn routes_reach_the_peers_of_their_advertisement_with_attributes() {
 #[test]
 fn only_changed_peers_are_touched() {
     let c = with_vrf_peer(config(YAML));
-    let (peers, _) = node_peers(&c, &node("n2", &[("rack", "1")]), None, false);
-    let running: BTreeMap<IpAddr, PeerConfig> =
-        peers.iter().map(|(a, (_, p))| (*a, p.clone())).collect();
+    let (peers, _) = node_peers(&c, &node("n2", &[("rack", "1")]), None, false, &no_links());
+    let running: BTreeMap<PeerKey, PeerConfig> = peers
+        .iter()
+        .map(|(k, (_, p))| (k.clone(), p.clone()))
+        .collect();
     assert_eq!(diff_peers(&running, &running), PeerChanges::default());
 
     let mut wanted = running.clone();
-    let tor: IpAddr = "198.51.100.1".parse().unwrap();
+    let tor = key("198.51.100.1");
     wanted.get_mut(&tor).unwrap().hold_time = 30;
     let new_peer = PeerConfig::new("198.51.100.9".parse().unwrap(), 64512, 64999);
-    wanted.insert(new_peer.address, new_peer.clone());
-    let ibgp: IpAddr = "198.51.100.2".parse().unwrap();
+    wanted.insert(new_peer.key(), new_peer.clone());
+    let ibgp = key("198.51.100.2");
     wanted.remove(&ibgp);
     let changes = diff_peers(&running, &wanted);
     assert_eq!(changes.add, [new_peer]);
     assert_eq!(changes.update.len(), 1);
-    assert_eq!(changes.update[0].address, tor);
+    assert_eq!(changes.update[0].key(), tor);
     assert_eq!(changes.remove, [ibgp]);
 
     // The graceful-restart "restarting" flag clearing after the first session is no change.
-    let (restarting, _) = node_peers(&c, &node("n2", &[("rack", "1")]), None, true);
-    let restarting: BTreeMap<IpAddr, PeerConfig> =
-        restarting.into_iter().map(|(a, (_, p))| (a, p)).collect();
+    let (restarting, _) = node_peers(&c, &node("n2", &[("rack", "1")]), None, true, &no_links());
+    let restarting: BTreeMap<PeerKey, PeerConfig> =
+        restarting.into_iter().map(|(k, (_, p))| (k, p)).collect();
     assert!(diff_peers(&restarting, &running).update.is_empty());
 }
 
@@ -145,8 +157,8 @@ fn bfd_profiles_become_the_engines_bfd_settings() {
     let mut c = config(yaml);
     // The configuration refuses echoMode; the speaker still declines a model that carries it.
     c.bfd_profiles.get_mut("echo").unwrap().echo_mode = true;
-    let (peers, problems) = node_peers(&c, &node("n1", &[]), None, false);
-    let get = |a: &str| peers[&a.parse::<IpAddr>().unwrap()].1.bfd;
+    let (peers, problems) = node_peers(&c, &node("n1", &[]), None, false, &no_links());
+    let get = |a: &str| peers[&key(a)].1.bfd;
     let tor = get("198.51.100.1").expect("BFD for tor");
     assert_eq!(
         tor,
@@ -180,9 +192,15 @@ fn bfd_profiles_become_the_engines_bfd_settings() {
         .get_mut("fast")
         .unwrap()
         .receive_interval_ms = 20;
-    let (after, _) = node_peers(&faster, &node("n1", &[]), None, false);
-    let running = peers.iter().map(|(a, (_, p))| (*a, p.clone())).collect();
-    let wanted = after.iter().map(|(a, (_, p))| (*a, p.clone())).collect();
+    let (after, _) = node_peers(&faster, &node("n1", &[]), None, false, &no_links());
+    let running = peers
+        .iter()
+        .map(|(k, (_, p))| (k.clone(), p.clone()))
+        .collect();
+    let wanted = after
+        .iter()
+        .map(|(k, (_, p))| (k.clone(), p.clone()))
+        .collect();
     let changes = diff_peers(&running, &wanted);
     assert_eq!(changes.update.len(), 2, "tor and far use the profile");
 }
@@ -190,8 +208,8 @@ fn bfd_profiles_become_the_engines_bfd_settings() {
 #[test]
 fn ipv6_sessions_offer_ipv4_routes_with_an_ipv6_next_hop() {
     let c = config("apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: v6}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: \"2001:db8::1\"}\n");
-    let (peers, _) = node_peers(&c, &node("n1", &[]), None, false);
-    let (_, v6) = &peers[&"2001:db8::1".parse::<IpAddr>().unwrap()];
+    let (peers, _) = node_peers(&c, &node("n1", &[]), None, false, &no_links());
+    let (_, v6) = &peers[&key("2001:db8::1")];
     assert!(v6.extended_next_hop);
 }
 
@@ -199,12 +217,86 @@ fn ipv6_sessions_offer_ipv4_routes_with_an_ipv6_next_hop() {
 fn a_session_carries_its_own_family_unless_dual_stack_as_metallb() {
     use ferrolb_bgp::Family;
     let c = config("apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: v4}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.1}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: v6}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: \"2001:db8::1\", disableMP: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: both}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.2, dualStackAddressFamily: true}\n");
-    let (peers, _) = node_peers(&c, &node("n1", &[]), None, false);
-    let families = |a: &str| peers[&a.parse::<IpAddr>().unwrap()].1.families.clone();
+    let (peers, _) = node_peers(&c, &node("n1", &[]), None, false, &no_links());
+    let families = |a: &str| peers[&key(a)].1.families.clone();
     assert_eq!(families("192.0.2.1"), [Family::IPV4_UNICAST]);
     assert_eq!(families("2001:db8::1"), [Family::IPV6_UNICAST]);
     assert_eq!(
         families("192.0.2.2"),
         [Family::IPV4_UNICAST, Family::IPV6_UNICAST]
     );
+}
+
+const UNNUMBERED: &str = "apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor-a}\nspec: {myASN: 64512, dynamicASN: external, interface: eth1}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor-b}\nspec: {myASN: 64512, peerASN: 64500, interface: eth2, nodeSelectors: [{matchLabels: {rack: \"1\"}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: red}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, vrf: red}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: blue}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, vrf: blue}\n";
+
+#[test]
+fn unnumbered_peers_run_once_their_link_has_a_router() {
+    let c = config(UNNUMBERED);
+    let n1 = node("n1", &[]);
+    assert_eq!(
+        unnumbered_links(&c, &n1),
+        BTreeSet::from(["eth1".to_string()]),
+        "tor-b does not select n1"
+    );
+    let (peers, problems) = node_peers(&c, &n1, None, false, &no_links());
+    assert_eq!(peers.len(), 2, "only the VRF peers");
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].peer, "tor-a");
+    assert!(
+        problems[0]
+            .reason
+            .starts_with("spec.interface: no router heard on eth1"),
+        "{}",
+        problems[0].reason
+    );
+    let failed = BTreeMap::from([(
+        "eth1".to_string(),
+        LinkState::Failed("interface eth1: No such device".into()),
+    )]);
+    let (_, problems) = node_peers(&c, &n1, None, false, &failed);
+    assert_eq!(
+        problems[0].reason,
+        "spec.interface: interface eth1: No such device"
+    );
+
+    let router: std::net::Ipv6Addr = "fe80::5e:1".parse().unwrap();
+    let links = BTreeMap::from([("eth1".to_string(), LinkState::Router(router))]);
+    let (peers, problems) = node_peers(&c, &n1, None, false, &links);
+    assert!(problems.is_empty(), "{problems:?}");
+    let k = PeerKey {
+        address: router.into(),
+        device: Some("eth1".into()),
+    };
+    let (name, tor) = &peers[&k];
+    assert_eq!(name, "tor-a");
+    assert_eq!(tor.interface.as_deref(), Some("eth1"));
+    assert!(tor.any_external_asn);
+    assert!(
+        tor.extended_next_hop,
+        "IPv4 routes over the link-local session"
+    );
+    assert_eq!(
+        tor.families,
+        [
+            ferrolb_bgp::Family::IPV4_UNICAST,
+            ferrolb_bgp::Family::IPV6_UNICAST
+        ],
+        "an unnumbered session carries both families"
+    );
+    assert_eq!(tor.ebgp_multihop, None);
+    assert!(tor.validate().is_ok());
+}
+
+#[test]
+fn one_address_in_two_vrfs_is_two_sessions() {
+    let c = config(UNNUMBERED);
+    let (peers, problems) = node_peers(&c, &node("n1", &[]), None, false, &no_links());
+    assert_eq!(problems.len(), 1, "tor-a waits for its router");
+    let in_vrf = |vrf: &str| PeerKey {
+        address: "198.51.100.1".parse().unwrap(),
+        device: Some(vrf.into()),
+    };
+    assert_eq!(peers[&in_vrf("red")].0, "red");
+    assert_eq!(peers[&in_vrf("blue")].0, "blue");
+    assert_eq!(peers[&in_vrf("blue")].1.vrf.as_deref(), Some("blue"));
 }

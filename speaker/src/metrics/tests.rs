@@ -314,7 +314,7 @@ fn a_bgp_sample_comes_straight_from_the_engine_counters() {
         updates_received: 2,
         ..Default::default()
     };
-    let s = BgpPeerSample::from_engine(ip("2001:db8::2"), &c, 9);
+    let s = BgpPeerSample::from_engine(&ip("2001:db8::2").into(), &c, 9);
     assert_eq!(
         s,
         BgpPeerSample {
@@ -329,5 +329,5 @@ fn a_bgp_sample_comes_straight_from_the_engine_counters() {
         state: Some(ferrolb_bgp::State::Active),
         ..Default::default()
     };
-    assert!(!BgpPeerSample::from_engine(ip("192.0.2.2"), &idle, 0).session_up);
+    assert!(!BgpPeerSample::from_engine(&ip("192.0.2.2").into(), &idle, 0).session_up);
 }

@@ -5,6 +5,7 @@ fn entry(peer: &str, multihop: bool, min_ttl: u8) -> Entry {
     let (tx, _rx) = mpsc::unbounded_channel();
     Entry {
         peer: peer.parse().unwrap(),
+        vrf: None,
         multihop,
         min_ttl,
         tx,
@@ -12,13 +13,23 @@ fn entry(peer: &str, multihop: bool, min_ttl: u8) -> Entry {
     }
 }
 
-/// Sessions 1 (192.0.2.2 single hop) and 2 (203.0.113.2 multihop, minimum TTL 254).
+/// Sessions 1 (192.0.2.2 single hop), 2 (203.0.113.2 multihop, minimum TTL 254) and 3
+/// (192.0.2.2 single hop in VRF blue).
 fn demux() -> Demux {
     let mut d = Demux::default();
     d.by_disc.insert(1, entry("192.0.2.2", false, 255));
-    d.by_peer.insert(("192.0.2.2".parse().unwrap(), false), 1);
+    d.by_peer
+        .insert(("192.0.2.2".parse().unwrap(), false, None), 1);
     d.by_disc.insert(2, entry("203.0.113.2", true, 254));
-    d.by_peer.insert(("203.0.113.2".parse().unwrap(), true), 2);
+    d.by_peer
+        .insert(("203.0.113.2".parse().unwrap(), true, None), 2);
+    let mut blue = entry("192.0.2.2", false, 255);
+    blue.vrf = Some("blue".into());
+    d.by_disc.insert(3, blue);
+    d.by_peer.insert(
+        ("192.0.2.2".parse().unwrap(), false, Some("blue".into())),
+        3,
+    );
     d
 }
 
@@ -52,9 +63,35 @@ fn routed(
     ttl: Option<u8>,
     mh: bool,
 ) -> Result<IpAddr, (Option<IpAddr>, DropReason)> {
-    route(d, bytes, src.parse().unwrap(), ttl, mh)
+    route(d, bytes, src.parse().unwrap(), ttl, mh, None)
         .map(|(e, _)| e.peer)
         .map_err(|(e, why)| (e.map(|e| e.peer), why))
+}
+
+/// The discriminator of the session a packet received in `vrf` goes to.
+fn routed_in(d: &Demux, bytes: &[u8], src: &str, vrf: Option<&str>) -> Result<u32, DropReason> {
+    route(d, bytes, src.parse().unwrap(), Some(255), false, vrf)
+        .map(|(e, _)| e.counters.owner.load(Ordering::Relaxed))
+        .map_err(|(_, why)| why)
+}
+
+#[test]
+fn the_same_address_in_a_vrf_is_another_session() {
+    let d = demux();
+    d.by_disc[&1].counters.owner.store(1, Ordering::Relaxed);
+    d.by_disc[&3].counters.owner.store(3, Ordering::Relaxed);
+    assert_eq!(routed_in(&d, &packet(0), "192.0.2.2", None), Ok(1));
+    assert_eq!(routed_in(&d, &packet(0), "192.0.2.2", Some("blue")), Ok(3));
+    assert_eq!(routed_in(&d, &packet(3), "192.0.2.2", Some("blue")), Ok(3));
+    assert_eq!(
+        routed_in(&d, &packet(1), "192.0.2.2", Some("blue")),
+        Err(DropReason::WrongSource),
+        "a discriminator of the default VRF's session, received in blue"
+    );
+    assert_eq!(
+        routed_in(&d, &packet(0), "192.0.2.2", Some("red")),
+        Err(DropReason::UnknownPeer)
+    );
 }
 
 #[test]
