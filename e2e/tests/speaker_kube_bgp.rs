@@ -162,6 +162,15 @@ impl Env {
             .collect()
     }
 
+    async fn configuration_summary(&self, node: &str) -> Option<String> {
+        let api: Api<ConfigurationState> = Api::namespaced(self.cluster.client(), &self.system);
+        api.get_opt(&configuration_state_name(node))
+            .await
+            .ok()??
+            .status?
+            .error_summary
+    }
+
     async fn configuration(&self, node: &str) -> Option<ConfigurationResult> {
         let api: Api<ConfigurationState> = Api::namespaced(self.cluster.client(), &self.system);
         api.get_opt(&configuration_state_name(node))
@@ -300,6 +309,44 @@ async fn lab_scenario() {
     for node in &nodes {
         env.wait(
             "ConfigurationState Valid",
+            Duration::from_secs(10),
+            || async {
+                (env.configuration(node).await? == ConfigurationResult::Valid).then_some(())
+            },
+        )
+        .await;
+    }
+
+    // A second BGPPeer in a VRF no node has: the configuration is valid, but every node's
+    // ConfigurationState names the peer and field it cannot set up; the running sessions and
+    // routes are untouched. Deleted: Valid again.
+    env.apply(
+        &format!("apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router-red}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, vrf: red}}\n"),
+        &env.system,
+    )
+    .await;
+    for node in &nodes {
+        env.wait(
+            "ConfigurationState naming the missing VRF",
+            Duration::from_secs(10),
+            || async {
+                env.configuration_summary(node)
+                    .await?
+                    .contains("BGPPeer/router-red: spec.vrf: no VRF device red on this node")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    assert!(router.next_hops_are("ipv4", PREFIX, &hops));
+    let peers: Api<ferrolb_crds::BGPPeer> = Api::namespaced(env.cluster.client(), &env.system);
+    peers
+        .delete("router-red", &DeleteParams::default())
+        .await
+        .expect("delete router-red");
+    for node in &nodes {
+        env.wait(
+            "ConfigurationState Valid again",
             Duration::from_secs(10),
             || async {
                 (env.configuration(node).await? == ConfigurationResult::Valid).then_some(())

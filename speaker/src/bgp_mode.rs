@@ -142,7 +142,7 @@ pub fn node_peers(
             Ok(c) if peers.contains_key(&c.key()) => problems.push(PeerProblem {
                 peer: peer.name.clone(),
                 reason: format!(
-                    "another BGPPeer selecting this node has address {}",
+                    "spec.peerAddress: another BGPPeer selecting this node has address {}",
                     c.key()
                 ),
             }),

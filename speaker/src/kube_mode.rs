@@ -99,7 +99,12 @@ impl KubeMode {
         if let (Ok(name), Ok(uid)) = (std::env::var("POD_NAME"), std::env::var("POD_UID")) {
             writer.owner = Some(PodOwner { name, uid });
         }
-        let writing = writer.spawn(self.client.clone(), announced_rx, self.feeds.config.clone());
+        // The configuration's validity, and what of it this node cannot set up.
+        let report = ferrolb_speaker::status::merge_node_problems(
+            self.feeds.config.clone(),
+            opts.bgp_status.problems(),
+        );
+        let writing = writer.spawn(self.client.clone(), announced_rx, report);
         ferrolb_speaker::runtime::run_observed(
             opts,
             snapshots,

@@ -86,6 +86,8 @@ struct PeerEntry {
 struct Shared {
     engine: RwLock<Option<BgpEngine>>,
     peers: Mutex<BTreeMap<PeerKey, PeerEntry>>,
+    /// Peers this node cannot set up, one line each (`BGPPeer/name: field: why`).
+    problems: watch::Sender<Vec<String>>,
 }
 
 /// Read side of the BGP adapter; cheap to clone, usable from any thread.
@@ -128,6 +130,12 @@ impl BgpStatus {
                 }
             })
             .collect()
+    }
+
+    /// The BGPPeers this node cannot set up (`BGPPeer/name: field: why`), for its
+    /// ConfigurationState; the receiver sees every change.
+    pub fn problems(&self) -> watch::Receiver<Vec<String>> {
+        self.shared.problems.subscribe()
     }
 
     /// Whether the engine runs (it starts with the first peer that selects this node).
@@ -258,6 +266,11 @@ impl BgpDriver {
         let Some(node) = snapshot.nodes.iter().find(|n| n.name == self.node) else {
             self.links.clear();
             self.waiting = false;
+            self.status.shared.problems.send_if_modified(|old| {
+                let had = !old.is_empty();
+                old.clear();
+                had
+            });
             return BTreeMap::new();
         };
         let router_id = default_router_id(&self.node, snapshot.node_ips.get(&self.node).copied());
@@ -283,6 +296,17 @@ impl BgpDriver {
         for p in problems.difference(&self.logged_problems) {
             warn!(peer = %p.peer, reason = %p.reason, "BGPPeer not set up on this node");
         }
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| format!("BGPPeer/{}: {}", p.peer, p.reason))
+            .collect();
+        self.status.shared.problems.send_if_modified(|old| {
+            let changed = *old != lines;
+            if changed {
+                old.clone_from(&lines);
+            }
+            changed
+        });
         self.logged_problems = problems;
         let node_v4 = match snapshot.node_ips.get(&self.node) {
             Some(IpAddr::V4(a)) => Some(*a),

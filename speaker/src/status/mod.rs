@@ -269,6 +269,50 @@ fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
 }
 
+/// The report with this node's own problems added: BGPPeers it cannot set up (an interface or
+/// VRF it lacks, no router heard on a link). The configuration can be valid and still not run
+/// in full here; the node's ConfigurationState says so.
+pub fn with_node_problems(report: &ConfigReport, node_problems: &[String]) -> ConfigReport {
+    match report {
+        ConfigReport::Unknown => ConfigReport::Unknown,
+        ConfigReport::Valid if node_problems.is_empty() => ConfigReport::Valid,
+        ConfigReport::Valid => ConfigReport::Invalid(node_problems.to_vec()),
+        ConfigReport::Invalid(errors) => {
+            ConfigReport::Invalid(errors.iter().chain(node_problems).cloned().collect())
+        }
+    }
+}
+
+/// [`with_node_problems`] as the two change: the report the status writer follows.
+pub fn merge_node_problems(
+    mut config: tokio::sync::watch::Receiver<ConfigReport>,
+    mut problems: tokio::sync::watch::Receiver<Vec<String>>,
+) -> tokio::sync::watch::Receiver<ConfigReport> {
+    let first = with_node_problems(&config.borrow_and_update(), &problems.borrow_and_update());
+    let (tx, rx) = tokio::sync::watch::channel(first);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = config.changed() => if r.is_err() { return },
+                r = problems.changed() => if r.is_err() { return },
+            }
+            let merged =
+                with_node_problems(&config.borrow_and_update(), &problems.borrow_and_update());
+            tx.send_if_modified(|old| {
+                let changed = *old != merged;
+                if changed {
+                    *old = merged.clone();
+                }
+                changed
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// The ConfigurationState's status for a report (`None`: nothing to say yet): the result, every
 /// problem, and a condition per object with problems.
 pub fn configuration_status(report: &ConfigReport) -> Option<Value> {

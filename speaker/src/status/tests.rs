@@ -244,3 +244,26 @@ fn the_configuration_state_carries_every_error_line() {
     );
     assert_eq!(status["conditions"][1]["reason"], "Invalid");
 }
+
+#[test]
+fn node_problems_join_the_report() {
+    let line = "BGPPeer/tor: spec.vrf: no VRF device red on this node".to_string();
+    assert_eq!(
+        with_node_problems(&ConfigReport::Unknown, std::slice::from_ref(&line)),
+        ConfigReport::Unknown,
+        "nothing to say before the caches are filled"
+    );
+    assert_eq!(
+        with_node_problems(&ConfigReport::Valid, &[]),
+        ConfigReport::Valid
+    );
+    assert_eq!(
+        with_node_problems(&ConfigReport::Valid, std::slice::from_ref(&line)),
+        ConfigReport::Invalid(vec![line.clone()])
+    );
+    let invalid = ConfigReport::Invalid(vec!["IPAddressPool/a: spec.addresses[0]: bad".into()]);
+    assert_eq!(
+        with_node_problems(&invalid, std::slice::from_ref(&line)),
+        ConfigReport::Invalid(vec!["IPAddressPool/a: spec.addresses[0]: bad".into(), line])
+    );
+}
