@@ -1,7 +1,9 @@
 //! Linux socket options that the standard library and socket2 do not cover: TCP MD5
 //! signatures (RFC 2385), the minimum TTL / hop count of GTSM (RFC 5082), and receiving the
-//! TTL / hop limit of UDP datagrams (BFD, RFC 5881 / 5883), and interface names and indexes
-//! (the scope of link-local peers).
+//! TTL / hop limit of UDP datagrams (BFD, RFC 5881 / 5883), interface names and indexes
+//! (the scope of link-local peers), and the IPv4 packet sockets of BFD echo (sending a packet
+//! to a neighbour's MAC address whatever the routing table says, and seeing echo packets come
+//! back that the IP layer would drop as having our own source address).
 //!
 //! This is the crate's only `unsafe` code: `setsockopt(2)` on a socket we own with a value
 //! built in safe code, and one `recvmsg(2)` into buffers we own, whose control messages are
@@ -244,6 +246,130 @@ pub fn if_name(index: u32) -> Option<String> {
     String::from_utf8(buf[..end].to_vec()).ok()
 }
 
+const ETH_P_IP: u16 = 0x0800;
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Classic BPF on IPv4 packets (the network header first, as packet sockets of type
+/// SOCK_DGRAM see them): unfragmented UDP to port `port` with TTL `ttl`. Jump offsets count
+/// from the next instruction.
+pub fn udp_port_ttl_filter(port: u16, ttl: u8) -> Vec<libc::sock_filter> {
+    const LDB_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
+    const LDH_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
+    const LDH_IND: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_IND) as u16;
+    const LDX_MSH: u16 = (libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    vec![
+        op(LDB_ABS, 0, 0, 9),             // 0: A = protocol
+        op(JEQ_K, 0, 8, 17),              // 1: UDP -> 2, else -> 10
+        op(LDH_ABS, 0, 0, 6),             // 2: A = flags and fragment offset
+        op(JSET_K, 6, 0, 0x1fff),         // 3: a fragment -> 10
+        op(LDX_MSH, 0, 0, 0),             // 4: X = IP header length
+        op(LDH_IND, 0, 0, 2),             // 5: A = UDP destination port
+        op(JEQ_K, 0, 3, u32::from(port)), // 6: port -> 7, else -> 10
+        op(LDB_ABS, 0, 0, 8),             // 7: A = TTL
+        op(JEQ_K, 0, 1, u32::from(ttl)),  // 8: TTL -> 9, else -> 10
+        op(RET_K, 0, 0, 0x0000_ffff),     // 9: accept
+        op(RET_K, 0, 0, 0),               // 10: drop
+    ]
+}
+
+/// An AF_PACKET socket of type SOCK_DGRAM for IPv4 on interface `ifindex` (the kernel adds and
+/// strips the Ethernet header), non-blocking. With a `filter` it receives the incoming IPv4
+/// packets the filter passes (attached before binding, so nothing unfiltered is ever queued);
+/// without one it is for sending only and receives nothing.
+pub fn ipv4_packet_socket(
+    ifindex: u32,
+    filter: Option<&[libc::sock_filter]>,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let ifindex = i32::try_from(ifindex)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index"))?;
+    // SAFETY: plain syscall with constant arguments; protocol 0 receives nothing yet.
+    let raw = check(unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    let Some(program) = filter else {
+        return Ok(fd);
+    };
+    let fprog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // The kernel copies the program during the call; `program` outlives it.
+    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)?;
+    // What we forward out of this interface ourselves is not for us.
+    let _ = setsockopt(
+        &fd,
+        libc::SOL_PACKET,
+        libc::PACKET_IGNORE_OUTGOING,
+        &(1 as libc::c_int),
+    );
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+    addr.sll_protocol = ETH_P_IP.to_be();
+    addr.sll_ifindex = ifindex;
+    // SAFETY: `addr` is a live sockaddr_ll and the length is its size.
+    check(unsafe {
+        libc::bind(
+            raw,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}
+
+/// Sends one IPv4 packet (header included) out of `ifindex` to the neighbour with MAC `mac`,
+/// through a socket from [`ipv4_packet_socket`]. `WouldBlock` when the device queue is full.
+pub fn send_ipv4_to(
+    fd: &impl AsRawFd,
+    ifindex: u32,
+    mac: [u8; 6],
+    packet: &[u8],
+) -> io::Result<()> {
+    let ifindex = i32::try_from(ifindex)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index"))?;
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as libc::c_ushort;
+    to.sll_protocol = ETH_P_IP.to_be();
+    to.sll_ifindex = ifindex;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&mac);
+    // SAFETY: `packet` is readable for packet.len() bytes; `to` is a live sockaddr_ll.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            libc::MSG_DONTWAIT,
+            (&to as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -296,5 +422,85 @@ mod tests {
             assert_eq!(from, tx.local_addr().unwrap());
             assert_eq!(ttl, Some(255));
         }
+    }
+}
+
+/// Runs a classic BPF program of the kinds used here on `packet`, as the kernel does (for
+/// tests of the offsets).
+#[cfg(test)]
+fn run_filter(program: &[libc::sock_filter], packet: &[u8]) -> u32 {
+    let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+    let byte = |at: usize| packet.get(at).map(|b| u32::from(*b));
+    let half = |at: usize| Some((byte(at)? << 8) | byte(at + 1)?);
+    loop {
+        let ins = &program[pc];
+        let class = u32::from(ins.code) & 0x07;
+        let size = u32::from(ins.code) & 0x18;
+        let mode = u32::from(ins.code) & 0xe0;
+        pc += 1;
+        match class {
+            c if c == libc::BPF_LD => {
+                let at = ins.k as usize + if mode == libc::BPF_IND { x as usize } else { 0 };
+                let v = if size == libc::BPF_B {
+                    byte(at)
+                } else {
+                    half(at)
+                };
+                match v {
+                    Some(v) => a = v,
+                    None => return 0,
+                }
+            }
+            c if c == libc::BPF_LDX => match byte(ins.k as usize) {
+                Some(b) => x = 4 * (b & 0x0f),
+                None => return 0,
+            },
+            c if c == libc::BPF_JMP => {
+                let op = u32::from(ins.code) & 0xf0;
+                let hit = if op == libc::BPF_JSET {
+                    a & ins.k != 0
+                } else {
+                    a == ins.k
+                };
+                pc += usize::from(if hit { ins.jt } else { ins.jf });
+            }
+            c if c == libc::BPF_RET => return ins.k,
+            _ => panic!("instruction {:#x} not modelled", ins.code),
+        }
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::*;
+
+    #[test]
+    fn the_echo_filter_passes_returned_echo_packets_only() {
+        let program = udp_port_ttl_filter(3785, 254);
+        let ours = std::net::Ipv4Addr::new(192, 0, 2, 1);
+        let mut back = crate::bfd::echo::echo_packet(ours, 1, 1, 7);
+        back[8] = 254;
+        assert_ne!(run_filter(&program, &back), 0, "an echo one hop back");
+        let sent = crate::bfd::echo::echo_packet(ours, 1, 1, 7);
+        assert_eq!(run_filter(&program, &sent), 0, "TTL 255: not back");
+        let mut other_port = back;
+        other_port[23] = 0xca; // 3784: a control packet
+        assert_eq!(run_filter(&program, &other_port), 0);
+        let mut tcp = back;
+        tcp[9] = 6;
+        assert_eq!(run_filter(&program, &tcp), 0);
+        let mut fragment = back;
+        fragment[7] = 1;
+        assert_eq!(run_filter(&program, &fragment), 0);
+        let mut options = [0u8; 48];
+        options[..20].copy_from_slice(&back[..20]);
+        options[0] = 0x46; // a 24-byte header: the UDP header moves
+        options[24..48].copy_from_slice(&back[20..44]);
+        assert_ne!(
+            run_filter(&program, &options),
+            0,
+            "the header length is followed"
+        );
+        assert_eq!(run_filter(&program, &back[..10]), 0, "short");
     }
 }

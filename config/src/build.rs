@@ -622,12 +622,6 @@ fn build_bfd_profiles(
             "spec.minimumTtl",
             &mut r,
         );
-        if s.echo_mode == Some(true) {
-            r.error(
-                "spec.echoMode",
-                "BFD echo mode is not supported by FerroLB yet; leave echoMode out or false (BFD control packets still detect failures)",
-            );
-        }
         out.insert(
             name.clone(),
             BfdProfile {
@@ -909,6 +903,31 @@ fn build_peers(
                     "does not exist"
                 };
                 r.error("spec.bfdProfile", format!("BFDProfile/{profile} {why}"));
+            }
+            // Echo packets go to ourselves through a directly connected IPv4 peer (RFC 5881);
+            // RFC 5883 rules echo out for multihop, FRR's IPv6 echo works only between FRRs,
+            // and the neighbour table cannot tell a VRF's peer from the default VRF's.
+            if bfd_profiles.get(profile).is_some_and(|p| p.echo_mode) {
+                let ipv6 = s.interface.as_deref().is_some_and(|i| !i.is_empty())
+                    || s.peer_address
+                        .trim()
+                        .parse::<IpAddr>()
+                        .is_ok_and(|a| a.is_ipv6());
+                let why = if ipv6 {
+                    Some("an IPv6 session")
+                } else if s.ebgp_multi_hop {
+                    Some("an eBGP multihop session")
+                } else if s.vrf.as_deref().is_some_and(|v| !v.is_empty()) {
+                    Some("a session in a VRF")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    r.error(
+                        "spec.bfdProfile",
+                        format!("BFDProfile/{profile} has echoMode, which FerroLB runs on IPv4 single-hop sessions in the default VRF only; this is {why}"),
+                    );
+                }
             }
         }
         if s.ebgp_multi_hop {

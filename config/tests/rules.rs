@@ -848,6 +848,42 @@ fn unnumbered_peers_are_directly_connected() {
 }
 
 #[test]
+fn bfd_echo_runs_on_ipv4_single_hop_sessions_only() {
+    let echo = object("BFDProfile", "echo", "  echoMode: true\n  echoInterval: 20");
+    config(&format!("{echo}{}", peer("v4", PEER_OK_ECHO)));
+    for (name, spec, why) in [
+        (
+            "v6",
+            "  myASN: 64500\n  peerASN: 64501\n  peerAddress: \"2001:db8::1\"\n  bfdProfile: echo",
+            "an IPv6 session",
+        ),
+        (
+            "unnumbered",
+            "  myASN: 64500\n  peerASN: 64501\n  interface: eth0\n  bfdProfile: echo",
+            "an IPv6 session",
+        ),
+        (
+            "far",
+            "  myASN: 64500\n  peerASN: 64501\n  peerAddress: 192.0.2.1\n  ebgpMultiHop: true\n  bfdProfile: echo",
+            "an eBGP multihop session",
+        ),
+        (
+            "red",
+            "  myASN: 64500\n  peerASN: 64501\n  peerAddress: 192.0.2.1\n  vrf: red\n  bfdProfile: echo",
+            "a session in a VRF",
+        ),
+    ] {
+        rejects(
+            &format!("{echo}{}", peer(name, spec)),
+            &[&format!("BGPPeer/{name}: spec.bfdProfile: BFDProfile/echo has echoMode, which FerroLB runs on IPv4 single-hop sessions in the default VRF only; this is {why}")],
+        );
+    }
+}
+
+const PEER_OK_ECHO: &str =
+    "  myASN: 64500\n  peerASN: 64501\n  peerAddress: 192.0.2.1\n  bfdProfile: echo";
+
+#[test]
 fn two_peers_on_one_interface_are_refused() {
     let yaml = format!(
         "{}\n---\n{}",

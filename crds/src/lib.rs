@@ -468,7 +468,8 @@ pub struct BFDProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 60000))]
     pub echo_interval: Option<u32>,
-    /// Use echo mode (refused by FerroLB: asynchronous BFD only).
+    /// Use echo mode (IPv4 single-hop sessions in the default VRF; echo packets every
+    /// echoInterval through the peer and back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo_mode: Option<bool>,
     /// Wait for the peer to start the session instead of sending first.

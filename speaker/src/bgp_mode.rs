@@ -95,11 +95,11 @@ pub fn peer_config(
 }
 
 /// The engine's BFD settings from a BFDProfile; multihop (UDP 4784, minimumTtl) for eBGP
-/// multihop peers. Echo mode is declined: the engine runs asynchronous mode only.
+/// multihop peers; echo at echoInterval with echoMode.
 pub fn bfd_config(profile: &BfdProfile, multihop: bool) -> Result<BfdConfig, String> {
-    if profile.echo_mode {
+    if profile.echo_mode && multihop {
         return Err(format!(
-            "BFDProfile/{}: spec.echoMode: echo mode is not supported by FerroLB's BFD; set it to false (asynchronous BFD detects failures without it)",
+            "BFDProfile/{}: spec.echoMode: no echo on multihop sessions (RFC 5883)",
             profile.name
         ));
     }
@@ -113,6 +113,7 @@ pub fn bfd_config(profile: &BfdProfile, multihop: bool) -> Result<BfdConfig, Str
         minimum_ttl: u8::try_from(profile.minimum_ttl).unwrap_or(u8::MAX),
         hold_routes_until_up: false,
         auth: None,
+        echo_interval: profile.echo_mode.then(|| ms(profile.echo_interval_ms)),
     })
 }
 

@@ -172,6 +172,8 @@ pub struct BfdSessionSample {
     pub control_packets_out: u64,
     pub up_events: u64,
     pub down_events: u64,
+    pub echo_packets_in: u64,
+    pub echo_packets_out: u64,
 }
 
 type PerPeerGauge = Family<PeerLabel, Gauge>;
@@ -201,6 +203,8 @@ pub struct Metrics {
     bfd_packets_out: PerPeerCounter,
     bfd_up_events: PerPeerCounter,
     bfd_down_events: PerPeerCounter,
+    bfd_echo_in: PerPeerCounter,
+    bfd_echo_out: PerPeerCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -316,6 +320,16 @@ impl Metrics {
             m.bfd_packets_out.clone(),
         );
         r.register(
+            "bfd_echo_packet_input",
+            "BFD echo packets of ours back through the peer, per peer",
+            m.bfd_echo_in.clone(),
+        );
+        r.register(
+            "bfd_echo_packet_output",
+            "BFD echo packets sent, per peer",
+            m.bfd_echo_out.clone(),
+        );
+        r.register(
             "bfd_session_up_events",
             "BFD sessions going up, per peer",
             m.bfd_up_events.clone(),
@@ -423,6 +437,8 @@ impl Metrics {
         set_total(&self.bfd_packets_out, &l, s.control_packets_out);
         set_total(&self.bfd_up_events, &l, s.up_events);
         set_total(&self.bfd_down_events, &l, s.down_events);
+        set_total(&self.bfd_echo_in, &l, s.echo_packets_in);
+        set_total(&self.bfd_echo_out, &l, s.echo_packets_out);
     }
 
     /// The session is no longer configured: its series go.
@@ -434,6 +450,8 @@ impl Metrics {
             &self.bfd_packets_out,
             &self.bfd_up_events,
             &self.bfd_down_events,
+            &self.bfd_echo_in,
+            &self.bfd_echo_out,
         ] {
             family.remove(&l);
         }

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+mod echo_io;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -22,7 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, info_span, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::fsm::{Input, Output, Session, SessionConfig, Timer, Timers};
 use super::packet::{ControlPacket, SessionState};
@@ -65,6 +67,9 @@ pub struct BfdCounters {
     /// peer wants none), and the detection time (0 before the peer's first packet).
     pub tx_interval: Duration,
     pub detection_time: Duration,
+    /// Echo packets sent, and back through the peer.
+    pub echo_packets_out: u64,
+    pub echo_packets_in: u64,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +82,8 @@ pub(crate) struct Counters {
     dropped: AtomicU64,
     tx_interval_us: AtomicU64,
     detection_time_us: AtomicU64,
+    echo_out: AtomicU64,
+    echo_in: AtomicU64,
     /// Discriminator of the session that owns the gauges: a replaced session winding down
     /// must not overwrite its successor's state.
     owner: AtomicU32,
@@ -100,6 +107,8 @@ impl Counters {
             dropped: g(&self.dropped),
             tx_interval: Duration::from_micros(g(&self.tx_interval_us)),
             detection_time: Duration::from_micros(g(&self.detection_time_us)),
+            echo_packets_out: g(&self.echo_out),
+            echo_packets_in: g(&self.echo_in),
         }
     }
 
@@ -117,11 +126,15 @@ fn bump(a: &AtomicU64) {
 
 enum SessionMsg {
     Packet(ControlPacket),
+    /// One of the session's echo packets came back.
+    EchoReturned,
     SetTimers(Timers),
 }
 
 struct Entry {
     peer: IpAddr,
+    /// Our address on the session while it runs echo (its echo packets carry it).
+    echo_local: Option<Ipv4Addr>,
     vrf: Option<String>,
     multihop: bool,
     min_ttl: u8,
@@ -157,6 +170,7 @@ pub(crate) struct BfdDriver {
     receivers: Mutex<HashMap<ReceiverKey, JoinHandle<()>>>,
     /// Packets dropped that no configured peer sent.
     pub(crate) dropped_unknown: Arc<AtomicU64>,
+    echo_receivers: echo_io::EchoReceivers,
     random: RandomState,
 }
 
@@ -203,6 +217,7 @@ impl BfdDriver {
             demux: Arc::default(),
             receivers: Mutex::default(),
             dropped_unknown: Arc::default(),
+            echo_receivers: echo_io::EchoReceivers::default(),
             random: RandomState::new(),
         }
     }
@@ -311,6 +326,7 @@ impl BfdDriver {
                 disc,
                 Entry {
                     peer,
+                    echo_local: None,
                     vrf: vrf.clone(),
                     multihop: cfg.multihop,
                     min_ttl: if cfg.multihop { cfg.minimum_ttl } else { 255 },
@@ -318,14 +334,17 @@ impl BfdDriver {
                     counters: counters.clone(),
                 },
             );
-            d.by_peer.insert((peer, cfg.multihop, vrf), disc);
+            d.by_peer.insert((peer, cfg.multihop, vrf.clone()), disc);
             disc
         };
+        let (echo, echo_tx_us, echo_rx_us) = self.echo(cfg, peer, local, vrf.as_deref(), disc);
         let session = Session::new(SessionConfig {
             local_discriminator: disc,
             timers: cfg.timers(),
             passive: cfg.passive,
             auth: cfg.auth,
+            echo_tx_us,
+            echo_rx_us,
         });
         counters.owner.store(disc, Ordering::Relaxed);
         counters.set_state(disc, Some(SessionState::Down));
@@ -334,6 +353,7 @@ impl BfdDriver {
             SessionTask {
                 session,
                 sock,
+                echo,
                 dest,
                 timers: HashMap::new(),
                 counters,
@@ -348,6 +368,59 @@ impl BfdDriver {
             tx,
             local,
         })
+    }
+}
+
+impl BfdDriver {
+    /// The Echo function for a new session, where configured and possible (IPv4, single
+    /// hop, default VRF, the peer in the neighbour table): the sender, our echo transmit
+    /// interval and the Required Min Echo RX Interval we advertise (non-zero only when this
+    /// node forwards on the link, so the peer's echo packets come back). Where it is not
+    /// possible the session runs asynchronous BFD alone, and says why.
+    fn echo(
+        &self,
+        cfg: &BfdConfig,
+        peer: IpAddr,
+        local: IpAddr,
+        vrf: Option<&str>,
+        disc: u32,
+    ) -> (Option<echo_io::EchoIo>, Option<u32>, u32) {
+        let Some(tx_us) = cfg.echo_tx_us() else {
+            return (None, None, 0);
+        };
+        let (IpAddr::V4(peer4), IpAddr::V4(local4)) = (peer, local) else {
+            warn!("BFD echo is for IPv4 sessions; this one runs without");
+            return (None, None, 0);
+        };
+        if cfg.multihop || vrf.is_some() {
+            warn!("BFD echo runs on single-hop sessions in the default VRF; this one runs without");
+            return (None, None, 0);
+        }
+        let setup = echo_io::setup(peer4, local4, disc).and_then(|s| {
+            self.echo_receivers
+                .ensure(s.ifindex, Arc::downgrade(&self.demux))
+                .map_err(|e| format!("echo receiver: {e}"))?;
+            Ok(s)
+        });
+        match setup {
+            Ok(s) => {
+                let mut d = self.demux.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(e) = d.by_disc.get_mut(&disc) {
+                    e.echo_local = Some(local4);
+                }
+                let rx_us = if s.loops_back {
+                    tx_us
+                } else {
+                    warn!("IP forwarding is off on the interface to the peer: its echo packets would not come back, so we ask for none (ours still run)");
+                    0
+                };
+                (Some(s.io), Some(tx_us), rx_us)
+            }
+            Err(why) => {
+                warn!(%why, "BFD echo cannot run on this session; asynchronous BFD only");
+                (None, None, 0)
+            }
+        }
     }
 }
 
@@ -479,6 +552,7 @@ fn route<'a>(
 struct SessionTask {
     session: Session,
     sock: UdpSocket,
+    echo: Option<echo_io::EchoIo>,
     dest: SocketAddr,
     timers: HashMap<Timer, Instant>,
     counters: Arc<Counters>,
@@ -501,6 +575,10 @@ impl SessionTask {
                         self.feed(Input::Received(p));
                     }
                     Some(SessionMsg::SetTimers(t)) => self.feed(Input::SetTimers(t)),
+                    Some(SessionMsg::EchoReturned) => {
+                        bump(&self.counters.echo_in);
+                        self.feed(Input::EchoReturned);
+                    }
                     None => {
                         // Removed: tell the peer it was on purpose, not a failure.
                         self.feed(Input::AdminDown);
@@ -526,6 +604,14 @@ impl SessionTask {
                     bump(&self.counters.packets_out);
                     if let Err(e) = self.sock.try_send_to(&p.encode(), self.dest) {
                         debug!(error = %e, "BFD packet not sent");
+                    }
+                }
+                Output::SendEcho(seq) => {
+                    if let Some(e) = self.echo.as_mut() {
+                        bump(&self.counters.echo_out);
+                        if let Err(err) = e.send(seq) {
+                            debug!(error = %err, "echo packet not sent");
+                        }
                     }
                 }
                 Output::StartTimer(t, d) => {

@@ -1,4 +1,5 @@
-//! One BFD session (RFC 5880 section 6.8, asynchronous mode, no echo, no demand), sans-IO.
+//! One BFD session (RFC 5880 section 6.8, asynchronous mode with the optional Echo function,
+//! no demand), sans-IO.
 //!
 //! [`Session::process`] takes an [`Input`] (start, a decoded packet, a timer expiry, a timer
 //! change, admin down/up) and returns the [`Output`]s for the driver: packets to send, timers
@@ -31,6 +32,13 @@ pub struct SessionConfig {
     pub passive: bool,
     /// Sign what we send and accept only packets signed with this key.
     pub auth: Option<BfdAuth>,
+    /// Echo function (RFC 5880 section 6.4): our echo transmit interval; `None` sends none.
+    /// Echo runs while the session is Up and the peer advertises a Required Min Echo RX
+    /// Interval; it is declared failed after `detect_mult` intervals without one back.
+    pub echo_tx_us: Option<u32>,
+    /// Our Required Min Echo RX Interval: non-zero only when this side loops the peer's echo
+    /// packets back (its forwarding plane does).
+    pub echo_rx_us: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +47,10 @@ pub enum Timer {
     Tx,
     /// The detection time passed without a packet from the peer.
     Detect,
+    /// Time for the next echo packet.
+    EchoTx,
+    /// The echo detection time passed without one of our echo packets back.
+    EchoDetect,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +62,8 @@ pub enum Input {
     SetTimers(Timers),
     AdminDown,
     AdminUp,
+    /// One of our echo packets came back through the peer.
+    EchoReturned,
 }
 
 /// Why a packet that decoded fine was still discarded.
@@ -70,6 +84,8 @@ pub enum Discard {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     Send(ControlPacket),
+    /// Send echo packet number `seq`.
+    SendEcho(u64),
     StartTimer(Timer, Duration),
     StopTimer(Timer),
     StateChanged {
@@ -104,6 +120,9 @@ pub struct Session {
     rng: u32,
     xmit_seq: u32,
     rx_seq: RxSequence,
+    remote_min_echo_rx_us: u32,
+    echo_active: bool,
+    echo_seq: u64,
 }
 
 impl Session {
@@ -129,6 +148,71 @@ impl Session {
             // Any start value will do; the discriminator differs per session.
             xmit_seq: cfg.local_discriminator.rotate_left(16),
             rx_seq: RxSequence::default(),
+            remote_min_echo_rx_us: 0,
+            echo_active: false,
+            echo_seq: 0,
+        }
+    }
+
+    /// Whether echo packets are being sent.
+    pub fn echo_active(&self) -> bool {
+        self.echo_active
+    }
+
+    /// The interval between our echo packets (before jitter): ours, or slower if the peer
+    /// asks; `None` while echo is off.
+    pub fn echo_interval(&self) -> Option<Duration> {
+        let ours = self.cfg.echo_tx_us?;
+        (self.remote_min_echo_rx_us != 0)
+            .then(|| Duration::from_micros(u64::from(ours.max(self.remote_min_echo_rx_us))))
+    }
+
+    /// How long without an echo back before the path is declared failed.
+    fn echo_detection_time(&self) -> Option<Duration> {
+        self.echo_interval()
+            .map(|i| i * u32::from(self.cfg.timers.detect_mult.max(1)))
+    }
+
+    /// Starts or stops the Echo function: on while Up, configured, and asked for by the peer.
+    fn update_echo(&mut self, out: &mut Vec<Output>) {
+        let want = self.state == SessionState::Up && self.echo_interval().is_some();
+        if want && !self.echo_active {
+            self.echo_active = true;
+            out.push(Output::StartTimer(Timer::EchoTx, Duration::ZERO));
+            if let Some(d) = self.echo_detection_time() {
+                out.push(Output::StartTimer(Timer::EchoDetect, d));
+            }
+        } else if !want && self.echo_active {
+            self.echo_active = false;
+            out.push(Output::StopTimer(Timer::EchoTx));
+            out.push(Output::StopTimer(Timer::EchoDetect));
+        }
+    }
+
+    fn echo_tx(&mut self, out: &mut Vec<Output>) {
+        let Some(every) = self.echo_interval().filter(|_| self.echo_active) else {
+            return;
+        };
+        self.echo_seq += 1;
+        out.push(Output::SendEcho(self.echo_seq));
+        let next = self.jittered(every);
+        out.push(Output::StartTimer(Timer::EchoTx, next));
+    }
+
+    fn echo_returned(&mut self, out: &mut Vec<Output>) {
+        if !self.echo_active {
+            return;
+        }
+        if let Some(d) = self.echo_detection_time() {
+            out.push(Output::StartTimer(Timer::EchoDetect, d));
+        }
+    }
+
+    fn echo_detect_expired(&mut self, out: &mut Vec<Output>) {
+        if self.echo_active && self.state == SessionState::Up {
+            // The path through the peer failed though its control packets may still arrive.
+            self.change(SessionState::Down, Diagnostic::EchoFunctionFailed, out);
+            self.send_now(out);
         }
     }
 
@@ -186,6 +270,9 @@ impl Session {
             Input::Received(p) => self.received(p, &mut out),
             Input::TimerExpired(Timer::Tx) => self.periodic(&mut out),
             Input::TimerExpired(Timer::Detect) => self.detect_expired(&mut out),
+            Input::TimerExpired(Timer::EchoTx) => self.echo_tx(&mut out),
+            Input::TimerExpired(Timer::EchoDetect) => self.echo_detect_expired(&mut out),
+            Input::EchoReturned => self.echo_returned(&mut out),
             Input::SetTimers(t) => self.set_timers(t, &mut out),
             Input::AdminDown => {
                 if self.state != SessionState::AdminDown {
@@ -285,7 +372,7 @@ impl Session {
             your_discriminator: self.remote_discr,
             desired_min_tx_us: self.desired_min_tx_us,
             required_min_rx_us: self.required_min_rx_us,
-            required_min_echo_rx_us: 0,
+            required_min_echo_rx_us: self.cfg.echo_rx_us,
             auth: None,
         };
         if let Some(a) = &self.cfg.auth {
@@ -308,6 +395,7 @@ impl Session {
             to,
             diagnostic: diag,
         });
+        self.update_echo(out);
         if to == SessionState::Up {
             // Leave the slow start rate through a Poll sequence.
             self.advertise(self.cfg.timers, out);
@@ -377,6 +465,7 @@ impl Session {
         self.remote_detect_mult = 0;
         self.remote_desired_min_tx_us = 0;
         self.remote_min_rx_us = 1;
+        self.remote_min_echo_rx_us = 0;
         self.final_due = false;
         self.rx_seq.known = false;
         // Say Down at once (one packet: the periodic one, brought forward).
@@ -410,6 +499,8 @@ impl Session {
         self.remote_min_rx_us = p.required_min_rx_us;
         self.remote_desired_min_tx_us = p.desired_min_tx_us;
         self.remote_detect_mult = p.detect_mult;
+        let echo_rx_before = self.remote_min_echo_rx_us;
+        self.remote_min_echo_rx_us = p.required_min_echo_rx_us;
         if p.final_ && self.polling {
             self.polling = false;
             self.effective_tx_us = self.desired_min_tx_us;
@@ -444,6 +535,13 @@ impl Session {
         }
         if self.state != before || self.final_due {
             self.send_now(out);
+        }
+        if self.remote_min_echo_rx_us != echo_rx_before {
+            // The peer stopped (or started) taking echo packets, or wants them slower.
+            if self.echo_active && self.remote_min_echo_rx_us != 0 {
+                self.echo_returned(out);
+            }
+            self.update_echo(out);
         }
         let new_tx = self.tx_interval();
         if new_tx.is_none() {

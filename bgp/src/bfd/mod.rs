@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod driver;
+pub mod echo;
 pub mod fsm;
 pub mod packet;
 
@@ -45,6 +46,10 @@ pub struct BfdConfig {
     pub hold_routes_until_up: bool,
     /// Keyed SHA1 or Meticulous Keyed SHA1 authentication.
     pub auth: Option<auth::BfdAuth>,
+    /// The Echo function at this interval (IPv4 single hop only): our echo packets go through
+    /// the peer and back, and the peer's come back through this node when it forwards on the
+    /// link.
+    pub echo_interval: Option<Duration>,
 }
 
 impl Default for BfdConfig {
@@ -59,6 +64,7 @@ impl Default for BfdConfig {
             minimum_ttl: 254,
             hold_routes_until_up: false,
             auth: None,
+            echo_interval: None,
         }
     }
 }
@@ -86,7 +92,24 @@ impl BfdConfig {
         if self.minimum_ttl == 0 {
             return Err("bfd.minimum_ttl: must be at least 1".into());
         }
+        if let Some(v) = self.echo_interval {
+            if v < MIN_INTERVAL || v > MAX_INTERVAL {
+                return Err(format!(
+                    "bfd.echo_interval: {} ms is outside 10..60000 ms",
+                    v.as_millis()
+                ));
+            }
+            if self.multihop {
+                // RFC 5883 section 3: no echo on multihop sessions.
+                return Err("bfd.echo_interval: no echo on multihop sessions".into());
+            }
+        }
         Ok(())
+    }
+
+    pub(crate) fn echo_tx_us(&self) -> Option<u32> {
+        self.echo_interval
+            .map(|d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX))
     }
 
     pub(crate) fn timers(&self) -> fsm::Timers {

@@ -31,6 +31,8 @@ pub fn samples(peers: &[PeerStatus]) -> (Vec<BgpPeerSample>, Vec<BfdSessionSampl
                 control_packets_out: b.control_packets_out,
                 up_events: b.up_events,
                 down_events: b.down_events,
+                echo_packets_in: b.echo_packets_in,
+                echo_packets_out: b.echo_packets_out,
             });
         }
     }
@@ -159,6 +161,8 @@ mod tests {
                     control_packets_out: 41,
                     up_events: 1,
                     down_events: 0,
+                    echo_packets_in: 0,
+                    echo_packets_out: 0,
                 },
                 BfdSessionSample {
                     peer: "192.0.2.253".into(),

@@ -155,7 +155,6 @@ fn only_changed_peers_are_touched() {
 fn bfd_profiles_become_the_engines_bfd_settings() {
     let yaml = "apiVersion: ferrolb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: fast}\nspec: {receiveInterval: 50, transmitInterval: 60, detectMultiplier: 4, passiveMode: true, minimumTtl: 250}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: echo}\nspec: {}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, bfdProfile: fast}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: far}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.2, bfdProfile: fast, ebgpMultiHop: true}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: echoing}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.3, bfdProfile: echo}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: plain}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.4}\n";
     let mut c = config(yaml);
-    // The configuration refuses echoMode; the speaker still declines a model that carries it.
     c.bfd_profiles.get_mut("echo").unwrap().echo_mode = true;
     let (peers, problems) = node_peers(&c, &node("n1", &[]), None, false, &no_links());
     let get = |a: &str| peers[&key(a)].1.bfd;
@@ -171,11 +170,25 @@ fn bfd_profiles_become_the_engines_bfd_settings() {
             minimum_ttl: 250,
             hold_routes_until_up: false,
             auth: None,
+            echo_interval: None,
         }
     );
     assert!(get("198.51.100.2").unwrap().multihop, "eBGP multihop peer");
     assert_eq!(get("198.51.100.4"), None);
-    // Echo mode is declined with a message naming the profile and field.
+    // Echo at the profile's echoInterval (default 50 ms).
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        get("198.51.100.3").unwrap().echo_interval,
+        Some(std::time::Duration::from_millis(50))
+    );
+    // Echo on a multihop session (the configuration refuses it too) is declined here as well.
+    let mut multihop_echo = c.clone();
+    multihop_echo
+        .peers
+        .get_mut("echoing")
+        .unwrap()
+        .ebgp_multihop = true;
+    let (_, problems) = node_peers(&multihop_echo, &node("n1", &[]), None, false, &no_links());
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].peer, "echoing");
     assert!(

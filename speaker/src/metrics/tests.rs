@@ -205,6 +205,8 @@ fn bgp_and_bfd_samples_set_their_families_and_a_restarted_peer_starts_again() {
         control_packets_out: 101,
         up_events: 1,
         down_events: 0,
+        echo_packets_in: 7,
+        echo_packets_out: 9,
     });
     let p = "{peer=\"2001:db8::2\"}";
     let text = m.encode();
@@ -214,6 +216,8 @@ fn bgp_and_bfd_samples_set_their_families_and_a_restarted_peer_starts_again() {
         ("ferrolb_bfd_control_packet_output_total", 101.0),
         ("ferrolb_bfd_session_up_events_total", 1.0),
         ("ferrolb_bfd_session_down_events_total", 0.0),
+        ("ferrolb_bfd_echo_packet_input_total", 7.0),
+        ("ferrolb_bfd_echo_packet_output_total", 9.0),
     ] {
         assert_eq!(
             value(&text, &format!("{name}{p}")),

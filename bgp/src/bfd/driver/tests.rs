@@ -5,6 +5,7 @@ fn entry(peer: &str, multihop: bool, min_ttl: u8) -> Entry {
     let (tx, _rx) = mpsc::unbounded_channel();
     Entry {
         peer: peer.parse().unwrap(),
+        echo_local: None,
         vrf: None,
         multihop,
         min_ttl,

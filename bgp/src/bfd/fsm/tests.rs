@@ -15,6 +15,8 @@ fn cfg(passive: bool) -> SessionConfig {
         },
         passive,
         auth: None,
+        echo_tx_us: None,
+        echo_rx_us: 0,
     }
 }
 
@@ -660,4 +662,140 @@ fn authenticated_sessions_come_up_and_a_wrong_key_never_does() {
         (a.state(), c.state()),
         (SessionState::Down, SessionState::Down)
     );
+}
+
+/// The peer's Up packet asking for echo packets no faster than `echo_us`.
+fn peer_echo(echo_us: u32) -> ControlPacket {
+    ControlPacket {
+        required_min_echo_rx_us: echo_us,
+        ..peer(SessionState::Up, LOCAL, 1_000_000, 1_000_000)
+    }
+}
+
+/// A session with echo configured at 50 ms (and looping the peer's back at 50 ms), Up.
+fn echo_up() -> Session {
+    let mut s = Session::new(SessionConfig {
+        echo_tx_us: Some(MS50),
+        echo_rx_us: MS50,
+        ..cfg(false)
+    });
+    s.process(Input::Start);
+    s.process(Input::Received(peer(
+        SessionState::Down,
+        0,
+        1_000_000,
+        1_000_000,
+    )));
+    s
+}
+
+fn echoes(out: &[Output]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::SendEcho(n) => Some(*n),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn echo_starts_when_up_and_asked_for_and_runs_at_the_slower_interval() {
+    let mut s = echo_up();
+    let out = s.process(Input::TimerExpired(Timer::Tx));
+    assert_eq!(
+        sent(&out)[0].required_min_echo_rx_us,
+        MS50,
+        "we loop echoes back"
+    );
+    // Up, but the peer takes no echo packets: none sent.
+    let out = s.process(Input::Received(peer_echo(0)));
+    assert_eq!(changed(&out).map(|c| c.1), Some(SessionState::Up));
+    assert!(!s.echo_active());
+    assert_eq!(timer(&out, Timer::EchoTx), None);
+    // The peer asks for them no faster than 200 ms: echo on at 200 ms, 3 x 200 ms detection.
+    let out = s.process(Input::Received(peer_echo(200_000)));
+    assert!(s.echo_active());
+    assert_eq!(timer(&out, Timer::EchoTx), Some(Duration::ZERO));
+    assert_eq!(
+        timer(&out, Timer::EchoDetect),
+        Some(Duration::from_millis(600))
+    );
+    let out = s.process(Input::TimerExpired(Timer::EchoTx));
+    assert_eq!(echoes(&out), [1]);
+    let next = timer(&out, Timer::EchoTx).unwrap();
+    assert!(
+        next >= Duration::from_millis(150) && next <= Duration::from_millis(200),
+        "{next:?}"
+    );
+    assert_eq!(echoes(&s.process(Input::TimerExpired(Timer::EchoTx))), [2]);
+    // Each echo back restarts the detection.
+    let out = s.process(Input::EchoReturned);
+    assert_eq!(
+        timer(&out, Timer::EchoDetect),
+        Some(Duration::from_millis(600))
+    );
+    // The peer stops taking them: echo off.
+    let out = s.process(Input::Received(peer_echo(0)));
+    assert!(!s.echo_active());
+    assert!(out.contains(&Output::StopTimer(Timer::EchoTx)));
+    assert!(out.contains(&Output::StopTimer(Timer::EchoDetect)));
+    assert!(echoes(&s.process(Input::TimerExpired(Timer::EchoTx))).is_empty());
+}
+
+#[test]
+fn echo_failure_takes_the_session_down_with_its_diagnostic() {
+    let mut s = echo_up();
+    s.process(Input::Received(peer_echo(MS50)));
+    assert!(s.echo_active());
+    s.process(Input::TimerExpired(Timer::EchoTx));
+    // Control packets still arrive; the echo path does not.
+    s.process(Input::Received(peer_echo(MS50)));
+    let out = s.process(Input::TimerExpired(Timer::EchoDetect));
+    assert_eq!(
+        changed(&out),
+        Some((
+            SessionState::Up,
+            SessionState::Down,
+            Diagnostic::EchoFunctionFailed
+        ))
+    );
+    let p = sent(&out)[0];
+    assert_eq!(
+        (p.state, p.diagnostic),
+        (SessionState::Down, Diagnostic::EchoFunctionFailed),
+        "the peer is told at once"
+    );
+    assert!(!s.echo_active());
+    assert!(out.contains(&Output::StopTimer(Timer::EchoTx)));
+    // Late expiries and returns change nothing.
+    assert!(changed(&s.process(Input::TimerExpired(Timer::EchoDetect))).is_none());
+    assert!(s.process(Input::EchoReturned).is_empty());
+}
+
+#[test]
+fn without_echo_configured_none_is_sent_or_advertised() {
+    let mut s = up();
+    let out = s.process(Input::Received(peer_echo(MS50)));
+    assert!(!s.echo_active());
+    assert!(echoes(&out).is_empty());
+    let out = s.process(Input::TimerExpired(Timer::Tx));
+    assert_eq!(sent(&out)[0].required_min_echo_rx_us, 0);
+    assert!(s.process(Input::TimerExpired(Timer::EchoTx)).is_empty());
+}
+
+#[test]
+fn echo_stops_when_the_session_goes_down() {
+    let mut s = echo_up();
+    s.process(Input::Received(peer_echo(MS50)));
+    let out = s.process(Input::TimerExpired(Timer::Detect));
+    assert_eq!(
+        changed(&out),
+        Some((
+            SessionState::Up,
+            SessionState::Down,
+            Diagnostic::ControlDetectionTimeExpired
+        ))
+    );
+    assert!(!s.echo_active());
+    assert!(out.contains(&Output::StopTimer(Timer::EchoDetect)));
 }
