@@ -660,7 +660,8 @@ struct PeerTask {
     tx: mpsc::UnboundedSender<PeerMsg>,
     conns: HashMap<ConnId, ConnHandle>,
     timers: HashMap<Timer, Instant>,
-    connect: Option<(u64, JoinHandle<()>)>,
+    /// The outgoing connection attempt: its number, when it started, its task.
+    connect: Option<(u64, Instant, JoinHandle<()>)>,
     connect_seq: u64,
     session: Option<Session>,
     counters: Arc<Counters>,
@@ -716,6 +717,7 @@ impl PeerTask {
                     break;
                 }
                 PeerMsg::Accepted(stream) => {
+                    debug!(from = ?stream.peer_addr().ok(), "connection accepted");
                     if let Err(e) = self.prepare_accepted(&stream) {
                         warn!(error = %e, "socket options on accepted connection failed");
                     }
@@ -733,6 +735,7 @@ impl PeerTask {
                     self.connect = None;
                     match result {
                         Ok(stream) => {
+                            debug!(local = ?stream.local_addr().ok(), "connected");
                             let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
                             self.attach(id, stream);
                             self.feed(Input::TcpConnected {
@@ -756,7 +759,7 @@ impl PeerTask {
                 }
             }
         }
-        if let Some((_, t)) = self.connect.take() {
+        if let Some((_, _, t)) = self.connect.take() {
             t.abort();
         }
         self.rib
@@ -819,11 +822,7 @@ impl PeerTask {
     fn apply(&mut self, out: Output) {
         match out {
             Output::Connect => self.start_connect(),
-            Output::CancelConnect => {
-                if let Some((_, t)) = self.connect.take() {
-                    t.abort();
-                }
-            }
+            Output::CancelConnect => self.abandon_connect(),
             Output::Send(conn, msg) => {
                 let ctx = self.conns.get(&conn).map(|c| c.ctx).unwrap_or_default();
                 match &msg {
@@ -1051,12 +1050,30 @@ impl PeerTask {
         self.send_bytes(conn, buf);
     }
 
-    fn start_connect(&mut self) {
-        if let Some((_, t)) = self.connect.take() {
-            t.abort();
+    /// Stops the outgoing attempt. One that ran for the whole connect-retry time timed out,
+    /// though the FSM's timer (of the same length) ended it before its own timeout did: it
+    /// says so, as the MD5 hint depends on it.
+    fn abandon_connect(&mut self) {
+        let Some((_, started, t)) = self.connect.take() else {
+            return;
+        };
+        t.abort();
+        let retry = self.config.connect_retry.max(Duration::from_secs(1));
+        if started.elapsed() + Duration::from_millis(50) >= retry {
+            self.connect_failed(&io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connect timed out",
+            ));
+        } else {
+            debug!("connect attempt cancelled");
         }
+    }
+
+    fn start_connect(&mut self) {
+        self.abandon_connect();
         self.connect_seq += 1;
         let seq = self.connect_seq;
+        debug!(attempt = seq, timeout = ?self.config.connect_retry, "connecting");
         let tx = self.tx.clone();
         let cfg = self.config.clone();
         let ttl = self.ttl();
@@ -1064,7 +1081,7 @@ impl PeerTask {
             let r = connect(&cfg, ttl).await;
             let _ = tx.send(PeerMsg::Connected(seq, r));
         });
-        self.connect = Some((seq, t));
+        self.connect = Some((seq, Instant::now(), t));
     }
 
     fn attach(&mut self, id: ConnId, stream: TcpStream) {

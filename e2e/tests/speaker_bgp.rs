@@ -319,6 +319,15 @@ fn bgp_mode_ipv6_session_and_md5_from_a_password_secret() {
     }
     // IPv6 pool over the IPv6 session, signed with the Secret's password.
     lab.wait_established(&[node_v6(1)], SESSION);
+    // dualStackAddressFamily: FRR shows both families negotiated on the IPv6 session.
+    let n = lab
+        .frr()
+        .json(&format!("show bgp neighbors {} json", node_v6(1)))
+        .unwrap();
+    let mp = &n[node_v6(1).as_str()]["neighborCapabilities"]["multiprotocolExtensions"];
+    for fam in ["ipv4Unicast", "ipv6Unicast"] {
+        assert_eq!(mp[fam]["advertisedAndReceived"], true, "{fam}: {mp}");
+    }
     lab.wait_next_hops("ipv6", "2001:db8:ffff::30/128", &[node_v6(1)], SESSION)
         .unwrap();
     // And the IPv4 address over the same IPv6 session, with the node's IPv4 next hop.
