@@ -72,5 +72,5 @@ pub use config::{is_link_local, PeerConfig, PeerKey, SessionEvent, SessionEventK
 pub use engine::{BgpEngine, EngineConfig, EngineError, PeerCounters, ShutdownMode};
 pub use fsm::{DownReason, GracefulRestartConfig, State, StopReason};
 pub use packet::{Family, LargeCommunity, Notification, Origin};
-pub use rib_out::RouteAttributes;
+pub use rib_out::{RouteAttributes, GRACEFUL_SHUTDOWN};
 pub use sockopt::{if_index, if_name};

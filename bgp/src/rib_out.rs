@@ -38,6 +38,23 @@ pub struct RouteAttributes {
     pub extended_communities: Vec<[u8; 8]>,
 }
 
+/// The GRACEFUL_SHUTDOWN well-known community, 65535:0 (RFC 8326).
+pub const GRACEFUL_SHUTDOWN: u32 = 0xFFFF_0000;
+
+impl RouteAttributes {
+    /// The same route about to be withdrawn on purpose (RFC 8326): with the GRACEFUL_SHUTDOWN
+    /// community, and LOCAL_PREF 0 (sent to iBGP peers only), so routers move the traffic to
+    /// other paths while this one still forwards.
+    pub fn graceful_shutdown(&self) -> RouteAttributes {
+        let mut a = self.clone();
+        if !a.communities.contains(&GRACEFUL_SHUTDOWN) {
+            a.communities.push(GRACEFUL_SHUTDOWN);
+        }
+        a.local_pref = Some(0);
+        a
+    }
+}
+
 /// What the encoder must know about the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionParams {

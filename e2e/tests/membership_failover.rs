@@ -306,7 +306,9 @@ fn sigkilled_member_is_confirmed_dead_fast_20_runs() {
     for i in 0..N {
         lab.spawn(i);
     }
-    lab.wait_converged(Duration::from_secs(10));
+    // The first start of N member processes (this test binary again) can be slow on a cold,
+    // busy CI machine: room for it; the measured part below is bounded on its own.
+    lab.wait_converged(Duration::from_secs(30));
     let runs = 20;
     let mut all_confirmed = Vec::new();
     let mut first_confirmed = Vec::new();

@@ -264,6 +264,7 @@ fn comparable(c: &PeerConfig) -> PeerConfig {
     c
 }
 
+pub mod draining;
 pub mod driver;
 pub mod metrics_feed;
 pub mod nexthop;

@@ -88,6 +88,16 @@ enum Command {
         /// announcement).
         #[arg(long, default_value_t = 2000)]
         release_grace_ms: u64,
+        /// BGP graceful shutdown (RFC 8326), in seconds: routes this node stops announcing
+        /// (a Service moving away, an advertisement or exclusion label no longer selecting
+        /// the node, the speaker stopping on a cordoned or deleted node, or any stop for peers
+        /// without graceful restart) are first sent again with the GRACEFUL_SHUTDOWN community
+        /// (65535:0; LOCAL_PREF 0 to iBGP peers) for this long, so routers move the traffic
+        /// first; 0: withdrawn at once, as MetalLB does. Keep it below the Pod's
+        /// terminationGracePeriodSeconds.
+        #[arg(long, env = "FERROLB_GRACEFUL_SHUTDOWN_SECONDS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=300))]
+        graceful_shutdown_seconds: u64,
     },
 }
 
@@ -135,6 +145,7 @@ struct RunArgs {
     metrics_addr: String,
     rejoin_hold_down_ms: u64,
     release_grace_ms: u64,
+    graceful_shutdown_seconds: u64,
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -243,6 +254,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         interface_rescan: std::time::Duration::from_secs(5),
         health: health.clone(),
         bgp_status: Default::default(),
+        bgp_graceful_shutdown: std::time::Duration::from_secs(args.graceful_shutdown_seconds),
     };
     runtime.block_on(async move {
         tracing::info!(node = %args.node_name, source = %args.source, "ferrolb-speaker starting");
@@ -367,6 +379,7 @@ fn main() -> ExitCode {
             metrics_addr,
             rejoin_hold_down_ms,
             release_grace_ms,
+            graceful_shutdown_seconds,
         } => match run(RunArgs {
             source,
             namespace,
@@ -380,6 +393,7 @@ fn main() -> ExitCode {
             metrics_addr,
             rejoin_hold_down_ms,
             release_grace_ms,
+            graceful_shutdown_seconds,
         }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

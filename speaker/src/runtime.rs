@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub health: Arc<Health>,
     /// Where the BGP side publishes its peers' state (for metrics).
     pub bgp_status: BgpStatus,
+    /// BGP graceful shutdown (RFC 8326): how long leaving routes are drained; zero: off.
+    pub bgp_graceful_shutdown: Duration,
 }
 
 /// Plans and announces until `shutdown` completes, then stops answering and announcing.
@@ -91,7 +93,9 @@ pub async fn run_observed(
     };
     let node = opts.l2.node.clone();
     crate::bgp_mode::metrics_feed::feed_on_scrape(&opts.health, opts.bgp_status.clone());
-    let bgp = BgpDriver::new(&node, opts.bgp_status.clone()).spawn();
+    let bgp = BgpDriver::new(&node, opts.bgp_status.clone())
+        .with_graceful_shutdown(opts.bgp_graceful_shutdown)
+        .spawn();
     let mut l2 = L2Adapter::new(opts.l2);
     let mut rescan = tokio::time::interval(opts.interface_rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

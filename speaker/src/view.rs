@@ -22,6 +22,9 @@ pub struct NodeView {
     pub network_unavailable: bool,
     /// Carries [`EXCLUDE_LABEL`].
     pub excluded: bool,
+    /// Cordoned (`spec.unschedulable`), as `kubectl drain` leaves it: a speaker stopping on such
+    /// a node is being removed, not restarted.
+    pub unschedulable: bool,
 }
 
 impl NodeView {
@@ -39,6 +42,11 @@ impl NodeView {
             labels: node.labels().clone(),
             network_unavailable,
             excluded: node.labels().contains_key(EXCLUDE_LABEL),
+            unschedulable: node
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false),
         }
     }
 

@@ -80,6 +80,8 @@ pub struct BgpLab {
     pub speaker: PathBuf,
     pub frr: Option<Frr>,
     pub speakers: Vec<Option<LabProcess>>,
+    /// Extra arguments of every speaker started from now on (e.g. a flag under test).
+    pub speaker_args: Vec<String>,
     pub echoes: Vec<LabProcess>,
     pub client: NetNs,
     pub nodes: Vec<NetNs>,
@@ -152,6 +154,7 @@ impl BgpLab {
             speaker,
             frr: None,
             speakers: (0..n).map(|_| None).collect(),
+            speaker_args: Vec::new(),
             echoes: Vec::new(),
             client,
             nodes,
@@ -193,18 +196,21 @@ impl BgpLab {
         } else {
             log
         };
+        let live = live.join(",");
+        let mut args = vec![
+            "run",
+            "--source",
+            &source,
+            "--poll-ms",
+            "50",
+            "--live",
+            &live,
+        ];
+        args.extend(self.speaker_args.iter().map(String::as_str));
         let p = LabProcess::start(
             &self.nodes[i - 1],
             &self.speaker,
-            &[
-                "run",
-                "--source",
-                &source,
-                "--poll-ms",
-                "50",
-                "--live",
-                &live.join(","),
-            ],
+            &args,
             &[("NODE_NAME", &node_name(i)), ("RUST_LOG", "info")],
             &log,
         )?;

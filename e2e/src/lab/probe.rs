@@ -106,15 +106,19 @@ impl ProbeLog {
         })
     }
 
-    /// Probes sent in `[from_ns, to_ns)` that got no answer.
+    /// Probes due in `[from_ns, to_ns)` (by the stream's fixed schedule) that got no answer.
+    /// Counted by sequence number, so a send that ran late on a loaded machine still counts
+    /// in the window it was due in.
     pub fn lost_between(&self, from_ns: u128, to_ns: u128) -> u64 {
-        let in_window = |a: &Answer| a.sent_ns >= from_ns && a.sent_ns < to_ns;
-        let answered = self.answers.iter().filter(|a| in_window(a)).count() as u64;
         let step = self.interval.as_nanos().max(1);
-        let first = from_ns.saturating_sub(self.start_ns).div_ceil(step);
-        let last = to_ns.saturating_sub(self.start_ns).div_ceil(step);
-        let sent = (last.min(self.sent as u128)).saturating_sub(first) as u64;
-        sent.saturating_sub(answered)
+        let first = from_ns.saturating_sub(self.start_ns).div_ceil(step) as u64;
+        let last = (to_ns.saturating_sub(self.start_ns).div_ceil(step) as u64).min(self.sent);
+        let answered = self
+            .answers
+            .iter()
+            .filter(|a| a.seq >= first && a.seq < last)
+            .count() as u64;
+        last.saturating_sub(first).saturating_sub(answered)
     }
 
     /// The longest time without any answer among probes sent in `[from_ns, to_ns)`.

@@ -13,6 +13,7 @@
 //!
 //! Passwords are never logged: only names, addresses and states are.
 
+use super::draining::Draining;
 use super::{diff_peers, node_peers, routes_per_peer, unnumbered_links, LinkState, PeerProblem};
 use crate::planner::NodePlan;
 use crate::source::Snapshot;
@@ -192,6 +193,12 @@ pub struct BgpDriver {
     wake: Arc<Notify>,
     /// Some peer waits for something on the node: look again in a while.
     waiting: bool,
+    /// How long routes that leave are sent with the GRACEFUL_SHUTDOWN community before they
+    /// are withdrawn (RFC 8326), on the way out too; zero: withdrawn at once.
+    graceful_shutdown: Duration,
+    draining: Draining,
+    /// The node is cordoned or gone: a stop now is a removal, not a restart.
+    leaving: bool,
     /// Problems already logged, so a plan that repeats them stays quiet.
     logged_problems: BTreeSet<PeerProblem>,
     /// No engine has run in this process yet: peers are set up as after a restart.
@@ -226,7 +233,17 @@ impl BgpDriver {
             links: BTreeMap::new(),
             wake: Arc::default(),
             waiting: false,
+            graceful_shutdown: Duration::ZERO,
+            draining: Draining::default(),
+            leaving: false,
         }
+    }
+
+    /// Routes that leave, and every route when the speaker stops for good, are drained for
+    /// `time` with the GRACEFUL_SHUTDOWN community before they are withdrawn (RFC 8326).
+    pub fn with_graceful_shutdown(mut self, time: Duration) -> Self {
+        self.graceful_shutdown = time;
+        self
     }
 
     /// Watches the links of the unnumbered peers that select this node, stops watching the
@@ -264,6 +281,8 @@ impl BgpDriver {
     /// The peers this node should run now, with next hops filled in.
     fn wanted(&mut self, snapshot: &Snapshot) -> BTreeMap<PeerKey, (String, PeerConfig)> {
         let Some(node) = snapshot.nodes.iter().find(|n| n.name == self.node) else {
+            // Deleted: a stop from now on is a removal.
+            self.leaving = true;
             self.links.clear();
             self.waiting = false;
             self.status.shared.problems.send_if_modified(|old| {
@@ -273,6 +292,7 @@ impl BgpDriver {
             });
             return BTreeMap::new();
         };
+        self.leaving = node.unschedulable;
         let router_id = default_router_id(&self.node, snapshot.node_ips.get(&self.node).copied());
         let links = self.watch_links(unnumbered_links(&snapshot.config, node));
         let (mut peers, mut problems) =
@@ -368,6 +388,7 @@ impl BgpDriver {
             .await;
             self.running.remove(key);
             self.routes.remove(key);
+            self.draining.forget(key);
         }
         for c in &changes.update {
             let key = c.key();
@@ -436,7 +457,16 @@ impl BgpDriver {
         }
 
         let routes = routes_per_peer(plan, &self.running);
+        let now = std::time::Instant::now();
         for (key, set) in routes {
+            // Routes that leave stay a while, marked for graceful shutdown.
+            let set = self.draining.routes(
+                &key,
+                set,
+                self.routes.get(&key).map(Vec::as_slice),
+                now,
+                self.graceful_shutdown,
+            );
             if self.routes.get(&key) == Some(&set) {
                 continue;
             }
@@ -444,7 +474,11 @@ impl BgpDriver {
             let _span = peer_span(&name, &key).entered();
             match engine.set_routes(&key, set.clone()) {
                 Ok(()) => {
-                    info!(routes = set.len(), "routes set");
+                    let draining = set
+                        .iter()
+                        .filter(|(_, a)| a.communities.contains(&ferrolb_bgp::GRACEFUL_SHUTDOWN))
+                        .count();
+                    info!(routes = set.len(), draining, "routes set");
                     self.routes.insert(key, set);
                 }
                 Err(e) => warn!(error = %e, "setting the routes failed"),
@@ -521,22 +555,62 @@ impl BgpDriver {
         false
     }
 
-    /// Ends every session: without NOTIFICATION for peers with graceful restart (routers keep
-    /// our routes while we restart), with a Cease for the others.
+    /// Ends every session. A restart (the node is neither cordoned nor gone) closes peers with
+    /// graceful restart without NOTIFICATION, so routers keep our routes while we restart.
+    /// Every other session (all of them when the node is being removed) first has its routes
+    /// drained for the graceful-shutdown time, when one is set (RFC 8326: sent again with the
+    /// GRACEFUL_SHUTDOWN community, so routers move the traffic while this node still
+    /// forwards), then ends with a Cease.
     pub async fn shutdown(&mut self) {
         let Some(engine) = self.status.shared.engine.write().await.take() else {
             return;
         };
-        let graceful: Vec<PeerKey> = self
+        let restart = !self.leaving;
+        let kept: Vec<PeerKey> = self
             .running
             .iter()
-            .filter(|(_, (_, c))| c.graceful_restart.is_some())
+            .filter(|(_, (_, c))| restart && c.graceful_restart.is_some())
             .map(|(k, _)| k.clone())
             .collect();
-        let mode = if graceful.is_empty() {
+        let ended: Vec<(PeerKey, String)> = self
+            .running
+            .iter()
+            .filter(|(k, _)| !kept.contains(k))
+            .map(|(k, (name, _))| (k.clone(), name.clone()))
+            .collect();
+        info!(
+            removal = !restart,
+            graceful_restart = kept.len(),
+            ended = ended.len(),
+            graceful_shutdown = ?self.graceful_shutdown,
+            "stopping the BGP engine"
+        );
+        if !self.graceful_shutdown.is_zero() {
+            let mut drained = 0;
+            for (key, name) in &ended {
+                let routes: Vec<_> = self
+                    .routes
+                    .get(key)
+                    .map(|r| r.iter().map(|(p, a)| (*p, a.graceful_shutdown())).collect())
+                    .unwrap_or_default();
+                if routes.is_empty() {
+                    continue;
+                }
+                let _span = peer_span(name, key).entered();
+                drained += routes.len();
+                if let Err(e) = engine.set_routes(key, routes) {
+                    warn!(error = %e, "routes not marked for graceful shutdown");
+                }
+            }
+            if drained > 0 {
+                info!(routes = drained, time = ?self.graceful_shutdown, "graceful shutdown: routes sent with 65535:0, withdrawn when the time is up");
+                tokio::time::sleep(self.graceful_shutdown).await;
+            }
+        }
+        let mode = if kept.is_empty() {
             ShutdownMode::Cease(Some("ferrolb-speaker stopping".into()))
         } else {
-            for (key, (name, _)) in self.running.iter().filter(|(k, _)| !graceful.contains(k)) {
+            for (key, name) in &ended {
                 let _ = engine
                     .remove_peer(key)
                     .instrument(peer_span(name, key))
@@ -544,15 +618,11 @@ impl BgpDriver {
             }
             ShutdownMode::GracefulRestart
         };
-        info!(
-            graceful_restart = graceful.len(),
-            peers = self.running.len(),
-            "stopping the BGP engine"
-        );
         engine.shutdown(mode).await;
         self.running.clear();
         self.routes.clear();
         self.links.clear();
+        self.draining = Draining::default();
         self.publish();
     }
 }
@@ -588,12 +658,20 @@ impl BgpDriver {
         let task = tokio::spawn(async move {
             let wake = self.wake.clone();
             loop {
-                // A new plan; or, for the newest one, a router heard on a link or a retry of
-                // peers that wait for an interface, a VRF or a router.
+                // A new plan; or, for the newest one, a router heard on a link, a retry of
+                // peers that wait for an interface, a VRF or a router, or a drained route's
+                // time up.
+                let drained = self.draining.next_deadline();
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { break },
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(RETRY_WAITING), if self.waiting => {}
+                    _ = async {
+                        match drained {
+                            Some(at) => tokio::time::sleep_until(at.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {}
                 }
                 let latest = rx.borrow_and_update().clone();
                 if let Some((snapshot, plan)) = latest {

@@ -31,6 +31,7 @@ fn node(name: &str, labels: &[(&str, &str)]) -> NodeView {
             .collect(),
         network_unavailable: false,
         excluded: false,
+        unschedulable: false,
     }
 }
 

@@ -1,0 +1,265 @@
+//! BGP graceful shutdown (RFC 8326) through the real speaker (issue 14): the BGP-mode lab
+//! (`lab::bgp_lab`), FRR without graceful restart, three nodes, speakers with
+//! `--graceful-shutdown-seconds`. Judges: FRR's table (the community, the paths in use), the
+//! router's kernel routes, and a client's probe stream. Root-only; skips with `SKIP:`.
+
+use ferrolb_e2e::lab::bgp_lab::{node_name, node_v4, node_v4s, BgpLab, ROUTER_V4};
+use ferrolb_e2e::lab::probe::{unix_ns, ProbeLog, ProbeStream};
+use ferrolb_e2e::lab::{skip, wait_for};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_ferrolb-lab-echo");
+const SESSION: Duration = Duration::from_secs(20);
+const VIP: &str = "203.0.113.80";
+const PREFIX: &str = "203.0.113.80/32";
+/// The speakers' graceful-shutdown time.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// FRR (AS 64500) without graceful restart, ECMP over the three nodes, and the receiving side
+/// of RFC 8326 as the RFC asks operators to configure it: paths with the GRACEFUL_SHUTDOWN
+/// community get LOCAL_PREF 0, so they leave the best paths while they still forward.
+fn frr_conf() -> String {
+    let mut n = String::new();
+    let mut activate = String::new();
+    for a in node_v4s(&[1, 2, 3]) {
+        n.push_str(&format!(
+            " neighbor {a} remote-as 64512\n neighbor {a} timers connect 1\n"
+        ));
+        activate.push_str(&format!(
+            "  neighbor {a} activate\n  neighbor {a} route-map FROM-NODES in\n"
+        ));
+    }
+    format!(
+        "frr defaults datacenter\nhostname router\n!\nbgp community-list standard GSHUT seq 5 permit graceful-shutdown\n!\nroute-map FROM-NODES permit 10\n match community GSHUT\n set local-preference 0\n!\nroute-map FROM-NODES permit 20\n!\nrouter bgp 64500\n bgp router-id {ROUTER_V4}\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n{n} address-family ipv4 unicast\n  maximum-paths 8\n{activate} exit-address-family\n!\n"
+    )
+}
+
+/// Three Nodes (node `excluded` with the exclusion label, node `cordoned` unschedulable), the
+/// pool, the advertisement, the BGPPeer and one Service on every node.
+fn manifests(excluded: Option<usize>, cordoned: Option<usize>) -> String {
+    let mut y = String::new();
+    for i in 1..=3 {
+        let label = if excluded == Some(i) {
+            "\n  labels: {node.kubernetes.io/exclude-from-external-load-balancers: \"\"}"
+        } else {
+            ""
+        };
+        let spec = if cordoned == Some(i) {
+            "spec: {unschedulable: true}\n"
+        } else {
+            ""
+        };
+        y.push_str(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {}{label}\n{spec}status: {{addresses: [{{type: InternalIP, address: {}}}]}}\n---\n",
+            node_name(i),
+            node_v4(i)
+        ));
+    }
+    y.push_str(&format!(
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: public, namespace: ferrolb-system}}\nspec: {{addresses: [203.0.113.0/24]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: public, namespace: ferrolb-system}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router, namespace: ferrolb-system}}\nspec: {{myASN: 64512, peerASN: 64500, peerAddress: {ROUTER_V4}, connectTime: 1s}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\n  annotations: {{ferrolb.io/loadBalancerIPs: \"{VIP}\"}}\nspec: {{type: LoadBalancer, ports: [{{port: 7, protocol: UDP}}]}}\n---\n"
+    ));
+    y
+}
+
+/// FRR's path for the VIP from node address `hop`.
+fn path_via(lab: &BgpLab, hop: &str) -> Option<Value> {
+    let v = lab
+        .frr()
+        .json(&format!("show bgp ipv4 unicast {PREFIX} json"))
+        .ok()?;
+    v.get("paths")?
+        .as_array()?
+        .iter()
+        .find(|p| p["nexthops"][0]["ip"] == hop)
+        .cloned()
+}
+
+/// The lab, with speakers started with graceful shutdown of `drain`.
+fn lab(tag: &str, drain: Duration) -> BgpLab {
+    let mut lab = BgpLab::new(tag, 3).unwrap();
+    lab.speaker_args = vec![
+        "--graceful-shutdown-seconds".into(),
+        drain.as_secs().to_string(),
+    ];
+    lab.start_frr(&frr_conf()).unwrap();
+    lab.write_manifests(&manifests(None, None));
+    for i in 1..=3 {
+        lab.start_speaker(i).unwrap();
+    }
+    lab.serve_echo(&[VIP], Path::new(ECHO)).unwrap();
+    lab.wait_established(&node_v4s(&[1, 2, 3]), SESSION);
+    lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&[1, 2, 3]), SESSION)
+        .unwrap();
+    lab
+}
+
+#[test]
+fn excluded_node_drains_its_route_with_the_graceful_shutdown_community() {
+    let test = "excluded_node_drains_its_route_with_the_graceful_shutdown_community";
+    if skip(test) {
+        return;
+    }
+    let lab = lab("gs-x", DRAIN);
+    let node3 = node_v4(3);
+    // Node 3 gets the exclusion label: its route goes, gracefully. FRR first stops using it
+    // (the community, LOCAL_PREF 0 by its policy) while it is still there...
+    lab.write_manifests(&manifests(Some(3), None));
+    let t0 = Instant::now();
+    lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&[1, 2]), SESSION)
+        .unwrap();
+    let moved = t0.elapsed();
+    let p = path_via(&lab, &node3).unwrap_or_else(|| {
+        panic!(
+            "node-3's path left before the drain time ({moved:?})\n{}",
+            lab.logs()
+        )
+    });
+    let communities = p["community"]["string"].as_str().unwrap_or_default();
+    assert!(
+        communities.contains("graceful-shutdown") || communities.contains("gshut"),
+        "{p}"
+    );
+    assert_eq!(p["locPrf"], 0, "{p}");
+    // ... and then it is withdrawn, the drain time after the label.
+    wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        path_via(&lab, &node3).is_none().then_some(())
+    })
+    .unwrap_or_else(|| panic!("node-3's path never withdrawn\n{}", lab.logs()));
+    let withdrawn = t0.elapsed();
+    eprintln!("{test}: node-3 excluded: traffic off its path after {moved:?}, path withdrawn after {withdrawn:?} (drain {DRAIN:?})");
+    assert!(moved < DRAIN, "{moved:?}");
+    assert!(
+        withdrawn >= DRAIN - Duration::from_millis(200),
+        "{withdrawn:?}"
+    );
+    // The label goes: the route is back, without the community.
+    lab.write_manifests(&manifests(None, None));
+    lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&[1, 2, 3]), SESSION)
+        .unwrap();
+    let p = path_via(&lab, &node3).unwrap();
+    assert!(p.get("community").is_none(), "{p}");
+}
+
+/// What one roll of removals did to the probe stream.
+#[derive(Debug)]
+struct Roll {
+    /// How long each speaker took to stop.
+    stops: Vec<Duration>,
+    /// (what, when) of each step, to place lost probes.
+    steps: Vec<(String, u128)>,
+    from_ns: u128,
+    to_ns: u128,
+}
+
+impl Roll {
+    /// Probes sent, probes lost, and the steps that lost any (with how many).
+    fn judge(&self, log: &ProbeLog) -> (u64, u64, Vec<String>) {
+        let sent = ((self.to_ns - self.from_ns) / log.interval.as_nanos()) as u64;
+        let lost = log.lost_between(self.from_ns, self.to_ns);
+        let per_step = self
+            .steps
+            .windows(2)
+            .filter_map(|w| {
+                let n = log.lost_between(w[0].1, w[1].1);
+                (n > 0).then(|| format!("{}: {n}", w[0].0))
+            })
+            .collect();
+        (sent, lost, per_step)
+    }
+}
+
+/// Every node in turn is drained and removed (cordoned, its speaker stopped with SIGTERM, its
+/// link down at once), checked to have left no path at the router within 1 s, then brought back
+/// with a new speaker (started with the lab's current arguments).
+fn roll_removals(lab: &mut BgpLab) -> Roll {
+    let from_ns = unix_ns();
+    let mut stops = Vec::new();
+    let mut steps: Vec<(String, u128)> = Vec::new();
+    for i in 1..=3 {
+        // kubectl drain: the node is cordoned, then its Pods stop.
+        steps.push((format!("node-{i} cordoned"), unix_ns()));
+        lab.write_manifests(&manifests(None, Some(i)));
+        std::thread::sleep(Duration::from_millis(300));
+        steps.push((format!("node-{i} SIGTERM"), unix_ns()));
+        let t0 = Instant::now();
+        let code = lab
+            .speaker_proc(i)
+            .unwrap()
+            .terminate(DRAIN + Duration::from_secs(8));
+        assert_eq!(code, Some(0), "node-{i}'s speaker stops cleanly");
+        stops.push(t0.elapsed());
+        // The node goes away at once.
+        steps.push((format!("node-{i} stopped, link down"), unix_ns()));
+        lab.node(i).ip(&["link", "set", "eth0", "down"]).unwrap();
+        lab.wait_next_hop_gone("ipv4", PREFIX, &node_v4(i), Duration::from_secs(1))
+            .unwrap();
+        // It comes back for the next round.
+        steps.push((format!("node-{i} back"), unix_ns()));
+        lab.node(i).ip(&["link", "set", "eth0", "up"]).unwrap();
+        lab.node(i)
+            .ip(&["route", "replace", "default", "via", ROUTER_V4])
+            .unwrap();
+        lab.write_manifests(&manifests(None, None));
+        lab.start_speaker(i).unwrap();
+        lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&[1, 2, 3]), SESSION)
+            .unwrap();
+    }
+    let to_ns = unix_ns();
+    steps.push(("end".into(), to_ns));
+    Roll {
+        stops,
+        steps,
+        from_ns,
+        to_ns,
+    }
+}
+
+/// Issue 14, BGP: every node in turn drained and removed under a probe stream every 2 ms
+/// through the router's ECMP (FRR without graceful restart). First without graceful shutdown
+/// (the speakers withdraw at SIGTERM, as MetalLB): the flow's node takes probes with it when
+/// its link goes. Then with `--graceful-shutdown-seconds 2`: no probe lost, and no path of a
+/// removed node left at the router 1 s after it went.
+#[test]
+fn removing_each_node_in_turn_loses_no_probes() {
+    let test = "removing_each_node_in_turn_loses_no_probes";
+    if skip(test) {
+        return;
+    }
+    const STREAM: Duration = Duration::from_secs(30);
+    let mut lab = lab("gs-rm", Duration::ZERO);
+    // The speakers started from now on drain.
+    lab.speaker_args = vec![
+        "--graceful-shutdown-seconds".into(),
+        DRAIN.as_secs().to_string(),
+    ];
+    let stream = ProbeStream::start(
+        &lab.client,
+        Path::new(ECHO),
+        VIP,
+        Duration::from_millis(2),
+        STREAM,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let plain = roll_removals(&mut lab);
+    let graceful = roll_removals(&mut lab);
+    let log = stream.finish().unwrap();
+    let stream_end_ns = log.start_ns + STREAM.as_nanos();
+    assert!(
+        graceful.to_ns < stream_end_ns,
+        "the probe stream ended before the removals did"
+    );
+    let (plain_sent, plain_lost, plain_where) = plain.judge(&log);
+    let (sent, lost, lost_where) = graceful.judge(&log);
+    eprintln!("{test}: without graceful shutdown: speakers stopped in {:?}; {plain_sent} probes sent, {plain_lost} lost {plain_where:?}", plain.stops);
+    eprintln!("{test}: with graceful shutdown ({DRAIN:?}): speakers stopped in {:?}; {sent} probes sent, {lost} lost {lost_where:?}", graceful.stops);
+    assert_eq!(lost, 0, "probes lost\n{}", lab.logs());
+    // The test notices when graceful shutdown does nothing: the flow's own node was removed
+    // once, at once.
+    assert!(
+        plain_lost > 0,
+        "no probe lost without graceful shutdown either"
+    );
+}
