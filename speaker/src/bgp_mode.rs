@@ -199,10 +199,13 @@ fn attributes(
     a
 }
 
-/// The routes each peer should have, from the node's plan.
+/// The routes each peer should have, from the node's plan. With `graceful_shutdown`, routes
+/// about to end (externalTrafficPolicy Local, this node's endpoints all terminating) carry the
+/// GRACEFUL_SHUTDOWN community already, so routers move the traffic while they still serve.
 pub fn routes_per_peer(
     plan: &NodePlan,
     peers: &BTreeMap<PeerKey, (String, PeerConfig)>,
+    graceful_shutdown: bool,
 ) -> BTreeMap<PeerKey, Vec<(IpNet, RouteAttributes)>> {
     let by_name: BTreeMap<&str, &PeerKey> = peers
         .iter()
@@ -213,10 +216,15 @@ pub fn routes_per_peer(
     for route in &plan.bgp {
         for name in &route.peers {
             if let Some(key) = by_name.get(name.as_str()) {
-                out.entry((*key).clone()).or_default().push((
-                    route.prefix,
-                    attributes(route.communities.iter().copied(), route.local_pref),
-                ));
+                let a = attributes(route.communities.iter().copied(), route.local_pref);
+                let a = if graceful_shutdown && route.ending {
+                    a.graceful_shutdown()
+                } else {
+                    a
+                };
+                out.entry((*key).clone())
+                    .or_default()
+                    .push((route.prefix, a));
             }
         }
     }

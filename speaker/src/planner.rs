@@ -61,6 +61,12 @@ pub struct BgpRoute {
     pub communities: BTreeSet<Community>,
     /// Sent to iBGP peers only.
     pub local_pref: Option<u32>,
+    /// Every Service it covers has externalTrafficPolicy Local: when it goes, this node no
+    /// longer serves, so it must go at once (no graceful-shutdown drain).
+    pub local_only: bool,
+    /// Every Service it covers is Local and its endpoints on this node are all terminating:
+    /// the route is about to go (graceful shutdown marks it now, while they still serve).
+    pub ending: bool,
 }
 
 /// Why an address is not announced by this node.
@@ -117,7 +123,7 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
     } = inputs;
     let mut out = NodePlan::default();
     let this = nodes.iter().find(|n| n.name == this_node);
-    let mut routes: BTreeMap<RouteKey, BTreeSet<String>> = BTreeMap::new();
+    let mut routes: BTreeMap<RouteKey, BTreeSet<(String, bool, bool)>> = BTreeMap::new();
 
     let mut sorted: Vec<&ServiceView> = services.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
@@ -252,7 +258,11 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                     adv.local_pref,
                     peers,
                 );
-                routes.entry(key).or_default().insert(svc.key.clone());
+                let ending = svc.local_traffic && svc.terminating_on.contains(this_node);
+                routes
+                    .entry(key)
+                    .or_default()
+                    .insert((svc.key.clone(), svc.local_traffic, ending));
             }
         }
     }
@@ -268,8 +278,14 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                 peers: peers.into_iter().collect(),
                 communities: BTreeSet::new(),
                 local_pref: None,
+                local_only: true,
+                ending: true,
             });
-        route.services.extend(services);
+        for (key, local, ending) in services {
+            route.services.insert(key);
+            route.local_only &= local;
+            route.ending &= ending;
+        }
         route.communities.extend(communities);
         route.local_pref = route.local_pref.max(local_pref);
     }

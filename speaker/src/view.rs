@@ -91,6 +91,9 @@ pub struct ServiceView {
     /// externalTrafficPolicy: Local.
     pub local_traffic: bool,
     pub serving: Serving,
+    /// Nodes whose serving endpoints are all terminating (`serving` and `terminating`, as
+    /// kube-proxy still sends to them while no other is left): they serve, about to stop.
+    pub terminating_on: BTreeSet<String>,
 }
 
 /// The Service's addresses: its status, or (for hosts with no controller yet, in file mode)
@@ -130,6 +133,13 @@ fn endpoint_serves(
     }
 }
 
+/// Whether an endpoint that serves is on its way out.
+fn endpoint_terminates(
+    conditions: Option<&k8s_openapi::api::discovery::v1::EndpointConditions>,
+) -> bool {
+    conditions.and_then(|c| c.terminating).unwrap_or(false)
+}
+
 /// Views of `services`, with where each serves from `slices` (grouped by their service-name
 /// label). `slices_known` false means EndpointSlices are not watched at all (file mode without
 /// any): every Service then serves everywhere.
@@ -153,18 +163,31 @@ pub fn service_views(
         .map(|svc| {
             let ns = svc.namespace().unwrap_or_else(|| "default".into());
             let name = svc.name_any();
-            let serving = match by_service.get(&(ns.clone(), name.clone())) {
+            let slices = by_service.get(&(ns.clone(), name.clone()));
+            let serving_endpoints = || {
+                slices
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|s| s.endpoints.iter())
+                    .filter(|e| endpoint_serves(e.conditions.as_ref()))
+            };
+            let serving = match slices {
                 None if !slices_known => Serving::Everywhere,
                 None => Serving::On(BTreeSet::new()),
-                Some(slices) => Serving::On(
-                    slices
-                        .iter()
-                        .flat_map(|s| s.endpoints.iter())
-                        .filter(|e| endpoint_serves(e.conditions.as_ref()))
+                Some(_) => Serving::On(
+                    serving_endpoints()
                         .filter_map(|e| e.node_name.clone())
                         .collect(),
                 ),
             };
+            let staying: BTreeSet<String> = serving_endpoints()
+                .filter(|e| !endpoint_terminates(e.conditions.as_ref()))
+                .filter_map(|e| e.node_name.clone())
+                .collect();
+            let terminating_on = serving_endpoints()
+                .filter_map(|e| e.node_name.clone())
+                .filter(|n| !staying.contains(n))
+                .collect();
             let spec = svc.spec.as_ref();
             ServiceView {
                 key: format!("{ns}/{name}"),
@@ -173,7 +196,49 @@ pub fn service_views(
                 local_traffic: spec.and_then(|s| s.external_traffic_policy.as_deref())
                     == Some("Local"),
                 serving,
+                terminating_on,
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminating_endpoints_are_told_apart_per_node() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}
+        }))
+        .unwrap();
+        let ep = |node: &str, serving: bool, terminating: bool| {
+            serde_json::json!({"addresses": ["198.51.100.1"], "nodeName": node,
+                "conditions": {"serving": serving, "terminating": terminating}})
+        };
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                ep("n1", true, false),
+                ep("n2", true, true),
+                ep("n3", true, true), ep("n3", true, false),
+                ep("n4", false, true),
+            ]
+        }))
+        .unwrap();
+        let v = &service_views(&[svc], &[slice], true)[0];
+        assert!(v.local_traffic);
+        assert_eq!(
+            v.serving,
+            Serving::On(["n1", "n2", "n3"].map(String::from).into())
+        );
+        assert_eq!(
+            v.terminating_on,
+            ["n2".to_string()].into(),
+            "n3 still has an endpoint that stays; n4's does not serve"
+        );
+    }
 }

@@ -20,12 +20,14 @@ pub struct Draining {
 impl Draining {
     /// What to give the engine for `peer`: the `wanted` routes, plus those of `sent` (the set
     /// given last time) that are no longer wanted, marked for graceful shutdown until `drain`
-    /// has passed since they left.
+    /// has passed since they left, except those in `at_once` (nothing behind them serves any
+    /// more: externalTrafficPolicy Local without a local endpoint).
     pub fn routes(
         &mut self,
         peer: &PeerKey,
         wanted: Vec<(IpNet, RouteAttributes)>,
         sent: Option<&[(IpNet, RouteAttributes)]>,
+        at_once: &BTreeSet<IpNet>,
         now: Instant,
         drain: Duration,
     ) -> Vec<(IpNet, RouteAttributes)> {
@@ -35,7 +37,8 @@ impl Draining {
         leaving.retain(|p, _| !wanted_prefixes.contains(p));
         if !drain.is_zero() {
             for (p, a) in sent.unwrap_or_default() {
-                if !wanted_prefixes.contains(p) && !leaving.contains_key(p) {
+                if !wanted_prefixes.contains(p) && !leaving.contains_key(p) && !at_once.contains(p)
+                {
                     leaving.insert(*p, (a.graceful_shutdown(), now + drain));
                 }
             }
@@ -101,13 +104,13 @@ mod tests {
         let mut d = Draining::default();
         let t0 = Instant::now();
         let both = vec![route("203.0.113.1/32", &[7]), route("203.0.113.2/32", &[])];
-        let sent = d.routes(&peer, both.clone(), None, t0, DRAIN);
+        let sent = d.routes(&peer, both.clone(), None, &BTreeSet::new(), t0, DRAIN);
         assert_eq!(sent, both, "nothing leaves: nothing changes");
         assert!(d.is_empty());
 
         // .2 leaves: still sent, with 65535:0 and LOCAL_PREF 0.
         let one = vec![route("203.0.113.1/32", &[7])];
-        let sent = d.routes(&peer, one.clone(), Some(&both), t0, DRAIN);
+        let sent = d.routes(&peer, one.clone(), Some(&both), &BTreeSet::new(), t0, DRAIN);
         assert_eq!(prefixes(&sent), ["203.0.113.1/32", "203.0.113.2/32"]);
         assert_eq!(sent[1].1.communities, [GRACEFUL_SHUTDOWN]);
         assert_eq!(sent[1].1.local_pref, Some(0));
@@ -115,13 +118,34 @@ mod tests {
         assert_eq!(d.len(), 1);
 
         // Later plans keep it, with the same deadline, until the drain time has passed.
-        let again = d.routes(&peer, one.clone(), Some(&sent), t0 + DRAIN / 2, DRAIN);
+        let again = d.routes(
+            &peer,
+            one.clone(),
+            Some(&sent),
+            &BTreeSet::new(),
+            t0 + DRAIN / 2,
+            DRAIN,
+        );
         assert_eq!(again, sent);
         assert_eq!(d.next_deadline(), Some(t0 + DRAIN));
-        let after = d.routes(&peer, one.clone(), Some(&again), t0 + DRAIN, DRAIN);
+        let after = d.routes(
+            &peer,
+            one.clone(),
+            Some(&again),
+            &BTreeSet::new(),
+            t0 + DRAIN,
+            DRAIN,
+        );
         assert_eq!(after, one, "withdrawn once drained");
         assert_eq!(d.next_deadline(), None);
-        let later = d.routes(&peer, one.clone(), Some(&after), t0 + DRAIN * 2, DRAIN);
+        let later = d.routes(
+            &peer,
+            one.clone(),
+            Some(&after),
+            &BTreeSet::new(),
+            t0 + DRAIN * 2,
+            DRAIN,
+        );
         assert_eq!(later, one, "and not drained again");
     }
 
@@ -132,9 +156,16 @@ mod tests {
         let t0 = Instant::now();
         let both = vec![route("203.0.113.1/32", &[]), route("203.0.113.2/32", &[])];
         let one = vec![route("203.0.113.1/32", &[])];
-        let sent = d.routes(&peer, one, Some(&both), t0, DRAIN);
+        let sent = d.routes(&peer, one, Some(&both), &BTreeSet::new(), t0, DRAIN);
         assert_eq!(sent.len(), 2);
-        let back = d.routes(&peer, both.clone(), Some(&sent), t0 + DRAIN / 4, DRAIN);
+        let back = d.routes(
+            &peer,
+            both.clone(),
+            Some(&sent),
+            &BTreeSet::new(),
+            t0 + DRAIN / 4,
+            DRAIN,
+        );
         assert_eq!(back, both, "its own attributes again, no community");
         assert!(d.is_empty());
     }
@@ -149,10 +180,33 @@ mod tests {
             &peer,
             one.clone(),
             Some(&both),
+            &BTreeSet::new(),
             Instant::now(),
             Duration::ZERO,
         );
         assert_eq!(sent, one);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_route_with_nothing_behind_it_goes_at_once() {
+        let peer: PeerKey = "192.0.2.254".parse::<std::net::IpAddr>().unwrap().into();
+        let mut d = Draining::default();
+        let both = vec![route("203.0.113.1/32", &[]), route("203.0.113.2/32", &[])];
+        let one = vec![route("203.0.113.1/32", &[])];
+        let local: BTreeSet<IpNet> = ["203.0.113.2/32".parse().unwrap()].into();
+        let sent = d.routes(
+            &peer,
+            one.clone(),
+            Some(&both),
+            &local,
+            Instant::now(),
+            DRAIN,
+        );
+        assert_eq!(
+            sent, one,
+            "externalTrafficPolicy Local, no endpoint left: no drain"
+        );
         assert!(d.is_empty());
     }
 
@@ -172,8 +226,8 @@ mod tests {
         let mut d = Draining::default();
         let t0 = Instant::now();
         let both = vec![route("203.0.113.1/32", &[]), route("203.0.113.2/32", &[])];
-        d.routes(&a, vec![], Some(&both), t0, DRAIN);
-        d.routes(&b, both.clone(), Some(&both), t0, DRAIN);
+        d.routes(&a, vec![], Some(&both), &BTreeSet::new(), t0, DRAIN);
+        d.routes(&b, both.clone(), Some(&both), &BTreeSet::new(), t0, DRAIN);
         assert_eq!(d.len(), 2);
         d.forget(&a);
         assert!(d.is_empty());

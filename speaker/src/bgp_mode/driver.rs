@@ -199,6 +199,8 @@ pub struct BgpDriver {
     draining: Draining,
     /// The node is cordoned or gone: a stop now is a removal, not a restart.
     leaving: bool,
+    /// Prefixes of the last plan whose Services are all externalTrafficPolicy Local.
+    local_only: BTreeSet<IpNet>,
     /// Problems already logged, so a plan that repeats them stays quiet.
     logged_problems: BTreeSet<PeerProblem>,
     /// No engine has run in this process yet: peers are set up as after a restart.
@@ -236,6 +238,7 @@ impl BgpDriver {
             graceful_shutdown: Duration::ZERO,
             draining: Draining::default(),
             leaving: false,
+            local_only: BTreeSet::new(),
         }
     }
 
@@ -456,7 +459,22 @@ impl BgpDriver {
             }
         }
 
-        let routes = routes_per_peer(plan, &self.running);
+        let routes = routes_per_peer(plan, &self.running, !self.graceful_shutdown.is_zero());
+        // Routes that leave with nothing behind them any more go at once: the last plan's
+        // externalTrafficPolicy Local routes whose prefix is no longer planned.
+        let planned: BTreeSet<IpNet> = plan.bgp.iter().map(|r| r.prefix).collect();
+        let at_once: BTreeSet<IpNet> = self
+            .local_only
+            .iter()
+            .filter(|p| !planned.contains(p))
+            .copied()
+            .collect();
+        self.local_only = plan
+            .bgp
+            .iter()
+            .filter(|r| r.local_only)
+            .map(|r| r.prefix)
+            .collect();
         let now = std::time::Instant::now();
         for (key, set) in routes {
             // Routes that leave stay a while, marked for graceful shutdown.
@@ -464,6 +482,7 @@ impl BgpDriver {
                 &key,
                 set,
                 self.routes.get(&key).map(Vec::as_slice),
+                &at_once,
                 now,
                 self.graceful_shutdown,
             );

@@ -91,6 +91,7 @@ fn routes_reach_the_peers_of_their_advertisement_with_attributes() {
         ips: vec!["203.0.113.5".parse().unwrap()],
         local_traffic: false,
         serving: Serving::Everywhere,
+        terminating_on: Default::default(),
     };
     let live = BTreeSet::new();
     let node_plan = plan(Inputs {
@@ -101,7 +102,7 @@ fn routes_reach_the_peers_of_their_advertisement_with_attributes() {
         this_node: "n1",
     });
     let (peers, _) = node_peers(&c, &n1, None, false, &no_links());
-    let routes = routes_per_peer(&node_plan, &peers);
+    let routes = routes_per_peer(&node_plan, &peers, false);
     let tor_routes = &routes[&key("198.51.100.1")];
     assert_eq!(tor_routes.len(), 1);
     assert_eq!(tor_routes[0].0.to_string(), "203.0.113.5/32");

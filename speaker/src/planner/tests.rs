@@ -26,6 +26,7 @@ fn service(key: &str, ip: &str) -> ServiceView {
         ips: vec![ip.parse().unwrap()],
         local_traffic: false,
         serving: Serving::Everywhere,
+        terminating_on: Default::default(),
     }
 }
 
@@ -224,6 +225,34 @@ fn bgp_local_traffic_announces_only_from_nodes_with_endpoints() {
             .is_empty()
     );
     assert!(!run(&c, &[svc], &nodes, &live(&[]), "n2").bgp.is_empty());
+}
+
+#[test]
+fn local_routes_say_whether_they_end_with_their_terminating_endpoints() {
+    let c = config(BGP);
+    let nodes = [node("n1", &[]), node("n2", &[])];
+    let mut local = service("a/web", "203.0.113.5");
+    local.local_traffic = true;
+    local.serving = Serving::On(live(&["n1", "n2"]));
+    local.terminating_on = live(&["n2"]);
+    let on = |svcs: &[ServiceView], node: &str| run(&c, svcs, &nodes, &live(&[]), node).bgp;
+    // (Two routes each: the /32 and the /28 aggregate of the other advertisement.)
+    let r1 = on(std::slice::from_ref(&local), "n1");
+    assert_eq!(r1.len(), 2);
+    assert!(
+        r1.iter().all(|r| r.local_only && !r.ending),
+        "n1 keeps a serving endpoint"
+    );
+    let r2 = on(std::slice::from_ref(&local), "n2");
+    assert!(
+        r2.iter().all(|r| r.local_only && r.ending),
+        "n2's endpoints all terminate"
+    );
+    // A Cluster-policy Service on the same prefixes: the routes neither end nor go at once.
+    let cluster = service("a/other", "203.0.113.5");
+    let both = on(&[local, cluster], "n2");
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert!(both.iter().all(|r| !r.local_only && !r.ending), "{both:?}");
 }
 
 #[test]

@@ -35,6 +35,8 @@ fn plan() -> NodePlan {
                 peers: ["tor-1".to_string(), "tor-2".to_string()].into(),
                 communities: Default::default(),
                 local_pref: None,
+                local_only: false,
+                ending: false,
             },
             BgpRoute {
                 prefix: "2001:db8::12/128".parse().unwrap(),
@@ -42,6 +44,8 @@ fn plan() -> NodePlan {
                 peers: ["tor-3".to_string()].into(),
                 communities: Default::default(),
                 local_pref: None,
+                local_only: false,
+                ending: false,
             },
         ],
         skipped: vec![],
