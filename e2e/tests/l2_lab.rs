@@ -10,6 +10,7 @@
 //! - interface selection: an L2Advertisement naming eth1 is answered on that segment only (CI);
 //! - a returning node causes no second outage, even if it dies again during its hold-down, and
 //!   takes its address back make-before-break (CI);
+//! - planned moves (the exclusion label, a rolling restart of every speaker) lose no probe (CI);
 //! - no false takeovers at 1% loss with every core busy (10 s in CI, 60 s by hand);
 //! - the figures of docs/benchmarks.md (`l2_probe_failover_measured`, by hand):
 //!   `cargo test -p ferrolb-e2e --test l2_lab -- --ignored measured --nocapture`.
@@ -307,6 +308,82 @@ fn l2_a_returning_node_causes_no_second_outage() {
         assert_eq!(handback.to, name, "{:?}", log.failovers());
         assert_eq!(log.last_node(), Some(name.as_str()));
         assert!(handback.lost <= 2, "{handback:?}");
+    }
+}
+
+/// Issue 14, L2: planned moves cost nothing. The owner of VIP4 gets the exclusion label (the
+/// address moves make-before-break: the new owner announces while the old one still answers)
+/// and loses it again (the address comes back the same way); then every speaker is restarted
+/// in turn as a DaemonSet update does it (SIGTERM: it leaves membership first, so the others
+/// take over before it stops answering; the new process stands by for its hold-down, then
+/// takes its addresses back make-before-break). Probes every 2 ms from both clients to both
+/// VIPs: none lost.
+#[test]
+fn l2_exclusion_and_a_rolling_restart_of_every_speaker_lose_no_probes() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let mut r = Running::start("lm-roll", true);
+    let owner = r.owners()[VIP4];
+    let d = Duration::from_millis(26_000);
+    let v4 = r.probe(&r.lab.client, VIP4, d);
+    let v6 = r.probe(&r.lab.client, VIP6, d);
+    let far_v4 = r.probe(r.lab.far_client(), VIP4, d);
+    std::thread::sleep(Duration::from_millis(500));
+    let start_ns = unix_ns();
+
+    // The exclusion label on VIP4's owner, and off again.
+    let name = node_name(owner);
+    let excluded = manifests(&[1, 2, 3]).replace(
+        &format!("metadata: {{name: {name}}}"),
+        &format!("metadata: {{name: {name}, labels: {{node.kubernetes.io/exclude-from-external-load-balancers: \"\"}}}}"),
+    );
+    write_manifest_text(r.config.path(), &excluded).unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    write_manifest_text(r.config.path(), &manifests(&[1, 2, 3])).unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+
+    // The rolling restart.
+    for i in [1, 2, 3] {
+        let code = r
+            .speakers
+            .get_mut(&i)
+            .unwrap()
+            .terminate(Duration::from_secs(5));
+        assert_eq!(code, Some(0), "node-{i} exits 0 on SIGTERM");
+        let p = start_speaker(&r.lab, &r.speaker, r.config.path(), i, &r.logs, &[]).unwrap();
+        r.speakers.insert(i, p);
+        r.speakers[&i]
+            .wait_log("membership joined", Duration::from_secs(5))
+            .unwrap();
+        // Its hold-down (3 s) and the hand-back, before the next one, as a DaemonSet waits for
+        // the new Pod to be ready and settled.
+        std::thread::sleep(Duration::from_millis(4000));
+    }
+    let end_ns = unix_ns();
+    for (what, stream) in [
+        ("IPv4", v4),
+        ("IPv6", v6),
+        ("IPv4 behind the router", far_v4),
+    ] {
+        let log = stream.finish().unwrap();
+        assert!(
+            end_ns < log.start_ns + d.as_nanos(),
+            "the stream ended first"
+        );
+        let lost = log.lost_between(start_ns, end_ns);
+        let silence = log.longest_silence(start_ns, end_ns);
+        let moves = log
+            .failovers()
+            .iter()
+            .filter(|f| f.outage > Duration::ZERO)
+            .count();
+        eprintln!(
+            "{what}: exclusion of node-{owner} and back, then a rolling restart of 3 speakers: {lost} probes lost, longest silence {silence:?}, {moves} moves: {:?}",
+            log.failovers()
+        );
+        assert_eq!(lost, 0, "{what}: probes lost");
     }
 }
 
