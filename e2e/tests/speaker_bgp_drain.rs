@@ -172,16 +172,19 @@ impl Roll {
 
 /// Every node in turn is drained and removed (cordoned, its speaker stopped with SIGTERM, its
 /// link down at once), checked to have left no path at the router within 1 s, then brought back
-/// with a new speaker (started with the lab's current arguments).
-fn roll_removals(lab: &mut BgpLab) -> Roll {
+/// with a new speaker (started with the lab's current arguments). With `remove` false it is a
+/// rolling restart instead: not cordoned, the link stays up, the new speaker starts at once.
+fn roll(lab: &mut BgpLab, remove: bool) -> Roll {
     let from_ns = unix_ns();
     let mut stops = Vec::new();
     let mut steps: Vec<(String, u128)> = Vec::new();
     for i in 1..=3 {
         // kubectl drain: the node is cordoned, then its Pods stop.
-        steps.push((format!("node-{i} cordoned"), unix_ns()));
-        lab.write_manifests(&manifests(None, Some(i)));
-        std::thread::sleep(Duration::from_millis(300));
+        if remove {
+            steps.push((format!("node-{i} cordoned"), unix_ns()));
+            lab.write_manifests(&manifests(None, Some(i)));
+            std::thread::sleep(Duration::from_millis(300));
+        }
         steps.push((format!("node-{i} SIGTERM"), unix_ns()));
         let t0 = Instant::now();
         let code = lab
@@ -190,18 +193,22 @@ fn roll_removals(lab: &mut BgpLab) -> Roll {
             .terminate(DRAIN + Duration::from_secs(8));
         assert_eq!(code, Some(0), "node-{i}'s speaker stops cleanly");
         stops.push(t0.elapsed());
-        // The node goes away at once.
-        steps.push((format!("node-{i} stopped, link down"), unix_ns()));
-        lab.node(i).ip(&["link", "set", "eth0", "down"]).unwrap();
-        lab.wait_next_hop_gone("ipv4", PREFIX, &node_v4(i), Duration::from_secs(1))
-            .unwrap();
-        // It comes back for the next round.
-        steps.push((format!("node-{i} back"), unix_ns()));
-        lab.node(i).ip(&["link", "set", "eth0", "up"]).unwrap();
-        lab.node(i)
-            .ip(&["route", "replace", "default", "via", ROUTER_V4])
-            .unwrap();
-        lab.write_manifests(&manifests(None, None));
+        if remove {
+            // The node goes away at once.
+            steps.push((format!("node-{i} stopped, link down"), unix_ns()));
+            lab.node(i).ip(&["link", "set", "eth0", "down"]).unwrap();
+            lab.wait_next_hop_gone("ipv4", PREFIX, &node_v4(i), Duration::from_secs(1))
+                .unwrap();
+            // It comes back for the next round.
+            steps.push((format!("node-{i} back"), unix_ns()));
+            lab.node(i).ip(&["link", "set", "eth0", "up"]).unwrap();
+            lab.node(i)
+                .ip(&["route", "replace", "default", "via", ROUTER_V4])
+                .unwrap();
+            lab.write_manifests(&manifests(None, None));
+        } else {
+            steps.push((format!("node-{i} stopped, restarting"), unix_ns()));
+        }
         lab.start_speaker(i).unwrap();
         lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&[1, 2, 3]), SESSION)
             .unwrap();
@@ -220,14 +227,15 @@ fn roll_removals(lab: &mut BgpLab) -> Roll {
 /// through the router's ECMP (FRR without graceful restart). First without graceful shutdown
 /// (the speakers withdraw at SIGTERM, as MetalLB): the flow's node takes probes with it when
 /// its link goes. Then with `--graceful-shutdown-seconds 2`: no probe lost, and no path of a
-/// removed node left at the router 1 s after it went.
+/// removed node left at the router 1 s after it went. Then a rolling restart of every speaker
+/// (not cordoned): no probe lost either.
 #[test]
 fn removing_each_node_in_turn_loses_no_probes() {
     let test = "removing_each_node_in_turn_loses_no_probes";
     if skip(test) {
         return;
     }
-    const STREAM: Duration = Duration::from_secs(30);
+    const STREAM: Duration = Duration::from_secs(45);
     let mut lab = lab("gs-rm", Duration::ZERO);
     // The speakers started from now on drain.
     lab.speaker_args = vec![
@@ -243,19 +251,28 @@ fn removing_each_node_in_turn_loses_no_probes() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let plain = roll_removals(&mut lab);
-    let graceful = roll_removals(&mut lab);
+    let plain = roll(&mut lab, true);
+    let graceful = roll(&mut lab, true);
+    let restart = roll(&mut lab, false);
     let log = stream.finish().unwrap();
     let stream_end_ns = log.start_ns + STREAM.as_nanos();
     assert!(
-        graceful.to_ns < stream_end_ns,
+        restart.to_ns < stream_end_ns,
         "the probe stream ended before the removals did"
     );
     let (plain_sent, plain_lost, plain_where) = plain.judge(&log);
     let (sent, lost, lost_where) = graceful.judge(&log);
     eprintln!("{test}: without graceful shutdown: speakers stopped in {:?}; {plain_sent} probes sent, {plain_lost} lost {plain_where:?}", plain.stops);
     eprintln!("{test}: with graceful shutdown ({DRAIN:?}): speakers stopped in {:?}; {sent} probes sent, {lost} lost {lost_where:?}", graceful.stops);
-    assert_eq!(lost, 0, "probes lost\n{}", lab.logs());
+    let (r_sent, r_lost, r_where) = restart.judge(&log);
+    eprintln!("{test}: rolling restart with graceful shutdown ({DRAIN:?}), no graceful restart: speakers stopped in {:?}; {r_sent} probes sent, {r_lost} lost {r_where:?}", restart.stops);
+    assert_eq!(lost, 0, "probes lost in the removals\n{}", lab.logs());
+    assert_eq!(
+        r_lost,
+        0,
+        "probes lost in the rolling restart\n{}",
+        lab.logs()
+    );
     // The test notices when graceful shutdown does nothing: the flow's own node was removed
     // once, at once.
     assert!(
@@ -381,4 +398,103 @@ fn etp_local_terminating_endpoint_moves_traffic_before_it_goes() {
         "probes lost: {lost:?}\n{}",
         lab.logs()
     );
+}
+
+/// Issue 14 with graceful restart at the router and on the peer: a restart (the node not
+/// cordoned) keeps graceful-restart semantics: the speaker stops at once and FRR keeps the
+/// path, stale, while it is away; a removal (cordoned) drains and ends with a Cease, so no
+/// stale path is left; a crash (SIGKILL) keeps the stale path for the restart time as before.
+#[test]
+fn with_graceful_restart_a_restart_keeps_the_path_and_a_removal_leaves_none() {
+    let test = "with_graceful_restart_a_restart_keeps_the_path_and_a_removal_leaves_none";
+    if skip(test) {
+        return;
+    }
+    let gr = |y: String| {
+        y.replace(
+            "connectTime: 1s}",
+            "connectTime: 1s, enableGracefulRestart: true}",
+        )
+    };
+    let mut lab = BgpLab::new("gs-gr", 3).unwrap();
+    lab.speaker_args = vec![
+        "--graceful-shutdown-seconds".into(),
+        DRAIN.as_secs().to_string(),
+    ];
+    lab.start_frr(&frr_conf().replace(
+        " bgp bestpath as-path multipath-relax\n",
+        " bgp bestpath as-path multipath-relax\n bgp graceful-restart\n",
+    ))
+    .unwrap();
+    lab.write_manifests(&gr(manifests(None, None)));
+    for i in 1..=3 {
+        lab.start_speaker(i).unwrap();
+    }
+    lab.wait_established(&node_v4s(&[1, 2, 3]), SESSION);
+    lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&[1, 2, 3]), SESSION)
+        .unwrap();
+    let stale = |lab: &BgpLab, i: usize| path_via(lab, &node_v4(i)).map(|p| p["stale"] == true);
+
+    // Node 1 restarts: out at once, its path kept stale.
+    let t0 = Instant::now();
+    let code = lab
+        .speaker_proc(1)
+        .unwrap()
+        .terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    let restart_stop = t0.elapsed();
+    wait_for(Duration::from_secs(5), Duration::from_millis(10), || {
+        (stale(&lab, 1) == Some(true)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node-1's path not kept stale: {:?}\n{}",
+            path_via(&lab, &node_v4(1)),
+            lab.logs()
+        )
+    });
+    lab.start_speaker(1).unwrap();
+    wait_for(SESSION, Duration::from_millis(20), || {
+        (stale(&lab, 1) == Some(false)).then_some(())
+    })
+    .expect("node-1's path fresh again");
+
+    // Node 2 is removed: drained, then no path left, stale or not.
+    lab.write_manifests(&gr(manifests(None, Some(2))));
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let code = lab
+        .speaker_proc(2)
+        .unwrap()
+        .terminate(DRAIN + Duration::from_secs(8));
+    assert_eq!(code, Some(0));
+    let removal_stop = t0.elapsed();
+    wait_for(Duration::from_secs(1), Duration::from_millis(10), || {
+        path_via(&lab, &node_v4(2)).is_none().then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node-2's path left behind: {:?}\n{}",
+            path_via(&lab, &node_v4(2)),
+            lab.logs()
+        )
+    });
+
+    // Node 3 crashes: its path is kept stale, as graceful restart wants.
+    lab.speaker_proc(3).unwrap().kill();
+    wait_for(Duration::from_secs(5), Duration::from_millis(10), || {
+        (stale(&lab, 3) == Some(true)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node-3's path not kept stale after SIGKILL: {:?}",
+            path_via(&lab, &node_v4(3))
+        )
+    });
+    eprintln!("{test}: restart: speaker out in {restart_stop:?}, path kept stale; removal: speaker out in {removal_stop:?} (drain {DRAIN:?}), no path left; crash: path kept stale");
+    assert!(
+        restart_stop < Duration::from_secs(1),
+        "{restart_stop:?}: a restart does not drain graceful-restart peers"
+    );
+    assert!(removal_stop >= DRAIN, "{removal_stop:?}: a removal drains");
 }
