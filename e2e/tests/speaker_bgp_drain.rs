@@ -522,3 +522,47 @@ fn with_graceful_restart_a_restart_keeps_the_path_and_a_removal_leaves_none() {
     );
     assert!(removal_stop >= DRAIN, "{removal_stop:?}: a removal drains");
 }
+
+/// Issue 14: a BGPPeer that no longer selects a node drains that node's routes before its
+/// session ends: the path stays with the community (and out of use) for the drain time, then
+/// the session ends and the path goes.
+#[test]
+fn a_peer_that_stops_selecting_a_node_drains_before_its_session_ends() {
+    let test = "a_peer_that_stops_selecting_a_node_drains_before_its_session_ends";
+    if skip(test) {
+        return;
+    }
+    let lab = lab("gs-sel", DRAIN);
+    let node3 = node_v4(3);
+    let not_node3 = manifests(None, None)
+        .replace(
+            &format!("  name: {}\n", node_name(3)),
+            &format!("  name: {}\n  labels: {{rack: \"3\"}}\n", node_name(3)),
+        )
+        .replace(
+            "connectTime: 1s}",
+            "connectTime: 1s, nodeSelectors: [{matchExpressions: [{key: rack, operator: NotIn, values: [\"3\"]}]}]}",
+        );
+    lab.write_manifests(&not_node3);
+    let t0 = Instant::now();
+    lab.wait_next_hops("ipv4", PREFIX, &node_v4s(&[1, 2]), SESSION)
+        .unwrap();
+    let moved = t0.elapsed();
+    let p = path_via(&lab, &node3).expect("node-3's path still there, drained");
+    assert_eq!(p["locPrf"], 0, "{p}");
+    assert_eq!(
+        lab.frr().neighbor_state(&node3).as_deref(),
+        Some("Established"),
+        "the session waits for the drain"
+    );
+    wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        (path_via(&lab, &node3).is_none()
+            && lab.frr().neighbor_state(&node3).as_deref() != Some("Established"))
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("node-3's session never ended\n{}", lab.logs()));
+    let ended = t0.elapsed();
+    eprintln!("{test}: traffic off node-3's path after {moved:?}; session ended and path gone after {ended:?} (drain {DRAIN:?})");
+    assert!(moved < DRAIN, "{moved:?}");
+    assert!(ended >= DRAIN - Duration::from_millis(200), "{ended:?}");
+}

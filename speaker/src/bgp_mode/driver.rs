@@ -201,6 +201,8 @@ pub struct BgpDriver {
     leaving: bool,
     /// Prefixes of the last plan whose Services are all externalTrafficPolicy Local.
     local_only: BTreeSet<IpNet>,
+    /// Peers no longer wanted, kept until their routes have drained (graceful shutdown).
+    retiring: BTreeSet<PeerKey>,
     /// Problems already logged, so a plan that repeats them stays quiet.
     logged_problems: BTreeSet<PeerProblem>,
     /// No engine has run in this process yet: peers are set up as after a restart.
@@ -239,6 +241,7 @@ impl BgpDriver {
             draining: Draining::default(),
             leaving: false,
             local_only: BTreeSet::new(),
+            retiring: BTreeSet::new(),
         }
     }
 
@@ -375,12 +378,24 @@ impl BgpDriver {
         let guard = self.status.shared.engine.read().await;
         let Some(engine) = guard.as_ref() else { return };
 
+        // Wanted again before its routes had drained: it simply stays.
+        self.retiring.retain(|k| !wanted.contains_key(k));
         for key in &changes.remove {
             let name = self
                 .running
                 .get(key)
                 .map(|r| r.0.clone())
                 .unwrap_or_default();
+            // With graceful shutdown a peer that goes keeps its session until its routes have
+            // drained (RFC 8326: sent with 65535:0, then withdrawn), then ends it.
+            let has_routes = self.routes.get(key).is_some_and(|r| !r.is_empty());
+            if !self.graceful_shutdown.is_zero() && has_routes {
+                if self.retiring.insert(key.clone()) {
+                    info!(peer = %name, address = %key, "peer no longer wanted: its routes drain before the session ends");
+                }
+                continue;
+            }
+            self.retiring.remove(key);
             async {
                 match engine.remove_peer(key).await {
                     Ok(()) => info!("peer removed"),
@@ -459,7 +474,18 @@ impl BgpDriver {
             }
         }
 
-        let routes = routes_per_peer(plan, &self.running, !self.graceful_shutdown.is_zero());
+        // Retiring peers get no route from the plan (another peer may carry their name now:
+        // a BGPPeer whose address changed), so everything they had drains.
+        let active: BTreeMap<PeerKey, (String, PeerConfig)> = self
+            .running
+            .iter()
+            .filter(|(k, _)| !self.retiring.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut routes = routes_per_peer(plan, &active, !self.graceful_shutdown.is_zero());
+        for key in &self.retiring {
+            routes.insert(key.clone(), Vec::new());
+        }
         // Routes that leave with nothing behind them any more go at once: the last plan's
         // externalTrafficPolicy Local routes whose prefix is no longer planned.
         let planned: BTreeSet<IpNet> = plan.bgp.iter().map(|r| r.prefix).collect();
@@ -502,6 +528,32 @@ impl BgpDriver {
                 }
                 Err(e) => warn!(error = %e, "setting the routes failed"),
             }
+        }
+        // Retiring peers whose routes have drained: their sessions end now.
+        let drained: Vec<PeerKey> = self
+            .retiring
+            .iter()
+            .filter(|k| self.routes.get(*k).is_none_or(Vec::is_empty))
+            .cloned()
+            .collect();
+        for key in drained {
+            let name = self
+                .running
+                .get(&key)
+                .map(|r| r.0.clone())
+                .unwrap_or_default();
+            async {
+                match engine.remove_peer(&key).await {
+                    Ok(()) => info!("peer removed after its routes drained"),
+                    Err(e) => warn!(error = %e, "removing the peer failed"),
+                }
+            }
+            .instrument(peer_span(&name, &key))
+            .await;
+            self.retiring.remove(&key);
+            self.running.remove(&key);
+            self.routes.remove(&key);
+            self.draining.forget(&key);
         }
         drop(guard);
         if !self.running.is_empty() {
@@ -642,6 +694,7 @@ impl BgpDriver {
         self.routes.clear();
         self.links.clear();
         self.draining = Draining::default();
+        self.retiring.clear();
         self.publish();
     }
 }
