@@ -232,11 +232,12 @@ fn new_listener(addr: SocketAddr, vrf: Option<&str>) -> io::Result<TcpListener> 
     let domain = socket2::Domain::for_address(addr);
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     s.set_reuse_address(true)?;
-    // A listener bound to a VRF device shares the port with the unbound one of the default
-    // VRF only with SO_REUSEPORT on both (the kernel then hands each connection to the
-    // listener of its VRF, as bgpd's listeners do).
-    s.set_reuse_port(true)?;
     if let Some(vrf) = vrf {
+        // A listener bound to a VRF device shares the port with the unbound one of the
+        // default VRF only with SO_REUSEPORT on both (the kernel then hands each connection
+        // to the listener of its VRF, as bgpd's listeners do). Not on the default listeners
+        // before a VRF needs it: another process could then share port 179 with us unseen.
+        s.set_reuse_port(true)?;
         s.bind_device(Some(vrf.as_bytes()))?;
     }
     if addr.is_ipv6() {
@@ -328,6 +329,15 @@ impl BgpEngine {
             .unwrap_or_else(|e| e.into_inner());
         if all.contains_key(vrf) {
             return Ok(());
+        }
+        // The default VRF's listeners now share the port with this VRF's.
+        for l in &self.shared.listeners {
+            socket2::SockRef::from(l.as_ref())
+                .set_reuse_port(true)
+                .map_err(|error| EngineError::VrfListen {
+                    vrf: vrf.clone(),
+                    error,
+                })?;
         }
         let mut listeners = Vec::new();
         for addr in &self.shared.listen {

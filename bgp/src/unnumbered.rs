@@ -31,8 +31,12 @@ const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 /// How often we announce ourselves; FRR's unnumbered interfaces advertise every 10 s.
 const ADVERTISE_EVERY: Duration = Duration::from_secs(10);
-/// How often we solicit while no router has been heard.
-const SOLICIT_EVERY: Duration = Duration::from_secs(1);
+/// While no router has been heard: three solicitations 1 s apart (FRR answers at once), then
+/// one every 4 s (RFC 4861 6.3.7 / RFC 7559), with an advertisement of ours at most every 3 s
+/// (MIN_DELAY_BETWEEN_RAS, RFC 4861 section 10).
+const SOLICIT_FIRST: Duration = Duration::from_secs(1);
+const SOLICIT_THEN: Duration = Duration::from_secs(4);
+const ADVERTISE_WAITING: Duration = Duration::from_secs(3);
 
 /// A Router Solicitation (RFC 4861 section 4.1), without options: the kernel fills in the
 /// checksum of raw ICMPv6 sockets.
@@ -83,6 +87,9 @@ pub enum NotARouter {
     Forwarded(Option<u8>),
     /// Source not link-local (RFC 4861 section 6.1.2).
     NotLinkLocal,
+    /// Router lifetime 0: not a router (another FerroLB node announcing itself, or a router
+    /// going away).
+    NotARouter,
 }
 
 /// The router a received ICMPv6 message (without IPv6 header, as raw ICMPv6 sockets deliver
@@ -103,6 +110,9 @@ pub fn router_from(
     }
     if !is_link_local(source.into()) {
         return Err(NotARouter::NotLinkLocal);
+    }
+    if icmp[6] == 0 && icmp[7] == 0 {
+        return Err(NotARouter::NotARouter);
     }
     Ok(source)
 }
@@ -179,25 +189,40 @@ fn send(sock: &UdpSocket, msg: &[u8], to: Ipv6Addr, ifindex: u32) -> io::Result<
 }
 
 async fn run(sock: UdpSocket, ifindex: u32, tx: watch::Sender<Option<Ipv6Addr>>) {
-    let mut solicit = tokio::time::interval(SOLICIT_EVERY);
     let mut advertise = tokio::time::interval(ADVERTISE_EVERY);
     let mut buf = [0u8; 1500];
     let mut failures = 0u32;
+    let mut solicited = 0u32;
+    let mut next_solicit = tokio::time::Instant::now();
+    let mut last_advert: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             // Until a router is heard (and while our link-local address is still tentative,
-            // when sends fail), ask for its advertisement and announce ourselves every second.
-            _ = solicit.tick(), if tx.borrow().is_none() => {
+            // when sends fail), ask for its advertisement and announce ourselves, rate-limited.
+            _ = tokio::time::sleep_until(next_solicit), if tx.borrow().is_none() => {
                 if let Err(e) = send(&sock, &router_solicitation(), ALL_ROUTERS, ifindex) {
                     debug!(error = %e, "router solicitation not sent");
                 }
-                if let Err(e) = send(&sock, &router_advertisement(), ALL_NODES, ifindex) {
-                    debug!(error = %e, "router advertisement not sent");
+                solicited += 1;
+                let gap = if solicited < 3 { SOLICIT_FIRST } else { SOLICIT_THEN };
+                next_solicit = tokio::time::Instant::now() + gap;
+                if last_advert.is_none_or(|t| t.elapsed() >= ADVERTISE_WAITING) {
+                    match send(&sock, &router_advertisement(), ALL_NODES, ifindex) {
+                        Ok(()) => last_advert = Some(tokio::time::Instant::now()),
+                        Err(e) => debug!(error = %e, "router advertisement not sent"),
+                    }
                 }
             }
             _ = advertise.tick() => {
-                if let Err(e) = send(&sock, &router_advertisement(), ALL_NODES, ifindex) {
-                    debug!(error = %e, "router advertisement not sent");
+                // The interface went away (or was made anew): this socket is bound to a dead
+                // index; end, so the watch is started again on the new one.
+                if crate::sockopt::if_name(ifindex).is_none() {
+                    warn!("the interface is gone; watch ended");
+                    return;
+                }
+                match send(&sock, &router_advertisement(), ALL_NODES, ifindex) {
+                    Ok(()) => last_advert = Some(tokio::time::Instant::now()),
+                    Err(e) => debug!(error = %e, "router advertisement not sent"),
                 }
             }
             got = sock.async_io(Interest::READABLE, || sockopt::recv_with_ttl(&sock, &mut buf)) => {
@@ -258,15 +283,17 @@ mod tests {
         ];
         frr.extend([1, 1, 0x02, 0, 0x5e, 0, 0x53, 0x01]);
         assert_eq!(router_from(&frr, ROUTER, Some(255)), Ok(ROUTER));
-        assert_eq!(
-            router_from(&router_advertisement(), ROUTER, Some(255)),
-            Ok(ROUTER)
-        );
     }
 
     #[test]
     fn anything_else_names_no_router() {
-        let ra = router_advertisement();
+        assert_eq!(
+            router_from(&router_advertisement(), ROUTER, Some(255)),
+            Err(NotARouter::NotARouter),
+            "lifetime 0: another FerroLB node, not a router"
+        );
+        let mut ra = router_advertisement();
+        ra[7] = 30; // a router's lifetime
         assert_eq!(
             router_from(&ra, ROUTER, Some(64)),
             Err(NotARouter::Forwarded(Some(64)))

@@ -135,7 +135,8 @@ struct Entry {
     peer: IpAddr,
     /// Our address on the session while it runs echo (its echo packets carry it).
     echo_local: Option<Ipv4Addr>,
-    vrf: Option<String>,
+    /// The link of a link-local peer, else the session's VRF.
+    scope: Option<String>,
     multihop: bool,
     min_ttl: u8,
     tx: mpsc::UnboundedSender<SessionMsg>,
@@ -145,7 +146,7 @@ struct Entry {
 #[derive(Default)]
 struct Demux {
     by_disc: HashMap<u32, Entry>,
-    /// By (peer address, multihop, VRF).
+    /// By (peer address, multihop, scope: the link of a link-local peer, else the VRF).
     by_peer: HashMap<(IpAddr, bool, Option<String>), u32>,
 }
 
@@ -202,7 +203,7 @@ impl Drop for SessionHandle {
         if let Some(d) = self.demux.upgrade() {
             let mut d = d.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = d.by_disc.remove(&self.disc) {
-                d.by_peer.remove(&(e.peer, e.multihop, e.vrf));
+                d.by_peer.remove(&(e.peer, e.multihop, e.scope));
             }
         }
         // The task sees its channel close (this sender and the demux entry's are gone),
@@ -313,12 +314,18 @@ impl BfdDriver {
             }
             _ => SocketAddr::new(peer, port),
         };
-        let vrf = vrf.map(str::to_owned);
+        // Which session a packet from `peer` belongs to: by the link for a link-local peer
+        // (the same address can be a router on two links), else by the VRF.
+        let scope = if crate::config::is_link_local(peer) {
+            device.map(str::to_owned)
+        } else {
+            vrf.map(str::to_owned)
+        };
         let local = local.ip();
         let (tx, rx) = mpsc::unbounded_channel();
         let disc = {
             let mut d = self.demux.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(old) = d.by_peer.remove(&(peer, cfg.multihop, vrf.clone())) {
+            if let Some(old) = d.by_peer.remove(&(peer, cfg.multihop, scope.clone())) {
                 d.by_disc.remove(&old);
             }
             let disc = self.new_discriminator(&d);
@@ -327,17 +334,17 @@ impl BfdDriver {
                 Entry {
                     peer,
                     echo_local: None,
-                    vrf: vrf.clone(),
+                    scope: scope.clone(),
                     multihop: cfg.multihop,
                     min_ttl: if cfg.multihop { cfg.minimum_ttl } else { 255 },
                     tx: tx.clone(),
                     counters: counters.clone(),
                 },
             );
-            d.by_peer.insert((peer, cfg.multihop, vrf.clone()), disc);
+            d.by_peer.insert((peer, cfg.multihop, scope), disc);
             disc
         };
-        let (echo, echo_tx_us, echo_rx_us) = self.echo(cfg, peer, local, vrf.as_deref(), disc);
+        let (echo, echo_tx_us, echo_rx_us) = self.echo(cfg, peer, local, vrf, disc);
         let session = Session::new(SessionConfig {
             local_discriminator: disc,
             timers: cfg.timers(),
@@ -495,7 +502,14 @@ async fn receive(
         };
         let Some(demux) = demux.upgrade() else { return };
         let d = demux.lock().unwrap_or_else(|e| e.into_inner());
-        match route(&d, &buf[..n], from.ip(), ttl, multihop, vrf.as_deref()) {
+        // The link of a link-local source, else the receiver's VRF.
+        let scope = match from {
+            SocketAddr::V6(a) if crate::config::is_link_local(from.ip()) => {
+                sockopt::if_name(a.scope_id())
+            }
+            _ => vrf.clone(),
+        };
+        match route(&d, &buf[..n], from.ip(), ttl, multihop, scope.as_deref()) {
             Ok((entry, packet)) => {
                 let _ = entry.tx.send(SessionMsg::Packet(packet));
             }
@@ -519,7 +533,7 @@ fn route<'a>(
     src: IpAddr,
     ttl: Option<u8>,
     multihop: bool,
-    vrf: Option<&str>,
+    scope: Option<&str>,
 ) -> Routed<'a> {
     let src = match src {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(src),
@@ -527,7 +541,7 @@ fn route<'a>(
     };
     let by_src = d
         .by_peer
-        .get(&(src, multihop, vrf.map(str::to_owned)))
+        .get(&(src, multihop, scope.map(str::to_owned)))
         .and_then(|disc| d.by_disc.get(disc));
     let min_ttl = by_src.map_or(if multihop { 1 } else { 255 }, |e| e.min_ttl);
     if ttl.is_none_or(|t| t < min_ttl) {
@@ -538,7 +552,7 @@ fn route<'a>(
         let Some(e) = d.by_disc.get(&p.your_discriminator) else {
             return Err((by_src, DropReason::UnknownDiscriminator));
         };
-        if e.peer != src || e.multihop != multihop || e.vrf.as_deref() != vrf {
+        if e.peer != src || e.multihop != multihop || e.scope.as_deref() != scope {
             return Err((by_src, DropReason::WrongSource));
         }
         return Ok((e, p));
@@ -626,6 +640,11 @@ impl SessionTask {
                     diagnostic,
                 } => {
                     info!(%from, %to, %diagnostic, "BFD session state");
+                    if to == SessionState::Up {
+                        if let Some(e) = self.echo.as_mut() {
+                            e.refresh();
+                        }
+                    }
                     self.counters
                         .set_state(self.session.local_discriminator(), Some(to));
                     if to == SessionState::Up {

@@ -129,10 +129,19 @@ pub fn returned(packet: &[u8], ours: Ipv4Addr) -> Option<Returned> {
 }
 
 /// Where a directly connected IPv4 peer is: its MAC address and the interface, from
-/// `/proc/net/arp` (complete entries only).
+/// `/proc/net/arp` (complete entries only; the first one, when the address is on several).
 pub fn neighbour(proc_net_arp: &str, peer: Ipv4Addr) -> Option<([u8; 6], String)> {
+    neighbours(proc_net_arp, peer).next()
+}
+
+/// The peer's MAC address on `device` (after the peer changed its MAC, say).
+pub fn neighbour_on(proc_net_arp: &str, peer: Ipv4Addr, device: &str) -> Option<[u8; 6]> {
+    neighbours(proc_net_arp, peer).find_map(|(mac, d)| (d == device).then_some(mac))
+}
+
+fn neighbours(proc_net_arp: &str, peer: Ipv4Addr) -> impl Iterator<Item = ([u8; 6], String)> + '_ {
     const ATF_COM: u32 = 0x2;
-    proc_net_arp.lines().skip(1).find_map(|line| {
+    proc_net_arp.lines().skip(1).filter_map(move |line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.first()?.parse::<Ipv4Addr>().ok()? != peer {
             return None;
@@ -253,6 +262,14 @@ mod tests {
             neighbour(arp, Ipv4Addr::new(192, 0, 2, 9)),
             None,
             "incomplete"
+        );
+        assert_eq!(
+            neighbour_on(arp, Ipv4Addr::new(198, 51, 100, 1), "eth1"),
+            Some([0xa, 0xb, 0xc, 0xd, 0xe, 0xf])
+        );
+        assert_eq!(
+            neighbour_on(arp, Ipv4Addr::new(198, 51, 100, 1), "eth0"),
+            None
         );
         assert_eq!(neighbour(arp, Ipv4Addr::new(192, 0, 2, 7)), None);
         assert_eq!(neighbour("", Ipv4Addr::new(192, 0, 2, 7)), None);

@@ -54,6 +54,11 @@ impl Draining {
         out
     }
 
+    /// Keeps only the peers in `running` (the others are gone, with their deadlines).
+    pub fn keep_only(&mut self, running: &BTreeSet<PeerKey>) {
+        self.by_peer.retain(|k, _| running.contains(k));
+    }
+
     /// The peer is gone: nothing of it is drained any more.
     pub fn forget(&mut self, peer: &PeerKey) {
         self.by_peer.remove(peer);

@@ -199,8 +199,9 @@ pub struct BgpDriver {
     draining: Draining,
     /// The node is cordoned or gone: a stop now is a removal, not a restart.
     leaving: bool,
-    /// Prefixes of the last plan whose Services are all externalTrafficPolicy Local.
-    local_only: BTreeSet<IpNet>,
+    /// Prefixes of the last plan whose Services are all externalTrafficPolicy Local, with
+    /// those Services.
+    local_only: BTreeMap<IpNet, BTreeSet<String>>,
     /// Peers no longer wanted, kept until their routes have drained (graceful shutdown).
     retiring: BTreeSet<PeerKey>,
     /// Problems already logged, so a plan that repeats them stays quiet.
@@ -240,7 +241,7 @@ impl BgpDriver {
             graceful_shutdown: Duration::ZERO,
             draining: Draining::default(),
             leaving: false,
-            local_only: BTreeSet::new(),
+            local_only: BTreeMap::new(),
             retiring: BTreeSet::new(),
         }
     }
@@ -271,6 +272,8 @@ impl BgpDriver {
                         while changes.changed().await.is_ok() {
                             wake.notify_one();
                         }
+                        // The watch ended (its interface went away): look again at once.
+                        wake.notify_one();
                     });
                 }
                 self.links.insert(name.clone(), started);
@@ -348,8 +351,11 @@ impl BgpDriver {
                 (IpAddr::V4(v4), None) if c.next_hop_v6.is_none() && c.vrf.is_none() => {
                     c.next_hop_v6 = super::nexthop::v6_next_hop(v4);
                 }
-                // IPv4 routes over an IPv6 session: the node's IPv4 InternalIP.
-                (IpAddr::V6(_), None) if c.next_hop_v4.is_none() => c.next_hop_v4 = node_v4,
+                // IPv4 routes over an IPv6 session: the node's IPv4 InternalIP (not in a VRF,
+                // where that address is not the VRF's; RFC 8950 carries them there).
+                (IpAddr::V6(_), None) if c.next_hop_v4.is_none() && c.vrf.is_none() => {
+                    c.next_hop_v4 = node_v4
+                }
                 _ => {}
             }
         }
@@ -440,6 +446,8 @@ impl BgpDriver {
                 // The engine dropped the old session: set the peer up anew on the next plan.
                 self.running.remove(&key);
                 self.routes.remove(&key);
+                // Its drain deadlines would otherwise wake the driver at once, forever.
+                self.draining.forget(&key);
             }
         }
         for c in &changes.add {
@@ -487,19 +495,27 @@ impl BgpDriver {
             routes.insert(key.clone(), Vec::new());
         }
         // Routes that leave with nothing behind them any more go at once: the last plan's
-        // externalTrafficPolicy Local routes whose prefix is no longer planned.
+        // externalTrafficPolicy Local routes whose prefix is no longer planned and whose
+        // Services no longer serve on this node. (One that leaves for another reason, the
+        // exclusion label say, while its endpoints still serve here, drains as any other.)
         let planned: BTreeSet<IpNet> = plan.bgp.iter().map(|r| r.prefix).collect();
+        let serves_here = |key: &String| {
+            snapshot
+                .services
+                .iter()
+                .any(|s| &s.key == key && s.serving.on(&self.node))
+        };
         let at_once: BTreeSet<IpNet> = self
             .local_only
             .iter()
-            .filter(|p| !planned.contains(p))
-            .copied()
+            .filter(|(p, services)| !planned.contains(p) && !services.iter().any(serves_here))
+            .map(|(p, _)| *p)
             .collect();
         self.local_only = plan
             .bgp
             .iter()
             .filter(|r| r.local_only)
-            .map(|r| r.prefix)
+            .map(|r| (r.prefix, r.services.clone()))
             .collect();
         let now = std::time::Instant::now();
         for (key, set) in routes {
@@ -529,6 +545,9 @@ impl BgpDriver {
                 Err(e) => warn!(error = %e, "setting the routes failed"),
             }
         }
+        // Deadlines of peers no longer running cannot be met: drop them.
+        let running_keys: BTreeSet<PeerKey> = self.running.keys().cloned().collect();
+        self.draining.keep_only(&running_keys);
         // Retiring peers whose routes have drained: their sessions end now.
         let drained: Vec<PeerKey> = self
             .retiring
@@ -640,7 +659,11 @@ impl BgpDriver {
         let kept: Vec<PeerKey> = self
             .running
             .iter()
-            .filter(|(_, (_, c))| restart && c.graceful_restart.is_some())
+            // A retiring peer is going for good: it gets a Cease, not a stale path at the
+            // router that no restarted speaker would ever refresh.
+            .filter(|(k, (_, c))| {
+                restart && c.graceful_restart.is_some() && !self.retiring.contains(*k)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         let ended: Vec<(PeerKey, String)> = self

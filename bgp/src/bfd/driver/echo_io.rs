@@ -22,6 +22,8 @@ use crate::sockopt;
 pub(super) struct EchoIo {
     sock: OwnedFd,
     ifindex: u32,
+    device: String,
+    peer: Ipv4Addr,
     mac: [u8; 6],
     local: Ipv4Addr,
     disc: u32,
@@ -51,6 +53,8 @@ pub(super) fn setup(peer: Ipv4Addr, local: Ipv4Addr, disc: u32) -> Result<EchoSe
         io: EchoIo {
             sock,
             ifindex,
+            device: device.clone(),
+            peer,
             mac,
             local,
             disc,
@@ -62,6 +66,20 @@ pub(super) fn setup(peer: Ipv4Addr, local: Ipv4Addr, disc: u32) -> Result<EchoSe
 }
 
 impl EchoIo {
+    /// Reads the peer's MAC address again (a router replaced, or restarted with a new MAC,
+    /// keeps its address): done each time the session comes up, before echo starts.
+    pub(super) fn refresh(&mut self) {
+        let Ok(arp) = std::fs::read_to_string("/proc/net/arp") else {
+            return;
+        };
+        if let Some(mac) = echo::neighbour_on(&arp, self.peer, &self.device) {
+            if mac != self.mac {
+                debug!(device = %self.device, "the peer's MAC address changed");
+                self.mac = mac;
+            }
+        }
+    }
+
     pub(super) fn send(&mut self, seq: u64) -> io::Result<()> {
         self.ip_id = self.ip_id.wrapping_add(1);
         let p = echo::echo_packet(self.local, self.disc, seq, self.ip_id);

@@ -6,7 +6,7 @@ fn entry(peer: &str, multihop: bool, min_ttl: u8) -> Entry {
     Entry {
         peer: peer.parse().unwrap(),
         echo_local: None,
-        vrf: None,
+        scope: None,
         multihop,
         min_ttl,
         tx,
@@ -25,7 +25,7 @@ fn demux() -> Demux {
     d.by_peer
         .insert(("203.0.113.2".parse().unwrap(), true, None), 2);
     let mut blue = entry("192.0.2.2", false, 255);
-    blue.vrf = Some("blue".into());
+    blue.scope = Some("blue".into());
     d.by_disc.insert(3, blue);
     d.by_peer.insert(
         ("192.0.2.2".parse().unwrap(), false, Some("blue".into())),
@@ -167,5 +167,26 @@ fn undecodable_packets_are_blamed_on_the_sender() {
             Some("192.0.2.2".parse().unwrap()),
             DropReason::Decode(crate::bfd::packet::DecodeError::BadVersion(3))
         ))
+    );
+}
+
+#[test]
+fn one_link_local_address_on_two_links_is_two_sessions() {
+    let mut d = Demux::default();
+    let ll = "fe80::1";
+    for (disc, link) in [(7, "eth1"), (8, "eth2")] {
+        let mut e = entry(ll, false, 255);
+        e.scope = Some(link.into());
+        e.counters.owner.store(disc, Ordering::Relaxed);
+        d.by_disc.insert(disc, e);
+        d.by_peer
+            .insert((ll.parse().unwrap(), false, Some(link.into())), disc);
+    }
+    assert_eq!(routed_in(&d, &packet(0), ll, Some("eth1")), Ok(7));
+    assert_eq!(routed_in(&d, &packet(0), ll, Some("eth2")), Ok(8));
+    assert_eq!(
+        routed_in(&d, &packet(7), ll, Some("eth2")),
+        Err(DropReason::WrongSource),
+        "eth1's session, on eth2"
     );
 }
