@@ -3,7 +3,9 @@
 
 use crate::allocator::{self, service_info, ServiceKey};
 use ferrolb_config::files::load_config;
+use ferrolb_config::Config;
 use ferrolb_crds::AddressCount;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::ResourceExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -48,15 +50,30 @@ pub fn plan(
 ) -> Result<PlanReport, Vec<String>> {
     let (manifests, config) = load_config(paths, recursive)
         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let namespaces = manifests
-        .namespaces
+    Ok(plan_objects(
+        &config,
+        &manifests.namespaces,
+        &manifests.services,
+        lb_class,
+    ))
+}
+
+/// Plans `services` under `config`, as the live controller would decide them (addresses in
+/// their status are kept where the configuration allows): the offline `plan` and the kubectl
+/// plugin both give these outcomes, in these words.
+pub fn plan_objects(
+    config: &Config,
+    namespaces: &[Namespace],
+    services: &[Service],
+    lb_class: Option<&str>,
+) -> PlanReport {
+    let namespaces = namespaces
         .iter()
         .map(|ns| (ns.name_any(), ns.labels().clone()))
         .collect();
     let mut infos = Vec::new();
     let mut invalid: BTreeMap<ServiceKey, String> = BTreeMap::new();
-    for svc in manifests
-        .services
+    for svc in services
         .iter()
         .filter(|s| allocator::service::is_ours(s, lb_class))
     {
@@ -68,7 +85,7 @@ pub fn plan(
             }
         }
     }
-    let (alloc, plan) = allocator::plan(&config, &namespaces, &infos);
+    let (alloc, plan) = allocator::plan(config, &namespaces, &infos);
     let mut services: BTreeMap<ServiceKey, ServicePlan> = BTreeMap::new();
     for (key, result) in plan.results {
         let entry = match result {
@@ -114,10 +131,10 @@ pub fn plan(
             }
         })
         .collect();
-    Ok(PlanReport {
+    PlanReport {
         services: services.into_values().collect(),
         pools,
-    })
+    }
 }
 
 impl PlanReport {
@@ -166,7 +183,8 @@ impl PlanReport {
     }
 }
 
-fn align(rows: &[Vec<String>]) -> String {
+/// Rows as columns padded to their widest cell, three spaces apart.
+pub fn align(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

@@ -213,6 +213,22 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                 });
             }
 
+            let advertised = !l2_ads.is_empty()
+                || config.bgp_advertisements.values().any(|a| {
+                    a.pools.contains(&pool.name) && a.service_selectors.matches(&svc.labels)
+                });
+            if !advertised {
+                skip(
+                    &mut out,
+                    Some(ip),
+                    &format!(
+                        "no L2Advertisement or BGPAdvertisement selects pool {} for this Service",
+                        pool.name
+                    ),
+                );
+                continue;
+            }
+
             // BGP.
             let Some(this) = this else { continue };
             for adv in config.bgp_advertisements.values() {
