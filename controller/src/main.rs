@@ -7,7 +7,7 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(
     name = "ferrolb-controller",
-    version,
+    version = env!("FERROLB_VERSION"),
     about = "FerroLB controller: LoadBalancer addresses for bare-metal Kubernetes"
 )]
 struct Cli {

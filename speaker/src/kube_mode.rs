@@ -104,6 +104,13 @@ impl KubeMode {
             self.feeds.config.clone(),
             opts.bgp_status.problems(),
         );
+        let sampled = report.clone();
+        opts.health.on_scrape(move |m| {
+            m.set_config_problems(match &*sampled.borrow() {
+                ferrolb_speaker::source::ConfigReport::Invalid(problems) => problems.len(),
+                _ => 0,
+            })
+        });
         let writing = writer.spawn(self.client.clone(), announced_rx, report);
         ferrolb_speaker::runtime::run_observed(
             opts,

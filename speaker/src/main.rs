@@ -11,7 +11,7 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(
     name = "ferrolb-speaker",
-    version,
+    version = env!("FERROLB_VERSION"),
     about = "FerroLB speaker: announces Service addresses from this node"
 )]
 struct Cli {

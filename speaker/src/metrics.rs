@@ -205,6 +205,11 @@ pub struct Metrics {
     bfd_down_events: PerPeerCounter,
     bfd_echo_in: PerPeerCounter,
     bfd_echo_out: PerPeerCounter,
+    ready: Gauge,
+    config_loaded: Gauge,
+    config_problems: Gauge,
+    l2_planned: Gauge,
+    l2_unowned: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -279,6 +284,12 @@ impl Metrics {
             "Live speakers, this one included",
             m.live_members.clone(),
         );
+        // Every reason from the start, at 0: an alert or a rate() sees a counter before its
+        // first drop.
+        for (reason, _) in MembershipSample::default().dropped {
+            let _ = m.dropped.get_or_create(&ReasonLabel { reason });
+        }
+        let r = &mut m.registry;
         r.register(
             "membership_datagrams_dropped",
             "Membership datagrams dropped, by reason (unauthenticated: a different or no key)",
@@ -339,7 +350,42 @@ impl Metrics {
             "BFD sessions going down, per peer",
             m.bfd_down_events.clone(),
         );
+        r.register(
+            "speaker_ready",
+            "1 when /readyz answers 200: a configuration is loaded and the data plane runs",
+            m.ready.clone(),
+        );
+        r.register(
+            "config_loaded",
+            "1 once a valid configuration has been loaded",
+            m.config_loaded.clone(),
+        );
+        r.register(
+            "config_problems",
+            "Problems this speaker reports in its ConfigurationState (0: valid and fully set up here)",
+            m.config_problems.clone(),
+        );
+        r.register(
+            "layer2_planned_addresses",
+            "Layer 2 addresses the plan gives an owner (the same on every speaker that sees the same cluster)",
+            m.l2_planned.clone(),
+        );
+        r.register(
+            "layer2_unowned_addresses",
+            "Layer 2 addresses of Services that no live, eligible node can announce",
+            m.l2_unowned.clone(),
+        );
         m
+    }
+
+    pub fn set_config_problems(&self, problems: usize) {
+        self.config_problems.set(problems as i64);
+    }
+
+    /// From the latest plan: how many layer 2 addresses have an owner, and how many have none.
+    pub fn set_l2_plan(&self, planned: usize, unowned: usize) {
+        self.l2_planned.set(planned as i64);
+        self.l2_unowned.set(unowned as i64);
     }
 
     /// Replaces what this node announces by `protocol` with `now`.
@@ -559,6 +605,10 @@ impl Health {
 
     /// Samples every registered source, then encodes.
     pub fn scrape(&self) -> String {
+        self.metrics.ready.set(i64::from(self.readiness().is_ok()));
+        self.metrics
+            .config_loaded
+            .set(i64::from(self.config_loaded.load(Ordering::SeqCst)));
         for sample in self
             .samplers
             .lock()

@@ -16,6 +16,7 @@ use crate::source::Snapshot;
 use crate::status::Announced;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -188,6 +189,17 @@ pub async fn run_observed(
             l2 = p.l2.len(),
             "plan computed"
         );
+        let owned: BTreeSet<IpAddr> =
+            p.l2.iter()
+                .filter(|d| d.owner().is_some())
+                .map(|d| d.ip)
+                .collect();
+        let unowned =
+            p.l2.iter()
+                .filter(|d| d.owner().is_none() && !owned.contains(&d.ip))
+                .map(|d| d.ip)
+                .collect::<BTreeSet<IpAddr>>();
+        opts.health.metrics.set_l2_plan(owned.len(), unowned.len());
         l2.apply(&p, std::time::Instant::now());
         opts.health.set_config_loaded(true);
         opts.health.set_data_plane_running(true);

@@ -238,6 +238,10 @@ pub async fn config_loop(
             }
             (ConfigurationResult::Invalid, Some(lines.join("\n")))
         };
+        shared
+            .health
+            .metrics
+            .set_config(report.1.as_ref().map_or(0, |text| text.lines().count()));
         let mut problems = outcome.by_object();
         for p in &objects.problems {
             problems

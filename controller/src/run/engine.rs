@@ -152,6 +152,11 @@ impl Engine {
     }
 
     /// Whether a Service waits for an address.
+    /// How many Services wait for an address.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
     pub fn is_pending(&self, key: &ServiceKey) -> bool {
         self.services
             .get(key)

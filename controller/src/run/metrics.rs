@@ -36,6 +36,10 @@ pub struct Metrics {
     ipv6_addresses_in_use_total: PerPool,
     services_allocated_total: PerPool,
     pools: Mutex<BTreeSet<String>>,
+    services_pending: Gauge,
+    leader: Gauge,
+    config_loaded: Gauge,
+    config_problems: Gauge,
 }
 
 impl Metrics {
@@ -84,7 +88,49 @@ impl Metrics {
         for (name, help, family) in gauges {
             m.registry.register(name, help, family);
         }
+        let plain: [(&str, &str, Gauge); 4] = [
+            (
+                "allocator_services_pending",
+                "LoadBalancer Services waiting for an address (allocation failed; retried when addresses free up)",
+                m.services_pending.clone(),
+            ),
+            (
+                "controller_leader",
+                "1 on the replica that acts (holds the leader lease), 0 on one standing by",
+                m.leader.clone(),
+            ),
+            (
+                "config_loaded",
+                "1 once a configuration is in force (the leader only: a standby loads none)",
+                m.config_loaded.clone(),
+            ),
+            (
+                "config_problems",
+                "Problems in the configuration, as listed in the ConfigurationState (0: valid)",
+                m.config_problems.clone(),
+            ),
+        ];
+        for (name, help, gauge) in plain {
+            m.registry.register(name, help, gauge);
+        }
         m
+    }
+
+    pub fn set_pending(&self, services: usize) {
+        self.services_pending.set(services as i64);
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+        if !leading {
+            self.config_loaded.set(0);
+            self.config_problems.set(0);
+        }
+    }
+
+    pub fn set_config(&self, problems: usize) {
+        self.config_loaded.set(1);
+        self.config_problems.set(problems as i64);
     }
 
     /// Sets every gauge from the allocator's exact counts; pools no longer configured vanish.

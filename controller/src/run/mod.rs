@@ -145,6 +145,23 @@ enum ServiceNote {
     Relisted,
 }
 
+/// Shows this replica as the leader in the metrics while it lives (also when leading is cut
+/// short).
+struct Leading(Arc<Health>);
+
+impl Leading {
+    fn start(health: Arc<Health>) -> Self {
+        health.metrics.set_leader(true);
+        Self(health)
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        self.0.metrics.set_leader(false);
+    }
+}
+
 /// The active replica: runs until `stop` resolves.
 async fn lead(
     client: kube::Client,
@@ -154,6 +171,7 @@ async fn lead(
 ) {
     info!(identity = %opts.identity, "leading");
     health.ready.store(false, Ordering::SeqCst);
+    let _leading = Leading::start(health.clone());
     let (triggers, trigger_rx) = mpsc::unbounded();
     let shared = Arc::new(Shared {
         engine: Mutex::new(None),

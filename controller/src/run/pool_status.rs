@@ -32,14 +32,15 @@ pub async fn pool_status_loop(
     loop {
         shared.usage_changed.notified().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let usage = {
+        let (usage, pending) = {
             let guard = shared.engine.lock().unwrap_or_else(|e| e.into_inner());
             match guard.as_ref() {
-                Some(engine) => engine.pool_usage(),
+                Some(engine) => (engine.pool_usage(), engine.pending_count()),
                 None => continue,
             }
         };
         health.metrics.set_pools(&usage);
+        health.metrics.set_pending(pending);
         let mut failed = false;
         let pools = config.objects().resources.pools;
         for (name, counts, _) in &usage {
