@@ -473,12 +473,25 @@ fn both_workloads_run_the_binaries_the_dockerfile_installs_from_one_image() {
     let dockerfile =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile"))
             .unwrap();
+    // The Dockerfile and deploy/image/build.sh (buildah, run by .ci/test) take the image's
+    // files from the same script, which builds both binaries.
+    let rootfs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/image/rootfs.sh"),
+    )
+    .unwrap();
     assert!(
-        dockerfile
-            .contains("cargo build --release --locked -p ferrolb-controller -p ferrolb-speaker"),
-        "the Dockerfile builds both binaries"
+        rootfs.contains("-p ferrolb-controller -p ferrolb-speaker"),
+        "rootfs.sh builds both binaries"
     );
-    assert!(dockerfile.contains("COPY --from=build /out/ /usr/local/bin/"));
+    assert!(dockerfile.contains("bash deploy/image/rootfs.sh /out"));
+    assert!(dockerfile.contains("COPY --from=build /out/ /"));
+    assert!(dockerfile.contains("USER 65532:65532"));
+    let build = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/image/build.sh"),
+    )
+    .unwrap();
+    assert!(build.contains("bash deploy/image/rootfs.sh"));
+    assert!(build.contains("--user 65532:65532"));
     let deployment: Deployment = find("ferrolb-controller");
     let ds: DaemonSet = find("ferrolb-speaker");
     let controller = container_of(
@@ -499,8 +512,11 @@ fn both_workloads_run_the_binaries_the_dockerfile_installs_from_one_image() {
         (&speaker, "ferrolb-speaker"),
     ] {
         assert!(
-            dockerfile.contains(&format!("/out/{binary}")),
-            "the Dockerfile does not install {binary}"
+            rootfs
+                .lines()
+                .any(|l| l.starts_with("for bin in ") && l.contains(binary))
+                && rootfs.contains("\"$out/usr/local/bin/$bin\""),
+            "rootfs.sh does not install {binary} in /usr/local/bin"
         );
         assert_eq!(
             c.command.as_deref(),
