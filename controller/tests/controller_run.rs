@@ -1131,3 +1131,66 @@ async fn a_controller_started_before_its_configuration_takes_no_address_away() {
     assert_eq!(env.ips("old").await, ["192.0.2.12"]);
     env.finish().await;
 }
+
+/// Two replicas; the API server goes down for `down` and comes back with every object but no
+/// watch history (every resumed watch gets 410 Gone), and the lease expired meanwhile: a
+/// Service created then gets its address within 5 s, and no address changes.
+async fn allocates_soon_after_an_api_server_restart(down: Duration) {
+    let mut env = Env::start("ctl-apirestart-").await;
+    if env.cluster.is_real_cluster() {
+        eprintln!("SKIP: restarting the API server needs the emulator");
+        env.finish().await;
+        return;
+    }
+    env.pool("pool-a", "192.0.2.10-192.0.2.19").await;
+    let a = env.controller("a", free_port());
+    env.wait_config(ConfigurationResult::Valid).await;
+    let b = env.controller("b", free_port());
+    env.service("before", &[]).await;
+    let (before, _) = env.wait_ips("before", Duration::from_secs(10)).await;
+
+    assert!(env.cluster.restart_emulator(down).await);
+    let back = Instant::now();
+    let mut tries = 0;
+    loop {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "after"},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": env.class, "ports": [{"port": 80}]},
+        }))
+        .unwrap();
+        match env.services().create(&PostParams::default(), &svc).await {
+            Ok(_) => break,
+            Err(e) => {
+                tries += 1;
+                assert!(tries < 10, "cannot create a Service after the restart: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let created = back.elapsed();
+    env.wait_ips("after", Duration::from_secs(30)).await;
+    let took = back.elapsed();
+    eprintln!("the Service was created {created:?} after the API server was back");
+    eprintln!(
+        "API server down {down:?}: a new Service had its address {took:?} after it was back (leader now {:?})",
+        env.lease_holder().await
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the address came {took:?} after the API server was back:\n{}",
+        env.logs()
+    );
+    assert_eq!(env.ips("before").await, before, "no address changed");
+    drop((a, b));
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocates_within_5_s_of_the_api_server_back_after_15_s_down() {
+    allocates_soon_after_an_api_server_restart(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocates_within_5_s_of_the_api_server_back_after_60_s_down() {
+    allocates_soon_after_an_api_server_restart(Duration::from_secs(60)).await;
+}

@@ -30,8 +30,7 @@ where
     let kind = K::kind(&dyntype).to_string();
     let writer = Writer::new(dyntype);
     let reader = writer.as_reader();
-    let stream = watcher(api, config)
-        .default_backoff()
+    let stream = crate::reconnect::watch(api, config)
         .modify(move |o: &mut K| {
             o.meta_mut().managed_fields = None;
             trim(o);

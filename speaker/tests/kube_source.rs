@@ -148,3 +148,65 @@ async fn the_snapshot_follows_the_cluster_and_outlives_bad_edits_and_the_api_ser
     assert_eq!(snapshots.borrow().as_deref(), Some(&*both));
     assert_eq!(*config.borrow(), ConfigReport::Valid);
 }
+
+/// After the API server was down for `down` and came back (objects kept, watch history gone,
+/// so every resumed watch gets 410 Gone), a new Service reaches the snapshot within 5 s.
+async fn sees_changes_soon_after_an_api_server_restart(down: Duration) {
+    let mut cluster = TestCluster::start().await.unwrap();
+    if cluster.is_real_cluster() {
+        eprintln!("SKIP: restarting the API server needs the emulator");
+        return;
+    }
+    cluster.apply_ferrolb_crds().await.unwrap();
+    let system = cluster.create_namespace("flb-kb-restart-").await.unwrap();
+    let class = format!("ferrolb.io/test-{system}");
+    cluster
+        .apply_yaml(
+            "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan}\nspec: {addresses: [192.0.2.0/26]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lan}\n",
+            Some(&system),
+        )
+        .await
+        .unwrap();
+    cluster
+        .apply_yaml(&service("web", "192.0.2.10", &class), Some(&system))
+        .await
+        .unwrap();
+    let feeds = KubeSource::new(&system, Some(class.clone())).spawn(cluster.client());
+    let mut snapshots = feeds.snapshots;
+    next_snapshot(&mut snapshots, "the Service", |s| s.services.len() == 1).await;
+
+    assert!(cluster.restart_emulator(down).await);
+    let back = std::time::Instant::now();
+    // The test's own client may first meet a connection the restart closed: a few tries.
+    let mut tries = 0;
+    while let Err(e) = cluster
+        .apply_yaml(&service("db", "192.0.2.11", &class), Some(&system))
+        .await
+    {
+        tries += 1;
+        assert!(tries < 10, "cannot create a Service after the restart: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    next_snapshot(
+        &mut snapshots,
+        "the Service created after the restart",
+        |s| s.services.len() == 2,
+    )
+    .await;
+    let took = back.elapsed();
+    eprintln!("API server down {down:?}: a new Service reached the speaker's snapshot {took:?} after it was back");
+    assert!(
+        took < Duration::from_secs(5),
+        "the speaker saw the new Service only {took:?} after the API server was back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sees_changes_within_5_s_of_the_api_server_back_after_15_s_down() {
+    sees_changes_soon_after_an_api_server_restart(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sees_changes_within_5_s_of_the_api_server_back_after_60_s_down() {
+    sees_changes_soon_after_an_api_server_restart(Duration::from_secs(60)).await;
+}

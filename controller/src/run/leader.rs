@@ -8,12 +8,16 @@
 
 use super::metrics::Health;
 use super::{Options, RunError, Shutdown};
-use kube_lease_manager::LeaseManagerBuilder;
+use ferrolb_kube::reconnect::{ReconnectBackoff, MAX_DELAY};
+use kube::runtime::utils::Backoff;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 /// A future that resolves when the leader must stop.
@@ -50,7 +54,7 @@ where
         .with_grace(opts.lease_grace_seconds)
         .build()
         .await?;
-    let (mut is_leader, lease_task) = manager.watch().await;
+    let (mut is_leader, lease_task) = follow_lease(manager);
     health.ready.store(true, Ordering::SeqCst);
     info!(identity = %opts.identity, lease = %opts.lease_name, "standing by for the lease");
     let became_leader = tokio::select! {
@@ -78,10 +82,46 @@ where
     // Closing the channel makes the lease task release the lease (if held) and end.
     drop(is_leader);
     match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
-        Ok(Ok(Ok(_))) => info!("lease released"),
+        Ok(Ok(Ok(()))) => info!("lease released"),
         Ok(Ok(Err(e))) => warn!(error = %e, "releasing the lease"),
         Ok(Err(e)) => warn!(error = %e, "lease task"),
         Err(_) => warn!("the lease was not released within 5 s"),
     }
     outcome
+}
+
+/// Takes and renews the lease while the receiver lives, telling whether this replica holds it;
+/// releases it when the receiver is dropped. kube-lease-manager's own loop (`watch`) retries API
+/// errors after up to 30 s: after an API server restart the leader would renew late and could
+/// lose the lease to a standby that retried first, or a standby would take over late. This one
+/// retries on the watches' backoff (at most 1 s).
+fn follow_lease(
+    manager: LeaseManager,
+) -> (
+    watch::Receiver<bool>,
+    JoinHandle<Result<(), kube_lease_manager::LeaseManagerError>>,
+) {
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut backoff = ReconnectBackoff::default();
+        loop {
+            tokio::select! {
+                biased;
+                () = tx.closed() => return manager.release().await,
+                changed = manager.changed() => match changed {
+                    Ok(leader) => {
+                        backoff.reset();
+                        if tx.send(leader).is_err() {
+                            return manager.release().await;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "lease: cannot reach the API server; retrying");
+                        tokio::time::sleep(backoff.next().unwrap_or(MAX_DELAY)).await;
+                    }
+                },
+            }
+        }
+    });
+    (rx, task)
 }

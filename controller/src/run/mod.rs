@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// The controller's name: Event reporter, field manager, Lease and ConfigurationState names.
 pub const CONTROLLER_NAME: &str = "ferrolb-controller";
@@ -196,11 +196,10 @@ async fn lead(
     let (services, writer) = reflector::store::<Service>();
     let (notes, note_rx) = mpsc::unbounded();
     let (listed, services_listed) = tokio::sync::watch::channel(false);
-    let service_stream = watcher(
+    let service_stream = ferrolb_kube::reconnect::watch(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
-    .default_backoff()
     .reflect(writer)
     .inspect_ok(move |event| {
         let note = match event {
@@ -217,6 +216,32 @@ async fn lead(
         let _ = notes.unbounded_send(note);
     })
     .applied_objects();
+    // The watch runs in a task of its own and hands the Services over: inside the Controller's
+    // stream its retry timer was not always woken on time, and after an API server outage the
+    // watch resumed up to tens of seconds late (seen in the restart tests).
+    let (service_tx, service_rx) = mpsc::unbounded::<Result<Service, watcher::Error>>();
+    tasks.0.push(tokio::spawn(async move {
+        futures::pin_mut!(service_stream);
+        let mut failing = false;
+        while let Some(item) = service_stream.next().await {
+            match item {
+                Ok(svc) => {
+                    if std::mem::take(&mut failing) {
+                        info!("Service watch restored");
+                    }
+                    if service_tx.unbounded_send(Ok(svc)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        warn!(error = %e, "Service watch failed; retrying");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }));
 
     tasks.0.push(tokio::spawn(config::config_loop(
         shared.clone(),
@@ -265,7 +290,7 @@ async fn lead(
         ),
         lb_class: opts.lb_class.clone(),
     });
-    Controller::for_stream(service_stream, services)
+    Controller::for_stream(service_rx, services)
         .reconcile_on(trigger_rx)
         .graceful_shutdown_on(stop)
         .run(reconcile::reconcile, reconcile::error_policy, context)

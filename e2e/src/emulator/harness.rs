@@ -136,6 +136,22 @@ impl TestCluster {
         }
     }
 
+    /// The API server restarts: down (connections refused, watches ended) for `down`, then
+    /// back with every object and no watch history (resumed watches get 410 Gone). Returns
+    /// false on a real cluster, where a test cannot restart the control plane.
+    pub async fn restart_emulator(&mut self, down: std::time::Duration) -> bool {
+        let Some(emulator) = self.emulator.as_mut() else {
+            return false;
+        };
+        emulator.go_down().await;
+        tokio::time::sleep(down).await;
+        emulator
+            .come_back()
+            .await
+            .expect("the emulator takes its address back");
+        true
+    }
+
     /// Creates a fresh namespace named `<prefix><random>` and returns its name.
     pub async fn create_namespace(&self, prefix: &str) -> Result<String, HarnessError> {
         let api: Api<Namespace> = Api::all(self.client());

@@ -22,7 +22,8 @@ use super::store::{
 /// State shared by all request handlers.
 #[derive(Debug)]
 pub struct Shared {
-    pub store: Mutex<Store>,
+    /// Shared with the next server after a restart ([`super::Emulator::go_down`]).
+    pub store: Arc<Mutex<Store>>,
     pub bookmark_interval: Duration,
     pub default_watch_timeout: Duration,
     pub shutdown: tokio::sync::watch::Receiver<bool>,

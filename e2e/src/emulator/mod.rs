@@ -92,11 +92,20 @@ pub enum EmulatorError {
 #[derive(Debug)]
 pub struct Emulator {
     addr: SocketAddr,
+    config: EmulatorConfig,
     /// The CA, when serving HTTPS.
     ca: Option<tls::TlsMaterial>,
+    store: Arc<Mutex<store::Store>>,
     shared: Arc<http::Shared>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+}
+
+/// A running server: what [`Emulator::serve`] returns.
+struct Serving {
+    shared: Arc<http::Shared>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
 impl Emulator {
@@ -111,25 +120,45 @@ impl Emulator {
         if config.service_cidrs.is_empty() || v4 > 1 || v6 > 1 {
             return Err(EmulatorError::ServiceCidrs(config.service_cidrs));
         }
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| EmulatorError::Listen {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = bind(config.listen).await?;
         let addr = listener
             .local_addr()
             .map_err(|source| EmulatorError::Listen {
                 addr: config.listen,
                 source,
             })?;
+        let store = Arc::new(Mutex::new(store::Store::new(
+            config.service_cidrs.clone(),
+            config.history_limit,
+        )));
+        let ca = if config.tls {
+            Some(tls::generate(addr.ip())?)
+        } else {
+            None
+        };
+        let serving = Self::serve(listener, addr, &config, &store, ca.as_ref())?;
+        tracing::info!(%addr, tls = config.tls, "Kubernetes API emulator listening");
+        Ok(Self {
+            addr,
+            config,
+            ca,
+            store,
+            shared: serving.shared,
+            shutdown: serving.shutdown,
+            task: Some(serving.task),
+        })
+    }
+
+    fn serve(
+        listener: TcpListener,
+        addr: SocketAddr,
+        config: &EmulatorConfig,
+        store: &Arc<Mutex<store::Store>>,
+        ca: Option<&tls::TlsMaterial>,
+    ) -> Result<Serving, EmulatorError> {
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let shared = Arc::new(http::Shared {
-            store: Mutex::new(store::Store::new(
-                config.service_cidrs.clone(),
-                config.history_limit,
-            )),
+            store: store.clone(),
             bookmark_interval: config.bookmark_interval,
             default_watch_timeout: config.default_watch_timeout,
             shutdown: shutdown_rx.clone(),
@@ -143,37 +172,64 @@ impl Emulator {
         let stopped = async move {
             let _ = stop.changed().await;
         };
-        let (task, ca) = if config.tls {
-            let material = tls::generate(addr.ip())?;
-            let listener = tls::TlsListener::new(listener, &material, shutdown_rx)?;
-            let task = tokio::spawn(async move {
+        let task = match ca {
+            Some(material) => {
+                let listener = tls::TlsListener::new(listener, material, shutdown_rx)?;
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "emulator server stopped");
+                    }
+                })
+            }
+            None => tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router)
                     .with_graceful_shutdown(stopped)
                     .await
                 {
                     tracing::warn!(error = %e, "emulator server stopped");
                 }
-            });
-            (task, Some(material))
-        } else {
-            let task = tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped)
-                    .await
-                {
-                    tracing::warn!(error = %e, "emulator server stopped");
-                }
-            });
-            (task, None)
+            }),
         };
-        tracing::info!(%addr, tls = config.tls, "Kubernetes API emulator listening");
-        Ok(Self {
-            addr,
-            ca,
+        Ok(Serving {
             shared,
             shutdown,
-            task: Some(task),
+            task,
         })
+    }
+
+    /// The API server goes away as in a control-plane restart: its port closes (connections
+    /// are refused) and every watch ends; the objects stay (etcd keeps them).
+    pub async fn go_down(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Serves again on the same address with the same objects. Like a restarted kube-apiserver,
+    /// whose watch cache starts anew, it has no history: a watch resumed from an earlier
+    /// resourceVersion gets 410 Gone and the client must list again.
+    pub async fn come_back(&mut self) -> Result<(), EmulatorError> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .forget_history();
+        let listener = bind(self.addr).await?;
+        let serving = Self::serve(
+            listener,
+            self.addr,
+            &self.config,
+            &self.store,
+            self.ca.as_ref(),
+        )?;
+        self.shared = serving.shared;
+        self.shutdown = serving.shutdown;
+        self.task = Some(serving.task);
+        tracing::info!(addr = %self.addr, "Kubernetes API emulator back");
+        Ok(())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -267,4 +323,11 @@ users:
   user:{user}
 "
     )
+}
+
+/// Binds `addr` (SO_REUSEADDR, as std does on Unix, so a restart can take its port back).
+async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| EmulatorError::Listen { addr, source })
 }

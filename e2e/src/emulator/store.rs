@@ -479,6 +479,16 @@ impl Store {
         }))
     }
 
+    /// Drops the whole history, as a restarted API server's watch cache starts empty: only a
+    /// watch from the current resourceVersion on can resume.
+    pub fn forget_history(&mut self) {
+        self.history.clear();
+        // Resource versions are opaque to clients; skipping one makes a resume from the last
+        // version before the restart as stale as any other.
+        self.rv += 1;
+        self.compacted = self.rv;
+    }
+
     /// Events a watch from `rv` must replay, or 410 if they have left the history.
     pub fn events_since(&self, rv: u64) -> ApiResult<Vec<Arc<EventRecord>>> {
         if rv < self.compacted {

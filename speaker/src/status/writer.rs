@@ -123,7 +123,8 @@ impl StatusWriter {
                     tokio::time::sleep(self.coalesce).await;
                 } else {
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    // As the watches do: back within a second of the API server.
+                    backoff = (backoff * 2).min(ferrolb_kube::reconnect::MAX_DELAY);
                     if !announced_open {
                         // Stopping and the API server does not answer: give up.
                         return;
