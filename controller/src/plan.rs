@@ -3,7 +3,7 @@
 
 use crate::allocator::{self, service_info, ServiceKey};
 use ferrolb_config::files::load_config;
-use ferrolb_config::Config;
+use ferrolb_config::{Config, InForce};
 use ferrolb_crds::AddressCount;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::ResourceExt;
@@ -56,6 +56,20 @@ pub fn plan(
         &manifests.services,
         lb_class,
     ))
+}
+
+/// The configuration the controller allocates under, from the configuration in force: pools
+/// left out as invalid are withheld, so what they handed out is kept rather than taken back.
+/// The live controller and the kubectl plugin build it the same way.
+pub fn allocation_config(outcome: &InForce) -> Config {
+    let mut config = outcome.config.clone();
+    config.withheld_pools = outcome
+        .left_out
+        .iter()
+        .filter_map(|o| o.strip_prefix("IPAddressPool/"))
+        .map(str::to_string)
+        .collect();
+    config
 }
 
 /// Plans `services` under `config`, as the live controller would decide them (addresses in

@@ -486,6 +486,16 @@ fn both_workloads_run_the_binaries_the_dockerfile_installs_from_one_image() {
     assert!(dockerfile.contains("bash deploy/image/rootfs.sh /out"));
     assert!(dockerfile.contains("COPY --from=build /out/ /"));
     assert!(dockerfile.contains("USER 65532:65532"));
+    // The image's version label is the workspace's version.
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(manifest.contains(&format!("version = \"{version}\"")));
+    assert!(
+        dockerfile.contains(&format!("ARG VERSION={version}")),
+        "the Dockerfile's VERSION is the workspace version {version}"
+    );
     let build = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/image/build.sh"),
     )

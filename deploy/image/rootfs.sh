@@ -7,8 +7,9 @@
 #
 #   FERROLB_COMMIT=<hash> bash deploy/image/rootfs.sh OUT
 set -euo pipefail
-out=$1
+out=$(realpath -m "$1")
 cd "$(dirname "$0")/../.."
+command -v readelf >/dev/null || { echo "rootfs.sh: readelf (binutils) is needed" >&2; exit 1; }
 
 target=$(rustc -vV | sed -n 's/^host: //p')
 # --version prints it (build/version.rs); a tree without .git (a Docker context) passes it in.
@@ -21,7 +22,8 @@ RUSTFLAGS="-C target-feature=+crt-static" \
 built=${CARGO_TARGET_DIR:-target}/$target/release
 for bin in ferrolb-controller ferrolb-speaker; do
   # A static binary asks for no program interpreter (the image has no ld.so to give it).
-  if LC_ALL=C readelf -l "$built/$bin" | grep -q 'program interpreter'; then
+  headers=$(LC_ALL=C readelf -l "$built/$bin")
+  if grep -q 'program interpreter' <<<"$headers"; then
     echo "rootfs.sh: $bin is dynamically linked" >&2
     exit 1
   fi

@@ -52,9 +52,9 @@ enum Command {
     Why {
         /// The Service: `name` (with -n) or `namespace/name`.
         service: String,
-        /// The Service's namespace.
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
+        /// The Service's namespace (default: the kubeconfig context's).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
     },
 }
 
@@ -116,6 +116,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Status => {
             let snapshot = read(&client, &target, None).await?;
+            if let Some(hint) = &snapshot.hint {
+                eprintln!("note: {hint}");
+            }
             let report = Analysis::new(&snapshot, &target).status();
             match cli.output {
                 Output::Table => print!("{}", report.table()),
@@ -126,12 +129,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Why { service, namespace } => {
             let (namespace, name) = match service.split_once('/') {
                 Some((ns, name)) => (ns.to_string(), name.to_string()),
-                None => (namespace.clone(), service.clone()),
+                None => (
+                    namespace
+                        .clone()
+                        .unwrap_or_else(|| client.default_namespace().to_string()),
+                    service.clone(),
+                ),
             };
             if name.is_empty() || namespace.is_empty() {
                 bail!("a Service is `name` or `namespace/name`, not {service:?}");
             }
             let snapshot = read(&client, &target, Some(&namespace)).await?;
+            if let Some(hint) = &snapshot.hint {
+                eprintln!("note: {hint}");
+            }
             match Analysis::new(&snapshot, &target).why(&namespace, &name) {
                 Ok(report) => {
                     match cli.output {

@@ -6,7 +6,7 @@
 use crate::snapshot::{Snapshot, Target};
 use ferrolb_config::{in_force, Config, Resources};
 use ferrolb_controller::allocator::service::is_ours;
-use ferrolb_controller::plan::{align, plan_objects, PlanReport};
+use ferrolb_controller::plan::{align, allocation_config, plan_objects, PlanReport};
 use ferrolb_crds::{AddressCount, ConfigurationResult};
 use ferrolb_speaker::planner::{plan as plan_node, Inputs, NodePlan};
 use ferrolb_speaker::view::{service_views, NodeView};
@@ -27,6 +27,8 @@ pub struct PoolStatus {
     pub name: String,
     pub ipv4: Usage,
     pub ipv6: Usage,
+    /// Why the pool is not in force (left out as invalid), if it is not.
+    pub problem: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -97,6 +99,8 @@ pub struct StatusReport {
     pub pools: Vec<PoolStatus>,
     pub services: Vec<ServiceStatus>,
     pub components: Vec<ComponentState>,
+    /// Status objects that could not be read (left out of the rest), as `Kind/name: why`.
+    pub unreadable: Vec<String>,
 }
 
 /// `kubectl ferrolb why`.
@@ -151,6 +155,7 @@ impl<'a> Analysis<'a> {
             &Resources::default(),
             &snapshot.unreadable,
         );
+        let config = allocation_config(&outcome);
         let mut config_problems: Vec<String> = snapshot
             .read_problems
             .iter()
@@ -164,11 +169,11 @@ impl<'a> Analysis<'a> {
             .filter(|s| is_ours(s, lb_class))
             .cloned()
             .collect();
-        let plan = plan_objects(&outcome.config, &snapshot.namespaces, &ours, lb_class);
+        let plan = plan_objects(&config, &snapshot.namespaces, &ours, lb_class);
         Analysis {
             snapshot,
             target,
-            config: outcome.config,
+            config,
             config_problems,
             plan,
             ours,
@@ -359,11 +364,34 @@ impl<'a> Analysis<'a> {
             .iter()
             .map(|p| (p.name.as_str(), p))
             .collect();
-        let pools = self
-            .config
+        // Every pool read, those left out as invalid too (Services may still hold their
+        // addresses).
+        let mut names: Vec<String> = self
+            .snapshot
+            .resources
             .pools
-            .keys()
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        names.sort();
+        names.dedup();
+        let pools = names
+            .iter()
             .map(|name| {
+                let problem = (!self.config.pools.contains_key(name)).then(|| {
+                    let id = format!("IPAddressPool/{name}:");
+                    let found: Vec<&str> = self
+                        .config_problems
+                        .iter()
+                        .filter(|p| p.starts_with(&id))
+                        .map(String::as_str)
+                        .collect();
+                    if found.is_empty() {
+                        "left out as invalid".to_string()
+                    } else {
+                        format!("left out as invalid: {}", found.join("; "))
+                    }
+                });
                 // The controller's own counts where it wrote them; the plan's otherwise.
                 match (
                     self.snapshot.pool_status.get(name),
@@ -379,6 +407,7 @@ impl<'a> Analysis<'a> {
                             used: s.assigned_ipv6,
                             free: s.available_ipv6,
                         },
+                        problem,
                     },
                     (None, Some(p)) => PoolStatus {
                         name: name.clone(),
@@ -390,11 +419,13 @@ impl<'a> Analysis<'a> {
                             used: p.assigned_ipv6,
                             free: p.available_ipv6,
                         },
+                        problem,
                     },
                     (None, None) => PoolStatus {
                         name: name.clone(),
                         ipv4: Usage::default(),
                         ipv6: Usage::default(),
+                        problem,
                     },
                 }
             })
@@ -438,6 +469,7 @@ impl<'a> Analysis<'a> {
             pools,
             services,
             components: self.components(),
+            unreadable: self.snapshot.unreadable_status.clone(),
         }
     }
 
@@ -509,12 +541,37 @@ impl<'a> Analysis<'a> {
             self.controller_findings(svc, &mut report.reasons);
             return Ok(report);
         }
+        let plans = self.node_plans();
         if !report.announced.is_empty() {
             report.verdict = format!("announced: {}", report.announced.text());
+            // The status objects are per Service, not per address: an address that no node's
+            // plan announces (the IPv6 one of a dual-stack Service, say) is said here.
+            let service = key(namespace, name);
+            let unplanned: Vec<String> = addresses
+                .iter()
+                .filter(|text| {
+                    let ip = ip_of(text);
+                    !plans.values().any(|p| {
+                        p.l2.iter()
+                            .any(|d| d.service == service && d.ip == ip && d.owner().is_some())
+                            || p.bgp
+                                .iter()
+                                .any(|r| r.services.contains(&service) && r.prefix.contains(&ip))
+                    })
+                })
+                .cloned()
+                .collect();
+            if !unplanned.is_empty() {
+                report.verdict = format!(
+                    "announced: {}; but not {}",
+                    report.announced.text(),
+                    unplanned.join(",")
+                );
+                report.reasons = self.announcement_problems(namespace, name, &unplanned, &plans);
+            }
             return Ok(report);
         }
         report.verdict = format!("has {} but is not announced", addresses.join(","));
-        let plans = self.node_plans();
         report.reasons = self.announcement_problems(namespace, name, &addresses, &plans);
         for c in self.components() {
             if c.name.starts_with("speaker-") && c.result != "Valid" {
@@ -609,6 +666,7 @@ impl StatusReport {
             "IPV4 FREE".into(),
             "IPV6 USED".into(),
             "IPV6 FREE".into(),
+            "PROBLEM".into(),
         ]];
         for p in &self.pools {
             rows.push(vec![
@@ -617,6 +675,7 @@ impl StatusReport {
                 p.ipv4.free.to_string(),
                 p.ipv6.used.to_string(),
                 p.ipv6.free.to_string(),
+                p.problem.clone().unwrap_or_default(),
             ]);
         }
         out.push_str(&align(&rows));
@@ -662,6 +721,9 @@ impl StatusReport {
             ]);
         }
         out.push_str(&align(&rows));
+        for u in &self.unreadable {
+            out.push_str(&format!("unreadable, left out: {u}\n"));
+        }
         out
     }
 }

@@ -150,6 +150,10 @@ pub struct Snapshot {
     pub states: Vec<ConfigurationState>,
     /// Events about Services (read for `why` only).
     pub events: Vec<Event>,
+    /// Status objects that could not be read, as `Kind/name: why`.
+    pub unreadable_status: Vec<String>,
+    /// A note for the user about where the configuration may be instead.
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +177,35 @@ where
         })
 }
 
+/// Lists `kind` (one of FerroLB's status kinds) in `ns` as raw objects and reads each: those
+/// that cannot be read come back as `Kind/name: why`.
+async fn list_each<K>(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+) -> Result<(Vec<K>, Vec<String>), ReadError>
+where
+    K: serde::de::DeserializeOwned,
+{
+    let gvk = kube::api::GroupVersionKind::gvk(ferrolb_crds::GROUP, ferrolb_crds::VERSION, kind);
+    let resource = kube::api::ApiResource::from_gvk(&gvk);
+    let raw = list(
+        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+        &format!("{kind} in {ns}"),
+    )
+    .await?;
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for object in raw {
+        let name = object.name_any();
+        match serde_json::to_value(&object).and_then(serde_json::from_value::<K>) {
+            Ok(k) => good.push(k),
+            Err(e) => bad.push(format!("{kind}/{name}: cannot be read: {e}")),
+        }
+    }
+    Ok((good, bad))
+}
+
 /// Reads everything the reports need. `events_in`: the namespace whose Events to read (`why`).
 pub async fn read(
     client: &Client,
@@ -185,11 +218,18 @@ pub async fn read(
         namespaces: list(Api::all(client.clone()), "Namespaces").await?,
         nodes: list(Api::all(client.clone()), "Nodes").await?,
         endpoint_slices: list(Api::all(client.clone()), "EndpointSlices").await?,
-        l2_statuses: list(Api::namespaced(client.clone(), ns), "ServiceL2Statuses").await?,
-        bgp_statuses: list(Api::namespaced(client.clone(), ns), "ServiceBGPStatuses").await?,
-        states: list(Api::namespaced(client.clone(), ns), "ConfigurationStates").await?,
         ..Snapshot::default()
     };
+    // Read one by one: a status object of another version's shape is reported, not fatal.
+    let (l2, bad) = list_each::<ServiceL2Status>(client, ns, "ServiceL2Status").await?;
+    snapshot.l2_statuses = l2;
+    snapshot.unreadable_status.extend(bad);
+    let (bgp, bad) = list_each::<ServiceBGPStatus>(client, ns, "ServiceBGPStatus").await?;
+    snapshot.bgp_statuses = bgp;
+    snapshot.unreadable_status.extend(bad);
+    let (states, bad) = list_each::<ConfigurationState>(client, ns, "ConfigurationState").await?;
+    snapshot.states = states;
+    snapshot.unreadable_status.extend(bad);
     if let Some(events_ns) = events_in {
         snapshot.events = list(Api::namespaced(client.clone(), events_ns), "Events").await?;
     }
@@ -207,15 +247,40 @@ pub async fn read(
         .await?;
         objects.extend(found.into_iter().map(|o| (kind, o)));
     }
+    let empty = objects.is_empty();
     add_config(&mut snapshot, api, objects);
+    if empty && api == ConfigApi::FerroLb {
+        snapshot.hint = metallb_hint(client, config_ns).await;
+    }
     Ok(snapshot)
+}
+
+/// Where MetalLB's pools are, when FerroLB's namespace holds no configuration at all: the usual
+/// reason is a cluster running FerroLB in MetalLB-compatible mode.
+async fn metallb_hint(client: &Client, ns: &str) -> Option<String> {
+    let resource = ConfigApi::MetalLb.resource("IPAddressPool")?;
+    let pools = Api::<DynamicObject>::all_with(client.clone(), &resource)
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    let mut namespaces: Vec<String> = pools.items.iter().filter_map(|p| p.namespace()).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    let first = namespaces.first()?;
+    Some(format!(
+        "no FerroLB configuration in {ns}, but MetalLB's IPAddressPools in {}: if FerroLB runs in \
+         MetalLB-compatible mode, pass --metallb-namespace {first}",
+        namespaces.join(", ")
+    ))
 }
 
 /// Reads dynamic configuration objects as FerroLB's types, as the components do.
 pub fn add_config(snapshot: &mut Snapshot, api: ConfigApi, objects: Vec<(&str, DynamicObject)>) {
     let r = &mut snapshot.resources;
     for (kind, object) in objects {
-        if api == ConfigApi::FerroLb && kind == "IPAddressPool" {
+        // MetalLB's pool status has the same four counters (as plain integers), so the
+        // controller's counts are read in either API group.
+        if kind == "IPAddressPool" {
             if let Some(status) = object
                 .data
                 .get("status")

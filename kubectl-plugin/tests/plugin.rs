@@ -487,3 +487,101 @@ fn the_cluster_role_grants_exactly_the_declared_calls() {
         .collect();
     assert_eq!(cluster_role_grants(), declared);
 }
+
+/// MetalLB-compatible mode: the configuration is MetalLB's own objects in their namespace. Without
+/// `--metallb-namespace` the plugin says where they are; with it, it reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_metallbs_objects_in_compatible_mode_and_says_where_they_are() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let space = cluster.lb_test_space("plugm-").await.expect("test space");
+    cluster.apply_metallb_crds().await.expect("MetalLB's CRDs");
+    let metallb = cluster
+        .create_namespace("plugm-metallb-")
+        .await
+        .expect("namespace");
+    cluster
+        .apply_yaml(
+            "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan}\nspec: {addresses: [192.0.2.0/30]}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lan}\n",
+            Some(&metallb),
+        )
+        .await
+        .expect("MetalLB's configuration");
+    if !cluster.is_real_cluster() {
+        let node: Node =
+            serde_json::from_value(json!({"metadata": {"name": "plugm-node"}})).unwrap();
+        Api::<Node>::all(cluster.client())
+            .create(&PostParams::default(), &node)
+            .await
+            .unwrap();
+    }
+    // A Service as MetalLB left it: an address in its status, no endpoint yet.
+    cluster
+        .apply_yaml(
+            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{type: LoadBalancer, loadBalancerClass: {}, ports: [{{port: 80, protocol: TCP}}]}}\n", space.class),
+            Some(&space.apps),
+        )
+        .await
+        .unwrap();
+    let services: Api<Service> = Api::namespaced(cluster.client(), &space.apps);
+    services
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}})),
+        )
+        .await
+        .unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(PLUGIN)
+            .args(extra)
+            .args([
+                "--system-namespace",
+                &space.system,
+                "--lb-class",
+                &space.class,
+                "-o",
+                "json",
+            ])
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (status, note) = run(&["status"]);
+    assert!(status["pools"].as_array().unwrap().is_empty(), "{status:#}");
+    assert!(
+        note.contains(&format!("--metallb-namespace {metallb}")),
+        "says where MetalLB's pools are: {note}"
+    );
+    let (status, _) = run(&["status", "--metallb-namespace", &metallb]);
+    assert_eq!(status["pools"][0]["name"], "lan", "{status:#}");
+    let (why, _) = run(&[
+        "why",
+        "web",
+        "-n",
+        &space.apps,
+        "--metallb-namespace",
+        &metallb,
+    ]);
+    assert!(
+        text(&why["reasons"]).contains("no endpoint of the Service is serving"),
+        "{why:#}"
+    );
+    assert!(
+        !text(&why["reasons"]).contains("in no IPAddressPool"),
+        "{why:#}"
+    );
+    if cluster.is_real_cluster() {
+        for ns in [&space.apps, &space.system, &metallb] {
+            let _ = cluster.delete_namespace(ns).await;
+        }
+    }
+}

@@ -44,6 +44,11 @@ struct L2Labels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IpLabel {
+    ip: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -210,6 +215,7 @@ pub struct Metrics {
     config_problems: Gauge,
     l2_planned: Gauge,
     l2_unowned: Gauge,
+    takeovers: Family<IpLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -371,6 +377,11 @@ impl Metrics {
             m.l2_planned.clone(),
         );
         r.register(
+            "layer2_takeovers",
+            "Times this node became the owner of a layer 2 address and started announcing it (the sum over nodes counts owner changes)",
+            m.takeovers.clone(),
+        );
+        r.register(
             "layer2_unowned_addresses",
             "Layer 2 addresses of Services that no live, eligible node can announce",
             m.l2_unowned.clone(),
@@ -380,6 +391,13 @@ impl Metrics {
 
     pub fn set_config_problems(&self, problems: usize) {
         self.config_problems.set(problems as i64);
+    }
+
+    /// This node became the owner of `ip`.
+    pub fn takeover(&self, ip: IpAddr) {
+        self.takeovers
+            .get_or_create(&IpLabel { ip: ip.to_string() })
+            .inc();
     }
 
     /// From the latest plan: how many layer 2 addresses have an owner, and how many have none.

@@ -102,6 +102,8 @@ pub async fn run_observed(
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshots_open = true;
     let mut live_open = !matches!(liveness, Liveness::EveryNode);
+    // The layer 2 addresses this node owned after the last plan, to count takeovers.
+    let mut owned_here: BTreeSet<IpAddr> = BTreeSet::new();
     // When a rejoin hold-down ends: plan again then.
     let mut held_until: Option<Instant> = None;
     tokio::pin!(shutdown);
@@ -200,6 +202,11 @@ pub async fn run_observed(
                 .map(|d| d.ip)
                 .collect::<BTreeSet<IpAddr>>();
         opts.health.metrics.set_l2_plan(owned.len(), unowned.len());
+        let mine: BTreeSet<IpAddr> = p.l2_owned(&node).map(|d| d.ip).collect();
+        for ip in mine.difference(&owned_here) {
+            opts.health.metrics.takeover(*ip);
+        }
+        owned_here = mine;
         l2.apply(&p, std::time::Instant::now());
         opts.health.set_config_loaded(true);
         opts.health.set_data_plane_running(true);

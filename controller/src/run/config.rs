@@ -175,14 +175,8 @@ pub async fn config_loop(
         let outcome = ferrolb_config::in_force(&objects.resources, &in_force, &objects.unreadable);
         in_force = outcome.resources.clone();
         let namespaces = stores.namespace_labels();
-        let mut config = outcome.config.clone();
         // Pools that exist but are left out: what they handed out is not to be taken away.
-        config.withheld_pools = outcome
-            .left_out
-            .iter()
-            .filter_map(|o| o.strip_prefix("IPAddressPool/"))
-            .map(str::to_string)
-            .collect();
+        let config = crate::plan::allocation_config(&outcome);
         let touched = {
             let mut guard = shared.engine.lock().unwrap_or_else(|e| e.into_inner());
             match guard.as_mut() {

@@ -152,9 +152,17 @@ impl Engine {
     }
 
     /// Whether a Service waits for an address.
-    /// How many Services wait for an address.
+    /// How many Services wait for an address and show none (a Service whose pool is withheld
+    /// waits too, but keeps the addresses in its status).
     pub fn pending_count(&self) -> usize {
-        self.pending.len()
+        self.pending
+            .iter()
+            .filter(|(_, key)| {
+                self.services
+                    .get(key)
+                    .is_some_and(|t| t.info.current_ips.is_empty())
+            })
+            .count()
     }
 
     pub fn is_pending(&self, key: &ServiceKey) -> bool {
@@ -323,6 +331,17 @@ mod tests {
         // Observed again (a resync): still held, nothing else given to it.
         let again = engine.observe(held.clone(), "u1");
         assert_eq!(again.result, Err(AllocError::PoolWithheld("p".into())));
+        // Held, it waits but shows its address: not counted as a Service without one.
+        assert!(engine.is_pending(&key("held")));
+        assert_eq!(engine.pending_count(), 0);
+        let mut lost = svc("lost", "2024-01-03T00:00:00Z");
+        lost.request.pool = Some("p".into());
+        let _ = engine.observe(lost, "u3");
+        assert_eq!(
+            engine.pending_count(),
+            1,
+            "a new Service of the withheld pool waits"
+        );
         // The pool is fixed: the Service keeps exactly the address it had.
         let fixed = config(&[("p", "192.0.2.0/30"), ("q", "198.51.100.0/30")]);
         let changed = engine.set_config(fixed);
