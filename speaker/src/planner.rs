@@ -8,8 +8,10 @@
 //! - L2: candidates are the live speakers on nodes selected by an L2Advertisement that covers the
 //!   address's pool and selects the Service (with externalTrafficPolicy Local, only nodes with a
 //!   serving endpoint); they are ranked by preferredNodeSelectors weight, then by
-//!   sha256(node "#" address); the first announces, the second is the hot standby; speakers
-//!   in their rejoin hold-down ([`plan_with_held`]) rank after all others;
+//!   sha256(node "#" address); speakers in their rejoin hold-down ([`plan_with_held`]) rank
+//!   after all others; the owner is the first candidate of the leading tier that owns fewer
+//!   than ceil(1.1 x average) addresses ([`placement`]: balanced, bounded load), moved to the
+//!   front of the ranking;
 //! - BGP: every eligible node selected by a BGPAdvertisement announces while any endpoint
 //!   serves (Local: only nodes with a local serving endpoint), to the advertisement's peers that
 //!   select this node, as a prefix of the advertisement's aggregation length.
@@ -125,6 +127,7 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
     let this = nodes.iter().find(|n| n.name == this_node);
     let mut routes: BTreeMap<RouteKey, BTreeSet<(String, bool, bool)>> = BTreeMap::new();
 
+    let mut unplaced: Vec<Unplaced<'_>> = Vec::new();
     let mut sorted: Vec<&ServiceView> = services.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     for svc in sorted {
@@ -184,32 +187,28 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                     held_a.cmp(&held_b).then(b.0.cmp(&a.0)).then(a.1.cmp(&b.1))
                 });
                 let ranking: Vec<String> = candidates.iter().map(|c| c.2.name.clone()).collect();
-                let interfaces = match candidates.first() {
-                    Some((_, _, owner)) => {
-                        let selecting: Vec<_> = l2_ads
-                            .iter()
-                            .filter(|a| a.node_selectors.matches(&owner.labels))
-                            .collect();
-                        if selecting.iter().any(|a| a.interfaces.is_empty()) {
-                            vec![]
-                        } else {
-                            let set: BTreeSet<String> = selecting
-                                .iter()
-                                .flat_map(|a| a.interfaces.iter().cloned())
-                                .collect();
-                            set.into_iter().collect()
-                        }
-                    }
-                    None => vec![],
-                };
+                // The leading tier: the candidates as preferred as the first (hold-down state,
+                // preference weight); the owner is placed among them (placement).
+                let tier = |c: &(u32, [u8; 32], &NodeView)| (held.contains(&c.2.name), c.0);
+                let leading = candidates.first().map_or(0, |first| {
+                    candidates
+                        .iter()
+                        .take_while(|c| tier(c) == tier(first))
+                        .count()
+                });
                 if ranking.is_empty() {
                     skip(&mut out, Some(ip), "L2: no live, eligible node is selected (or none has a serving endpoint, with externalTrafficPolicy Local)");
                 }
+                unplaced.push(Unplaced {
+                    index: out.l2.len(),
+                    leading,
+                    ads: l2_ads.clone(),
+                });
                 out.l2.push(L2Decision {
                     service: svc.key.clone(),
                     ip,
                     ranking,
-                    interfaces,
+                    interfaces: vec![],
                 });
             }
 
@@ -282,6 +281,7 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
             }
         }
     }
+    placement::place(&mut out.l2, &unplaced, nodes);
     // One route per prefix: attribute sets of several advertisements for the same prefix are
     // merged per peer set (communities united, the highest local preference kept).
     let mut merged: BTreeMap<(IpNet, Vec<String>), BgpRoute> = BTreeMap::new();
@@ -308,6 +308,10 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
     out.bgp = merged.into_values().collect();
     out
 }
+
+mod placement;
+pub use placement::bound as l2_load_bound;
+use placement::Unplaced;
 
 #[cfg(test)]
 mod tests;

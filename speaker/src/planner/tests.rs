@@ -55,7 +55,7 @@ fn run(
 }
 
 #[test]
-fn every_speaker_agrees_on_the_owner_and_the_ranking_is_by_hash() {
+fn every_speaker_agrees_on_the_owner_and_the_standbys_rank_by_hash() {
     let c = config(L2);
     let nodes = [node("n1", &[]), node("n2", &[]), node("n3", &[])];
     let svcs = [
@@ -69,9 +69,11 @@ fn every_speaker_agrees_on_the_owner_and_the_ranking_is_by_hash() {
         .collect();
     assert!(plans.windows(2).all(|w| w[0].l2 == w[1].l2));
     for d in &plans[0].l2 {
-        let mut expected: Vec<&str> = vec!["n1", "n2", "n3"];
-        expected.sort_by_key(|n| rank_key(n, d.ip));
-        assert_eq!(d.ranking, expected);
+        // The owner first (placement), the others by hash.
+        let mut rest: Vec<&str> = vec!["n1", "n2", "n3"];
+        rest.retain(|n| Some(*n) != d.owner());
+        rest.sort_by_key(|n| rank_key(n, d.ip));
+        assert_eq!(d.ranking[1..], rest[..]);
     }
     let owners: usize = ["n1", "n2", "n3"]
         .iter()
@@ -82,7 +84,7 @@ fn every_speaker_agrees_on_the_owner_and_the_ranking_is_by_hash() {
 }
 
 #[test]
-fn a_dead_node_moves_only_its_own_addresses() {
+fn a_dead_node_moves_its_own_addresses_and_few_others() {
     let c = config(L2);
     let nodes = [node("n1", &[]), node("n2", &[]), node("n3", &[])];
     let svcs: Vec<ServiceView> = (1..60)
@@ -90,22 +92,141 @@ fn a_dead_node_moves_only_its_own_addresses() {
         .collect();
     let before = run(&c, &svcs, &nodes, &live(&["n1", "n2", "n3"]), "n1");
     let after = run(&c, &svcs, &nodes, &live(&["n1", "n3"]), "n1");
+    let mut others_moved = 0;
     for (b, a) in before.l2.iter().zip(&after.l2) {
-        if b.owner() != Some("n2") {
-            assert_eq!(
-                b.owner(),
-                a.owner(),
-                "{} moved although its owner lives",
-                b.ip
-            );
-        } else {
-            assert_eq!(
-                a.owner(),
-                b.ranking.get(1).map(String::as_str),
-                "the standby takes over"
-            );
+        assert_ne!(a.owner(), Some("n2"));
+        if b.owner() != Some("n2") && b.owner() != a.owner() {
+            others_moved += 1;
         }
     }
+    // Bounded loads move a few addresses of live nodes too (the bound rose, the order is
+    // fixed): a few, not a reshuffle.
+    assert!(
+        others_moved <= 3,
+        "{others_moved} of 59 moved although their owner lives"
+    );
+}
+
+/// Owners by address, as node `this` plans them.
+fn owners(plan: &NodePlan) -> BTreeMap<IpAddr, String> {
+    plan.l2
+        .iter()
+        .filter_map(|d| Some((d.ip, d.owner()?.to_string())))
+        .collect()
+}
+
+fn loads(owners: &BTreeMap<IpAddr, String>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for o in owners.values() {
+        *out.entry(o.clone()).or_default() += 1;
+    }
+    out
+}
+
+/// The owners a plain hash would give (each address's first node by rank key), for comparison.
+fn hash_owners(ips: &[IpAddr], names: &[String]) -> BTreeMap<IpAddr, String> {
+    ips.iter()
+        .map(|ip| {
+            let first = names
+                .iter()
+                .min_by_key(|n| rank_key(n, *ip))
+                .unwrap()
+                .clone();
+            (*ip, first)
+        })
+        .collect()
+}
+
+fn moved(a: &BTreeMap<IpAddr, String>, b: &BTreeMap<IpAddr, String>, leaving: &str) -> usize {
+    a.iter()
+        .filter(|(ip, o)| o.as_str() != leaving && b.get(*ip).is_some_and(|n| n != *o))
+        .count()
+}
+
+/// Balanced placement of `count` addresses on ten nodes, then each node leaving in turn and an
+/// eleventh joining: returns (most on one node balanced, most by hash alone, worst number of
+/// other addresses moved on a leave, others moved on the join).
+fn placement_run(count: u32) -> (usize, usize, usize, usize) {
+    let c = config(
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: big}\nspec: {addresses: [198.18.0.0/20]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: big}\n",
+    );
+    let names: Vec<String> = (1..=11).map(|i| format!("node-{i:02}")).collect();
+    let nodes: Vec<NodeView> = names.iter().map(|n| node(n, &[])).collect();
+    let ips: Vec<IpAddr> = (0..count)
+        .map(|i| IpAddr::from(std::net::Ipv4Addr::from(0xc612_0000 + i)))
+        .collect();
+    let svcs: Vec<ServiceView> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| service(&format!("a/s{i}"), &ip.to_string()))
+        .collect();
+    let ten: BTreeSet<String> = names[..10].iter().cloned().collect();
+    let plan_with = |live: &BTreeSet<String>| owners(&run(&c, &svcs, &nodes, live, "node-01"));
+    let base = plan_with(&ten);
+    assert_eq!(base.len(), count as usize);
+    let bound = l2_load_bound(count as usize, 10);
+    let max = *loads(&base).values().max().unwrap();
+    let hashed = hash_owners(&ips, &names[..10]);
+    let hash_max = *loads(&hashed).values().max().unwrap();
+    assert!(max <= bound, "{:?}", loads(&base));
+
+    // Every speaker computes the same.
+    for this in ["node-04", "node-10"] {
+        assert_eq!(owners(&run(&c, &svcs, &nodes, &ten, this)), base);
+    }
+
+    // Each node leaving in turn: its share moves, and few others.
+    let mut worst_leave = 0;
+    for leaving in &names[..10] {
+        let mut nine = ten.clone();
+        nine.remove(leaving);
+        let after = plan_with(&nine);
+        assert!(after.values().all(|o| o != leaving));
+        assert!(*loads(&after).values().max().unwrap() <= l2_load_bound(count as usize, 9));
+        worst_leave = worst_leave.max(moved(&base, &after, leaving));
+        let hashed_after = hash_owners(&ips, &nine.iter().cloned().collect::<Vec<_>>());
+        assert_eq!(
+            moved(&hashed, &hashed_after, leaving),
+            0,
+            "a hash moves nothing else"
+        );
+    }
+    // A node joining: what it takes, and few others.
+    let mut eleven = ten.clone();
+    eleven.insert(names[10].clone());
+    let joined = plan_with(&eleven);
+    assert!(*loads(&joined).values().max().unwrap() <= l2_load_bound(count as usize, 11));
+    let others = base
+        .iter()
+        .filter(|(ip, o)| joined[*ip] != **o && joined[*ip] != names[10])
+        .count();
+    (max, hash_max, worst_leave, others)
+}
+
+#[test]
+fn addresses_on_ten_nodes_stay_within_the_bound_and_few_others_move() {
+    for count in [200u32, 1000] {
+        let (max, hash_max, leave, join) = placement_run(count);
+        let bound = l2_load_bound(count as usize, 10);
+        eprintln!(
+            "{count} addresses on 10 nodes: most on one node {max} balanced (bound {bound}), \
+             {hash_max} by hash alone; beyond the leaving node's share at most {leave} moved, \
+             on a join {join} moved between the old nodes"
+        );
+        // A few percent: the bound rises or falls by one and the order is fixed.
+        let few = (count as usize) * 5 / 100;
+        assert!(
+            leave <= few,
+            "{leave} of {count} moved beyond the leaving node's share"
+        );
+        assert!(
+            join <= few,
+            "{join} of {count} moved between the old nodes on a join"
+        );
+    }
+    // As the issue measured: a plain hash puts 1.3 x the average on one node of ten.
+    let (_, hash_max, _, _) = placement_run(200);
+    assert!(hash_max > l2_load_bound(200, 10), "{hash_max}");
 }
 
 #[test]
