@@ -833,5 +833,6 @@ fn build_bgp_advertisement(
         node_selectors,
         peers: s.peers.iter().cloned().collect(),
         service_selectors,
+        weight_by_endpoints: s.weight_by_endpoints.unwrap_or(false),
     })
 }

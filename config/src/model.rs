@@ -162,6 +162,9 @@ pub struct BgpAdvertisement {
     /// Peer names; empty means every peer.
     pub peers: BTreeSet<String>,
     pub service_selectors: SelectorSet,
+    /// Attach the link bandwidth extended community in proportion to the node's serving
+    /// endpoints (externalTrafficPolicy Local).
+    pub weight_by_endpoints: bool,
 }
 
 /// The peer's AS as configured.

@@ -287,6 +287,12 @@ pub struct BGPAdvertisementSpec {
     /// Services, by label, that this advertisement applies to; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_selectors: Vec<LabelSelector>,
+    /// FerroLB's, not MetalLB's: for Services with externalTrafficPolicy Local, each node
+    /// attaches the link bandwidth extended community (RFC 10005) in proportion to its serving
+    /// endpoints of the Service, so routers that weigh their ECMP by it (FRR, Cumulus) send each
+    /// node its endpoints' share of the traffic. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_by_endpoints: Option<bool>,
 }
 
 /// How the peer's AS number is learned when `peerASN` is not given.

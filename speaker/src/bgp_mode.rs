@@ -199,6 +199,28 @@ fn attributes(
     a
 }
 
+/// The bandwidth one serving endpoint stands for in the link bandwidth community: 1 Gbit/s,
+/// in bytes per second. Routers keep the ratio between paths; FRR rounds to Mbit/s, so a
+/// smaller unit could round to nothing.
+pub const BANDWIDTH_PER_ENDPOINT: f32 = 125_000_000.0;
+
+/// The link bandwidth extended community (draft-ietf-idr-link-bandwidth, RFC 10005) for
+/// `endpoints` serving endpoints: type 0x00 (two-octet AS specific, transitive), sub-type
+/// 0x04, our AS (AS_TRANS when it does not fit in two octets), the bandwidth as an IEEE 754
+/// float in bytes per second. The transitive form, as FRR originates it: FRR before 10.5 does
+/// not weigh its ECMP by the non-transitive (0x40) one.
+pub fn link_bandwidth(local_asn: u32, endpoints: u32) -> [u8; 8] {
+    const AS_TRANS: u16 = 23456;
+    let asn = u16::try_from(local_asn).unwrap_or(AS_TRANS);
+    let bandwidth = endpoints as f32 * BANDWIDTH_PER_ENDPOINT;
+    let mut c = [0u8; 8];
+    c[0] = 0x00;
+    c[1] = 0x04;
+    c[2..4].copy_from_slice(&asn.to_be_bytes());
+    c[4..8].copy_from_slice(&bandwidth.to_bits().to_be_bytes());
+    c
+}
+
 /// The routes each peer should have, from the node's plan. With `graceful_shutdown`, routes
 /// about to end (externalTrafficPolicy Local, this node's endpoints all terminating) carry the
 /// GRACEFUL_SHUTDOWN community already, so routers move the traffic while they still serve.
@@ -216,7 +238,13 @@ pub fn routes_per_peer(
     for route in &plan.bgp {
         for name in &route.peers {
             if let Some(key) = by_name.get(name.as_str()) {
-                let a = attributes(route.communities.iter().copied(), route.local_pref);
+                let mut a = attributes(route.communities.iter().copied(), route.local_pref);
+                if let (Some(endpoints), Some((_, config))) =
+                    (route.endpoint_weight, peers.get(*key))
+                {
+                    a.extended_communities
+                        .push(link_bandwidth(config.local_asn, endpoints));
+                }
                 let a = if graceful_shutdown && route.ending {
                     a.graceful_shutdown()
                 } else {

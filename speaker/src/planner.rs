@@ -69,6 +69,9 @@ pub struct BgpRoute {
     /// Every Service it covers is Local and its endpoints on this node are all terminating:
     /// the route is about to go (graceful shutdown marks it now, while they still serve).
     pub ending: bool,
+    /// This node's serving endpoints of the Services it covers whose advertisement asks for
+    /// `weightByEndpoints` (externalTrafficPolicy Local only): sent as link bandwidth.
+    pub endpoint_weight: Option<u32>,
 }
 
 /// Why an address is not announced by this node.
@@ -98,6 +101,8 @@ impl NodePlan {
 
 /// A route before merging: prefix, communities, local preference, peers.
 type RouteKey = (IpNet, Vec<Community>, Option<u32>, Vec<String>);
+/// A Service behind a route: its key, Local, ending, and the endpoints to weigh by.
+type RouteService = (String, bool, bool, Option<u32>);
 
 /// sha256(node "#" address), the rank key every speaker computes alike.
 pub fn rank_key(node: &str, ip: IpAddr) -> [u8; 32] {
@@ -125,7 +130,7 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
     } = inputs;
     let mut out = NodePlan::default();
     let this = nodes.iter().find(|n| n.name == this_node);
-    let mut routes: BTreeMap<RouteKey, BTreeSet<(String, bool, bool)>> = BTreeMap::new();
+    let mut routes: BTreeMap<RouteKey, BTreeSet<RouteService>> = BTreeMap::new();
 
     let mut unplaced: Vec<Unplaced<'_>> = Vec::new();
     let mut sorted: Vec<&ServiceView> = services.iter().collect();
@@ -274,10 +279,14 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                     peers,
                 );
                 let ending = svc.local_traffic && svc.terminating_on.contains(this_node);
-                routes
-                    .entry(key)
-                    .or_default()
-                    .insert((svc.key.clone(), svc.local_traffic, ending));
+                let weight = (adv.weight_by_endpoints && svc.local_traffic)
+                    .then(|| svc.endpoints_on.get(this_node).copied().unwrap_or(0));
+                routes.entry(key).or_default().insert((
+                    svc.key.clone(),
+                    svc.local_traffic,
+                    ending,
+                    weight,
+                ));
             }
         }
     }
@@ -285,6 +294,8 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
     // One route per prefix: attribute sets of several advertisements for the same prefix are
     // merged per peer set (communities united, the highest local preference kept).
     let mut merged: BTreeMap<(IpNet, Vec<String>), BgpRoute> = BTreeMap::new();
+    // A Service counts once per prefix, whichever advertisements carry it.
+    let mut weights: BTreeMap<(IpNet, String), u32> = BTreeMap::new();
     for ((prefix, communities, local_pref, peers), services) in routes {
         let route = merged
             .entry((prefix, peers.clone()))
@@ -296,14 +307,28 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                 local_pref: None,
                 local_only: true,
                 ending: true,
+                endpoint_weight: None,
             });
-        for (key, local, ending) in services {
+        for (key, local, ending, weight) in services {
+            if let Some(w) = weight {
+                weights.entry((prefix, key.clone())).or_insert(w);
+            }
             route.services.insert(key);
             route.local_only &= local;
             route.ending &= ending;
         }
         route.communities.extend(communities);
         route.local_pref = route.local_pref.max(local_pref);
+    }
+    for route in merged.values_mut() {
+        let weighted: Vec<u32> = route
+            .services
+            .iter()
+            .filter_map(|s| weights.get(&(route.prefix, s.clone())).copied())
+            .collect();
+        if !weighted.is_empty() {
+            route.endpoint_weight = Some(weighted.iter().sum());
+        }
     }
     out.bgp = merged.into_values().collect();
     out

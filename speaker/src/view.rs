@@ -94,6 +94,9 @@ pub struct ServiceView {
     /// Nodes whose serving endpoints are all terminating (`serving` and `terminating`, as
     /// kube-proxy still sends to them while no other is left): they serve, about to stop.
     pub terminating_on: BTreeSet<String>,
+    /// Serving endpoints per node (the larger count of the address families, so a dual-stack
+    /// Pod counts once); empty when EndpointSlices are not known.
+    pub endpoints_on: BTreeMap<String, u32>,
 }
 
 /// The Service's addresses: its status, or (for hosts with no controller yet, in file mode)
@@ -188,6 +191,24 @@ pub fn service_views(
                 .filter_map(|e| e.node_name.clone())
                 .filter(|n| !staying.contains(n))
                 .collect();
+            let mut per_family: BTreeMap<(&str, String), u32> = BTreeMap::new();
+            for slice in slices.into_iter().flatten() {
+                for e in slice.endpoints.iter() {
+                    if !endpoint_serves(e.conditions.as_ref()) {
+                        continue;
+                    }
+                    if let Some(node) = &e.node_name {
+                        *per_family
+                            .entry((slice.address_type.as_str(), node.clone()))
+                            .or_default() += 1;
+                    }
+                }
+            }
+            let mut endpoints_on: BTreeMap<String, u32> = BTreeMap::new();
+            for ((_, node), count) in per_family {
+                let c = endpoints_on.entry(node).or_default();
+                *c = (*c).max(count);
+            }
             let spec = svc.spec.as_ref();
             ServiceView {
                 key: format!("{ns}/{name}"),
@@ -197,6 +218,7 @@ pub fn service_views(
                     == Some("Local"),
                 serving,
                 terminating_on,
+                endpoints_on,
             }
         })
         .collect()

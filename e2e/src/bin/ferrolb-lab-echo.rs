@@ -3,7 +3,10 @@
 //! datagram's text when it is a probe (`seq N`); `ask ADDR:PORT TIMEOUT_MS` sends one datagram
 //! and prints the answer (exit 1 on timeout); `probe ADDR:PORT INTERVAL_US DURATION_MS` sends
 //! sequence-numbered probes on a fixed schedule and prints, at the end, one line per answer
-//! (see `ferrolb_e2e::lab::probe` for the format and the analysis).
+//! (see `ferrolb_e2e::lab::probe` for the format and the analysis); `spread ADDR:PORT FLOWS
+//! TIMEOUT_MS` asks once from each of FLOWS fresh source ports and prints how many answers
+//! each node gave (`NAME COUNT` lines; `none COUNT` for unanswered), to see how a router's
+//! ECMP hash splits flows.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
@@ -55,6 +58,20 @@ fn ask(addr: &str, timeout_ms: &str) -> Result<String, String> {
         .recv(&mut buf)
         .map_err(|e| format!("no answer: {e}"))?;
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn spread(addr: &str, flows: &str, timeout_ms: &str) -> Result<String, String> {
+    let flows: usize = flows.parse().map_err(|e| format!("{flows}: {e}"))?;
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for _ in 0..flows {
+        let who = ask(addr, timeout_ms).unwrap_or_else(|_| "none".into());
+        *counts.entry(who.trim().to_string()).or_default() += 1;
+    }
+    Ok(counts
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 fn unix_ns() -> u128 {
@@ -134,8 +151,9 @@ fn main() -> ExitCode {
         Some("serve") if args.len() >= 3 => serve(&args[1], &args[2..]).map(|()| String::new()),
         Some("ask") if args.len() == 3 => ask(&args[1], &args[2]),
         Some("probe") if args.len() == 4 => probe(&args[1], &args[2], &args[3]),
+        Some("spread") if args.len() == 4 => spread(&args[1], &args[2], &args[3]),
         _ => Err(
-            "usage: serve NAME ADDR:PORT... | ask ADDR:PORT TIMEOUT_MS | probe ADDR:PORT INTERVAL_US DURATION_MS"
+            "usage: serve NAME ADDR:PORT... | ask ADDR:PORT TIMEOUT_MS | probe ADDR:PORT INTERVAL_US DURATION_MS | spread ADDR:PORT FLOWS TIMEOUT_MS"
                 .into(),
         ),
     };

@@ -92,6 +92,7 @@ fn routes_reach_the_peers_of_their_advertisement_with_attributes() {
         local_traffic: false,
         serving: Serving::Everywhere,
         terminating_on: Default::default(),
+        endpoints_on: Default::default(),
     };
     let live = BTreeSet::new();
     let node_plan = plan(Inputs {
@@ -314,4 +315,18 @@ fn one_address_in_two_vrfs_is_two_sessions() {
     assert_eq!(peers[&in_vrf("red")].0, "red");
     assert_eq!(peers[&in_vrf("blue")].0, "blue");
     assert_eq!(peers[&in_vrf("blue")].1.vrf.as_deref(), Some("blue"));
+}
+
+#[test]
+fn the_link_bandwidth_community_is_transitive_with_our_as_and_the_endpoints_in_bytes() {
+    // 2 endpoints = 2 x 1 Gbit/s = 250,000,000 bytes/s = 0x4D6E6B28 as an IEEE float.
+    assert_eq!(
+        link_bandwidth(64512, 2),
+        [0x00, 0x04, 0xfc, 0x00, 0x4d, 0x6e, 0x6b, 0x28]
+    );
+    // A four-octet AS is sent as AS_TRANS (23456).
+    assert_eq!(
+        link_bandwidth(4_200_000_000, 1)[2..4],
+        23456u16.to_be_bytes()
+    );
 }

@@ -27,6 +27,7 @@ fn service(key: &str, ip: &str) -> ServiceView {
         local_traffic: false,
         serving: Serving::Everywhere,
         terminating_on: Default::default(),
+        endpoints_on: Default::default(),
     }
 }
 
@@ -436,4 +437,38 @@ fn holding_outranks_node_preference() {
         &live(&["n1"]),
     );
     assert_eq!(p.l2[0].ranking, vec!["n2".to_string(), "n1".to_string()]);
+}
+
+#[test]
+fn weighted_advertisements_carry_this_nodes_serving_endpoints() {
+    let c = config(
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pub}\nspec: {addresses: [203.0.113.0/28]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1}\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: weighted}\nspec: {weightByEndpoints: true}\n",
+    );
+    let nodes = [node("n1", &[]), node("n2", &[])];
+    let mut local = service("a/web", "203.0.113.5");
+    local.local_traffic = true;
+    local.serving = Serving::On(live(&["n1", "n2"]));
+    local.endpoints_on = [("n1".to_string(), 1), ("n2".to_string(), 3)].into();
+    // externalTrafficPolicy Cluster: kube-proxy spreads the traffic anyway, nothing to weigh.
+    let cluster = service("a/db", "203.0.113.6");
+    let weight = |node: &str, ip: &str| {
+        run(
+            &c,
+            &[local.clone(), cluster.clone()],
+            &nodes,
+            &live(&[]),
+            node,
+        )
+        .bgp
+        .iter()
+        .find(|r| r.prefix.addr().to_string() == ip)
+        .map(|r| r.endpoint_weight)
+    };
+    assert_eq!(weight("n1", "203.0.113.5"), Some(Some(1)));
+    assert_eq!(weight("n2", "203.0.113.5"), Some(Some(3)));
+    assert_eq!(weight("n1", "203.0.113.6"), Some(None));
+    // Without the field, no weight.
+    let plain = config(BGP);
+    let route = run(&plain, &[local], &nodes, &live(&[]), "n2");
+    assert!(route.bgp.iter().all(|r| r.endpoint_weight.is_none()));
 }

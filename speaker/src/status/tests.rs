@@ -36,6 +36,7 @@ fn plan() -> NodePlan {
                 communities: Default::default(),
                 local_pref: None,
                 local_only: false,
+                endpoint_weight: None,
                 ending: false,
             },
             BgpRoute {
@@ -45,6 +46,7 @@ fn plan() -> NodePlan {
                 communities: Default::default(),
                 local_pref: None,
                 local_only: false,
+                endpoint_weight: None,
                 ending: false,
             },
         ],
