@@ -6,14 +6,14 @@
 //! blind for 20-70 s (measured): a new Service waited up to a minute for its address, and every
 //! upgrade of the control plane restarts it. Here a failed watch is retried after 100 ms,
 //! doubling to at most 1 s (each delay shortened at random by up to half, so a thousand speakers
-//! do not reconnect in step), and 410 Gone is answered by relisting at once: the components see
+//! do not reconnect in step), and a first 410 Gone is answered by relisting at once: the components see
 //! changes again within about a second of the API server being ready, at the cost of one cheap
 //! failed connection per second per watch while it is down.
 
 use futures::{Stream, StreamExt};
 use kube::api::Api;
 use kube::runtime::utils::Backoff;
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -54,18 +54,26 @@ impl Backoff for ReconnectBackoff {
     }
 }
 
-/// Whether a watch error is 410 Gone: the resourceVersion left the server's history (always so
-/// after a restart). The watcher has already dropped it and relists on its next poll.
+/// Whether a watch error is 410 Gone as a watch event: the resourceVersion left the server's
+/// history (always so after a restart). The watcher has then reset itself and relists on its
+/// next poll. (A 410 answering the watch request itself leaves the watcher retrying the same
+/// version, so that one goes through the backoff like any other error.)
 pub fn is_gone(error: &watcher::Error) -> bool {
     match error {
         watcher::Error::WatchError(status) => status.code == 410,
-        watcher::Error::WatchFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 410,
+        watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 410,
         _ => false,
     }
 }
 
-/// `watcher(api, config)` with [`ReconnectBackoff`], relisting at once on 410 Gone.
+/// How long after one 410 Gone another one still counts as the same trouble.
+const GONE_AGAIN: Duration = Duration::from_secs(60);
+
+/// `watcher(api, config)`, retried on [`ReconnectBackoff`]. The delay grows while attempts fail
+/// and starts over only when the watch delivers a change after its list, so a server that keeps
+/// refusing (RBAC, overload, a list that fails) is asked at most once a second. A 410 Gone
+/// relists at once the first time; another within a minute waits like any error, so a server
+/// that answers every watch with 410 cannot drive a list loop.
 pub fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -73,10 +81,37 @@ pub fn watch<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    watcher(api, config)
-        // Not an error for the backoff: the watcher's next poll is the relist.
-        .filter(|item| std::future::ready(!matches!(item, Err(e) if is_gone(e))))
-        .backoff(ReconnectBackoff::default())
+    struct State<S> {
+        inner: std::pin::Pin<Box<S>>,
+        backoff: ReconnectBackoff,
+        delay: Option<Duration>,
+        last_gone: Option<tokio::time::Instant>,
+    }
+    let state = State {
+        inner: Box::pin(watcher(api, config)),
+        backoff: ReconnectBackoff::default(),
+        delay: None,
+        last_gone: None,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if let Some(delay) = st.delay.take() {
+            tokio::time::sleep(delay).await;
+        }
+        let item = st.inner.next().await?;
+        match &item {
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => st.backoff.reset(),
+            Ok(_) => {}
+            Err(e) if is_gone(e) => {
+                let again = st.last_gone.is_some_and(|t| t.elapsed() < GONE_AGAIN);
+                st.last_gone = Some(tokio::time::Instant::now());
+                if again {
+                    st.delay = st.backoff.next();
+                }
+            }
+            Err(_) => st.delay = st.backoff.next(),
+        }
+        Some((item, st))
+    })
 }
 
 #[cfg(test)]

@@ -199,10 +199,11 @@ fn attributes(
     a
 }
 
-/// The bandwidth one serving endpoint stands for in the link bandwidth community: 1 Gbit/s,
-/// in bytes per second. Routers keep the ratio between paths; FRR rounds to Mbit/s, so a
-/// smaller unit could round to nothing.
-pub const BANDWIDTH_PER_ENDPOINT: f32 = 125_000_000.0;
+/// The bandwidth one serving endpoint stands for in the link bandwidth community: 1 Mbit/s, in
+/// bytes per second. Routers keep the ratio between paths. FRR reads the value as whole Mbit/s
+/// and casts bytes per second to 32 bits, so the unit is at least 1 Mbit/s and the total stays
+/// below 2^32 bytes per second (capped: 34,359 endpoints and more weigh the same).
+pub const BANDWIDTH_PER_ENDPOINT: f32 = 125_000.0;
 
 /// The link bandwidth extended community (draft-ietf-idr-link-bandwidth, RFC 10005) for
 /// `endpoints` serving endpoints: type 0x00 (two-octet AS specific, transitive), sub-type
@@ -212,7 +213,9 @@ pub const BANDWIDTH_PER_ENDPOINT: f32 = 125_000_000.0;
 pub fn link_bandwidth(local_asn: u32, endpoints: u32) -> [u8; 8] {
     const AS_TRANS: u16 = 23456;
     let asn = u16::try_from(local_asn).unwrap_or(AS_TRANS);
-    let bandwidth = endpoints as f32 * BANDWIDTH_PER_ENDPOINT;
+    // The largest f32 below 2^32 (u32::MAX itself rounds up to 2^32 as an f32).
+    const MOST: f32 = 4_294_967_040.0;
+    let bandwidth = (endpoints as f32 * BANDWIDTH_PER_ENDPOINT).min(MOST);
     let mut c = [0u8; 8];
     c[0] = 0x00;
     c[1] = 0x04;

@@ -279,7 +279,9 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                     peers,
                 );
                 let ending = svc.local_traffic && svc.terminating_on.contains(this_node);
-                let weight = (adv.weight_by_endpoints && svc.local_traffic)
+                // Not without EndpointSlices (file mode): nothing to weigh by.
+                let known = !matches!(svc.serving, crate::view::Serving::Everywhere);
+                let weight = (adv.weight_by_endpoints && svc.local_traffic && known)
                     .then(|| svc.endpoints_on.get(this_node).copied().unwrap_or(0));
                 routes.entry(key).or_default().insert((
                     svc.key.clone(),
@@ -294,9 +296,10 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
     // One route per prefix: attribute sets of several advertisements for the same prefix are
     // merged per peer set (communities united, the highest local preference kept).
     let mut merged: BTreeMap<(IpNet, Vec<String>), BgpRoute> = BTreeMap::new();
-    // A Service counts once per prefix, whichever advertisements carry it.
-    let mut weights: BTreeMap<(IpNet, String), u32> = BTreeMap::new();
+    // A Service counts once per route (prefix and peers), whichever advertisements carry it.
+    let mut weights: BTreeMap<(IpNet, Vec<String>, String), u32> = BTreeMap::new();
     for ((prefix, communities, local_pref, peers), services) in routes {
+        let peer_list = peers.clone();
         let route = merged
             .entry((prefix, peers.clone()))
             .or_insert_with(|| BgpRoute {
@@ -311,7 +314,9 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
             });
         for (key, local, ending, weight) in services {
             if let Some(w) = weight {
-                weights.entry((prefix, key.clone())).or_insert(w);
+                weights
+                    .entry((prefix, peer_list.clone(), key.clone()))
+                    .or_insert(w);
             }
             route.services.insert(key);
             route.local_only &= local;
@@ -320,13 +325,19 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
         route.communities.extend(communities);
         route.local_pref = route.local_pref.max(local_pref);
     }
-    for route in merged.values_mut() {
+    for ((_, peers), route) in merged.iter_mut() {
         let weighted: Vec<u32> = route
             .services
             .iter()
-            .filter_map(|s| weights.get(&(route.prefix, s.clone())).copied())
+            .filter_map(|s| {
+                weights
+                    .get(&(route.prefix, peers.clone(), s.clone()))
+                    .copied()
+            })
             .collect();
-        if !weighted.is_empty() {
+        // A route that also carries Cluster Services (an aggregate) takes traffic for them
+        // too: its endpoints say nothing of that share, so it is not weighted.
+        if !weighted.is_empty() && route.local_only {
             route.endpoint_weight = Some(weighted.iter().sum());
         }
     }

@@ -94,8 +94,9 @@ pub struct ServiceView {
     /// Nodes whose serving endpoints are all terminating (`serving` and `terminating`, as
     /// kube-proxy still sends to them while no other is left): they serve, about to stop.
     pub terminating_on: BTreeSet<String>,
-    /// Serving endpoints per node (the larger count of the address families, so a dual-stack
-    /// Pod counts once); empty when EndpointSlices are not known.
+    /// Serving endpoints per node that are not terminating (1 where only terminating ones are
+    /// left), the larger count of the address families, so a dual-stack Pod counts once;
+    /// empty when EndpointSlices are not known.
     pub endpoints_on: BTreeMap<String, u32>,
 }
 
@@ -191,21 +192,30 @@ pub fn service_views(
                 .filter_map(|e| e.node_name.clone())
                 .filter(|n| !staying.contains(n))
                 .collect();
-            let mut per_family: BTreeMap<(&str, String), u32> = BTreeMap::new();
+            // Serving endpoints per node and family, those staying apart from those
+            // terminating: a node's weight is its staying endpoints, or 1 while only
+            // terminating ones are left (they still serve).
+            let mut per_family: BTreeMap<(&str, String), (u32, u32)> = BTreeMap::new();
             for slice in slices.into_iter().flatten() {
                 for e in slice.endpoints.iter() {
                     if !endpoint_serves(e.conditions.as_ref()) {
                         continue;
                     }
                     if let Some(node) = &e.node_name {
-                        *per_family
+                        let c = per_family
                             .entry((slice.address_type.as_str(), node.clone()))
-                            .or_default() += 1;
+                            .or_default();
+                        if endpoint_terminates(e.conditions.as_ref()) {
+                            c.1 += 1;
+                        } else {
+                            c.0 += 1;
+                        }
                     }
                 }
             }
             let mut endpoints_on: BTreeMap<String, u32> = BTreeMap::new();
-            for ((_, node), count) in per_family {
+            for ((_, node), (staying, leaving)) in per_family {
+                let count = if staying > 0 { staying } else { leaving.min(1) };
                 let c = endpoints_on.entry(node).or_default();
                 *c = (*c).max(count);
             }

@@ -99,6 +99,9 @@ pub struct Emulator {
     shared: Arc<http::Shared>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// While down: the address, bound but not listening (connections are refused), so no
+    /// other socket takes the port before [`Emulator::come_back`].
+    parked: Option<tokio::net::TcpSocket>,
 }
 
 /// A running server: what [`Emulator::serve`] returns.
@@ -146,6 +149,7 @@ impl Emulator {
             shared: serving.shared,
             shutdown: serving.shutdown,
             task: Some(serving.task),
+            parked: None,
         })
     }
 
@@ -204,9 +208,17 @@ impl Emulator {
     /// are refused) and every watch ends; the objects stay (etcd keeps them).
     pub async fn go_down(&mut self) {
         let _ = self.shutdown.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                // Connections that did not end are cut: a stopped server serves nothing.
+                task.abort();
+                let _ = task.await;
+            }
         }
+        self.parked = park(self.addr).ok();
     }
 
     /// Serves again on the same address with the same objects. Like a restarted kube-apiserver,
@@ -217,7 +229,15 @@ impl Emulator {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .forget_history();
-        let listener = bind(self.addr).await?;
+        let listener = match self.parked.take() {
+            Some(socket) => socket
+                .listen(1024)
+                .map_err(|source| EmulatorError::Listen {
+                    addr: self.addr,
+                    source,
+                })?,
+            None => bind(self.addr).await?,
+        };
         let serving = Self::serve(
             listener,
             self.addr,
@@ -330,4 +350,16 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| EmulatorError::Listen { addr, source })
+}
+
+/// `addr` bound without listening: the port stays ours while connections to it are refused.
+fn park(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }

@@ -319,11 +319,16 @@ fn one_address_in_two_vrfs_is_two_sessions() {
 
 #[test]
 fn the_link_bandwidth_community_is_transitive_with_our_as_and_the_endpoints_in_bytes() {
-    // 2 endpoints = 2 x 1 Gbit/s = 250,000,000 bytes/s = 0x4D6E6B28 as an IEEE float.
+    // 2 endpoints = 2 x 1 Mbit/s = 250,000 bytes/s = 0x48742400 as an IEEE float.
     assert_eq!(
         link_bandwidth(64512, 2),
-        [0x00, 0x04, 0xfc, 0x00, 0x4d, 0x6e, 0x6b, 0x28]
+        [0x00, 0x04, 0xfc, 0x00, 0x48, 0x74, 0x24, 0x00]
     );
+    // Never past 2^32 bytes/s, which FRR would read wrapped.
+    let most = f32::from_bits(u32::from_be_bytes(
+        link_bandwidth(64512, u32::MAX)[4..8].try_into().unwrap(),
+    ));
+    assert!(most < 4_294_967_296.0 && most > 4.0e9, "{most}");
     // A four-octet AS is sent as AS_TRANS (23456).
     assert_eq!(
         link_bandwidth(4_200_000_000, 1)[2..4],

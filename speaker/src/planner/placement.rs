@@ -39,55 +39,65 @@ pub fn bound(addresses: usize, nodes: usize) -> usize {
 }
 
 /// Places the owner of every decision in `unplaced`: moves it to the front of its ranking and
-/// sets the interfaces it announces on.
+/// sets the interfaces it announces on. An address is placed once, for all the Services that
+/// share it: on a node of every one's leading tier (of the first Service's, by key, when they
+/// have none in common, a configuration whose Services disagree on where the address may go).
 pub fn place(decisions: &mut [L2Decision], unplaced: &[Unplaced<'_>], nodes: &[NodeView]) {
-    let placed: Vec<&Unplaced<'_>> = unplaced
-        .iter()
-        .filter(|u| !decisions[u.index].ranking.is_empty())
-        .collect();
-    let addresses: BTreeSet<IpAddr> = placed.iter().map(|u| decisions[u.index].ip).collect();
-    let candidates: BTreeSet<&str> = placed
-        .iter()
+    // The decisions of each address, by Service key.
+    let mut by_ip: BTreeMap<IpAddr, Vec<&Unplaced<'_>>> = BTreeMap::new();
+    for u in unplaced {
+        if !decisions[u.index].ranking.is_empty() {
+            by_ip.entry(decisions[u.index].ip).or_default().push(u);
+        }
+    }
+    for group in by_ip.values_mut() {
+        group.sort_by(|a, b| decisions[a.index].service.cmp(&decisions[b.index].service));
+    }
+    let candidates: BTreeSet<&str> = by_ip
+        .values()
+        .flatten()
         .flat_map(|u| decisions[u.index].ranking.iter().map(String::as_str))
         .collect();
-    let bound = bound(addresses.len(), candidates.len());
-    // Every speaker places in the same order: by a hash of the address, then by Service.
-    let mut order: Vec<(&Unplaced<'_>, [u8; 32])> = placed
-        .iter()
-        .map(|u| (*u, rank_key("", decisions[u.index].ip)))
-        .collect();
-    order.sort_by(|a, b| {
-        (a.1, &decisions[a.0.index].service).cmp(&(b.1, &decisions[b.0.index].service))
-    });
+    let bound = bound(by_ip.len(), candidates.len());
+    // Every speaker places in the same order: by a hash of the address.
+    let mut order: Vec<(IpAddr, [u8; 32])> =
+        by_ip.keys().map(|ip| (*ip, rank_key("", *ip))).collect();
+    order.sort_by_key(|a| a.1);
     let by_name: BTreeMap<&str, &NodeView> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let mut load: BTreeMap<String, usize> = BTreeMap::new();
-    let mut owner_of: BTreeMap<IpAddr, String> = BTreeMap::new();
-    for (u, _) in order {
-        let d = &decisions[u.index];
-        let leading = &d.ranking[..u.leading.clamp(1, d.ranking.len())];
-        let shared = owner_of.get(&d.ip).filter(|o| leading.contains(o)).cloned();
-        let owner = match shared {
-            Some(o) => o,
-            None => {
-                let o = leading
-                    .iter()
-                    .find(|n| load.get(*n).copied().unwrap_or(0) < bound)
-                    .unwrap_or(&leading[0])
-                    .clone();
-                *load.entry(o.clone()).or_default() += 1;
-                owner_of.entry(d.ip).or_insert_with(|| o.clone());
-                o
-            }
+    for (ip, _) in order {
+        let group = &by_ip[&ip];
+        let leading = |u: &Unplaced<'_>| -> Vec<String> {
+            let d = &decisions[u.index];
+            d.ranking[..u.leading.clamp(1, d.ranking.len())].to_vec()
         };
-        let d = &mut decisions[u.index];
-        if let Some(at) = d.ranking.iter().position(|n| *n == owner) {
-            let o = d.ranking.remove(at);
-            d.ranking.insert(0, o);
+        // The first Service's leading tier, in its order, narrowed to the nodes every other
+        // Service of the address also leads with.
+        let first = leading(group[0]);
+        let common: Vec<String> = first
+            .iter()
+            .filter(|n| group[1..].iter().all(|u| leading(u).contains(n)))
+            .cloned()
+            .collect();
+        let tier = if common.is_empty() { first } else { common };
+        let owner = tier
+            .iter()
+            .find(|n| load.get(*n).copied().unwrap_or(0) < bound)
+            .unwrap_or(&tier[0])
+            .clone();
+        *load.entry(owner.clone()).or_default() += 1;
+        for u in group {
+            let d = &mut decisions[u.index];
+            if let Some(at) = d.ranking.iter().position(|n| *n == owner) {
+                let o = d.ranking.remove(at);
+                d.ranking.insert(0, o);
+            }
+            let announcer = d.ranking[0].clone();
+            d.interfaces = by_name
+                .get(announcer.as_str())
+                .map(|n| interfaces(n, &u.ads))
+                .unwrap_or_default();
         }
-        d.interfaces = by_name
-            .get(owner.as_str())
-            .map(|n| interfaces(n, &u.ads))
-            .unwrap_or_default();
     }
 }
 

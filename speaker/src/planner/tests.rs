@@ -472,3 +472,36 @@ fn weighted_advertisements_carry_this_nodes_serving_endpoints() {
     let route = run(&plain, &[local], &nodes, &live(&[]), "n2");
     assert!(route.bgp.iter().all(|r| r.endpoint_weight.is_none()));
 }
+
+#[test]
+fn an_address_shared_by_services_with_different_candidates_has_one_owner() {
+    let c = config(L2);
+    let nodes = [node("n1", &[]), node("n2", &[]), node("n3", &[])];
+    let all = live(&["n1", "n2", "n3"]);
+    // Many addresses, so that the bound pushes owners off their hash-first node.
+    let mut svcs: Vec<ServiceView> = (1..40)
+        .map(|i| service(&format!("a/s{i:02}"), &format!("192.0.2.{i}")))
+        .collect();
+    for i in 1..40 {
+        // The same address, Local with endpoints on n2 and n3 only.
+        let mut local = service(&format!("b/l{i:02}"), &format!("192.0.2.{i}"));
+        local.local_traffic = true;
+        local.serving = Serving::On(live(&["n2", "n3"]));
+        svcs.push(local);
+    }
+    let plan = run(&c, &svcs, &nodes, &all, "n1");
+    let mut owners: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+    for d in &plan.l2 {
+        owners
+            .entry(d.ip)
+            .or_default()
+            .insert(d.owner().unwrap().to_string());
+    }
+    for (ip, o) in &owners {
+        assert_eq!(o.len(), 1, "{ip} has owners {o:?}");
+        assert!(
+            !o.contains("n1"),
+            "{ip}: the Local Service has no endpoint on n1"
+        );
+    }
+}
