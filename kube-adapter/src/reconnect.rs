@@ -66,6 +66,20 @@ pub fn is_gone(error: &watcher::Error) -> bool {
     }
 }
 
+/// The least delay after the API server answered 429 Too Many Requests.
+pub const THROTTLED_DELAY: Duration = Duration::from_secs(5);
+
+/// Whether the API server asked us to slow down (429).
+fn is_throttled(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 429,
+        watcher::Error::WatchError(s) => s.code == 429,
+        _ => false,
+    }
+}
+
 /// How long after one 410 Gone another one still counts as the same trouble.
 const GONE_AGAIN: Duration = Duration::from_secs(60);
 
@@ -108,7 +122,15 @@ where
                     st.delay = st.backoff.next();
                 }
             }
-            Err(_) => st.delay = st.backoff.next(),
+            Err(e) => {
+                let delay = st.backoff.next().unwrap_or(MAX_DELAY);
+                // Told to slow down (429): at least the longest delay, 5 times over.
+                st.delay = Some(if is_throttled(e) {
+                    delay.max(THROTTLED_DELAY)
+                } else {
+                    delay
+                });
+            }
         }
         Some((item, st))
     })

@@ -220,7 +220,7 @@ async fn lead(
     // stream its retry timer was not always woken on time, and after an API server outage the
     // watch resumed up to tens of seconds late (seen in the restart tests).
     let (service_tx, service_rx) = mpsc::unbounded::<Result<Service, watcher::Error>>();
-    tasks.0.push(tokio::spawn(async move {
+    let mut service_watch = tokio::spawn(async move {
         futures::pin_mut!(service_stream);
         let mut failing = false;
         while let Some(item) = service_stream.next().await {
@@ -241,7 +241,7 @@ async fn lead(
                 }
             }
         }
-    }));
+    });
 
     tasks.0.push(tokio::spawn(config::config_loop(
         shared.clone(),
@@ -290,7 +290,7 @@ async fn lead(
         ),
         lb_class: opts.lb_class.clone(),
     });
-    Controller::for_stream(service_rx, services)
+    let controller = Controller::for_stream(service_rx, services)
         .reconcile_on(trigger_rx)
         .graceful_shutdown_on(stop)
         .run(reconcile::reconcile, reconcile::error_policy, context)
@@ -299,8 +299,16 @@ async fn lead(
                 debug!(error = %e, "reconcile");
             }
             futures::future::ready(())
-        })
-        .await;
+        });
+    tokio::select! {
+        () = controller => {}
+        // The watch never ends on its own: if it does (a panic), the store is frozen, and
+        // leading on would serve stale Services; the process ends and starts afresh.
+        ended = &mut service_watch => {
+            tracing::error!(outcome = ?ended, "the Service watch ended; stopping");
+        }
+    }
+    service_watch.abort();
     drop(tasks);
     info!("stopped leading");
 }
