@@ -5,7 +5,7 @@
 //! hand-made ARP requests and a capture counts who answers. Root-only; skips with `SKIP:`.
 
 use ferrolb_e2e::lab::l2::{capture_lines, node_mac, node_name, skip_reason, speaker_binary};
-use ferrolb_e2e::lab::l2::{L2Lab, LabProcess, CLIENT_V4};
+use ferrolb_e2e::lab::l2::{client_arp_request, L2Lab, LabProcess};
 use ferrolb_e2e::lab::l2_scenario::{kill_hard, link_up, owners, start_speaker};
 use ferrolb_e2e::lab::{is_child, run_in_netns, Capture};
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 const TEST: &str = "every_one_of_a_hundred_vips_has_exactly_one_answerer_through_kills_and_returns";
 const NODES: usize = 3;
 const VIPS: u8 = 100;
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x64];
 
 fn vip(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, 110 + i)
@@ -44,18 +43,6 @@ fn manifests() -> String {
     out
 }
 
-fn arp_request(target: Ipv4Addr) -> Vec<u8> {
-    let sender: Ipv4Addr = CLIENT_V4.parse().unwrap();
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&sender.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.octets());
-    f
-}
-
 /// In the client's namespace: one ARP request for every VIP.
 fn ask_all() {
     use ferrolb_speaker::l2::sys::PacketSocket;
@@ -66,7 +53,7 @@ fn ask_all() {
         .unwrap();
     let socket = PacketSocket::open(index).unwrap();
     for i in 0..VIPS {
-        socket.send(&arp_request(vip(i))).unwrap();
+        socket.send(&client_arp_request(vip(i))).unwrap();
         std::thread::sleep(Duration::from_millis(1));
     }
 }

@@ -6,10 +6,11 @@
 // The value of a series in a /metrics text (the local closures named `metric` narrow it).
 use ferrolb_e2e::lab::bgp_lab::metric as value;
 use ferrolb_e2e::lab::l2::{
-    capture_lines, node_mac, node_name, skip_reason, speaker_binary, L2Lab, LabProcess,
+    capture_lines, client_arp_request, node_mac, node_name, skip_reason, speaker_binary, L2Lab,
+    LabProcess, CLIENT_MAC,
 };
 use ferrolb_e2e::lab::{is_child, run_in_netns, wait_for, Capture, NetNs};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,7 @@ const VIP4: &str = "192.0.2.200";
 const VIP6: &str = "2001:db8::200";
 /// In the pool but never assigned: nobody owns it, so nothing may count it.
 const UNOWNED4: &str = "192.0.2.201";
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x64];
 const CLIENT_MAC_TEXT: &str = "02:00:00:00:00:64";
-const CLIENT_V4: &str = "192.0.2.100";
 const CLIENT_V6: &str = "2001:db8::100";
 /// What the client sends (see `send_queries`).
 const ARP_FOR_VIP: usize = 5;
@@ -121,18 +120,6 @@ fn l2(name: &str, ip: &str) -> String {
     format!("ferrolb_layer2_{name}_total{{ip=\"{ip}\",interface=\"eth0\"}}")
 }
 
-fn arp_request(target: Ipv4Addr) -> Vec<u8> {
-    let sender: Ipv4Addr = CLIENT_V4.parse().unwrap();
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&sender.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.octets());
-    f
-}
-
 fn neighbor_solicitation(target: Ipv6Addr) -> Vec<u8> {
     use ferrolb_speaker::l2::packet::{checksum, solicited_node_group};
     let source: Ipv6Addr = CLIENT_V6.parse().unwrap();
@@ -165,9 +152,9 @@ fn send_queries() {
         .unwrap();
     let socket = PacketSocket::open(index).unwrap();
     let mut frames = Vec::new();
-    frames.extend((0..ARP_FOR_VIP).map(|_| arp_request(VIP4.parse().unwrap())));
+    frames.extend((0..ARP_FOR_VIP).map(|_| client_arp_request(VIP4.parse().unwrap())));
     frames.extend((0..NS_FOR_VIP).map(|_| neighbor_solicitation(VIP6.parse().unwrap())));
-    frames.extend((0..ARP_FOR_UNOWNED).map(|_| arp_request(UNOWNED4.parse().unwrap())));
+    frames.extend((0..ARP_FOR_UNOWNED).map(|_| client_arp_request(UNOWNED4.parse().unwrap())));
     for f in frames {
         socket.send(&f).unwrap();
         std::thread::sleep(Duration::from_millis(20));

@@ -145,6 +145,26 @@ pub fn declared(calls: &[ApiCall], scope: Scope, group: &str, resource: &str, ve
     })
 }
 
+/// Every single (scope, API group, resource, verb) `calls` declare: what an RBAC manifest must
+/// grant them, one grant at a time (tests compare the two).
+pub fn single_grants(
+    calls: &[ApiCall],
+) -> std::collections::BTreeSet<(Scope, String, String, String)> {
+    calls
+        .iter()
+        .flat_map(|c| {
+            c.verbs.iter().map(move |v| {
+                (
+                    c.scope,
+                    c.group.to_string(),
+                    c.resource.to_string(),
+                    v.to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
 /// What [`ConfigWatch::watch_strays`](crate::ConfigWatch::watch_strays) calls in FerroLB's own
 /// API group (the controller, to report objects where they are not read).
 pub const STRAY_WATCH: [ApiCall; 6] = stray_calls!("ferrolb.io");

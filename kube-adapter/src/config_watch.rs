@@ -230,31 +230,47 @@ impl ConfigWatch {
             let mut objects: Vec<Arc<DynamicObject>> = store.state();
             objects.sort_by_key(|o| o.name_any());
             for object in objects {
-                let r = &mut out.resources;
-                let read = match *kind {
-                    "IPAddressPool" => convert(&object, kind).map(|o| r.pools.push(o)),
-                    "L2Advertisement" => {
-                        convert(&object, kind).map(|o| r.l2_advertisements.push(o))
-                    }
-                    "BGPAdvertisement" => {
-                        convert(&object, kind).map(|o| r.bgp_advertisements.push(o))
-                    }
-                    "BGPPeer" => convert(&object, kind).map(|o| r.bgp_peers.push(o)),
-                    "BFDProfile" => convert(&object, kind).map(|o| r.bfd_profiles.push(o)),
-                    _ => convert(&object, kind).map(|o| r.communities.push(o)),
-                };
-                if let Err(why) = read {
-                    let id = format!("{kind}/{}", object.name_any());
-                    out.problems.push(ConfigError::new(
-                        id.clone(),
-                        "",
-                        format!("cannot be read as {}: {why}", self.api.group()),
-                    ));
-                    out.unreadable.insert(id);
-                }
+                read_object(
+                    &mut out.resources,
+                    &mut out.problems,
+                    &mut out.unreadable,
+                    self.api,
+                    kind,
+                    &object,
+                );
             }
         }
         out
+    }
+}
+
+/// Reads configuration object `object` of `kind` (either API group) into `resources`; one that
+/// cannot be read is named in `problems` and, as `Kind/name`, in `unreadable`.
+pub fn read_object(
+    resources: &mut Resources,
+    problems: &mut Vec<ConfigError>,
+    unreadable: &mut BTreeSet<String>,
+    api: ConfigApi,
+    kind: &str,
+    object: &DynamicObject,
+) {
+    let r = resources;
+    let read = match kind {
+        "IPAddressPool" => convert(object, kind).map(|o| r.pools.push(o)),
+        "L2Advertisement" => convert(object, kind).map(|o| r.l2_advertisements.push(o)),
+        "BGPAdvertisement" => convert(object, kind).map(|o| r.bgp_advertisements.push(o)),
+        "BGPPeer" => convert(object, kind).map(|o| r.bgp_peers.push(o)),
+        "BFDProfile" => convert(object, kind).map(|o| r.bfd_profiles.push(o)),
+        _ => convert(object, kind).map(|o| r.communities.push(o)),
+    };
+    if let Err(why) = read {
+        let id = format!("{kind}/{}", object.name_any());
+        problems.push(ConfigError::new(
+            id.clone(),
+            "",
+            format!("cannot be read as {}: {why}", api.group()),
+        ));
+        unreadable.insert(id);
     }
 }
 

@@ -6,7 +6,7 @@ use ferrolb_crds::{
     ConfigurationState, IPAddressPoolStatus, ServiceBGPStatus, ServiceL2Status, CONFIG_KINDS,
 };
 use ferrolb_kube::api_calls::{ApiCall, Scope};
-use ferrolb_kube::config_watch::convert;
+use ferrolb_kube::config_watch::read_object;
 use ferrolb_kube::ConfigApi;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -276,7 +276,6 @@ async fn metallb_hint(client: &Client, ns: &str) -> Option<String> {
 
 /// Reads dynamic configuration objects as FerroLB's types, as the components do.
 pub fn add_config(snapshot: &mut Snapshot, api: ConfigApi, objects: Vec<(&str, DynamicObject)>) {
-    let r = &mut snapshot.resources;
     for (kind, object) in objects {
         // MetalLB's pool status has the same four counters (as plain integers), so the
         // controller's counts are read in either API group.
@@ -289,25 +288,16 @@ pub fn add_config(snapshot: &mut Snapshot, api: ConfigApi, objects: Vec<(&str, D
                 snapshot.pool_status.insert(object.name_any(), status);
             }
         }
-        let read = match kind {
-            "IPAddressPool" => convert(&object, kind).map(|o| r.pools.push(o)),
-            "L2Advertisement" => convert(&object, kind).map(|o| r.l2_advertisements.push(o)),
-            "BGPAdvertisement" => convert(&object, kind).map(|o| r.bgp_advertisements.push(o)),
-            "BGPPeer" => convert(&object, kind).map(|o| r.bgp_peers.push(o)),
-            "BFDProfile" => convert(&object, kind).map(|o| r.bfd_profiles.push(o)),
-            _ => convert(&object, kind).map(|o| r.communities.push(o)),
-        };
-        if let Err(why) = read {
-            let id = format!("{kind}/{}", object.name_any());
-            snapshot.read_problems.push(ConfigError::new(
-                id.clone(),
-                "",
-                format!("cannot be read as {}: {why}", api.group()),
-            ));
-            snapshot.unreadable.insert(id);
-        }
+        read_object(
+            &mut snapshot.resources,
+            &mut snapshot.read_problems,
+            &mut snapshot.unreadable,
+            api,
+            kind,
+            &object,
+        );
     }
-    r.secrets = stand_in_secrets(&r.bgp_peers);
+    snapshot.resources.secrets = stand_in_secrets(&snapshot.resources.bgp_peers);
 }
 
 /// A basic-auth Secret for every passwordSecret a BGPPeer names: the plugin does not read

@@ -12,7 +12,7 @@ use ferrolb_e2e::api_requests::from_text_log;
 use ferrolb_e2e::emulator::harness::{LbTestSpace, TestCluster, TestProcess};
 use ferrolb_e2e::lab::l2::controller_binary;
 use ferrolb_e2e::rbac::grants;
-use ferrolb_kube::api_calls::Scope;
+use ferrolb_kube::api_calls::{single_grants, Scope};
 use ferrolb_kubectl::snapshot::API_CALLS;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::rbac::v1::ClusterRole;
@@ -472,19 +472,7 @@ fn cluster_role_grants() -> BTreeSet<(Scope, String, String, String)> {
 
 #[test]
 fn the_cluster_role_grants_exactly_the_declared_calls() {
-    let declared: BTreeSet<(Scope, String, String, String)> = API_CALLS
-        .iter()
-        .flat_map(|c| {
-            c.verbs.iter().map(move |v| {
-                (
-                    c.scope,
-                    c.group.to_string(),
-                    c.resource.to_string(),
-                    v.to_string(),
-                )
-            })
-        })
-        .collect();
+    let declared: BTreeSet<(Scope, String, String, String)> = single_grants(API_CALLS);
     assert_eq!(cluster_role_grants(), declared);
 }
 

@@ -3,6 +3,7 @@
 //! of that ServiceAccount. The end-to-end test (e2e/tests/speaker_kube.rs) checks the other
 //! half: every request the running speaker sends is declared there.
 
+use ferrolb_kube::api_calls::single_grants;
 use ferrolb_speaker::api_calls::{api_calls, metallb_compat_calls, Scope};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -46,19 +47,7 @@ fn rbac_grants_exactly_the_api_calls_the_speaker_makes() {
         role.rules.as_deref().unwrap_or_default(),
         Scope::OwnNamespace,
     ));
-    let used: BTreeSet<Grant> = api_calls()
-        .iter()
-        .flat_map(|c| {
-            c.verbs.iter().map(move |v| {
-                (
-                    c.scope,
-                    c.group.to_string(),
-                    c.resource.to_string(),
-                    v.to_string(),
-                )
-            })
-        })
-        .collect();
+    let used: BTreeSet<Grant> = single_grants(&api_calls());
     let missing: Vec<&Grant> = used.difference(&granted).collect();
     let unused: Vec<&Grant> = granted.difference(&used).collect();
     assert!(
@@ -118,18 +107,6 @@ fn the_metallb_compat_role_grants_exactly_what_compatible_mode_calls() {
         role.rules.as_deref().unwrap_or_default(),
         Scope::MetallbNamespace,
     );
-    let used: BTreeSet<Grant> = metallb_compat_calls()
-        .iter()
-        .flat_map(|c| {
-            c.verbs.iter().map(move |v| {
-                (
-                    c.scope,
-                    c.group.to_string(),
-                    c.resource.to_string(),
-                    v.to_string(),
-                )
-            })
-        })
-        .collect();
+    let used: BTreeSet<Grant> = single_grants(&metallb_compat_calls());
     assert_eq!(granted, used);
 }

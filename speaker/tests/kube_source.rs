@@ -42,11 +42,11 @@ fn service(name: &str, ip: &str, class: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn the_snapshot_follows_the_cluster_and_outlives_bad_edits_and_the_api_server() {
-    let mut cluster = TestCluster::start().await.unwrap();
+/// FerroLB's CRDs, a fresh namespace with the pool `lan`, its L2Advertisement and the Service
+/// `web` of the namespace's class: (namespace, class).
+async fn lan_with_web(cluster: &TestCluster, prefix: &str) -> (String, String) {
     cluster.apply_ferrolb_crds().await.unwrap();
-    let system = cluster.create_namespace("flb-kb-src-").await.unwrap();
+    let system = cluster.create_namespace(prefix).await.unwrap();
     let class = format!("ferrolb.io/test-{system}");
     cluster
         .apply_yaml(
@@ -59,6 +59,13 @@ async fn the_snapshot_follows_the_cluster_and_outlives_bad_edits_and_the_api_ser
         .apply_yaml(&service("web", "192.0.2.10", &class), Some(&system))
         .await
         .unwrap();
+    (system, class)
+}
+
+#[tokio::test]
+async fn the_snapshot_follows_the_cluster_and_outlives_bad_edits_and_the_api_server() {
+    let mut cluster = TestCluster::start().await.unwrap();
+    let (system, class) = lan_with_web(&cluster, "flb-kb-src-").await;
 
     let feeds = KubeSource::new(&system, Some(class.clone())).spawn(cluster.client());
     let (mut snapshots, mut config) = (feeds.snapshots, feeds.config);
@@ -157,20 +164,7 @@ async fn sees_changes_soon_after_an_api_server_restart(down: Duration) {
         eprintln!("SKIP: restarting the API server needs the emulator");
         return;
     }
-    cluster.apply_ferrolb_crds().await.unwrap();
-    let system = cluster.create_namespace("flb-kb-restart-").await.unwrap();
-    let class = format!("ferrolb.io/test-{system}");
-    cluster
-        .apply_yaml(
-            "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan}\nspec: {addresses: [192.0.2.0/26]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lan}\n",
-            Some(&system),
-        )
-        .await
-        .unwrap();
-    cluster
-        .apply_yaml(&service("web", "192.0.2.10", &class), Some(&system))
-        .await
-        .unwrap();
+    let (system, class) = lan_with_web(&cluster, "flb-kb-restart-").await;
     let feeds = KubeSource::new(&system, Some(class.clone())).spawn(cluster.client());
     let mut snapshots = feeds.snapshots;
     next_snapshot(&mut snapshots, "the Service", |s| s.services.len() == 1).await;

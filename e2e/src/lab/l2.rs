@@ -43,6 +43,8 @@ pub fn skip_reason() -> Option<String> {
 
 /// The client's addresses.
 pub const CLIENT_V4: &str = "192.0.2.100";
+/// The client's MAC on the segment.
+pub const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x64];
 pub const CLIENT_V6: &str = "2001:db8::100";
 
 /// Node `i` (from 1): its MAC, so tests can read neighbour tables at a glance.
@@ -90,7 +92,7 @@ impl L2Lab {
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         switch.ip(&["link", "set", "br0", "up"])?;
         let client = NetNs::new(&format!("flb-{tag}-c"))?;
-        attach(&switch, &client, "pc", "02:00:00:00:00:64")?;
+        attach(&switch, &client, "pc", &mac_text(CLIENT_MAC))?;
         client.add_addr("eth0", &format!("{CLIENT_V4}/24"))?;
         client.add_addr("eth0", &format!("{CLIENT_V6}/64"))?;
         let mut nodes = Vec::new();
@@ -494,4 +496,25 @@ pub fn capture_lines(pcap: &Path) -> Vec<String> {
     )
     .map(|out| out.lines().map(str::to_owned).collect())
     .unwrap_or_default()
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A broadcast ARP request from the client (its MAC and [`CLIENT_V4`]) for `target`, as a whole
+/// Ethernet frame.
+pub fn client_arp_request(target: std::net::Ipv4Addr) -> Vec<u8> {
+    let sender: std::net::Ipv4Addr = CLIENT_V4.parse().expect("literal");
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
 }
