@@ -110,6 +110,7 @@ pub(crate) fn build_with(
                 interfaces: spec.interfaces.clone(),
                 service_selectors,
                 preferred_nodes,
+                virtual_mac: spec.virtual_mac.unwrap_or(false),
             },
         );
     }

@@ -134,6 +134,8 @@ pub struct L2Advertisement {
     pub service_selectors: SelectorSet,
     /// Soft node preferences: (weight, selector); a node's score is the sum of matching weights.
     pub preferred_nodes: Vec<(u32, Selector)>,
+    /// `virtualMAC`: answer and announce from a MAC derived from the address.
+    pub virtual_mac: bool,
 }
 
 impl L2Advertisement {

@@ -205,6 +205,17 @@ pub struct L2AdvertisementSpec {
     /// matching term summed. When no preferred node is available any eligible node announces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preferred_node_selectors: Vec<PreferredNodeSelector>,
+    /// FerroLB's, not MetalLB's: the announcing node answers ARP and Neighbor Solicitations
+    /// for the address with a MAC derived from the address (locally administered, the same
+    /// on every node) and receives its traffic on a macvlan device with that MAC, so on
+    /// failover clients keep their neighbour entries and only the switches learn a new port.
+    /// Default false.
+    #[serde(
+        default,
+        rename = "virtualMAC",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub virtual_mac: Option<bool>,
 }
 
 /// A weighted soft preference for nodes, as Kubernetes' PreferredSchedulingTerm.

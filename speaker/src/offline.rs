@@ -60,6 +60,7 @@ pub fn to_json(plan: &NodePlan, node: &str) -> Value {
             "announcedHere": d.owner() == Some(node),
             "ranking": d.ranking,
             "interfaces": d.interfaces,
+            "virtualMAC": d.virtual_mac.then(|| crate::l2::vmac::virtual_mac(d.ip).to_string()),
         })).collect::<Vec<_>>(),
         "bgp": plan.bgp.iter().map(|r| json!({
             "prefix": r.prefix.to_string(),
@@ -89,6 +90,11 @@ pub fn to_table(plan: &NodePlan, node: &str) -> String {
             "all interfaces".to_string()
         } else {
             d.interfaces.join(",")
+        };
+        let interfaces = if d.virtual_mac {
+            format!("{interfaces} from {}", crate::l2::vmac::virtual_mac(d.ip))
+        } else {
+            interfaces
         };
         out.push_str(&format!(
             "L2   {verdict:<8} {:<40} {:<16} owner {} (ranking {}) on {interfaces}\n",

@@ -45,6 +45,9 @@ pub struct L2Decision {
     pub ranking: Vec<String>,
     /// Interfaces to announce on when this node owns the address; empty: every eligible one.
     pub interfaces: Vec<String>,
+    /// Announce from the address's virtual MAC (an L2Advertisement selecting the owner asks
+    /// for `virtualMAC`).
+    pub virtual_mac: bool,
 }
 
 impl L2Decision {
@@ -214,6 +217,7 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                     ip,
                     ranking,
                     interfaces: vec![],
+                    virtual_mac: false,
                 });
             }
 

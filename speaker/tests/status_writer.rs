@@ -66,6 +66,7 @@ async fn writes_what_is_announced_adopts_or_deletes_leftovers_and_cleans_up_on_s
             ip: "192.0.2.10".parse().unwrap(),
             ranking: vec!["node-a".into(), "node-b".into()],
             interfaces: vec![],
+            virtual_mac: false,
         }],
         ..Default::default()
     };

@@ -4,11 +4,18 @@
 //! announcement frames sent when [`Ownership`] says so. Decisions come from the pure modules;
 //! this only moves bytes. Addresses are never added to kernel interfaces.
 //!
+//! Virtual MACs (`virtualMAC`): an owned address so marked is answered and announced from its
+//! virtual MAC, and a macvlan device with that MAC receives its traffic from the node's first
+//! announcement until the end of its release grace. During the grace the old owner no longer
+//! answers: the new owner's answers carry the same MAC, and the old owner's would only pull the
+//! switches' forwarding entry back to it.
+//!
 //! Multicast groups are joined with IPV6_JOIN_GROUP on a UDP socket: that both opens the NIC's
 //! filter for 33:33:ff:xx:xx:xx and sends MLD reports, so switches doing MLD snooping forward
 //! the solicitations to us.
 
 use crate::l2::interfaces::{list_interfaces, Exclusions, Interface};
+use crate::l2::macvlan::Rtnetlink;
 use crate::l2::ownership::{wanted, Key, Ownership};
 use crate::l2::packet::{
     answer, gratuitous_arp, parse_query, solicited_node_group, unsolicited_advertisement, MacAddr,
@@ -16,6 +23,7 @@ use crate::l2::packet::{
 };
 use crate::l2::schedule::Schedule;
 use crate::l2::sys::PacketSocket;
+use crate::l2::vmac::{device_name, virtual_mac, DEVICE_PREFIX};
 use crate::metrics::{Announced, L2Counters, Metrics, Protocol};
 use crate::planner::NodePlan;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +34,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Settings of the L2 data plane.
 #[derive(Clone, Debug)]
@@ -42,13 +50,25 @@ pub struct L2Options {
     pub metrics: Arc<Metrics>,
 }
 
-/// Addresses owned on one interface, with their counters, read by its answering task.
-type OwnedHere = Arc<RwLock<BTreeMap<IpAddr, L2Counters>>>;
+/// How one owned address is answered on a link.
+#[derive(Clone)]
+struct Answering {
+    counters: L2Counters,
+    /// The interface's MAC, or the address's virtual MAC.
+    mac: MacAddr,
+}
+
+/// Addresses owned on one interface, read by its answering task.
+type OwnedHere = Arc<RwLock<BTreeMap<IpAddr, Answering>>>;
 
 /// What a pair this node ranks for needs at takeover, ready ahead.
 struct Prepared {
     frames: Vec<Vec<u8>>,
     counters: L2Counters,
+    /// The MAC the frames and answers carry.
+    mac: MacAddr,
+    /// The plan asks for the virtual MAC (`mac` is the interface's if its device failed).
+    virtual_wanted: bool,
 }
 
 struct Link {
@@ -77,6 +97,10 @@ pub struct L2Adapter {
     frames: BTreeMap<Key, Prepared>,
     /// The last plan applied, to redo the selection when interfaces change.
     plan: NodePlan,
+    /// Macvlan devices made for virtual MACs, by pair.
+    devices: BTreeMap<Key, String>,
+    /// Opened at the first virtual MAC.
+    rtnetlink: Option<Rtnetlink>,
 }
 
 impl std::fmt::Debug for L2Adapter {
@@ -125,7 +149,17 @@ impl Link {
         })
     }
 
-    fn own(&mut self, ip: IpAddr, counters: L2Counters) {
+    /// Answers for `ip` (again: only the MAC changes).
+    fn own(&mut self, ip: IpAddr, answering: Answering) {
+        if self
+            .owned
+            .write()
+            .expect("lock")
+            .insert(ip, answering)
+            .is_some()
+        {
+            return;
+        }
         if let IpAddr::V6(v6) = ip {
             let group = solicited_node_group(v6);
             let count = self.groups.entry(group).or_insert(0);
@@ -138,11 +172,13 @@ impl Link {
                 }
             }
         }
-        self.owned.write().expect("lock").insert(ip, counters);
     }
 
+    /// Stops answering for `ip`, if it was answered.
     fn disown(&mut self, ip: IpAddr) {
-        self.owned.write().expect("lock").remove(&ip);
+        if self.owned.write().expect("lock").remove(&ip).is_none() {
+            return;
+        }
         if let IpAddr::V6(v6) = ip {
             let group = solicited_node_group(v6);
             if let Some(count) = self.groups.get_mut(&group) {
@@ -210,9 +246,9 @@ async fn answer_queries(
         // anyway; requests for addresses we do not own are not counted (unbounded labels).
         let reply = {
             let owned = owned.read().expect("lock");
-            owned.get(&target).map(|counters| {
-                counters.request();
-                (answer(&query, mac, |_| true), counters.clone())
+            owned.get(&target).map(|a| {
+                a.counters.request();
+                (answer(&query, a.mac, |_| true), a.counters.clone())
             })
         };
         if let Some((Some(frame), counters)) = reply {
@@ -236,6 +272,8 @@ impl L2Adapter {
             ownership,
             frames: BTreeMap::new(),
             plan: NodePlan::default(),
+            devices: BTreeMap::new(),
+            rtnetlink: None,
         }
     }
 
@@ -285,12 +323,15 @@ impl L2Adapter {
         if !stale.is_empty() {
             // Drop ownership there first (no grace: the link goes) so a reopened link starts
             // its announcements afresh.
-            for (ip, iface) in self.ownership.release_now(|(_, i)| stale.contains(i)) {
-                if let Some(link) = self.links.get_mut(&iface) {
-                    link.disown(ip);
+            for key in self.ownership.release_now(|(_, i)| stale.contains(i)) {
+                if let Some(link) = self.links.get_mut(&key.1) {
+                    link.disown(key.0);
                 }
-                info!(%ip, interface = %iface, "L2: no longer announcing (interface gone)");
+                self.detach_device(&key);
+                info!(ip = %key.0, interface = %key.1, "L2: no longer announcing (interface gone)");
             }
+            // Frames carry the interface's MAC: built again for the new link.
+            self.frames.retain(|k, _| !stale.contains(&k.1));
             for name in &stale {
                 info!(interface = %name, "closing the packet socket");
                 self.links.remove(name);
@@ -319,32 +360,151 @@ impl L2Adapter {
             }
             keep
         });
+        // Pairs whose `virtualMAC` changed start over: released now, gained again below.
+        let mut switched = Vec::new();
         for key in &w.ranked {
-            if !self.frames.contains_key(key) {
-                let mac = self.links[&key.1].iface.mac;
-                let prepared = Prepared {
-                    frames: announcement_frames(mac, key.0),
-                    counters: metrics.l2_counters(key.0, &key.1),
-                };
-                self.frames.insert(key.clone(), prepared);
+            let virtual_wanted = w.virtual_mac.contains(&key.0);
+            match self.frames.get(key) {
+                Some(p) if p.virtual_wanted == virtual_wanted => continue,
+                Some(_) => switched.push(key.clone()),
+                None => {}
+            }
+            let mac = if virtual_wanted {
+                virtual_mac(key.0)
+            } else {
+                self.links[&key.1].iface.mac
+            };
+            let prepared = Prepared {
+                frames: announcement_frames(mac, key.0),
+                counters: metrics.l2_counters(key.0, &key.1),
+                mac,
+                virtual_wanted,
+            };
+            self.frames.insert(key.clone(), prepared);
+        }
+        if !switched.is_empty() {
+            let released = self.ownership.release_now(|k| switched.contains(k));
+            self.release(&released);
+        }
+        self.remove_stale_devices(&interfaces);
+        self.update_ownership(w.owned, now);
+    }
+
+    /// Removes macvlan devices of ours that no pair needs: left by an earlier run of the
+    /// speaker (killed before it could remove them).
+    fn remove_stale_devices(&mut self, interfaces: &[Interface]) {
+        let stale: Vec<&str> = interfaces
+            .iter()
+            .map(|i| i.name.as_str())
+            .filter(|n| n.starts_with(DEVICE_PREFIX))
+            .filter(|n| !self.devices.values().any(|d| d == n))
+            .collect();
+        for name in stale {
+            let removed = self.rtnetlink().and_then(|nl| nl.delete_link(name));
+            match removed {
+                Ok(()) => info!(
+                    device = name,
+                    "removed a virtual MAC device no address needs"
+                ),
+                Err(e) => {
+                    warn!(device = name, error = %e, "cannot remove a stale virtual MAC device")
+                }
             }
         }
-        self.update_ownership(w.owned, now);
+    }
+
+    fn rtnetlink(&mut self) -> io::Result<&mut Rtnetlink> {
+        if self.rtnetlink.is_none() {
+            self.rtnetlink = Some(Rtnetlink::open()?);
+        }
+        Ok(self.rtnetlink.as_mut().expect("just opened"))
+    }
+
+    /// Makes the macvlan device of a virtual-MAC pair before its first announcement. If the
+    /// kernel refuses, the pair is answered and announced from the interface's own MAC instead
+    /// (reachable, without the virtual MAC's failover), and the error says why.
+    fn attach_device(&mut self, key: &Key) {
+        let Some(p) = self.frames.get(key) else {
+            return;
+        };
+        if !p.virtual_wanted || self.devices.contains_key(key) {
+            return;
+        }
+        let Some(link) = self.links.get(&key.1) else {
+            return;
+        };
+        let (parent, parent_mac) = (link.iface.index, link.iface.mac);
+        let name = device_name(key.0, parent);
+        let mac = virtual_mac(key.0);
+        let sys_class_net = self.opts.sys_class_net.clone();
+        let made = self
+            .rtnetlink()
+            .and_then(|nl| nl.add_macvlan(&name, parent, mac, &sys_class_net));
+        let p = self.frames.get_mut(key).expect("checked above");
+        match made {
+            Ok(()) => {
+                info!(ip = %key.0, interface = %key.1, device = %name, %mac, "virtual MAC device up");
+                self.devices.insert(key.clone(), name);
+                if p.mac != mac {
+                    p.mac = mac;
+                    p.frames = announcement_frames(mac, key.0);
+                }
+            }
+            Err(e) => {
+                error!(ip = %key.0, interface = %key.1, device = %name, error = %e,
+                    "cannot make the virtual MAC device; answering from the interface's MAC");
+                p.mac = parent_mac;
+                p.frames = announcement_frames(parent_mac, key.0);
+            }
+        }
+    }
+
+    fn detach_device(&mut self, key: &Key) {
+        let Some(name) = self.devices.remove(key) else {
+            return;
+        };
+        match self.rtnetlink().and_then(|nl| nl.delete_link(&name)) {
+            Ok(()) => {
+                debug!(ip = %key.0, interface = %key.1, device = %name, "virtual MAC device removed")
+            }
+            Err(e) => {
+                warn!(ip = %key.0, interface = %key.1, device = %name, error = %e, "cannot remove the virtual MAC device")
+            }
+        }
+    }
+
+    fn answer_for(&mut self, key: &Key) {
+        if let (Some(link), Some(p)) = (self.links.get_mut(&key.1), self.frames.get(key)) {
+            link.own(
+                key.0,
+                Answering {
+                    counters: p.counters.clone(),
+                    mac: p.mac,
+                },
+            );
+        }
     }
 
     fn update_ownership(&mut self, owned: BTreeSet<Key>, now: Instant) {
         let change = self.ownership.update(owned, now);
-        for (ip, iface) in &change.lost {
+        for key @ (ip, iface) in &change.lost {
+            if self.devices.contains_key(key) {
+                // The new owner answers with the same MAC (module documentation).
+                if let Some(link) = self.links.get_mut(iface) {
+                    link.disown(*ip);
+                }
+            }
             info!(%ip, interface = %iface, "L2: no longer announcing");
         }
         self.release(&change.released);
-        for (ip, iface) in &change.resumed {
+        for key @ (ip, iface) in &change.resumed {
+            self.attach_device(key);
+            self.answer_for(key);
             info!(%ip, interface = %iface, "L2: announcing (again, still answering)");
         }
         for key @ (ip, iface) in &change.gained {
-            if let (Some(link), Some(p)) = (self.links.get_mut(iface), self.frames.get(key)) {
-                link.own(*ip, p.counters.clone());
-            }
+            self.attach_device(key);
+            self.answer_for(key);
             info!(%ip, interface = %iface, "L2: announcing");
         }
         // Also without a change here: the plan may have added a Service to an owned address.
@@ -380,10 +540,11 @@ impl L2Adapter {
     }
 
     fn release(&mut self, keys: &[Key]) {
-        for (ip, iface) in keys {
+        for key @ (ip, iface) in keys {
             if let Some(link) = self.links.get_mut(iface) {
                 link.disown(*ip);
             }
+            self.detach_device(key);
             info!(%ip, interface = %iface, "L2: no longer answering");
         }
     }

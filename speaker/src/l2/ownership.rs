@@ -19,6 +19,8 @@ pub struct Wanted {
     pub owned: BTreeSet<Key>,
     /// Pairs this node is a candidate for, owned or not.
     pub ranked: BTreeSet<Key>,
+    /// Addresses of `ranked` announced from their virtual MAC.
+    pub virtual_mac: BTreeSet<IpAddr>,
 }
 
 impl Wanted {
@@ -40,6 +42,9 @@ pub fn wanted(
             continue;
         }
         let owner = d.owner() == Some(node);
+        if d.virtual_mac {
+            w.virtual_mac.insert(d.ip);
+        }
         for i in select(interfaces, &d.interfaces, exclusions) {
             let key = (d.ip, i.name.clone());
             if owner {
@@ -206,6 +211,7 @@ mod tests {
             ip: ip.parse().unwrap(),
             ranking: ranking.iter().map(|s| s.to_string()).collect(),
             interfaces: interfaces.iter().map(|s| s.to_string()).collect(),
+            virtual_mac: false,
         }
     }
 

@@ -92,13 +92,18 @@ pub fn place(decisions: &mut [L2Decision], unplaced: &[Unplaced<'_>], nodes: &[N
                 let o = d.ranking.remove(at);
                 d.ranking.insert(0, o);
             }
-            let announcer = d.ranking[0].clone();
-            d.interfaces = by_name
-                .get(announcer.as_str())
-                .map(|n| interfaces(n, &u.ads))
-                .unwrap_or_default();
+            let announcer = by_name.get(d.ranking[0].as_str());
+            d.interfaces = announcer.map(|n| interfaces(n, &u.ads)).unwrap_or_default();
+            d.virtual_mac = announcer.is_some_and(|n| virtual_mac(n, &u.ads));
         }
     }
+}
+
+/// Whether `owner` announces from the virtual MAC: one of the advertisements selecting it asks
+/// for it (as with interfaces, the advertisements that apply to the announcing node decide).
+fn virtual_mac(owner: &NodeView, ads: &[&L2Advertisement]) -> bool {
+    ads.iter()
+        .any(|a| a.virtual_mac && a.node_selectors.matches(&owner.labels))
 }
 
 /// The interfaces `owner` announces on for advertisements `ads`: empty (every eligible one) if

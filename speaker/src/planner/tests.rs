@@ -505,3 +505,23 @@ fn an_address_shared_by_services_with_different_candidates_has_one_owner() {
         );
     }
 }
+
+#[test]
+fn virtual_mac_follows_the_advertisements_that_select_the_owner() {
+    let c = config(
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan}\nspec: {addresses: [192.0.2.0/28]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: virtual}\nspec: {virtualMAC: true, nodeSelectors: [{matchLabels: {rack: a}}]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: plain}\nspec: {nodeSelectors: [{matchLabels: {rack: b}}]}\n",
+    );
+    let svcs = [service("a/web", "192.0.2.10")];
+    let on = |labels: &[(&str, &str)]| {
+        let nodes = [node("n1", labels)];
+        let p = run(&c, &svcs, &nodes, &live(&["n1"]), "n1");
+        assert_eq!(p.l2[0].owner(), Some("n1"));
+        p.l2[0].virtual_mac
+    };
+    assert!(on(&[("rack", "a")]));
+    assert!(!on(&[("rack", "b")]));
+    // Without the field, never.
+    let plain = config(L2);
+    let p = run(&plain, &svcs, &[node("n1", &[])], &live(&["n1"]), "n1");
+    assert!(!p.l2[0].virtual_mac);
+}

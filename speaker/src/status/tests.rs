@@ -11,6 +11,7 @@ fn decision(service: &str, addr: &str, ranking: &[&str]) -> L2Decision {
         ip: ip(addr),
         ranking: ranking.iter().map(|s| s.to_string()).collect(),
         interfaces: vec![],
+        virtual_mac: false,
     }
 }
 
