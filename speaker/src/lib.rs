@@ -21,6 +21,7 @@ pub mod membership;
 pub mod metrics;
 pub mod offline;
 pub mod planner;
+pub mod quorum;
 pub mod rejoin;
 pub mod runtime;
 pub mod source;

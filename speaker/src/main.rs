@@ -255,6 +255,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         health: health.clone(),
         bgp_status: Default::default(),
         bgp_graceful_shutdown: std::time::Duration::from_secs(args.graceful_shutdown_seconds),
+        tie_break: None,
     };
     runtime.block_on(async move {
         tracing::info!(node = %args.node_name, source = %args.source, "ferrolb-speaker starting");

@@ -215,6 +215,7 @@ pub struct Metrics {
     config_problems: Gauge,
     l2_planned: Gauge,
     l2_unowned: Gauge,
+    l2_quorum: Gauge,
     takeovers: Family<IpLabel, Counter>,
 }
 
@@ -386,7 +387,16 @@ impl Metrics {
             "Layer 2 addresses of Services that no live, eligible node can announce",
             m.l2_unowned.clone(),
         );
+        r.register(
+            "layer2_quorum",
+            "1 while this speaker sees a majority of the speakers (or won a tie) and may announce by layer 2; 0 while it stands down",
+            m.l2_quorum.clone(),
+        );
         m
+    }
+
+    pub fn set_l2_quorum(&self, may_announce: bool) {
+        self.l2_quorum.set(i64::from(may_announce));
     }
 
     pub fn set_config_problems(&self, problems: usize) {

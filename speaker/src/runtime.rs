@@ -5,13 +5,16 @@
 //! [`Liveness::EveryNode`] (every Node in the files has a live speaker, so the live set moves
 //! when the files do) or a fixed set; membership plugs in as [`Liveness::Members`], whose start
 //! times also decide which returning speakers are held ([`crate::rejoin`]); the loop plans
-//! again when a hold-down ends.
+//! again when a hold-down ends. With membership, layer 2 also follows the quorum
+//! ([`crate::quorum`]): a speaker that does not see a majority of the speakers announces nothing
+//! by L2 and lets go of what it had at once.
 
 use crate::bgp_mode::driver::{BgpDriver, BgpStatus};
 use crate::l2::adapter::{L2Adapter, L2Options};
 use crate::membership::MemberInfo;
 use crate::metrics::Health;
 use crate::planner::{plan_with_held, Inputs, NodePlan};
+use crate::quorum::{electorate, standing, Standing, TieBreaker};
 use crate::source::Snapshot;
 use crate::status::Announced;
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,6 +60,17 @@ pub struct RunOptions {
     pub bgp_status: BgpStatus,
     /// BGP graceful shutdown (RFC 8326): how long leaving routes are drained; zero: off.
     pub bgp_graceful_shutdown: Duration,
+    /// The tie-breaker Lease (kube mode); `None`: ties go to the first node by name.
+    pub tie_break: Option<TieBreak>,
+}
+
+/// The run loop's side of the tie-breaker Lease ([`crate::quorum`]).
+#[derive(Clone, Debug)]
+pub struct TieBreak {
+    /// The Lease's holder as last seen (`None`: nobody, or not known).
+    pub holder: watch::Receiver<Option<String>>,
+    /// True while this speaker is in a tie: only then does the Lease task take or renew it.
+    pub contend: watch::Sender<bool>,
 }
 
 /// Plans and announces until `shutdown` completes, then stops answering and announcing.
@@ -98,6 +112,10 @@ pub async fn run_observed(
         .with_graceful_shutdown(opts.bgp_graceful_shutdown)
         .spawn();
     let mut l2 = L2Adapter::new(opts.l2);
+    let mut tie_break = opts.tie_break.clone();
+    let mut tie_open = tie_break.is_some();
+    let mut last_standing = Standing::Majority;
+    opts.health.metrics.set_l2_quorum(true);
     let mut rescan = tokio::time::interval(opts.interface_rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshots_open = true;
@@ -124,6 +142,15 @@ pub async fn run_observed(
                 }
             }, if live_open => {
                 live_open = r.is_ok();
+                r.is_ok()
+            }
+            r = async {
+                match &mut tie_break {
+                    Some(t) => t.holder.changed().await,
+                    None => std::future::pending().await,
+                }
+            }, if tie_open => {
+                tie_open = r.is_ok();
                 r.is_ok()
             }
             _ = async {
@@ -157,6 +184,7 @@ pub async fn run_observed(
             continue;
         };
         let mut held = BTreeSet::new();
+        let with_membership = matches!(liveness, Liveness::Members { .. });
         let live: BTreeSet<String> = match &mut liveness {
             Liveness::EveryNode => snapshot.nodes.iter().map(|n| n.name.clone()).collect(),
             Liveness::Watch(rx) => rx.borrow_and_update().clone(),
@@ -174,7 +202,7 @@ pub async fn run_observed(
         if !snapshot.nodes.iter().any(|n| n.name == node) {
             warn!(node = %node, "this node is not among the Nodes of the configuration; announcing nothing");
         }
-        let p = plan_with_held(
+        let mut p = plan_with_held(
             Inputs {
                 config: &snapshot.config,
                 services: &snapshot.services,
@@ -184,6 +212,40 @@ pub async fn run_observed(
             },
             &held,
         );
+        let now_standing = if with_membership {
+            let tie = match &tie_break {
+                Some(t) => TieBreaker::Holder(t.holder.borrow().clone()),
+                None => TieBreaker::FirstByName,
+            };
+            standing(&electorate(&snapshot.nodes), &live, &tie)
+        } else {
+            Standing::Majority
+        };
+        if let Some(t) = &tie_break {
+            t.contend.send_if_modified(|c| {
+                let tied = matches!(now_standing, Standing::TieWon | Standing::TieLost);
+                std::mem::replace(c, tied) != tied
+            });
+        }
+        if now_standing != last_standing {
+            if now_standing.may_announce() {
+                info!(standing = now_standing.as_str(), live = ?live, "L2 quorum: announcing again");
+            } else {
+                warn!(standing = now_standing.as_str(), live = ?live, "L2 quorum lost: standing down, no layer 2 answers from this node");
+            }
+            last_standing = now_standing;
+        }
+        opts.health
+            .metrics
+            .set_l2_quorum(now_standing.may_announce());
+        if !now_standing.may_announce() {
+            // The other side may hold a majority and takes every address: let go at once, no
+            // make-before-break grace (which would mean two owners).
+            for d in &mut p.l2 {
+                d.ranking.retain(|n| *n != node);
+            }
+            l2.release_all_now();
+        }
         info!(
             live = ?live,
             held = ?held,

@@ -25,6 +25,8 @@ pub struct NodeView {
     /// Cordoned (`spec.unschedulable`), as `kubectl drain` leaves it: a speaker stopping on such
     /// a node is being removed, not restarted.
     pub unschedulable: bool,
+    /// The Ready condition is there and not True (the node controller gave up on the kubelet).
+    pub not_ready: bool,
 }
 
 impl NodeView {
@@ -37,10 +39,16 @@ impl NodeView {
                 c.iter()
                     .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
             });
+        let not_ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status != "True"));
         Self {
             name: node.name_any(),
             labels: node.labels().clone(),
             network_unavailable,
+            not_ready,
             excluded: node.labels().contains_key(EXCLUDE_LABEL),
             unschedulable: node
                 .spec

@@ -575,6 +575,17 @@ impl L2Adapter {
         self.ownership.next_deadline()
     }
 
+    /// Stops answering and announcing everything now, without the release grace; the sockets
+    /// stay open (standby).
+    pub fn release_all_now(&mut self) {
+        let all = self.ownership.release_now(|_| true);
+        if !all.is_empty() {
+            info!(count = all.len(), "L2: letting go of every address now");
+        }
+        self.release(&all);
+        self.publish_announced();
+    }
+
     /// Stops answering and announcing everything and closes the sockets.
     pub fn shutdown(&mut self) {
         let all = self.ownership.release_now(|_| true);

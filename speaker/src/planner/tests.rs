@@ -16,6 +16,7 @@ fn node(name: &str, labels: &[(&str, &str)]) -> NodeView {
         network_unavailable: false,
         excluded: false,
         unschedulable: false,
+        not_ready: false,
     }
 }
 

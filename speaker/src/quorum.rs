@@ -1,0 +1,228 @@
+//! L2 quorum: a speaker takes or keeps layer 2 addresses only while it sees a majority of the
+//! speakers, so a speaker cut off from the others (but not from the clients) never answers for
+//! an address the others have taken. Pure.
+//!
+//! The electorate is the set of nodes that should run a speaker, as every speaker reads it
+//! from the same source: eligible Nodes (not excluded from load balancers, network available),
+//! Ready (or of unknown readiness), and not of another OS than Linux (the DaemonSet runs on
+//! Linux nodes only). A node that the API server marks NotReady leaves the electorate, on every
+//! side that still reads the API: that is how a cluster that lost most of its speakers for
+//! real (not by a partition) gets its addresses back, about 40 s later (the node controller's
+//! grace period). In file mode the electorate is every Node in the files.
+//!
+//! With `live` the speakers membership says are alive (this one included):
+//! - more than half of the electorate live: a majority, plan as usual;
+//! - less than half: a minority, announce nothing by L2 (the other side may hold a majority
+//!   and has taken, or will take, every address);
+//! - exactly half: a tie. Two halves cannot both be majorities, but both can be halves, so a
+//!   tie-breaker decides: the side that holds the tie-breaker Lease (kube mode, consulted only
+//!   in a tie, never on the normal takeover path), or without the API (file mode) the side
+//!   whose live set holds the first node of the electorate by name.
+//!
+//! BGP is not affected: routers choose among the nodes that announce, and a node cut off from
+//! the other speakers but not from the routers still forwards what it receives.
+
+use crate::view::NodeView;
+use std::collections::BTreeSet;
+
+/// The label Kubernetes gives every Node with its operating system.
+const OS_LABEL: &str = "kubernetes.io/os";
+
+/// The nodes that vote (module documentation).
+pub fn electorate(nodes: &[NodeView]) -> BTreeSet<String> {
+    nodes
+        .iter()
+        .filter(|n| n.eligible() && !n.not_ready)
+        .filter(|n| n.labels.get(OS_LABEL).is_none_or(|os| os == "linux"))
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// Where this speaker stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// More than half of the electorate is live (or there is no electorate to count).
+    Majority,
+    /// Exactly half, and this side won the tie-breaker.
+    TieWon,
+    /// Exactly half, and the other side won it (or nobody could tell).
+    TieLost,
+    /// Less than half.
+    Minority,
+}
+
+impl Standing {
+    /// Whether this speaker may take and keep layer 2 addresses.
+    pub fn may_announce(self) -> bool {
+        matches!(self, Standing::Majority | Standing::TieWon)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Majority => "majority",
+            Standing::TieWon => "tie, won",
+            Standing::TieLost => "tie, lost",
+            Standing::Minority => "minority",
+        }
+    }
+}
+
+/// How a tie is broken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TieBreaker {
+    /// The side whose live set holds the first member of the electorate by name.
+    FirstByName,
+    /// The side whose live set holds this node (the holder of the tie-breaker Lease, as this
+    /// speaker last saw it; `None`: unknown or held by nobody).
+    Holder(Option<String>),
+}
+
+/// Where a speaker with live set `live` stands in `electorate`.
+pub fn standing(
+    electorate: &BTreeSet<String>,
+    live: &BTreeSet<String>,
+    tie: &TieBreaker,
+) -> Standing {
+    if electorate.is_empty() {
+        return Standing::Majority;
+    }
+    let live_voters = electorate.intersection(live).count();
+    match (2 * live_voters).cmp(&electorate.len()) {
+        std::cmp::Ordering::Greater => Standing::Majority,
+        std::cmp::Ordering::Less => Standing::Minority,
+        std::cmp::Ordering::Equal => {
+            let winner = match tie {
+                TieBreaker::FirstByName => electorate.first(),
+                TieBreaker::Holder(holder) => holder.as_ref().filter(|h| electorate.contains(*h)),
+            };
+            if winner.is_some_and(|w| live.contains(w)) {
+                Standing::TieWon
+            } else {
+                Standing::TieLost
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_electorate_is_the_eligible_ready_linux_nodes() {
+        let node = |name: &str| NodeView {
+            name: name.into(),
+            labels: Default::default(),
+            network_unavailable: false,
+            excluded: false,
+            unschedulable: false,
+            not_ready: false,
+        };
+        let mut windows = node("win");
+        windows.labels.insert(OS_LABEL.into(), "windows".into());
+        let mut linux = node("lin");
+        linux.labels.insert(OS_LABEL.into(), "linux".into());
+        let mut excluded = node("ex");
+        excluded.excluded = true;
+        let mut down = node("down");
+        down.not_ready = true;
+        // Cordoned nodes still run their speaker: they vote.
+        let mut cordoned = node("cordoned");
+        cordoned.unschedulable = true;
+        let nodes = [node("plain"), windows, linux, excluded, down, cordoned];
+        assert_eq!(electorate(&nodes), set(&["cordoned", "lin", "plain"]));
+    }
+
+    #[test]
+    fn an_isolated_speaker_is_a_minority_and_the_others_a_majority() {
+        let e = set(&["n1", "n2", "n3"]);
+        let tie = TieBreaker::FirstByName;
+        assert_eq!(standing(&e, &set(&["n1"]), &tie), Standing::Minority);
+        assert_eq!(standing(&e, &set(&["n2", "n3"]), &tie), Standing::Majority);
+        assert_eq!(standing(&e, &e, &tie), Standing::Majority);
+        assert!(!Standing::Minority.may_announce());
+        assert!(Standing::Majority.may_announce());
+    }
+
+    #[test]
+    fn in_a_two_two_split_exactly_one_side_wins() {
+        let e = set(&["n1", "n2", "n3", "n4"]);
+        for tie in [
+            TieBreaker::FirstByName,
+            TieBreaker::Holder(Some("n4".into())),
+        ] {
+            let a = standing(&e, &set(&["n1", "n2"]), &tie);
+            let b = standing(&e, &set(&["n3", "n4"]), &tie);
+            assert_ne!(a.may_announce(), b.may_announce(), "{tie:?}: {a:?} {b:?}");
+        }
+        // Nobody holds the Lease: nobody wins (the sides try to take it).
+        let none = TieBreaker::Holder(None);
+        assert_eq!(standing(&e, &set(&["n1", "n2"]), &none), Standing::TieLost);
+        // A holder that is not a voter does not count.
+        let stranger = TieBreaker::Holder(Some("gone".into()));
+        assert_eq!(
+            standing(&e, &set(&["n1", "n2", "gone"]), &stranger),
+            Standing::TieLost
+        );
+    }
+
+    #[test]
+    fn two_nodes_fall_back_on_the_tie_breaker() {
+        let e = set(&["n1", "n2"]);
+        assert_eq!(
+            standing(&e, &set(&["n1"]), &TieBreaker::FirstByName),
+            Standing::TieWon
+        );
+        assert_eq!(
+            standing(&e, &set(&["n2"]), &TieBreaker::FirstByName),
+            Standing::TieLost
+        );
+        // With the Lease, the survivor of a real death wins once it holds it.
+        let n2 = TieBreaker::Holder(Some("n2".into()));
+        assert_eq!(standing(&e, &set(&["n2"]), &n2), Standing::TieWon);
+    }
+
+    #[test]
+    fn live_speakers_outside_the_electorate_do_not_vote() {
+        let e = set(&["n1", "n2", "n3"]);
+        let live = set(&["n1", "x", "y"]);
+        assert_eq!(
+            standing(&e, &live, &TieBreaker::FirstByName),
+            Standing::Minority
+        );
+        assert_eq!(
+            standing(&BTreeSet::new(), &live, &TieBreaker::FirstByName),
+            Standing::Majority
+        );
+    }
+
+    #[test]
+    fn disjoint_sides_never_both_announce() {
+        // Every split of five named speakers into two disjoint live sets, with either breaker.
+        let names = ["n1", "n2", "n3", "n4", "n5"];
+        for size in 2..=5 {
+            let e: BTreeSet<String> = names[..size].iter().map(|s| s.to_string()).collect();
+            for mask in 0u32..(1 << size) {
+                let a: BTreeSet<String> = (0..size)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| names[i].to_string())
+                    .collect();
+                let b: BTreeSet<String> = e.difference(&a).cloned().collect();
+                for tie in [
+                    TieBreaker::FirstByName,
+                    TieBreaker::Holder(Some("n2".into())),
+                ] {
+                    let (sa, sb) = (standing(&e, &a, &tie), standing(&e, &b, &tie));
+                    assert!(
+                        !(sa.may_announce() && sb.may_announce()),
+                        "{a:?} {sa:?} | {b:?} {sb:?}"
+                    );
+                }
+            }
+        }
+    }
+}
