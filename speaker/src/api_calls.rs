@@ -77,6 +77,13 @@ const OWN_CALLS: &[ApiCall] = &[
     },
     ApiCall {
         scope: Scope::OwnNamespace,
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "create", "update"],
+        used_by: "tiebreak (ferrolb-l2-tiebreak, only while the speakers are split in two halves)",
+    },
+    ApiCall {
+        scope: Scope::OwnNamespace,
         group: "ferrolb.io",
         resource: "configurationstates",
         verbs: APPLY,

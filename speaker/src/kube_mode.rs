@@ -112,6 +112,17 @@ impl KubeMode {
             })
         });
         let writing = writer.spawn(self.client.clone(), announced_rx, report);
+        // With membership, L2 follows the quorum; its ties are broken by a Lease.
+        let mut opts = opts;
+        if opts.l2_quorum && matches!(liveness, ferrolb_speaker::runtime::Liveness::Members { .. })
+        {
+            let (tie_break, _task) = ferrolb_speaker::tiebreak::spawn(
+                kube::Api::namespaced(self.client.clone(), &self.namespace),
+                node.to_owned(),
+                ferrolb_speaker::tiebreak::DEFAULT_DURATION,
+            );
+            opts.tie_break = Some(tie_break);
+        }
         ferrolb_speaker::runtime::run_observed(
             opts,
             snapshots,

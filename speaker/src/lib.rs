@@ -26,4 +26,5 @@ pub mod rejoin;
 pub mod runtime;
 pub mod source;
 pub mod status;
+pub mod tiebreak;
 pub mod view;

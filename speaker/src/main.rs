@@ -88,6 +88,14 @@ enum Command {
         /// announcement).
         #[arg(long, default_value_t = 2000)]
         release_grace_ms: u64,
+        /// L2 quorum: with membership, answer by L2 only while this speaker sees a majority of
+        /// the speakers (ties broken by a Lease in kube mode, by the first node's name in file
+        /// mode), so a partition never leaves two nodes answering for one address. `false`:
+        /// every speaker plans from what it sees, as MetalLB does (availability over a single
+        /// answerer: for two-node clusters in file mode, whose second node must take over when
+        /// the first dies).
+        #[arg(long, env = "FERROLB_L2_QUORUM", default_value_t = true, action = clap::ArgAction::Set)]
+        l2_quorum: bool,
         /// BGP graceful shutdown (RFC 8326), in seconds: routes this node stops announcing
         /// (a Service moving away, an advertisement or exclusion label no longer selecting
         /// the node, the speaker stopping on a cordoned or deleted node, or any stop for peers
@@ -145,6 +153,7 @@ struct RunArgs {
     metrics_addr: String,
     rejoin_hold_down_ms: u64,
     release_grace_ms: u64,
+    l2_quorum: bool,
     graceful_shutdown_seconds: u64,
 }
 
@@ -256,6 +265,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         bgp_status: Default::default(),
         bgp_graceful_shutdown: std::time::Duration::from_secs(args.graceful_shutdown_seconds),
         tie_break: None,
+        l2_quorum: args.l2_quorum,
     };
     runtime.block_on(async move {
         tracing::info!(node = %args.node_name, source = %args.source, "ferrolb-speaker starting");
@@ -380,6 +390,7 @@ fn main() -> ExitCode {
             metrics_addr,
             rejoin_hold_down_ms,
             release_grace_ms,
+            l2_quorum,
             graceful_shutdown_seconds,
         } => match run(RunArgs {
             source,
@@ -394,6 +405,7 @@ fn main() -> ExitCode {
             metrics_addr,
             rejoin_hold_down_ms,
             release_grace_ms,
+            l2_quorum,
             graceful_shutdown_seconds,
         }) {
             Ok(()) => ExitCode::SUCCESS,

@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub bgp_graceful_shutdown: Duration,
     /// The tie-breaker Lease (kube mode); `None`: ties go to the first node by name.
     pub tie_break: Option<TieBreak>,
+    /// Follow the L2 quorum (with membership); `false`: plan from the live set alone.
+    pub l2_quorum: bool,
 }
 
 /// The run loop's side of the tie-breaker Lease ([`crate::quorum`]).
@@ -184,7 +186,7 @@ pub async fn run_observed(
             continue;
         };
         let mut held = BTreeSet::new();
-        let with_membership = matches!(liveness, Liveness::Members { .. });
+        let with_quorum = opts.l2_quorum && matches!(liveness, Liveness::Members { .. });
         let live: BTreeSet<String> = match &mut liveness {
             Liveness::EveryNode => snapshot.nodes.iter().map(|n| n.name.clone()).collect(),
             Liveness::Watch(rx) => rx.borrow_and_update().clone(),
@@ -212,7 +214,7 @@ pub async fn run_observed(
             },
             &held,
         );
-        let now_standing = if with_membership {
+        let now_standing = if with_quorum {
             let tie = match &tie_break {
                 Some(t) => TieBreaker::Holder(t.holder.borrow().clone()),
                 None => TieBreaker::FirstByName,

@@ -53,7 +53,21 @@ struct State {
     /// Whether `members` is published yet (see [`super::Membership::members`]).
     joined: bool,
     started: Instant,
+    /// When an authenticated datagram last came from each address.
+    heard: BTreeMap<SocketAddr, Instant>,
+    /// Members declared down while they were still talking to us, kept live until their
+    /// renewed identity arrives (see [`Driver::still_talking`]), at most until the instant.
+    lingering: BTreeMap<String, (NodeId, Instant)>,
+    /// The source of the datagram being handled: a member's own word that it is down (a
+    /// graceful leave) is believed at once.
+    handling_from: Option<SocketAddr>,
 }
+
+/// A member declared down that sent us something this recently is alive: it was declared down
+/// by others (a healed partition gossips its stale verdicts) and is renewing its identity.
+const TALKING: Duration = Duration::from_millis(60);
+/// How long such a member is kept live while its renewed identity is on the way.
+const LINGER_AT_MOST: Duration = Duration::from_secs(2);
 
 impl Driver {
     pub async fn run(mut self) {
@@ -82,6 +96,9 @@ impl Driver {
             since: BTreeMap::new(),
             joined: false,
             started: Instant::now(),
+            heard: BTreeMap::new(),
+            lingering: BTreeMap::new(),
+            handling_from: None,
         };
         st.since
             .insert(self.me.name.clone(), (self.me.generation, Instant::now()));
@@ -93,9 +110,15 @@ impl Driver {
         let mut buf = vec![0u8; 65536];
         loop {
             let next = st.timers.keys().next().map(|(at, _)| *at);
+            // While a member lingers, look again soon whether it still talks.
+            let linger_check = (!st.lingering.is_empty()).then(|| Instant::now() + TALKING / 3);
             tokio::select! {
+                _ = sleep_until_opt(linger_check) => self.publish(&mut st),
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.on_datagram(&mut st, &buf[..n], from),
+                    Ok((n, from)) => {
+                        self.on_datagram(&mut st, &buf[..n], from);
+                        st.handling_from = Some(from);
+                    }
                     Err(e) => {
                         // ICMP errors surface here on some kernels; never fatal.
                         tracing::debug!(error = %e, "membership recv error");
@@ -122,6 +145,7 @@ impl Driver {
                 },
             }
             self.drain(&mut st);
+            st.handling_from = None;
         }
     }
 
@@ -143,6 +167,7 @@ impl Driver {
                 return;
             }
         };
+        st.heard.insert(from, Instant::now());
         if let Err(e) = st.swim.handle_data(payload, &mut st.rt) {
             self.stats.dropped_protocol.fetch_add(1, Relaxed);
             tracing::debug!(%from, error = %e, "membership payload refused");
@@ -257,7 +282,14 @@ impl Driver {
                 }
                 OwnedNotification::MemberDown(id) => {
                     self.stats.member_down.fetch_add(1, Relaxed);
-                    tracing::warn!(node = %id.name, "speaker down");
+                    let own_word = st.handling_from == Some(id.addr);
+                    if !own_word && self.still_talking(st, id) {
+                        tracing::info!(node = %id.name, "declared down but still talking to us: kept live while it renews");
+                        st.lingering
+                            .insert(id.name.clone(), (id.clone(), now + LINGER_AT_MOST));
+                    } else {
+                        tracing::warn!(node = %id.name, "speaker down");
+                    }
                 }
                 OwnedNotification::Rejoin(id) => {
                     tracing::warn!(
@@ -274,12 +306,36 @@ impl Driver {
         }
     }
 
+    /// Whether `id`'s address sent us an authenticated datagram within [`TALKING`]. A member
+    /// that really died is declared down 75 ms or more after its last datagram, so this never
+    /// keeps a dead member alive for more than a few milliseconds.
+    fn still_talking(&self, st: &State, id: &NodeId) -> bool {
+        st.heard
+            .get(&id.addr)
+            .is_some_and(|at| at.elapsed() < TALKING)
+    }
+
     fn publish(&self, st: &mut State) {
         let now = Instant::now();
         let me = st.swim.identity().clone();
         let mut members = BTreeMap::new();
         let mut current = vec![me];
         current.extend(st.swim.iter_members().map(|m| m.id().clone()));
+        // Lingering members stay until their new identity is a member, they fall silent, or
+        // their time is up.
+        let present: BTreeSet<String> = current.iter().map(|id| id.name.clone()).collect();
+        let lingering = std::mem::take(&mut st.lingering);
+        for (name, (id, until)) in lingering {
+            if present.contains(&name) {
+                continue;
+            }
+            if now < until && self.still_talking(st, &id) {
+                current.push(id.clone());
+                st.lingering.insert(name, (id, until));
+            } else {
+                tracing::warn!(node = %name, "speaker down");
+            }
+        }
         for id in current {
             let since = match st.since.get(&id.name) {
                 Some((g, at)) if *g == id.generation => *at,
