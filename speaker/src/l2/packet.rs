@@ -148,22 +148,52 @@ fn parse_arp(arp: &[u8]) -> Result<Query, Ignored> {
     })
 }
 
+/// Extension headers a Neighbor Solicitation may come after (RFC 8200 4.1): Hop-by-Hop
+/// Options, Destination Options, Routing. Each is `next header(1) length(1, 8-byte units not
+/// counting the first 8)`, then its data. A Fragment header (44) is not walked: RFC 6980 forbids
+/// fragmented Neighbor Discovery.
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const DESTINATION_OPTIONS: u8 = 60;
+/// At most this many extension headers before ICMPv6 (a bound against crafted chains).
+const MAX_EXTENSION_HEADERS: usize = 8;
+
 /*
- Neighbor Solicitation (RFC 4861 4.3), after the IPv6 header (next header 58, hop limit 255):
+ Neighbor Solicitation (RFC 4861 4.3), after the IPv6 header (hop limit 255) and any extension
+ headers ending in next header 58:
   type(1)=135 code(1)=0 checksum(2) reserved(4) target(16) options: type(1) len(1, x8 bytes) ...
 */
 fn parse_ns(ip: &[u8], frame_source: MacAddr) -> Result<Query, Ignored> {
-    if ip.len() < IPV6_HEADER + 24 {
+    if ip.len() < IPV6_HEADER {
         return Err(Ignored::Truncated);
     }
-    if ip[0] >> 4 != 6 || ip[6] != ICMPV6 {
+    if ip[0] >> 4 != 6 {
         return Err(Ignored::NotAQuery);
     }
     let payload_len = usize::from(be16(ip, 4));
-    if ip.len() < IPV6_HEADER + payload_len || payload_len < 24 {
+    if ip.len() < IPV6_HEADER + payload_len {
         return Err(Ignored::Truncated);
     }
-    let icmp = &ip[IPV6_HEADER..IPV6_HEADER + payload_len];
+    let end = IPV6_HEADER + payload_len;
+    let (mut next, mut at) = (ip[6], IPV6_HEADER);
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        if !matches!(next, HOP_BY_HOP | ROUTING | DESTINATION_OPTIONS) {
+            break;
+        }
+        if at + 2 > end {
+            return Err(Ignored::Truncated);
+        }
+        let len = (usize::from(ip[at + 1]) + 1) * 8;
+        next = ip[at];
+        at += len;
+    }
+    if next != ICMPV6 {
+        return Err(Ignored::NotAQuery);
+    }
+    if at + 24 > end {
+        return Err(Ignored::Truncated);
+    }
+    let icmp = &ip[at..end];
     if icmp[0] != NEIGHBOR_SOLICITATION {
         return Err(Ignored::NotAQuery);
     }

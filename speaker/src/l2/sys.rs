@@ -13,11 +13,17 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const ETH_P_ALL: u16 = 0x0003;
 
-/// Classic BPF, run by the kernel before a frame is queued to us: pass ARP requests and ICMPv6
-/// Neighbor Solicitations (without extension headers, as RFC 4861 senders send them), drop the
-/// rest, so a busy segment costs the speaker nothing. The offsets are checked by a test that
-/// runs the program on real frames.
+/// Classic BPF, run by the kernel before a frame is queued to us: pass ARP requests, ICMPv6
+/// Neighbor Solicitations, and IPv6 packets whose first header is an extension header
+/// (Hop-by-Hop, Destination Options or Routing: a solicitation may follow it; the parser walks
+/// the chain, and such packets are rare), drop the rest, so a busy segment costs the speaker
+/// nothing. Frames that arrived with a VLAN tag are dropped: Linux takes the tag off before
+/// packet sockets see the frame, so without this check a question asked on VLAN 100 would be
+/// answered untagged, on the native VLAN. The VLAN's own interface (eth0.100) answers it,
+/// tagged, when the advertisement selects it. The offsets are checked by a test that runs the
+/// program on real frames.
 fn filter_program() -> Vec<libc::sock_filter> {
+    const LDW_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     const LDH_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
     const LDB_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
     const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
@@ -25,19 +31,27 @@ fn filter_program() -> Vec<libc::sock_filter> {
     let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     // Jump offsets count from the next instruction.
     vec![
-        op(LDH_ABS, 0, 0, 12),        // 0: A = ethertype
-        op(JEQ_K, 0, 2, 0x0806),      // 1: ARP -> 2, else -> 4
-        op(LDH_ABS, 0, 0, 20),        // 2: A = ARP operation
-        op(JEQ_K, 5, 6, 1),           // 3: request -> 9 accept, else -> 10 drop
-        op(JEQ_K, 0, 5, 0x86dd),      // 4: IPv6 -> 5, else -> 10 drop
-        op(LDB_ABS, 0, 0, 20),        // 5: A = next header
-        op(JEQ_K, 0, 3, 58),          // 6: ICMPv6 -> 7, else -> 10 drop
-        op(LDB_ABS, 0, 0, 54),        // 7: A = ICMPv6 type
-        op(JEQ_K, 0, 1, 135),         // 8: Neighbor Solicitation -> 9, else -> 10 drop
-        op(RET_K, 0, 0, 0x0004_0000), // 9: accept (the whole frame)
-        op(RET_K, 0, 0, 0),           // 10: drop
+        op(LDW_ABS, 0, 0, VLAN_TAG_PRESENT), // 0: A = 1 if the frame had a VLAN tag
+        op(JEQ_K, 0, 13, 0),                 // 1: untagged -> 2, else -> 15 drop
+        op(LDH_ABS, 0, 0, 12),               // 2: A = ethertype
+        op(JEQ_K, 0, 2, 0x0806),             // 3: ARP -> 4, else -> 6
+        op(LDH_ABS, 0, 0, 20),               // 4: A = ARP operation
+        op(JEQ_K, 8, 9, 1),                  // 5: request -> 14 accept, else -> 15 drop
+        op(JEQ_K, 0, 8, 0x86dd),             // 6: IPv6 -> 7, else -> 15 drop
+        op(LDB_ABS, 0, 0, 20),               // 7: A = next header
+        op(JEQ_K, 0, 2, 58),                 // 8: ICMPv6 -> 9, else -> 11
+        op(LDB_ABS, 0, 0, 54),               // 9: A = ICMPv6 type
+        op(JEQ_K, 3, 4, 135),                // 10: Neighbor Solicitation -> 14, else -> 15
+        op(JEQ_K, 2, 0, 0),                  // 11: Hop-by-Hop -> 14, else -> 12
+        op(JEQ_K, 1, 0, 60),                 // 12: Destination Options -> 14, else -> 13
+        op(JEQ_K, 0, 1, 43),                 // 13: Routing -> 14, else -> 15 drop
+        op(RET_K, 0, 0, 0x0004_0000),        // 14: accept (the whole frame)
+        op(RET_K, 0, 0, 0),                  // 15: drop
     ]
 }
+
+/// The classic BPF ancillary load "VLAN tag present" (SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT).
+const VLAN_TAG_PRESENT: u32 = (-0x1000i32 + 48) as u32;
 
 /// An AF_PACKET raw socket bound to one interface, non-blocking, that receives only ARP
 /// requests and Neighbor Solicitations arriving on it (never our own outgoing frames).
@@ -190,9 +204,10 @@ impl AsRawFd for PacketSocket {
     }
 }
 
-/// Runs the filter program on `frame` the way the kernel does (for tests of the offsets).
+/// Runs the filter program on `frame` the way the kernel does (for tests of the offsets),
+/// `tagged`: whether it arrived with a VLAN tag (which the kernel keeps out of the data).
 #[cfg(test)]
-fn run_filter(frame: &[u8]) -> u32 {
+fn run_filter_tagged(frame: &[u8], tagged: bool) -> u32 {
     let program = filter_program();
     let mut a: u32 = 0;
     let mut pc = 0usize;
@@ -200,6 +215,10 @@ fn run_filter(frame: &[u8]) -> u32 {
         let ins = &program[pc];
         let class = u32::from(ins.code) & 0x07;
         match class {
+            c if c == libc::BPF_LD && ins.k == VLAN_TAG_PRESENT => {
+                a = u32::from(tagged);
+                pc += 1;
+            }
             c if c == libc::BPF_LD => {
                 let at = ins.k as usize;
                 let size = if u32::from(ins.code) & 0x18 == libc::BPF_H {
@@ -226,6 +245,11 @@ fn run_filter(frame: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
+fn run_filter(frame: &[u8]) -> u32 {
+    run_filter_tagged(frame, false)
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::l2::packet::{gratuitous_arp, unsolicited_advertisement, MacAddr};
@@ -244,9 +268,29 @@ mod tests {
         let mut udp = na;
         udp[20] = 17;
         assert_eq!(run_filter(&udp), 0, "UDP over IPv6");
-        let mut ipv4 = request;
+        let mut ipv4 = request.clone();
         ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
         assert_eq!(run_filter(&ipv4), 0, "IPv4");
         assert_eq!(run_filter(&[0u8; 10]), 0, "runt");
+        // Asked on a VLAN: not ours to answer on this interface.
+        assert_eq!(run_filter_tagged(&request, true), 0, "tagged ARP request");
+        assert_eq!(run_filter_tagged(&ns, true), 0, "tagged solicitation");
+        // Extension headers first: to the parser, which walks them.
+        for (next_header, what) in [
+            (0u8, "Hop-by-Hop"),
+            (60, "Destination Options"),
+            (43, "Routing"),
+        ] {
+            let mut with = ns.clone();
+            with[20] = next_header;
+            assert_ne!(run_filter(&with), 0, "{what}");
+        }
+        let mut fragment = ns.clone();
+        fragment[20] = 44;
+        assert_eq!(
+            run_filter(&fragment),
+            0,
+            "fragment (RFC 6980: never for ND)"
+        );
     }
 }

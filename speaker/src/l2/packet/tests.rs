@@ -125,6 +125,68 @@ fn neighbor_solicitation_is_validated_and_answered() {
     );
 }
 
+/// `frame` (an NS from [`ns_frame`]) with extension headers `(kind, 8-byte units beyond the
+/// first 8)` between the IPv6 header and ICMPv6, each padded with PadN.
+fn with_extension_headers(frame: &[u8], headers: &[(u8, u8)]) -> Vec<u8> {
+    let (eth, rest) = frame.split_at(14);
+    let (ip, icmp) = rest.split_at(40);
+    let mut chain = Vec::new();
+    let mut kinds: Vec<u8> = headers.iter().map(|h| h.0).collect();
+    kinds.push(ICMPV6);
+    for (i, (_, units)) in headers.iter().enumerate() {
+        let len = (usize::from(*units) + 1) * 8;
+        let mut h = vec![kinds[i + 1], *units, 1, (len - 4) as u8];
+        h.resize(len, 0);
+        chain.extend_from_slice(&h);
+    }
+    let mut out = eth.to_vec();
+    let mut header = ip.to_vec();
+    header[6] = kinds[0];
+    let payload = (chain.len() + icmp.len()) as u16;
+    header[4..6].copy_from_slice(&payload.to_be_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&chain);
+    out.extend_from_slice(icmp);
+    out
+}
+
+#[test]
+fn solicitations_after_extension_headers_are_answered() {
+    let vip: Ipv6Addr = "2001:db8::10".parse().unwrap();
+    let client: Ipv6Addr = "2001:db8::99".parse().unwrap();
+    let plain = ns_frame(client, vip, Some(CLIENT), 255);
+    let want = parse_query(&plain).unwrap();
+    for headers in [
+        vec![(HOP_BY_HOP, 0)],
+        vec![(DESTINATION_OPTIONS, 1)],
+        vec![(HOP_BY_HOP, 0), (DESTINATION_OPTIONS, 0)],
+        vec![(HOP_BY_HOP, 0), (ROUTING, 0), (DESTINATION_OPTIONS, 2)],
+    ] {
+        let frame = with_extension_headers(&plain, &headers);
+        assert_eq!(parse_query(&frame), Ok(want), "{headers:?}");
+        // The answer is the usual one: no extension headers of ours.
+        assert_eq!(
+            answer(&want, OURS, |_| true),
+            answer(&parse_query(&frame).unwrap(), OURS, |_| true)
+        );
+    }
+    // A fragment header is not walked (RFC 6980), an unknown one neither.
+    let mut fragment = with_extension_headers(&plain, &[(HOP_BY_HOP, 0)]);
+    fragment[14 + 6] = 44;
+    assert_eq!(parse_query(&fragment), Err(Ignored::NotAQuery));
+    // A chain longer than the bound, or running past the payload, is refused cleanly.
+    let long = with_extension_headers(&plain, &[(DESTINATION_OPTIONS, 0); 9]);
+    assert_eq!(parse_query(&long), Err(Ignored::NotAQuery));
+    let mut past = with_extension_headers(&plain, &[(HOP_BY_HOP, 0)]);
+    past[14 + 40 + 1] = 200;
+    assert_eq!(parse_query(&past), Err(Ignored::Truncated));
+    // Still validated: the checksum covers the ICMPv6 message after the chain.
+    let mut bad = with_extension_headers(&plain, &[(HOP_BY_HOP, 0)]);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(parse_query(&bad), Err(Ignored::InvalidSolicitation));
+}
+
 #[test]
 fn duplicate_address_detection_is_answered_to_all_nodes() {
     let vip: Ipv6Addr = "2001:db8::10".parse().unwrap();
