@@ -96,6 +96,17 @@ enum Command {
         /// the first dies).
         #[arg(long, env = "FERROLB_L2_QUORUM", default_value_t = true, action = clap::ArgAction::Set)]
         l2_quorum: bool,
+        /// L2: seconds between the gratuitous ARP / unsolicited NA refreshes of each owned
+        /// address after its takeover burst (switch forwarding tables age out, usually after
+        /// 300 s); 0: none.
+        #[arg(long, env = "FERROLB_L2_REFRESH_SECONDS", default_value_t = 60,
+              value_parser = refresh_seconds)]
+        l2_refresh_seconds: u64,
+        /// L2: at most this many refreshes per second over all addresses (takeovers are never
+        /// held back).
+        #[arg(long, env = "FERROLB_L2_REFRESH_RATE", default_value_t = ferrolb_speaker::l2::schedule::DEFAULT_REFRESH_RATE,
+              value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        l2_refresh_rate: u32,
         /// BGP graceful shutdown (RFC 8326), in seconds: routes this node stops announcing
         /// (a Service moving away, an advertisement or exclusion label no longer selecting
         /// the node, the speaker stopping on a cordoned or deleted node, or any stop for peers
@@ -154,7 +165,19 @@ struct RunArgs {
     rejoin_hold_down_ms: u64,
     release_grace_ms: u64,
     l2_quorum: bool,
+    l2_refresh_seconds: u64,
+    l2_refresh_rate: u32,
     graceful_shutdown_seconds: u64,
+}
+
+/// 0 (no refresh) or 5 to 3600 seconds.
+fn refresh_seconds(text: &str) -> Result<u64, String> {
+    let n: u64 = text.parse().map_err(|e| format!("{e}"))?;
+    if n == 0 || (5..=3600).contains(&n) {
+        Ok(n)
+    } else {
+        Err("0 (no refresh) or 5 to 3600".into())
+    }
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -255,7 +278,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         l2: L2Options {
             node: args.node_name.clone(),
             exclusions,
-            schedule: Default::default(),
+            schedule: ferrolb_speaker::l2::schedule::Schedule {
+                refresh: std::time::Duration::from_secs(args.l2_refresh_seconds),
+                refresh_rate: args.l2_refresh_rate,
+                ..Default::default()
+            },
             release_grace: std::time::Duration::from_millis(args.release_grace_ms),
             sys_class_net: "/sys/class/net".into(),
             metrics: health.metrics.clone(),
@@ -391,6 +418,8 @@ fn main() -> ExitCode {
             rejoin_hold_down_ms,
             release_grace_ms,
             l2_quorum,
+            l2_refresh_seconds,
+            l2_refresh_rate,
             graceful_shutdown_seconds,
         } => match run(RunArgs {
             source,
@@ -406,6 +435,8 @@ fn main() -> ExitCode {
             rejoin_hold_down_ms,
             release_grace_ms,
             l2_quorum,
+            l2_refresh_seconds,
+            l2_refresh_rate,
             graceful_shutdown_seconds,
         }) {
             Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,10 @@
 //! frames lost on the way (+50 ms, +250 ms), then after 1.1 s and 2.2 s for kernels older than
 //! 4.12 that ignore updates within 1 s of the last one, then every minute so switch MAC tables
 //! (which age out after about 300 s) and clients that missed everything learn it too.
+//!
+//! The refreshes are rate-limited across all addresses (a token bucket, `refresh_rate` per
+//! second): a node that took over thousands of addresses at once would otherwise refresh them
+//! all in the same millisecond every minute. Takeover bursts are never held back.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,7 +19,13 @@ pub struct Schedule {
     pub burst: Vec<Duration>,
     /// Period of the announcements after the burst (zero: none).
     pub refresh: Duration,
+    /// At most this many refresh announcements per second, over all addresses (zero: no
+    /// limit).
+    pub refresh_rate: u32,
 }
+
+/// The default refresh rate: 500 addresses per second refreshes 30,000 addresses a minute.
+pub const DEFAULT_REFRESH_RATE: u32 = 500;
 
 impl Default for Schedule {
     fn default() -> Self {
@@ -25,11 +35,17 @@ impl Default for Schedule {
                 .map(Duration::from_millis)
                 .collect(),
             refresh: Duration::from_secs(60),
+            refresh_rate: DEFAULT_REFRESH_RATE,
         }
     }
 }
 
 impl Schedule {
+    /// Whether announcement number `n` is a refresh (after the burst).
+    pub fn is_refresh(&self, n: usize) -> bool {
+        n >= self.burst.len()
+    }
+
     /// Offset from the takeover of announcement number `n` (from 0); `None` when there is none.
     pub fn offset(&self, n: usize) -> Option<Duration> {
         if let Some(&d) = self.burst.get(n) {
@@ -56,13 +72,21 @@ struct Entry {
 pub struct Announcements<K: Ord + Clone> {
     schedule: Schedule,
     entries: BTreeMap<K, Entry>,
+    /// Refresh tokens left, and when they were last counted.
+    tokens: f64,
+    counted: Option<Instant>,
+    /// Refreshes are due but wait for tokens until then.
+    throttled_until: Option<Instant>,
 }
 
 impl<K: Ord + Clone> Announcements<K> {
     pub fn new(schedule: Schedule) -> Self {
         Announcements {
+            tokens: f64::from(schedule.refresh_rate),
             schedule,
             entries: BTreeMap::new(),
+            counted: None,
+            throttled_until: None,
         }
     }
 
@@ -88,17 +112,46 @@ impl<K: Ord + Clone> Announcements<K> {
         self.entries.keys()
     }
 
+    /// Takes a refresh token at `now`, if one is left (always, without a limit).
+    fn take_token(&mut self, now: Instant) -> bool {
+        let rate = f64::from(self.schedule.refresh_rate);
+        if rate == 0.0 {
+            return true;
+        }
+        let elapsed = self
+            .counted
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.counted = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Keys to announce at `now`, each once however many of its times have passed (a late
-    /// wake-up sends one announcement, not a burst of stale ones).
+    /// wake-up sends one announcement, not a burst of stale ones); refreshes only as far as the
+    /// rate allows, the others stay due.
     pub fn due(&mut self, now: Instant) -> Vec<K> {
         let mut due = Vec::new();
-        for (key, e) in &mut self.entries {
+        self.throttled_until = None;
+        let keys: Vec<K> = self.entries.keys().cloned().collect();
+        for key in keys {
+            let e = &self.entries[&key];
             let Some(at) = self.schedule.offset(e.next) else {
                 continue;
             };
             if e.since + at > now {
                 continue;
             }
+            if self.schedule.is_refresh(e.next) && !self.take_token(now) {
+                let wait = Duration::from_secs_f64(1.0 / f64::from(self.schedule.refresh_rate));
+                self.throttled_until = Some(now + wait);
+                continue;
+            }
+            let e = self.entries.get_mut(&key).expect("listed above");
             due.push(key.clone());
             e.next += 1;
             while let Some(at) = self.schedule.offset(e.next) {
@@ -111,11 +164,18 @@ impl<K: Ord + Clone> Announcements<K> {
         due
     }
 
-    /// When `due` next has something to return.
+    /// When `due` next has something to return (a refresh held back by the rate: when a
+    /// token is back).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.entries
             .values()
-            .filter_map(|e| Some(e.since + self.schedule.offset(e.next)?))
+            .filter_map(|e| {
+                let at = e.since + self.schedule.offset(e.next)?;
+                Some(match self.throttled_until {
+                    Some(t) if self.schedule.is_refresh(e.next) => at.max(t),
+                    _ => at,
+                })
+            })
             .min()
     }
 }
@@ -147,6 +207,7 @@ mod tests {
         let s = Schedule {
             burst: vec![ms(0), ms(10)],
             refresh: Duration::ZERO,
+            refresh_rate: 0,
         };
         assert_eq!(s.offset(1), Some(ms(10)));
         assert_eq!(s.offset(2), None);
@@ -175,6 +236,56 @@ mod tests {
             }
         }
         assert_eq!(sent, vec![0, 50, 250, 1100, 2200, 62_200]);
+    }
+
+    #[test]
+    fn refreshes_are_spread_by_the_rate_and_bursts_never_wait() {
+        let s = Schedule {
+            burst: vec![ms(0)],
+            refresh: Duration::from_secs(60),
+            refresh_rate: 100,
+        };
+        let mut a = Announcements::new(s);
+        let t0 = Instant::now();
+        for k in 0..1000 {
+            a.start(k, t0);
+        }
+        // A takeover of 1,000 addresses announces them all at once.
+        assert_eq!(a.due(t0).len(), 1000);
+        // A minute later their refreshes come at 100 a second (the bucket starts full).
+        let at = t0 + Duration::from_secs(60);
+        let mut sent_by: Vec<(u64, usize)> = Vec::new();
+        let mut total = 0;
+        let mut t = at;
+        let mut wakeups = 0;
+        while total < 1000 && wakeups < 10_000 {
+            total += a.due(t).len();
+            sent_by.push(((t - at).as_millis() as u64, total));
+            let next = a.next_deadline().unwrap();
+            assert!(next > t, "the loop never spins");
+            t = next;
+            wakeups += 1;
+        }
+        assert_eq!(total, 1000);
+        let after = |ms_: u64| {
+            sent_by
+                .iter()
+                .filter(|(m, _)| *m <= ms_)
+                .map(|s| s.1)
+                .max()
+                .unwrap()
+        };
+        assert!(after(0) <= 100, "{}", after(0));
+        assert!((150..=250).contains(&after(1000)), "{}", after(1000));
+        let done = sent_by.iter().find(|s| s.1 == 1000).unwrap().0;
+        assert!(
+            (8_500..=9_500).contains(&done),
+            "all refreshed after {done} ms"
+        );
+        // A new takeover meanwhile is not held back.
+        a.start(5000, at + ms(10));
+        let sent_now = a.due(at + ms(10));
+        assert!(sent_now.contains(&5000));
     }
 
     #[test]
