@@ -237,33 +237,62 @@ fn secs(ns: u128) -> f64 {
     ns as f64 / 1e9
 }
 
-/// Runs one partition scenario: `nodes` speakers, membership cut between `side_a` and the
-/// rest; returns what the client saw before, during (after detection) and after the cut, and
-/// the nodes (by MAC) that are expected to answer during it.
-fn scenario(tag: &str, nodes: usize, side_a: &[usize], winners: &[usize]) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIP: L2 partition lab test {why}");
-        return;
+/// A running lab: speakers with membership on `nodes` nodes, every one of them planned.
+struct Running {
+    lab: L2Lab,
+    dir: PathBuf,
+    nodes: usize,
+    _speakers: Vec<LabProcess>,
+}
+
+impl Running {
+    /// `None` (with the reason printed) where the lab cannot run.
+    fn start(tag: &str, nodes: usize) -> Option<Running> {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIP: L2 partition lab test {why}");
+            return None;
+        }
+        if ferrolb_e2e::lab::run("sh", &["-c", "command -v iptables-legacy"]).is_err() {
+            eprintln!("SKIP: L2 partition lab test needs iptables-legacy");
+            return None;
+        }
+        let speaker = speaker_binary().unwrap();
+        let lab = L2Lab::new(tag, nodes).unwrap();
+        let dir = PathBuf::from("/tmp/ferrolb-lab").join(tag);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        ferrolb_e2e::lab::l2_scenario::write_manifest_text(&dir, &manifests(nodes)).unwrap();
+        let speakers = (1..=nodes)
+            .map(|i| start_speaker(&lab, &speaker, &dir, i, &dir, &[]).unwrap())
+            .collect();
+        let r = Running {
+            lab,
+            dir,
+            nodes,
+            _speakers: speakers,
+        };
+        // Every speaker has joined and planned before the client starts asking.
+        for i in 1..=nodes {
+            let log = r.dir.join(format!("speaker-{i}.log"));
+            let joined = ferrolb_e2e::lab::wait_for(
+                Duration::from_secs(15),
+                Duration::from_millis(50),
+                || {
+                    std::fs::read_to_string(&log)
+                        .ok()
+                        .filter(|l| l.contains("plan computed"))
+                },
+            );
+            assert!(joined.is_some(), "node-{i} never planned\n{}", r.logs());
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        Some(r)
     }
-    if ferrolb_e2e::lab::run("sh", &["-c", "command -v iptables-legacy"]).is_err() {
-        eprintln!("SKIP: L2 partition lab test needs iptables-legacy");
-        return;
-    }
-    let started = Instant::now();
-    let speaker = speaker_binary().unwrap();
-    let lab = L2Lab::new(tag, nodes).unwrap();
-    let dir = PathBuf::from("/tmp/ferrolb-lab").join(tag);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    ferrolb_e2e::lab::l2_scenario::write_manifest_text(&dir, &manifests(nodes)).unwrap();
-    let _speakers: Vec<LabProcess> = (1..=nodes)
-        .map(|i| start_speaker(&lab, &speaker, &dir, i, &dir, &[]).unwrap())
-        .collect();
-    let logs = || {
-        (1..=nodes)
+
+    fn logs(&self) -> String {
+        (1..=self.nodes)
             .map(|i| {
-                let log = std::fs::read_to_string(dir.join(format!("speaker-{i}.log")))
+                let log = std::fs::read_to_string(self.dir.join(format!("speaker-{i}.log")))
                     .unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(12).collect();
                 format!(
@@ -273,50 +302,71 @@ fn scenario(tag: &str, nodes: usize, side_a: &[usize], winners: &[usize]) {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// The client asks throughout; 2 s in, `disturb` runs, `hold` seconds later `undo`, and
+    /// the asking goes on 6 s more. Returns every VIP's rounds and when `disturb` and `undo`
+    /// began (unix seconds).
+    fn observe(
+        &self,
+        hold: u64,
+        disturb: &dyn Fn(&L2Lab),
+        undo: &dyn Fn(&L2Lab),
+    ) -> (BTreeMap<String, Vec<Round>>, f64, f64) {
+        let (before, after) = (2u64, 6u64);
+        std::fs::write(ASKER_SECS, (before + hold + after).to_string()).unwrap();
+        let pcap = self.dir.join("client.pcap");
+        let mut capture = Capture::start(self.lab.client.name(), "eth0", "arp", &pcap).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let client = self.lab.client.name().to_string();
+        let asker = std::thread::spawn(move || {
+            let ns = NetNs::existing(&client)?;
+            run_in_netns(&ns, ASKER, Duration::from_secs(before + hold + after + 20))
+        });
+        std::thread::sleep(Duration::from_secs(before));
+        let t_disturb = unix_ns();
+        disturb(&self.lab);
+        std::thread::sleep(Duration::from_secs(hold));
+        let t_undo = unix_ns();
+        undo(&self.lab);
+        let asked = asker.join().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        capture.stop();
+        asked.unwrap_or_else(|e| panic!("asker: {e}"));
+        let all = rounds(&capture_lines(&pcap));
+        assert_eq!(all.len(), VIPS as usize, "{:?}", all.keys());
+        (all, secs(t_disturb), secs(t_undo))
+    }
+}
+
+/// Runs one partition scenario: `nodes` speakers, membership cut between `side_a` and the
+/// rest for the partition time; checks what the client saw before, during (after detection)
+/// and after the cut, and that only `winners` answered during it.
+fn scenario(tag: &str, nodes: usize, side_a: &[usize], winners: &[usize]) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(r) = Running::start(tag, nodes) else {
+        return;
     };
-    // Every speaker has joined and planned before the client starts asking.
-    for i in 1..=nodes {
-        let log = dir.join(format!("speaker-{i}.log"));
-        let joined =
-            ferrolb_e2e::lab::wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
-                std::fs::read_to_string(&log)
-                    .ok()
-                    .filter(|l| l.contains("plan computed"))
-            });
-        assert!(joined.is_some(), "node-{i} never planned\n{}", logs());
-    }
-    std::thread::sleep(Duration::from_secs(2));
-
+    let started = Instant::now();
     let hold = partition_secs();
-    let (before, after) = (2u64, 6u64);
-    std::fs::write(ASKER_SECS, (before + hold + after).to_string()).unwrap();
-    let pcap = dir.join("client.pcap");
-    let mut capture = Capture::start(lab.client.name(), "eth0", "arp", &pcap).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let client = lab.client.name().to_string();
-    let asker = std::thread::spawn(move || {
-        let ns = NetNs::existing(&client)?;
-        run_in_netns(&ns, ASKER, Duration::from_secs(before + hold + after + 20))
-    });
-    std::thread::sleep(Duration::from_secs(before));
+    let before = 2u64;
     let side_b: Vec<usize> = (1..=nodes).filter(|i| !side_a.contains(i)).collect();
-    let t_cut = unix_ns();
-    for &i in side_a {
-        cut(lab.node(i), &side_b);
-    }
-    std::thread::sleep(Duration::from_secs(hold));
-    let t_heal = unix_ns();
-    for &i in side_a {
-        heal(lab.node(i));
-    }
-    let asked = asker.join().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    capture.stop();
-    asked.unwrap_or_else(|e| panic!("asker: {e}"));
-    let all = rounds(&capture_lines(&pcap));
-    assert_eq!(all.len(), VIPS as usize, "{:?}", all.keys());
-
-    let (cut_s, heal_s, detect) = (secs(t_cut), secs(t_heal), DETECTION.as_secs_f64());
+    let (all, cut_s, heal_s) = r.observe(
+        hold,
+        &|lab| {
+            for &i in side_a {
+                cut(lab.node(i), &side_b);
+            }
+        },
+        &|lab| {
+            for &i in side_a {
+                heal(lab.node(i));
+            }
+        },
+    );
+    let logs = || r.logs();
+    let dir = &r.dir;
+    let detect = DETECTION.as_secs_f64();
     let pre = seen(&all, cut_s - before as f64 + 0.5, cut_s);
     let window = seen(&all, cut_s, cut_s + detect);
     // The last round before the heal is left out: its answers may come after it.
@@ -370,7 +420,7 @@ fn scenario(tag: &str, nodes: usize, side_a: &[usize], winners: &[usize]) {
     }
     // Healing moves a VIP at most once (back to the node that stood down, by placement): no
     // flapping from the stale verdicts the two sides exchange when they meet again.
-    let moves = takeovers_since(&dir, nodes, heal_s);
+    let moves = takeovers_since(dir, nodes, heal_s);
     eprintln!("RESULT {tag}: takeovers after healing, by VIP: {moves:?}");
     assert!(
         moves.values().all(|n| *n <= 1),
@@ -407,4 +457,141 @@ fn two_nodes_cut_from_each_other_keep_one_answerer() {
         return;
     }
     scenario("pt2", 2, &[2], &[1]);
+}
+
+fn disturb_secs() -> u64 {
+    std::env::var("FERROLB_DISTURB_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
+/// The longest run of unanswered rounds of any VIP between `from` and `to`, in rounds.
+fn longest_gap(all: &BTreeMap<String, Vec<Round>>, from: f64, to: f64) -> usize {
+    all.values()
+        .map(|rounds| {
+            let (mut run, mut most) = (0, 0);
+            for r in rounds.iter().filter(|r| r.at >= from && r.at < to) {
+                run = if r.macs.is_empty() { run + 1 } else { 0 };
+                most = most.max(run);
+            }
+            most
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn one_way_loss_between_two_speakers_moves_nothing() {
+    if is_child(ASKER) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(r) = Running::start("pt-ow", 3) else {
+        return;
+    };
+    let hold = disturb_secs();
+    // node-3 hears nothing from node-1; node-1 hears node-3 (and both hear node-2).
+    let rule = [
+        "INPUT",
+        "-p",
+        "udp",
+        "--dport",
+        "7946",
+        "-s",
+        "192.0.2.1",
+        "-j",
+        "DROP",
+    ];
+    let (all, from, _) = r.observe(
+        hold,
+        &|lab| {
+            let mut add = vec!["-A"];
+            add.extend(rule);
+            lab.node(3).exec("iptables-legacy", &add).unwrap();
+        },
+        &|lab| heal(lab.node(3)),
+    );
+    let s = seen(&all, from - 1.0, f64::MAX);
+    let moves = takeovers_since(&r.dir, 3, from);
+    eprintln!(
+        "RESULT one-way loss node-1 -> node-3 for {hold} s: takeovers {moves:?}, {} doubled and {} unanswered of {} rounds",
+        s.doubles.len(),
+        s.unanswered.len(),
+        s.rounds
+    );
+    assert!(moves.is_empty(), "ownership moved: {moves:?}\n{}", r.logs());
+    assert!(
+        s.doubles.is_empty(),
+        "{:?}",
+        &s.doubles[..s.doubles.len().min(5)]
+    );
+    assert!(
+        s.unanswered.is_empty(),
+        "{:?}",
+        &s.unanswered[..s.unanswered.len().min(5)]
+    );
+}
+
+#[test]
+fn a_flapping_link_never_leaves_a_vip_unanswered() {
+    if is_child(ASKER) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(r) = Running::start("pt-fl", 3) else {
+        return;
+    };
+    let hold = disturb_secs();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flapper: std::sync::Mutex<Option<std::thread::JoinHandle<usize>>> = Default::default();
+    let flaps_of = r.lab.node(3).name().to_string();
+    let (all, from, to) = r.observe(
+        hold,
+        &|_| {
+            let (stop, ns) = (stop.clone(), flaps_of.clone());
+            *flapper.lock().unwrap() = Some(std::thread::spawn(move || {
+                let ns = NetNs::existing(&ns).unwrap();
+                let mut flaps = 0;
+                // Down and up every 300 ms (bounded by the stop flag the undo sets).
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && flaps < 10_000 {
+                    let _ = ns.ip(&["link", "set", "eth0", "down"]);
+                    std::thread::sleep(Duration::from_millis(300));
+                    let _ = ns.ip(&["link", "set", "eth0", "up"]);
+                    std::thread::sleep(Duration::from_millis(300));
+                    flaps += 1;
+                }
+                flaps
+            }));
+        },
+        &|lab| {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(t) = flapper.lock().unwrap().take() {
+                let flaps = t.join().unwrap();
+                eprintln!("node-3's link went down and up {flaps} times");
+            }
+            lab.node(3).ip(&["link", "set", "eth0", "up"]).unwrap();
+        },
+    );
+    let moves = takeovers_since(&r.dir, 3, from);
+    let during = seen(&all, from + DETECTION.as_secs_f64(), to);
+    let gap = longest_gap(&all, from, f64::MAX);
+    eprintln!(
+        "RESULT flapping link (node-3, 300 ms down / 300 ms up) for {hold} s and 6 s after: takeovers by VIP {moves:?}; after the first detection window {} doubled, {} unanswered of {} rounds; longest gap {} ms",
+        during.doubles.len(),
+        during.unanswered.len(),
+        during.rounds,
+        gap * EVERY.as_millis() as usize
+    );
+    // Not asserted, reported: each return of the link gives node-3 its share back (its
+    // renewed identity keeps its start time, so `rejoin` does not hold it) and each loss moves
+    // it away again, the old owner answering through its make-before-break grace meanwhile.
+    // Flap damping is an open item (docs/operating.md). What is asserted: no VIP goes
+    // unanswered for longer than a detection window.
+    assert!(
+        gap * (EVERY.as_millis() as usize) <= DETECTION.as_millis() as usize,
+        "a VIP went unanswered for {} ms\n{}",
+        gap * EVERY.as_millis() as usize,
+        r.logs()
+    );
 }
