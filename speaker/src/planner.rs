@@ -41,7 +41,7 @@ pub struct Inputs<'a> {
 pub struct L2Decision {
     pub service: String,
     pub ip: IpAddr,
-    /// Candidates, best first; the first announces.
+    /// Candidates, best first; the first announces. At most [`RANKING_KEPT`].
     pub ranking: Vec<String>,
     /// Interfaces to announce on when this node owns the address; empty: every eligible one.
     pub interfaces: Vec<String>,
@@ -115,6 +115,11 @@ pub fn rank_key(node: &str, ip: IpAddr) -> [u8; 32] {
     h.update(ip.to_string().as_bytes());
     h.finalize().into()
 }
+
+/// How many candidates each L2 decision keeps: the owner and the next ones, which prepare
+/// their frames and sockets ahead of a takeover. A node further down prepares when a new plan
+/// puts it there (after enough deaths to matter).
+pub const RANKING_KEPT: usize = 4;
 
 pub fn plan(inputs: Inputs<'_>) -> NodePlan {
     plan_with_held(inputs, &BTreeSet::new())
@@ -297,6 +302,11 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
         }
     }
     placement::place(&mut out.l2, &unplaced, nodes);
+    // The owner and a few standbys are all anyone uses; the whole ranking would make a plan
+    // grow with Services x nodes (500,000 names for 5,000 addresses on 100 nodes).
+    for d in &mut out.l2 {
+        d.ranking.truncate(RANKING_KEPT);
+    }
     // One route per prefix: attribute sets of several advertisements for the same prefix are
     // merged per peer set (communities united, the highest local preference kept).
     let mut merged: BTreeMap<(IpNet, Vec<String>), BgpRoute> = BTreeMap::new();

@@ -67,23 +67,21 @@ pub fn place(decisions: &mut [L2Decision], unplaced: &[Unplaced<'_>], nodes: &[N
     let mut load: BTreeMap<String, usize> = BTreeMap::new();
     for (ip, _) in order {
         let group = &by_ip[&ip];
-        let leading = |u: &Unplaced<'_>| -> Vec<String> {
+        let leading = |u: &Unplaced<'_>| -> &[String] {
             let d = &decisions[u.index];
-            d.ranking[..u.leading.clamp(1, d.ranking.len())].to_vec()
+            &d.ranking[..u.leading.clamp(1, d.ranking.len())]
         };
         // The first Service's leading tier, in its order, narrowed to the nodes every other
         // Service of the address also leads with.
         let first = leading(group[0]);
-        let common: Vec<String> = first
-            .iter()
-            .filter(|n| group[1..].iter().all(|u| leading(u).contains(n)))
-            .cloned()
-            .collect();
-        let tier = if common.is_empty() { first } else { common };
+        let in_all = |n: &String| group[1..].iter().all(|u| leading(u).contains(n));
+        let narrowed = first.iter().any(in_all);
+        let mut tier = first.iter().filter(|n| !narrowed || in_all(n));
         let owner = tier
-            .iter()
-            .find(|n| load.get(*n).copied().unwrap_or(0) < bound)
-            .unwrap_or(&tier[0])
+            .clone()
+            .find(|n| load.get(n.as_str()).copied().unwrap_or(0) < bound)
+            .or_else(|| tier.next())
+            .expect("a leading tier is never empty")
             .clone();
         *load.entry(owner.clone()).or_default() += 1;
         for u in group {
