@@ -388,7 +388,7 @@ fn container_of(
 }
 
 #[test]
-fn the_speaker_daemonset_runs_on_the_host_network_with_only_net_raw() {
+fn the_speaker_daemonset_runs_on_the_host_network_with_few_capabilities() {
     let ds: DaemonSet = find("ferrolb-speaker");
     assert_eq!(ds.metadata.namespace.as_deref(), Some("ferrolb-system"));
     let spec = ds.spec.unwrap();
@@ -430,10 +430,16 @@ fn the_speaker_daemonset_runs_on_the_host_network_with_only_net_raw() {
     let caps = sc.capabilities.unwrap();
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
     // L2 needs the packet socket only (checked by running the speaker with NET_RAW alone);
-    // BGP mode listens on port 179.
+    // BGP mode listens on port 179; L2Advertisement virtualMAC makes macvlan devices.
     assert_eq!(
         caps.add.as_deref(),
-        Some(&["NET_RAW".to_string(), "NET_BIND_SERVICE".to_string()][..])
+        Some(
+            &[
+                "NET_RAW".to_string(),
+                "NET_BIND_SERVICE".to_string(),
+                "NET_ADMIN".to_string()
+            ][..]
+        )
     );
 
     let ports = c.ports.clone().unwrap_or_default();

@@ -263,7 +263,9 @@ impl Running {
         std::fs::create_dir_all(&dir).unwrap();
         ferrolb_e2e::lab::l2_scenario::write_manifest_text(&dir, &manifests(nodes)).unwrap();
         let speakers = (1..=nodes)
-            .map(|i| start_speaker(&lab, &speaker, &dir, i, &dir, &[]).unwrap())
+            .map(|i| {
+                start_speaker(&lab, &speaker, &dir, i, &dir, &["--l2-quorum", "true"]).unwrap()
+            })
             .collect();
         let r = Running {
             lab,

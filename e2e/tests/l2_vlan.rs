@@ -28,6 +28,9 @@ const PLAIN6: &str = "2001:db8::200";
 /// Asked on VLAN 100 only: not answered (the node has no interface on VLAN 100).
 const TAGGED4: &str = "192.0.2.201";
 const TAGGED6: &str = "2001:db8::201";
+/// Asked with a priority tag only (VLAN ID 0, 802.1p): the native VLAN, answered.
+const PRIORITY4: &str = "192.0.2.202";
+const PRIORITY6: &str = "2001:db8::202";
 
 fn service(name: &str, v4: &str, v6: &str) -> String {
     format!(
@@ -72,11 +75,11 @@ fn solicitation(target: Ipv6Addr, extension_headers: bool) -> Vec<u8> {
     frame
 }
 
-/// `frame` with an 802.1Q tag for VLAN `vlan` after its MAC addresses.
-fn tagged(frame: &[u8], vlan: u16) -> Vec<u8> {
+/// `frame` with an 802.1Q tag (`tci`: priority and VLAN ID) after its MAC addresses.
+fn tagged(frame: &[u8], tci: u16) -> Vec<u8> {
     let mut out = frame[..12].to_vec();
     out.extend_from_slice(&[0x81, 0x00]);
-    out.extend_from_slice(&vlan.to_be_bytes());
+    out.extend_from_slice(&tci.to_be_bytes());
     out.extend_from_slice(&frame[12..]);
     out
 }
@@ -102,6 +105,11 @@ fn ask_untagged_and_tagged() {
             100,
         ),
         tagged(&solicitation(TAGGED6.parse().unwrap(), false), 100),
+        tagged(
+            &client_arp_request(PRIORITY4.parse::<Ipv4Addr>().unwrap()),
+            0xa000,
+        ),
+        tagged(&solicitation(PRIORITY6.parse().unwrap(), false), 0xa000),
     ];
     for _ in 0..3 {
         for f in &frames {
@@ -144,12 +152,16 @@ fn tagged_questions_are_not_answered_untagged_and_extension_headers_are_walked()
     let logs = logs_dir(tag);
     let lab = L2Lab::new(tag, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let pool = format!("{PLAIN4}/32, {TAGGED4}/32, \"{PLAIN6}/128\", \"{TAGGED6}/128\"");
-    let services = service("plain", PLAIN4, PLAIN6) + &service("tagged", TAGGED4, TAGGED6);
+    let pool = format!(
+        "{PLAIN4}/32, {TAGGED4}/32, {PRIORITY4}/32, \"{PLAIN6}/128\", \"{TAGGED6}/128\", \"{PRIORITY6}/128\""
+    );
+    let services = service("plain", PLAIN4, PLAIN6)
+        + &service("tagged", TAGGED4, TAGGED6)
+        + &service("priority", PRIORITY4, PRIORITY6);
     write_manifest_text(dir.path(), &manifests(&pool, &services)).unwrap();
     let speaker = speaker_binary().unwrap();
     let p: LabProcess = start_speaker(&lab, &speaker, dir.path(), 1, &logs, &[]).unwrap();
-    for vip in [PLAIN4, PLAIN6, TAGGED4, TAGGED6] {
+    for vip in [PLAIN4, PLAIN6, TAGGED4, TAGGED6, PRIORITY4, PRIORITY6] {
         p.wait_log(&format!("L2: announcing ip={vip}"), Duration::from_secs(10))
             .unwrap();
     }
@@ -160,15 +172,18 @@ fn tagged_questions_are_not_answered_untagged_and_extension_headers_are_walked()
     std::thread::sleep(Duration::from_millis(300));
     capture.stop();
     let lines = capture_lines(&pcap);
-    for vip in [PLAIN4, PLAIN6] {
+    for vip in [PLAIN4, PLAIN6, PRIORITY4, PRIORITY6] {
         let a = answers_to_client(&lines, vip);
         assert!(!a.is_empty(), "{vip}: no answer\n{}", p.log());
         assert!(a.iter().all(|l| !l.contains("vlan")), "{a:#?}");
-        eprintln!("{vip}: {} answers to untagged questions", a.len());
+        eprintln!(
+            "{vip}: {} answers to untagged or priority-tagged questions",
+            a.len()
+        );
     }
     let asked_tagged = lines
         .iter()
-        .filter(|l| l.contains("vlan 100") && (l.contains(TAGGED4) || l.contains(TAGGED6)))
+        .filter(|l| l.contains("vlan 100,") && (l.contains(TAGGED4) || l.contains(TAGGED6)))
         .count();
     assert!(
         asked_tagged >= 6,

@@ -91,11 +91,11 @@ enum Command {
         /// L2 quorum: with membership, answer by L2 only while this speaker sees a majority of
         /// the speakers (ties broken by a Lease in kube mode, by the first node's name in file
         /// mode), so a partition never leaves two nodes answering for one address. `false`:
-        /// every speaker plans from what it sees, as MetalLB does (availability over a single
-        /// answerer: for two-node clusters in file mode, whose second node must take over when
-        /// the first dies).
-        #[arg(long, env = "FERROLB_L2_QUORUM", default_value_t = true, action = clap::ArgAction::Set)]
-        l2_quorum: bool,
+        /// every speaker plans from what it sees, as MetalLB does. Default: true in kube mode;
+        /// false in file mode, which has no API server to tell a dead majority from a cut-off
+        /// one (the last speaker left must take over).
+        #[arg(long, env = "FERROLB_L2_QUORUM", action = clap::ArgAction::Set)]
+        l2_quorum: Option<bool>,
         /// L2: seconds between the gratuitous ARP / unsolicited NA refreshes of each owned
         /// address after its takeover burst (switch forwarding tables age out, usually after
         /// 300 s); 0: none.
@@ -164,7 +164,7 @@ struct RunArgs {
     metrics_addr: String,
     rejoin_hold_down_ms: u64,
     release_grace_ms: u64,
-    l2_quorum: bool,
+    l2_quorum: Option<bool>,
     l2_refresh_seconds: u64,
     l2_refresh_rate: u32,
     graceful_shutdown_seconds: u64,
@@ -292,7 +292,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         bgp_status: Default::default(),
         bgp_graceful_shutdown: std::time::Duration::from_secs(args.graceful_shutdown_seconds),
         tie_break: None,
-        l2_quorum: args.l2_quorum,
+        l2_quorum: args.l2_quorum.unwrap_or(matches!(source, Source::Kube)),
     };
     runtime.block_on(async move {
         tracing::info!(node = %args.node_name, source = %args.source, "ferrolb-speaker starting");

@@ -4,8 +4,8 @@
 //!
 //! The electorate is the set of nodes that should run a speaker, as every speaker reads it
 //! from the same source: eligible Nodes (not excluded from load balancers, network available),
-//! Ready (or of unknown readiness), and not of another OS than Linux (the DaemonSet runs on
-//! Linux nodes only). A node that the API server marks NotReady leaves the electorate, on every
+//! Ready (or of unknown readiness), not of another OS than Linux and without a NoSchedule or
+//! NoExecute taint the speaker DaemonSet does not tolerate (no speaker runs on those). A node that the API server marks NotReady leaves the electorate, on every
 //! side that still reads the API: that is how a cluster that lost most of its speakers for
 //! real (not by a partition) gets its addresses back, about 40 s later (the node controller's
 //! grace period). In file mode the electorate is every Node in the files.
@@ -32,7 +32,7 @@ const OS_LABEL: &str = "kubernetes.io/os";
 pub fn electorate(nodes: &[NodeView]) -> BTreeSet<String> {
     nodes
         .iter()
-        .filter(|n| n.eligible() && !n.not_ready)
+        .filter(|n| n.eligible() && !n.not_ready && !n.untolerated_taint)
         .filter(|n| n.labels.get(OS_LABEL).is_none_or(|os| os == "linux"))
         .map(|n| n.name.clone())
         .collect()
@@ -121,6 +121,7 @@ mod tests {
             excluded: false,
             unschedulable: false,
             not_ready: false,
+            untolerated_taint: false,
         };
         let mut windows = node("win");
         windows.labels.insert(OS_LABEL.into(), "windows".into());
@@ -133,8 +134,33 @@ mod tests {
         // Cordoned nodes still run their speaker: they vote.
         let mut cordoned = node("cordoned");
         cordoned.unschedulable = true;
-        let nodes = [node("plain"), windows, linux, excluded, down, cordoned];
+        let mut gpu = node("gpu");
+        gpu.untolerated_taint = true;
+        let nodes = [node("plain"), windows, linux, excluded, down, cordoned, gpu];
         assert_eq!(electorate(&nodes), set(&["cordoned", "lin", "plain"]));
+    }
+
+    #[test]
+    fn taints_the_daemonset_does_not_tolerate_keep_a_node_out() {
+        let of = |taints: &str| {
+            let node: k8s_openapi::api::core::v1::Node = serde_json::from_str(&format!(
+                r#"{{"metadata": {{"name": "n"}}, "spec": {{"taints": [{taints}]}}}}"#
+            ))
+            .unwrap();
+            NodeView::of(&node).untolerated_taint
+        };
+        assert!(of(
+            r#"{"key": "gpu", "value": "yes", "effect": "NoSchedule"}"#
+        ));
+        assert!(of(r#"{"key": "dedicated", "effect": "NoExecute"}"#));
+        assert!(!of(r#"{"key": "gpu", "effect": "PreferNoSchedule"}"#));
+        assert!(!of(
+            r#"{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}"#
+        ));
+        assert!(!of(
+            r#"{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}"#
+        ));
+        assert!(!of(""));
     }
 
     #[test]

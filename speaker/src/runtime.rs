@@ -26,6 +26,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+/// How long a speaker in a tie keeps what it announces while the tie-breaker Lease is unread.
+const TIE_UNREAD: Duration = Duration::from_secs(1);
+
 /// Which speakers are alive.
 #[derive(Debug)]
 pub enum Liveness {
@@ -116,7 +119,11 @@ pub async fn run_observed(
     let mut l2 = L2Adapter::new(opts.l2);
     let mut tie_break = opts.tie_break.clone();
     let mut tie_open = tie_break.is_some();
-    let mut last_standing = Standing::Majority;
+    let mut last_standing = (Standing::Majority, false);
+    // A tie whose Lease has not been read yet (or not for half a lease): since when, and when
+    // that grace ends.
+    let mut tie_unread_since: Option<Instant> = None;
+    let mut tie_unread_until: Option<Instant> = None;
     opts.health.metrics.set_l2_quorum(true);
     let mut rescan = tokio::time::interval(opts.interface_rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,6 +161,15 @@ pub async fn run_observed(
             }, if tie_open => {
                 tie_open = r.is_ok();
                 r.is_ok()
+            }
+            _ = async {
+                match tie_unread_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tie_unread_until = None;
+                true
             }
             _ = async {
                 match held_until {
@@ -229,18 +245,42 @@ pub async fn run_observed(
                 std::mem::replace(c, tied) != tied
             });
         }
-        if now_standing != last_standing {
-            if now_standing.may_announce() {
+        // Entering a tie, the Lease is read within a round trip: meanwhile keep what this node
+        // announces and take nothing new, for at most TIE_UNREAD (well within the lease, so a
+        // side that lost the API stops before the other may take the Lease over).
+        let unread = now_standing == Standing::TieLost
+            && tie_break
+                .as_ref()
+                .is_some_and(|t| t.holder.borrow().is_none());
+        let mut keep_own = false;
+        if unread {
+            let since = *tie_unread_since.get_or_insert_with(Instant::now);
+            keep_own = since.elapsed() < TIE_UNREAD;
+            tie_unread_until = keep_own.then_some(since + TIE_UNREAD);
+        } else {
+            tie_unread_since = None;
+            tie_unread_until = None;
+        }
+        if (now_standing, keep_own) != last_standing {
+            if keep_own {
+                info!(live = ?live, "L2 quorum: a tie, reading the tie-breaker Lease (keeping what this node announces, taking nothing new)");
+            } else if now_standing.may_announce() {
                 info!(standing = now_standing.as_str(), live = ?live, "L2 quorum: announcing again");
             } else {
                 warn!(standing = now_standing.as_str(), live = ?live, "L2 quorum lost: standing down, no layer 2 answers from this node");
             }
-            last_standing = now_standing;
+            last_standing = (now_standing, keep_own);
         }
         opts.health
             .metrics
-            .set_l2_quorum(now_standing.may_announce());
-        if !now_standing.may_announce() {
+            .set_l2_quorum(now_standing.may_announce() || keep_own);
+        if keep_own {
+            for d in &mut p.l2 {
+                if !(d.owner() == Some(node.as_str()) && owned_here.contains(&d.ip)) {
+                    d.ranking.retain(|n| *n != node);
+                }
+            }
+        } else if !now_standing.may_announce() {
             // The other side may hold a majority and takes every address: let go at once, no
             // make-before-break grace (which would mean two owners).
             for d in &mut p.l2 {

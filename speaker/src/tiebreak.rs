@@ -7,8 +7,8 @@
 //! (no holder, or not renewed for its `leaseDurationSeconds` by this node's clock) takes it,
 //! the holder renews it; writes replace the object at the version read, so two contenders
 //! cannot both take it. What is published is the holder as last read, and only for half a
-//! lease duration after that read: a speaker that cannot reach the API server stops counting
-//! on its side's hold well before another side may take the Lease over (a whole duration after
+//! lease duration after that read began (a round that hangs is cut off then): a speaker that
+//! cannot reach the API server stops counting on its side's hold well before another side may take the Lease over (a whole duration after
 //! the last renewal; the other half is the room for clock skew between nodes). Leaving the tie,
 //! the holder releases the Lease so the next tie starts afresh.
 //!
@@ -157,6 +157,13 @@ async fn release(api: &Api<Lease>, me: &str) -> Result<(), kube::Error> {
     }
 }
 
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Starts the tie-breaker task for node `me` on `api` (the speaker's namespace): returns the
 /// run loop's side ([`crate::runtime::TieBreak`]).
 pub fn spawn(
@@ -169,11 +176,17 @@ pub fn spawn(
     let task = tokio::spawn(async move {
         let every = duration / 3;
         let valid_for = duration / 2;
-        let mut last_read: Option<Instant> = None;
+        // The published holder stands until half a lease after the read that found it began.
+        let mut valid_until: Option<Instant> = None;
+        let mut held_by_me = false;
+        let clear = |holder_tx: &watch::Sender<Option<String>>| {
+            holder_tx.send_if_modified(|h| h.take().is_some());
+        };
         loop {
             if !*contend_rx.borrow_and_update() {
-                holder_tx.send_if_modified(|h| h.take().is_some());
-                if last_read.take().is_some() {
+                clear(&holder_tx);
+                valid_until = None;
+                if std::mem::take(&mut held_by_me) {
                     if let Err(e) = release(&api, &me).await {
                         debug!(error = %e, "releasing the tie-breaker Lease");
                     }
@@ -183,28 +196,52 @@ pub fn spawn(
                 }
                 continue;
             }
-            match round(&api, &me, duration).await {
-                Ok(holder) => {
-                    last_read = Some(Instant::now());
+            let began = Instant::now();
+            // A round that hangs (an API server that stopped answering) neither outlives its
+            // own half lease nor keeps an older read valid past its time.
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(valid_for, round(&api, &me, duration)) => Some(r),
+                () = sleep_until_opt(valid_until) => None,
+            };
+            match outcome {
+                None => {
+                    warn!("L2 tie-breaker: no answer from the API server for half a lease; not counting on the Lease");
+                    clear(&holder_tx);
+                    valid_until = None;
+                    continue;
+                }
+                Some(Ok(Ok(Some(holder)))) => {
+                    held_by_me = holder == me;
+                    valid_until = Some(began + valid_for);
                     holder_tx.send_if_modified(|h| {
-                        let changed = *h != holder;
+                        let changed = h.as_deref() != Some(holder.as_str());
                         if changed {
-                            info!(holder = ?holder, "L2 tie-breaker Lease");
+                            info!(holder = %holder, "L2 tie-breaker Lease");
                         }
-                        *h = holder;
+                        *h = Some(holder);
                         changed
                     });
                 }
-                Err(e) => {
+                // A write lost a race (409): what was read before stands until it lapses.
+                Some(Ok(Ok(None))) => {}
+                Some(Ok(Err(e))) => {
                     warn!(error = %e, "L2 tie-breaker: cannot read or write the Lease");
-                    if last_read.is_none_or(|t| t.elapsed() >= valid_for) {
-                        holder_tx.send_if_modified(|h| h.take().is_some());
-                    }
                 }
+                Some(Err(_)) => warn!("L2 tie-breaker: the Lease round timed out"),
             }
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
-                r = contend_rx.changed() => if r.is_err() { return },
+                () = sleep_until_opt(valid_until) => {
+                    clear(&holder_tx);
+                    valid_until = None;
+                }
+                r = contend_rx.changed() => if r.is_err() {
+                    // The run loop ended (shutdown): hand the Lease over at once.
+                    if held_by_me {
+                        let _ = release(&api, &me).await;
+                    }
+                    return;
+                },
             }
         }
     });

@@ -27,7 +27,24 @@ pub struct NodeView {
     pub unschedulable: bool,
     /// The Ready condition is there and not True (the node controller gave up on the kubelet).
     pub not_ready: bool,
+    /// Carries a NoSchedule or NoExecute taint that the speaker DaemonSet does not tolerate
+    /// ([`SPEAKER_TOLERATES`]): no speaker runs there.
+    pub untolerated_taint: bool,
 }
+
+/// Taint keys the speaker's Pods tolerate: the DaemonSet's own (deploy/speaker/daemonset.yaml)
+/// and the ones the DaemonSet controller adds to every daemon Pod.
+pub const SPEAKER_TOLERATES: &[&str] = &[
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+    "node.kubernetes.io/disk-pressure",
+    "node.kubernetes.io/memory-pressure",
+    "node.kubernetes.io/pid-pressure",
+    "node.kubernetes.io/unschedulable",
+    "node.kubernetes.io/network-unavailable",
+];
 
 impl NodeView {
     pub fn of(node: &Node) -> Self {
@@ -44,11 +61,22 @@ impl NodeView {
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status != "True"));
+        let untolerated_taint = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|taints| {
+                taints.iter().any(|t| {
+                    matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
+                        && !SPEAKER_TOLERATES.contains(&t.key.as_str())
+                })
+            });
         Self {
             name: node.name_any(),
             labels: node.labels().clone(),
             network_unavailable,
             not_ready,
+            untolerated_taint,
             excluded: node.labels().contains_key(EXCLUDE_LABEL),
             unschedulable: node
                 .spec

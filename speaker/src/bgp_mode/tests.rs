@@ -33,6 +33,7 @@ fn node(name: &str, labels: &[(&str, &str)]) -> NodeView {
         excluded: false,
         unschedulable: false,
         not_ready: false,
+        untolerated_taint: false,
     }
 }
 

@@ -81,11 +81,23 @@ impl Rtnetlink {
         // skipped, at most a few.
         for _ in 0..16 {
             reply.clear();
-            let n = self.socket.recv(&mut reply, 0)?;
+            let n = match self.socket.recv(&mut reply, 0) {
+                // SO_RCVTIMEO expired.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no acknowledgement from the kernel",
+                    ))
+                }
+                other => other?,
+            };
             let mut at = 0;
             while at < n {
-                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[at..n])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                // Something we cannot read is not our acknowledgement: read on.
+                let Ok(parsed) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[at..n])
+                else {
+                    break;
+                };
                 let len = parsed.header.length as usize;
                 if parsed.header.sequence_number == self.sequence {
                     if let NetlinkPayload::Error(e) = parsed.payload {

@@ -72,20 +72,50 @@ struct Entry {
 pub struct Announcements<K: Ord + Clone> {
     schedule: Schedule,
     entries: BTreeMap<K, Entry>,
-    /// Refresh tokens left, and when they were last counted.
-    tokens: f64,
-    counted: Option<Instant>,
+    bucket: Bucket,
     /// Refreshes are due but wait for tokens until then.
     throttled_until: Option<Instant>,
+}
+
+/// The refresh token bucket: `rate` a second, as many at most.
+#[derive(Clone, Debug)]
+struct Bucket {
+    rate: u32,
+    tokens: f64,
+    counted: Option<Instant>,
+}
+
+impl Bucket {
+    /// Takes a token at `now`, if one is left (always, without a limit).
+    fn take(&mut self, now: Instant) -> bool {
+        let rate = f64::from(self.rate);
+        if rate == 0.0 {
+            return true;
+        }
+        let elapsed = self
+            .counted
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.counted = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl<K: Ord + Clone> Announcements<K> {
     pub fn new(schedule: Schedule) -> Self {
         Announcements {
-            tokens: f64::from(schedule.refresh_rate),
+            bucket: Bucket {
+                rate: schedule.refresh_rate,
+                tokens: f64::from(schedule.refresh_rate),
+                counted: None,
+            },
             schedule,
             entries: BTreeMap::new(),
-            counted: None,
             throttled_until: None,
         }
     }
@@ -112,46 +142,24 @@ impl<K: Ord + Clone> Announcements<K> {
         self.entries.keys()
     }
 
-    /// Takes a refresh token at `now`, if one is left (always, without a limit).
-    fn take_token(&mut self, now: Instant) -> bool {
-        let rate = f64::from(self.schedule.refresh_rate);
-        if rate == 0.0 {
-            return true;
-        }
-        let elapsed = self
-            .counted
-            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
-        self.tokens = (self.tokens + elapsed * rate).min(rate);
-        self.counted = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
     /// Keys to announce at `now`, each once however many of its times have passed (a late
     /// wake-up sends one announcement, not a burst of stale ones); refreshes only as far as the
     /// rate allows, the others stay due.
     pub fn due(&mut self, now: Instant) -> Vec<K> {
         let mut due = Vec::new();
         self.throttled_until = None;
-        let keys: Vec<K> = self.entries.keys().cloned().collect();
-        for key in keys {
-            let e = &self.entries[&key];
+        for (key, e) in &mut self.entries {
             let Some(at) = self.schedule.offset(e.next) else {
                 continue;
             };
             if e.since + at > now {
                 continue;
             }
-            if self.schedule.is_refresh(e.next) && !self.take_token(now) {
+            if self.schedule.is_refresh(e.next) && !self.bucket.take(now) {
                 let wait = Duration::from_secs_f64(1.0 / f64::from(self.schedule.refresh_rate));
                 self.throttled_until = Some(now + wait);
                 continue;
             }
-            let e = self.entries.get_mut(&key).expect("listed above");
             due.push(key.clone());
             e.next += 1;
             while let Some(at) = self.schedule.offset(e.next) {

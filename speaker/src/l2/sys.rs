@@ -20,38 +20,45 @@ const ETH_P_ALL: u16 = 0x0003;
 /// nothing. Frames that arrived with a VLAN tag are dropped: Linux takes the tag off before
 /// packet sockets see the frame, so without this check a question asked on VLAN 100 would be
 /// answered untagged, on the native VLAN. The VLAN's own interface (eth0.100) answers it,
-/// tagged, when the advertisement selects it. The offsets are checked by a test that runs the
+/// tagged, when the advertisement selects it. A priority tag (VLAN ID 0, 802.1p only) is the
+/// native VLAN, as Linux treats it: those frames pass. The offsets are checked by a test that runs the
 /// program on real frames.
 fn filter_program() -> Vec<libc::sock_filter> {
     const LDW_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     const LDH_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
     const LDB_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
     const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
     const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
     let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     // Jump offsets count from the next instruction.
     vec![
         op(LDW_ABS, 0, 0, VLAN_TAG_PRESENT), // 0: A = 1 if the frame had a VLAN tag
-        op(JEQ_K, 0, 13, 0),                 // 1: untagged -> 2, else -> 15 drop
-        op(LDH_ABS, 0, 0, 12),               // 2: A = ethertype
-        op(JEQ_K, 0, 2, 0x0806),             // 3: ARP -> 4, else -> 6
-        op(LDH_ABS, 0, 0, 20),               // 4: A = ARP operation
-        op(JEQ_K, 8, 9, 1),                  // 5: request -> 14 accept, else -> 15 drop
-        op(JEQ_K, 0, 8, 0x86dd),             // 6: IPv6 -> 7, else -> 15 drop
-        op(LDB_ABS, 0, 0, 20),               // 7: A = next header
-        op(JEQ_K, 0, 2, 58),                 // 8: ICMPv6 -> 9, else -> 11
-        op(LDB_ABS, 0, 0, 54),               // 9: A = ICMPv6 type
-        op(JEQ_K, 3, 4, 135),                // 10: Neighbor Solicitation -> 14, else -> 15
-        op(JEQ_K, 2, 0, 0),                  // 11: Hop-by-Hop -> 14, else -> 12
-        op(JEQ_K, 1, 0, 60),                 // 12: Destination Options -> 14, else -> 13
-        op(JEQ_K, 0, 1, 43),                 // 13: Routing -> 14, else -> 15 drop
-        op(RET_K, 0, 0, 0x0004_0000),        // 14: accept (the whole frame)
-        op(RET_K, 0, 0, 0),                  // 15: drop
+        op(JEQ_K, 3, 0, 0),                  // 1: untagged -> 5, else -> 2
+        op(LDW_ABS, 0, 0, VLAN_TAG),         // 2: A = the tag (TCI)
+        op(AND_K, 0, 0, 0x0fff),             // 3: A = its VLAN ID
+        op(JEQ_K, 0, 13, 0),                 // 4: priority tag only -> 5, else -> 18 drop
+        op(LDH_ABS, 0, 0, 12),               // 5: A = ethertype
+        op(JEQ_K, 0, 2, 0x0806),             // 6: ARP -> 7, else -> 9
+        op(LDH_ABS, 0, 0, 20),               // 7: A = ARP operation
+        op(JEQ_K, 8, 9, 1),                  // 8: request -> 17 accept, else -> 18 drop
+        op(JEQ_K, 0, 8, 0x86dd),             // 9: IPv6 -> 10, else -> 18 drop
+        op(LDB_ABS, 0, 0, 20),               // 10: A = next header
+        op(JEQ_K, 0, 2, 58),                 // 11: ICMPv6 -> 12, else -> 14
+        op(LDB_ABS, 0, 0, 54),               // 12: A = ICMPv6 type
+        op(JEQ_K, 3, 4, 135),                // 13: Neighbor Solicitation -> 17, else -> 18
+        op(JEQ_K, 2, 0, 0),                  // 14: Hop-by-Hop -> 17, else -> 15
+        op(JEQ_K, 1, 0, 60),                 // 15: Destination Options -> 17, else -> 16
+        op(JEQ_K, 0, 1, 43),                 // 16: Routing -> 17, else -> 18 drop
+        op(RET_K, 0, 0, 0x0004_0000),        // 17: accept (the whole frame)
+        op(RET_K, 0, 0, 0),                  // 18: drop
     ]
 }
 
-/// The classic BPF ancillary load "VLAN tag present" (SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT).
+/// The classic BPF ancillary loads "VLAN tag present" and "VLAN tag" (SKF_AD_OFF +
+/// SKF_AD_VLAN_TAG_PRESENT, SKF_AD_OFF + SKF_AD_VLAN_TAG).
 const VLAN_TAG_PRESENT: u32 = (-0x1000i32 + 48) as u32;
+const VLAN_TAG: u32 = (-0x1000i32 + 44) as u32;
 
 /// An AF_PACKET raw socket bound to one interface, non-blocking, that receives only ARP
 /// requests and Neighbor Solicitations arriving on it (never our own outgoing frames).
@@ -205,9 +212,9 @@ impl AsRawFd for PacketSocket {
 }
 
 /// Runs the filter program on `frame` the way the kernel does (for tests of the offsets),
-/// `tagged`: whether it arrived with a VLAN tag (which the kernel keeps out of the data).
+/// `tag`: the VLAN tag it arrived with, if any (which the kernel keeps out of the data).
 #[cfg(test)]
-fn run_filter_tagged(frame: &[u8], tagged: bool) -> u32 {
+fn run_filter_tagged(frame: &[u8], tag: Option<u16>) -> u32 {
     let program = filter_program();
     let mut a: u32 = 0;
     let mut pc = 0usize;
@@ -216,7 +223,15 @@ fn run_filter_tagged(frame: &[u8], tagged: bool) -> u32 {
         let class = u32::from(ins.code) & 0x07;
         match class {
             c if c == libc::BPF_LD && ins.k == VLAN_TAG_PRESENT => {
-                a = u32::from(tagged);
+                a = u32::from(tag.is_some());
+                pc += 1;
+            }
+            c if c == libc::BPF_LD && ins.k == VLAN_TAG => {
+                a = u32::from(tag.unwrap_or(0));
+                pc += 1;
+            }
+            c if c == libc::BPF_ALU => {
+                a &= ins.k;
                 pc += 1;
             }
             c if c == libc::BPF_LD => {
@@ -246,7 +261,7 @@ fn run_filter_tagged(frame: &[u8], tagged: bool) -> u32 {
 
 #[cfg(test)]
 fn run_filter(frame: &[u8]) -> u32 {
-    run_filter_tagged(frame, false)
+    run_filter_tagged(frame, None)
 }
 
 #[cfg(test)]
@@ -273,8 +288,29 @@ mod tests {
         assert_eq!(run_filter(&ipv4), 0, "IPv4");
         assert_eq!(run_filter(&[0u8; 10]), 0, "runt");
         // Asked on a VLAN: not ours to answer on this interface.
-        assert_eq!(run_filter_tagged(&request, true), 0, "tagged ARP request");
-        assert_eq!(run_filter_tagged(&ns, true), 0, "tagged solicitation");
+        assert_eq!(
+            run_filter_tagged(&request, Some(100)),
+            0,
+            "tagged ARP request"
+        );
+        assert_eq!(run_filter_tagged(&ns, Some(100)), 0, "tagged solicitation");
+        // Priority 5 on VLAN 100: still VLAN 100.
+        assert_eq!(
+            run_filter_tagged(&request, Some(0xa064)),
+            0,
+            "tagged, with priority"
+        );
+        // A priority tag (VLAN 0) is the native VLAN.
+        assert_ne!(
+            run_filter_tagged(&request, Some(0xa000)),
+            0,
+            "priority-tagged request"
+        );
+        assert_ne!(
+            run_filter_tagged(&ns, Some(0)),
+            0,
+            "priority-tagged solicitation"
+        );
         // Extension headers first: to the parser, which walks them.
         for (next_header, what) in [
             (0u8, "Hop-by-Hop"),

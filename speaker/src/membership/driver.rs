@@ -110,8 +110,19 @@ impl Driver {
         let mut buf = vec![0u8; 65536];
         loop {
             let next = st.timers.keys().next().map(|(at, _)| *at);
-            // While a member lingers, look again soon whether it still talks.
-            let linger_check = (!st.lingering.is_empty()).then(|| Instant::now() + TALKING / 3);
+            // While a member lingers, look again when it would have fallen silent or its time
+            // is up (a fixed instant: the loop turns every few ms and must not push it away).
+            let linger_check = st
+                .lingering
+                .values()
+                .map(|(id, until)| {
+                    let silent = st
+                        .heard
+                        .get(&id.addr)
+                        .map_or(Instant::now(), |at| *at + TALKING);
+                    silent.min(*until)
+                })
+                .min();
             tokio::select! {
                 _ = sleep_until_opt(linger_check) => self.publish(&mut st),
                 r = self.socket.recv_from(&mut buf) => match r {
