@@ -109,10 +109,22 @@ type RouteService = (String, bool, bool, Option<u32>);
 
 /// sha256(node "#" address), the rank key every speaker computes alike.
 pub fn rank_key(node: &str, ip: IpAddr) -> [u8; 32] {
+    rank_key_from(&rank_prefix(node), &ip.to_string())
+}
+
+/// The hasher state after `node "#"`, computed once per node and plan.
+fn rank_prefix(node: &str) -> Sha256 {
     let mut h = Sha256::new();
     h.update(node.as_bytes());
     h.update(b"#");
-    h.update(ip.to_string().as_bytes());
+    h
+}
+
+/// [`rank_key`] from a node's [`rank_prefix`] and the address as text (formatted once per
+/// address, not once per node and address).
+fn rank_key_from(prefix: &Sha256, ip_text: &str) -> [u8; 32] {
+    let mut h = prefix.clone();
+    h.update(ip_text.as_bytes());
     h.finalize().into()
 }
 
@@ -141,6 +153,17 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
     let mut routes: BTreeMap<RouteKey, BTreeSet<RouteService>> = BTreeMap::new();
 
     let mut unplaced: Vec<Unplaced<'_>> = Vec::new();
+    // The nodes that may be L2 candidates at all, each with its rank-key prefix and whether it
+    // is held: computed once, not once per address (placement refers to them by index).
+    let candidate_nodes: Vec<&NodeView> = nodes
+        .iter()
+        .filter(|n| n.eligible() && live_speakers.contains(&n.name))
+        .take(usize::from(u16::MAX))
+        .collect();
+    let prefixes: Vec<(Sha256, bool)> = candidate_nodes
+        .iter()
+        .map(|n| (rank_prefix(&n.name), held.contains(&n.name)))
+        .collect();
     let mut sorted: Vec<&ServiceView> = services.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     for svc in sorted {
@@ -174,53 +197,45 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                 })
                 .collect();
             if !l2_ads.is_empty() {
-                let mut candidates: Vec<(u32, [u8; 32], &NodeView)> = nodes
+                let ip_text = ip.to_string();
+                // (held, preference, rank key, candidate index), best first after the sort.
+                let mut candidates: Vec<(bool, u32, [u8; 32], u16)> = candidate_nodes
                     .iter()
-                    .filter(|n| n.eligible() && live_speakers.contains(&n.name))
-                    .filter(|n| !svc.local_traffic || svc.serving.on(&n.name))
-                    .filter_map(|n| {
-                        let selecting: Vec<_> = l2_ads
+                    .enumerate()
+                    .filter(|(_, n)| !svc.local_traffic || svc.serving.on(&n.name))
+                    .filter_map(|(i, n)| {
+                        let preference = l2_ads
                             .iter()
                             .filter(|a| a.node_selectors.matches(&n.labels))
-                            .collect();
-                        if selecting.is_empty() {
-                            return None;
-                        }
-                        let preference = selecting
-                            .iter()
                             .map(|a| a.node_preference(&n.labels))
-                            .max()
-                            .unwrap_or(0);
-                        Some((preference, rank_key(&n.name, ip), n))
+                            .max()?;
+                        let (prefix, is_held) = &prefixes[i];
+                        let key = rank_key_from(prefix, &ip_text);
+                        Some((*is_held, preference, key, i as u16))
                     })
                     .collect();
-                candidates.sort_by(|a, b| {
-                    let held_a = held.contains(&a.2.name);
-                    let held_b = held.contains(&b.2.name);
-                    held_a.cmp(&held_b).then(b.0.cmp(&a.0)).then(a.1.cmp(&b.1))
-                });
-                let ranking: Vec<String> = candidates.iter().map(|c| c.2.name.clone()).collect();
+                candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
                 // The leading tier: the candidates as preferred as the first (hold-down state,
                 // preference weight); the owner is placed among them (placement).
-                let tier = |c: &(u32, [u8; 32], &NodeView)| (held.contains(&c.2.name), c.0);
                 let leading = candidates.first().map_or(0, |first| {
                     candidates
                         .iter()
-                        .take_while(|c| tier(c) == tier(first))
+                        .take_while(|c| (c.0, c.1) == (first.0, first.1))
                         .count()
                 });
-                if ranking.is_empty() {
+                if candidates.is_empty() {
                     skip(&mut out, Some(ip), "L2: no live, eligible node is selected (or none has a serving endpoint, with externalTrafficPolicy Local)");
                 }
                 unplaced.push(Unplaced {
                     index: out.l2.len(),
+                    order: candidates.iter().map(|c| c.3).collect(),
                     leading,
                     ads: l2_ads.clone(),
                 });
                 out.l2.push(L2Decision {
                     service: svc.key.clone(),
                     ip,
-                    ranking,
+                    ranking: vec![],
                     interfaces: vec![],
                     virtual_mac: false,
                 });
@@ -301,12 +316,9 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
             }
         }
     }
-    placement::place(&mut out.l2, &unplaced, nodes);
     // The owner and a few standbys are all anyone uses; the whole ranking would make a plan
     // grow with Services x nodes (500,000 names for 5,000 addresses on 100 nodes).
-    for d in &mut out.l2 {
-        d.ranking.truncate(RANKING_KEPT);
-    }
+    placement::place(&mut out.l2, &unplaced, &candidate_nodes);
     // One route per prefix: attribute sets of several advertisements for the same prefix are
     // merged per peer set (communities united, the highest local preference kept).
     let mut merged: BTreeMap<(IpNet, Vec<String>), BgpRoute> = BTreeMap::new();

@@ -13,7 +13,7 @@
 //! the first), past the bound if all of them are full. An address shared by several Services
 //! gets one owner and counts once.
 
-use super::{rank_key, L2Decision};
+use super::{rank_key, L2Decision, RANKING_KEPT};
 use crate::view::NodeView;
 use ferrolb_config::model::L2Advertisement;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +24,10 @@ use std::net::IpAddr;
 pub struct Unplaced<'a> {
     /// Its index among the plan's L2 decisions.
     pub index: usize,
-    /// How many of its ranking's first candidates form the leading tier.
+    /// Its candidates, best first, as indices into the plan's candidate nodes (a whole ranking
+    /// of names per address would cost addresses x nodes strings).
+    pub order: Vec<u16>,
+    /// How many of `order`'s first candidates form the leading tier.
     pub leading: usize,
     /// The L2Advertisements that carry it (for the owner's interfaces).
     pub ads: Vec<&'a L2Advertisement>,
@@ -38,61 +41,61 @@ pub fn bound(addresses: usize, nodes: usize) -> usize {
     (11 * addresses).div_ceil(10 * nodes)
 }
 
-/// Places the owner of every decision in `unplaced`: moves it to the front of its ranking and
-/// sets the interfaces it announces on. An address is placed once, for all the Services that
+/// Places the owner of every decision in `unplaced` (`candidates`: the nodes its `order`
+/// indexes) and sets its ranking (the owner, then the next candidates, [`RANKING_KEPT`] in all)
+/// and the interfaces it announces on. An address is placed once, for all the Services that
 /// share it: on a node of every one's leading tier (of the first Service's, by key, when they
 /// have none in common, a configuration whose Services disagree on where the address may go).
-pub fn place(decisions: &mut [L2Decision], unplaced: &[Unplaced<'_>], nodes: &[NodeView]) {
+pub fn place(decisions: &mut [L2Decision], unplaced: &[Unplaced<'_>], candidates: &[&NodeView]) {
     // The decisions of each address, by Service key.
     let mut by_ip: BTreeMap<IpAddr, Vec<&Unplaced<'_>>> = BTreeMap::new();
     for u in unplaced {
-        if !decisions[u.index].ranking.is_empty() {
+        if !u.order.is_empty() {
             by_ip.entry(decisions[u.index].ip).or_default().push(u);
         }
     }
     for group in by_ip.values_mut() {
         group.sort_by(|a, b| decisions[a.index].service.cmp(&decisions[b.index].service));
     }
-    let candidates: BTreeSet<&str> = by_ip
-        .values()
-        .flatten()
-        .flat_map(|u| decisions[u.index].ranking.iter().map(String::as_str))
-        .collect();
-    let bound = bound(by_ip.len(), candidates.len());
+    let mut seen = vec![false; candidates.len()];
+    for u in by_ip.values().flatten() {
+        for &i in &u.order {
+            seen[usize::from(i)] = true;
+        }
+    }
+    let bound = bound(by_ip.len(), seen.iter().filter(|s| **s).count());
     // Every speaker places in the same order: by a hash of the address.
     let mut order: Vec<(IpAddr, [u8; 32])> =
         by_ip.keys().map(|ip| (*ip, rank_key("", *ip))).collect();
     order.sort_by_key(|a| a.1);
-    let by_name: BTreeMap<&str, &NodeView> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    let mut load: BTreeMap<String, usize> = BTreeMap::new();
+    let mut load = vec![0usize; candidates.len()];
     for (ip, _) in order {
         let group = &by_ip[&ip];
-        let leading = |u: &Unplaced<'_>| -> &[String] {
-            let d = &decisions[u.index];
-            &d.ranking[..u.leading.clamp(1, d.ranking.len())]
-        };
+        fn leading<'u>(u: &'u Unplaced<'_>) -> &'u [u16] {
+            &u.order[..u.leading.clamp(1, u.order.len())]
+        }
         // The first Service's leading tier, in its order, narrowed to the nodes every other
         // Service of the address also leads with.
         let first = leading(group[0]);
-        let in_all = |n: &String| group[1..].iter().all(|u| leading(u).contains(n));
+        let in_all = |n: &u16| group[1..].iter().all(|u| leading(u).contains(n));
         let narrowed = first.iter().any(in_all);
         let mut tier = first.iter().filter(|n| !narrowed || in_all(n));
-        let owner = tier
+        let owner = *tier
             .clone()
-            .find(|n| load.get(n.as_str()).copied().unwrap_or(0) < bound)
+            .find(|n| load[usize::from(**n)] < bound)
             .or_else(|| tier.next())
-            .expect("a leading tier is never empty")
-            .clone();
-        *load.entry(owner.clone()).or_default() += 1;
+            .expect("a leading tier is never empty");
+        load[usize::from(owner)] += 1;
+        let announcer = candidates[usize::from(owner)];
         for u in group {
             let d = &mut decisions[u.index];
-            if let Some(at) = d.ranking.iter().position(|n| *n == owner) {
-                let o = d.ranking.remove(at);
-                d.ranking.insert(0, o);
-            }
-            let announcer = by_name.get(d.ranking[0].as_str());
-            d.interfaces = announcer.map(|n| interfaces(n, &u.ads)).unwrap_or_default();
-            d.virtual_mac = announcer.is_some_and(|n| virtual_mac(n, &u.ads));
+            d.ranking = std::iter::once(owner)
+                .chain(u.order.iter().copied().filter(|i| *i != owner))
+                .take(RANKING_KEPT)
+                .map(|i| candidates[usize::from(i)].name.clone())
+                .collect();
+            d.interfaces = interfaces(announcer, &u.ads);
+            d.virtual_mac = virtual_mac(announcer, &u.ads);
         }
     }
 }
