@@ -49,12 +49,18 @@ pub enum Standing {
     TieLost,
     /// Less than half.
     Minority,
+    /// Less than half, and this side holds the tie-breaker Lease (kube mode): the others are
+    /// gone, not cut off (a majority that sees the cut holds the Lease first).
+    MinorityWon,
 }
 
 impl Standing {
     /// Whether this speaker may take and keep layer 2 addresses.
     pub fn may_announce(self) -> bool {
-        matches!(self, Standing::Majority | Standing::TieWon)
+        matches!(
+            self,
+            Standing::Majority | Standing::TieWon | Standing::MinorityWon
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +69,7 @@ impl Standing {
             Standing::TieWon => "tie, won",
             Standing::TieLost => "tie, lost",
             Standing::Minority => "minority",
+            Standing::MinorityWon => "minority, holding the Lease",
         }
     }
 }
@@ -75,6 +82,68 @@ pub enum TieBreaker {
     /// The side whose live set holds this node (the holder of the tie-breaker Lease, as this
     /// speaker last saw it; `None`: unknown or held by nobody).
     Holder(Option<String>),
+}
+
+/// How long a minority waits before it tries the tie-breaker Lease: a majority that sees the same
+/// cut tries at once, so it always holds the Lease first.
+pub const MINORITY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Where a speaker stands and whether it takes part in the tie-breaker Lease (kube mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseDecision {
+    pub standing: Standing,
+    /// Read, take and renew the Lease now.
+    pub contend: bool,
+}
+
+/// Whether `live` sees less than half of `electorate`.
+pub fn is_minority(electorate: &BTreeSet<String>, live: &BTreeSet<String>) -> bool {
+    2 * electorate.intersection(live).count() < electorate.len()
+}
+
+/// Kube mode, with the Lease as the API server's word for every side without a majority:
+/// - a majority announces, and while some voter is missing it holds the Lease too, so that the
+///   voters it cannot see, if they are alive on the other side of a cut, cannot win it;
+/// - a tie: both sides contend at once, the holder's side announces;
+/// - a minority waits [`MINORITY_WAIT`] (`minority_for`: how long it has been one), then
+///   contends, and announces only while its side holds the Lease: when the majority is dead
+///   rather than cut off, nobody else takes it. A majority that cannot reach the API server
+///   while the minority can is the case this cannot tell (docs/operating.md).
+///
+/// `holder`: the Lease's holder as this speaker last read it.
+pub fn decide_with_lease(
+    electorate: &BTreeSet<String>,
+    live: &BTreeSet<String>,
+    holder: Option<&str>,
+    minority_for: std::time::Duration,
+) -> LeaseDecision {
+    let standing_now = standing(
+        electorate,
+        live,
+        &TieBreaker::Holder(holder.map(str::to_owned)),
+    );
+    match standing_now {
+        Standing::Majority => LeaseDecision {
+            standing: standing_now,
+            contend: !electorate.is_subset(live),
+        },
+        Standing::TieWon | Standing::TieLost => LeaseDecision {
+            standing: standing_now,
+            contend: true,
+        },
+        Standing::Minority | Standing::MinorityWon => {
+            let may_try = minority_for >= MINORITY_WAIT;
+            let ours = holder.is_some_and(|h| electorate.contains(h) && live.contains(h));
+            LeaseDecision {
+                standing: if may_try && ours {
+                    Standing::MinorityWon
+                } else {
+                    Standing::Minority
+                },
+                contend: may_try,
+            }
+        }
+    }
 }
 
 /// Where a speaker with live set `live` stands in `electorate`.
@@ -107,6 +176,7 @@ pub fn standing(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
@@ -224,6 +294,64 @@ mod tests {
             standing(&BTreeSet::new(), &live, &TieBreaker::FirstByName),
             Standing::Majority
         );
+    }
+
+    #[test]
+    fn with_the_lease_a_majority_holds_it_while_voters_are_missing() {
+        let e = set(&["n1", "n2", "n3"]);
+        let wait = MINORITY_WAIT;
+        // Everyone there: nobody touches the Lease.
+        let all = decide_with_lease(&e, &e, None, Duration::ZERO);
+        assert_eq!((all.standing, all.contend), (Standing::Majority, false));
+        // n3 cut off: the majority announces at once and contends.
+        let two = decide_with_lease(&e, &set(&["n1", "n2"]), None, Duration::ZERO);
+        assert_eq!((two.standing, two.contend), (Standing::Majority, true));
+        // n3 alone: it waits, then contends; the Lease is the majority's, so it stays down.
+        let lone = set(&["n3"]);
+        let early = decide_with_lease(&e, &lone, None, wait / 2);
+        assert_eq!((early.standing, early.contend), (Standing::Minority, false));
+        let held = decide_with_lease(&e, &lone, Some("n1"), wait);
+        assert_eq!((held.standing, held.contend), (Standing::Minority, true));
+        // n1 and n2 dead for real: n3 takes the Lease and announces.
+        let won = decide_with_lease(&e, &lone, Some("n3"), wait);
+        assert_eq!((won.standing, won.contend), (Standing::MinorityWon, true));
+        assert!(won.standing.may_announce());
+        // A holder outside the electorate wins nothing.
+        let odd = decide_with_lease(&e, &set(&["n3", "x"]), Some("x"), wait);
+        assert_eq!(odd.standing, Standing::Minority);
+    }
+
+    #[test]
+    fn with_the_lease_disjoint_sides_never_both_announce() {
+        // Whoever holds the Lease, two disjoint sides that read the same holder never both
+        // announce, provided a majority holds it whenever it misses voters (its contending).
+        let names = ["n1", "n2", "n3", "n4", "n5"];
+        for size in 2..=5 {
+            let e: BTreeSet<String> = names[..size].iter().map(|s| s.to_string()).collect();
+            for mask in 0u32..(1 << size) {
+                let a: BTreeSet<String> = (0..size)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| names[i].to_string())
+                    .collect();
+                let b: BTreeSet<String> = e.difference(&a).cloned().collect();
+                // The holder: one of the majority's if there is one, else anyone.
+                let majority = [&a, &b]
+                    .into_iter()
+                    .find(|s| !is_minority(&e, s) && 2 * s.len() > e.len());
+                let holders: Vec<Option<&str>> = match majority {
+                    Some(m) => m.iter().map(|h| Some(h.as_str())).collect(),
+                    None => e.iter().map(|h| Some(h.as_str())).chain([None]).collect(),
+                };
+                for holder in holders {
+                    let da = decide_with_lease(&e, &a, holder, MINORITY_WAIT);
+                    let db = decide_with_lease(&e, &b, holder, MINORITY_WAIT);
+                    assert!(
+                        !(da.standing.may_announce() && db.standing.may_announce()),
+                        "{a:?} {da:?} | {b:?} {db:?} holder {holder:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,9 @@ use crate::l2::adapter::{L2Adapter, L2Options};
 use crate::membership::MemberInfo;
 use crate::metrics::Health;
 use crate::planner::{plan_with_held, Inputs, NodePlan};
-use crate::quorum::{electorate, standing, Standing, TieBreaker};
+use crate::quorum::{
+    decide_with_lease, electorate, is_minority, standing, Standing, TieBreaker, MINORITY_WAIT,
+};
 use crate::source::Snapshot;
 use crate::status::Announced;
 use std::collections::{BTreeMap, BTreeSet};
@@ -124,6 +126,9 @@ pub async fn run_observed(
     // that grace ends.
     let mut tie_unread_since: Option<Instant> = None;
     let mut tie_unread_until: Option<Instant> = None;
+    // Since when this speaker has been in a minority, and when it may try the Lease.
+    let mut minority_since: Option<Instant> = None;
+    let mut minority_wait_until: Option<Instant> = None;
     opts.health.metrics.set_l2_quorum(true);
     let mut rescan = tokio::time::interval(opts.interface_rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -169,6 +174,15 @@ pub async fn run_observed(
                 }
             } => {
                 tie_unread_until = None;
+                true
+            }
+            _ = async {
+                match minority_wait_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                minority_wait_until = None;
                 true
             }
             _ = async {
@@ -230,20 +244,33 @@ pub async fn run_observed(
             },
             &held,
         );
-        let now_standing = if with_quorum {
-            let tie = match &tie_break {
-                Some(t) => TieBreaker::Holder(t.holder.borrow().clone()),
-                None => TieBreaker::FirstByName,
-            };
-            standing(&electorate(&snapshot.nodes), &live, &tie)
-        } else {
+        let voters = electorate(&snapshot.nodes);
+        let mut contend = false;
+        let now_standing = if !with_quorum {
             Standing::Majority
+        } else if let Some(t) = &tie_break {
+            // A minority tries the Lease only after MINORITY_WAIT (plan again then).
+            let minority_for = if is_minority(&voters, &live) {
+                let since = *minority_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < MINORITY_WAIT {
+                    minority_wait_until = Some(since + MINORITY_WAIT);
+                }
+                since.elapsed()
+            } else {
+                minority_since = None;
+                minority_wait_until = None;
+                Duration::ZERO
+            };
+            let holder = t.holder.borrow().clone();
+            let d = decide_with_lease(&voters, &live, holder.as_deref(), minority_for);
+            contend = d.contend;
+            d.standing
+        } else {
+            standing(&voters, &live, &TieBreaker::FirstByName)
         };
         if let Some(t) = &tie_break {
-            t.contend.send_if_modified(|c| {
-                let tied = matches!(now_standing, Standing::TieWon | Standing::TieLost);
-                std::mem::replace(c, tied) != tied
-            });
+            t.contend
+                .send_if_modified(|c| std::mem::replace(c, contend) != contend);
         }
         // Entering a tie, the Lease is read within a round trip: meanwhile keep what this node
         // announces and take nothing new, for at most TIE_UNREAD (well within the lease, so a
