@@ -9,7 +9,9 @@
 //! makes every speaker's ConfigurationState Invalid (every error line) while the addresses stay
 //! answered; deleting the Service deletes the ServiceL2Status and ends the answers; with the API
 //! server stopped, a Service announced before is still answered. Every request a speaker sent is
-//! one `ferrolb_speaker::api_calls::API_CALLS` declares (so the RBAC grants it).
+//! one `ferrolb_speaker::api_calls::API_CALLS` declares (so the RBAC grants it). One speaker
+//! of two left is a tie for the L2 quorum: the survivor takes over through the tie-breaker
+//! Lease; the API server is stopped only once both speakers are back (a majority).
 //!
 //! The lab's namespaces are made by the test (root); everything touching the API runs in a
 //! child process inside the client namespace, where the emulator listens on the client's
@@ -26,6 +28,8 @@ use ferrolb_e2e::emulator::EmulatorConfig;
 use ferrolb_e2e::lab::l2::{node_mac, node_name, L2Lab, LabProcess, CLIENT_V4};
 use ferrolb_e2e::lab::{child, l2_scenario, run, wait_for};
 use ferrolb_speaker::status::{configuration_state_name, SERVICE_NAME_LABEL, TAKEOVER_REASON};
+use ferrolb_speaker::tiebreak::LEASE_NAME;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube_common::{built, logged_api_calls, parent_builds_lab, Env};
@@ -408,20 +412,64 @@ async fn lab_scenario() {
         },
     )
     .await;
+    // One speaker of two is a tie (L2 quorum): the survivor took over through the tie-breaker
+    // Lease.
+    let leases: Api<Lease> = Api::namespaced(env.cluster.client(), &env.system);
+    env.wait(
+        "the survivor holds the tie-breaker Lease",
+        Duration::from_secs(10),
+        || async {
+            let holder = leases
+                .get_opt(LEASE_NAME)
+                .await
+                .ok()??
+                .spec?
+                .holder_identity?;
+            (holder == owner).then_some(())
+        },
+    )
+    .await;
+    // Both speakers again before the API server goes: a lone survivor of two counts on the
+    // Lease by design (docs/operating.md); two live speakers are a majority and need no API
+    // server. After its rejoin hold-down the returning speaker takes its address back.
+    let returned = env.start_speaker(
+        &speaker,
+        &first_owner,
+        &format!("flb-{TAG}-n{index}"),
+        "speaker-returned.log",
+    );
+    let survivor_log = || speakers[nodes.iter().position(|n| *n == owner).unwrap()].log();
+    env.wait(
+        "the survivor sees a majority again",
+        Duration::from_secs(15),
+        || async {
+            survivor_log()
+                .contains("L2 quorum: announcing again standing=\"majority\"")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_answered_by(VIP4, &first_owner, Duration::from_secs(10));
     env.cluster.stop_emulator().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for _ in 0..3 {
-        assert_answered_by(VIP4, &owner, Duration::from_secs(3));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    // Longer than the Lease would be counted on (3 s): nothing here depends on it.
+    for _ in 0..10 {
+        assert_answered_by(VIP4, &first_owner, Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let survivor = &speakers[nodes.iter().position(|n| *n == owner).unwrap()];
-    assert!(
-        survivor.pid().is_some_and(running) && !survivor.log().contains("ferrolb-speaker: "),
-        "the surviving speaker stopped:\n{}",
-        survivor.log()
-    );
+    for survivor in [
+        &speakers[nodes.iter().position(|n| *n == owner).unwrap()],
+        &returned,
+    ] {
+        assert!(
+            survivor.pid().is_some_and(running) && !survivor.log().contains("ferrolb-speaker: "),
+            "a speaker stopped without its API server:\n{}",
+            survivor.log()
+        );
+    }
 
     // 5. Every request the speakers sent is declared (and so granted by the RBAC).
+    speakers.push(returned);
     let logs: Vec<String> = speakers.iter().map(LabProcess::log).collect();
     check_api_calls(&logs, &env.system);
     for s in &mut speakers {

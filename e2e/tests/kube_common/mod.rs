@@ -318,31 +318,36 @@ impl Env {
     /// Starts a speaker for each of `nodes` (name, network namespace), every API request
     /// logged so that [`logged_api_calls`] can read them.
     pub fn start_speakers(&self, binary: &Path, nodes: &[(String, String)]) -> Vec<LabProcess> {
-        let kubeconfig = self.cluster.kubeconfig().to_string_lossy().into_owned();
-        let args = self.speaker_args();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         nodes
             .iter()
             .enumerate()
             .map(|(i, (name, netns))| {
-                LabProcess::start_in(
-                    netns,
-                    binary,
-                    &args,
-                    &[
-                        ("KUBECONFIG", &kubeconfig),
-                        ("NODE_NAME", name),
-                        // Every API request is logged, to check it against API_CALLS.
-                        (
-                            "RUST_LOG",
-                            "info,ferrolb_speaker=debug,kube_client::client::builder=debug",
-                        ),
-                    ],
-                    &self.logs.join(format!("speaker-{}.log", i + 1)),
-                )
-                .unwrap()
+                self.start_speaker(binary, name, netns, &format!("speaker-{}.log", i + 1))
             })
             .collect()
+    }
+
+    /// One speaker for Node `name` in namespace `netns`, its output in `log` (under the logs).
+    pub fn start_speaker(&self, binary: &Path, name: &str, netns: &str, log: &str) -> LabProcess {
+        let kubeconfig = self.cluster.kubeconfig().to_string_lossy().into_owned();
+        let args = self.speaker_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        LabProcess::start_in(
+            netns,
+            binary,
+            &args,
+            &[
+                ("KUBECONFIG", &kubeconfig),
+                ("NODE_NAME", name),
+                // Every API request is logged, to check it against API_CALLS.
+                (
+                    "RUST_LOG",
+                    "info,ferrolb_speaker=debug,kube_client::client::builder=debug",
+                ),
+            ],
+            &self.logs.join(log),
+        )
+        .unwrap()
     }
 }
 
