@@ -17,8 +17,8 @@
 
 use ferrolb_e2e::lab::l2::{node_mac, node_name, skip_reason, speaker_binary, L2Lab, LabProcess};
 use ferrolb_e2e::lab::l2_scenario::{
-    add_loss, ask, kill_hard, link_up, manifests, manifests_with, owners, start_echo,
-    start_speaker, write_manifest_text, BusyCpu, VIP4, VIP6,
+    add_loss, ask, kill_hard, manifests, manifests_with, owners, start_echo, start_speaker,
+    write_manifest_text, BusyCpu, VIP4, VIP6,
 };
 use ferrolb_e2e::lab::probe::{percentile, unix_ns, Failover, ProbeLog, ProbeStream};
 use ferrolb_e2e::lab::NetNs;
@@ -122,14 +122,12 @@ impl Running {
     }
 
     fn revive(&mut self, i: usize) {
-        link_up(&self.lab, i).unwrap();
-        let p = start_speaker(
+        let p = ferrolb_e2e::lab::l2_scenario::revive(
             &self.lab,
             &self.speaker,
             self.config.path(),
             i,
             &self.logs,
-            &[],
         )
         .unwrap();
         self.speakers.insert(i, p);

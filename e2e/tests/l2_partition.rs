@@ -16,7 +16,7 @@
 //! The 30 s partitions of docs/benchmarks.md: `FERROLB_PARTITION_SECS=30 cargo test -p
 //! ferrolb-e2e --test l2_partition -- --nocapture` (lines starting with RESULT).
 
-use ferrolb_e2e::lab::l2::{capture_lines, node_mac, node_name, skip_reason, speaker_binary};
+use ferrolb_e2e::lab::l2::{capture_lines, node_mac, skip_reason, speaker_binary};
 use ferrolb_e2e::lab::l2::{client_arp_request, L2Lab, LabProcess};
 use ferrolb_e2e::lab::l2_scenario::start_speaker;
 use ferrolb_e2e::lab::probe::unix_ns;
@@ -50,25 +50,8 @@ fn partition_secs() -> u64 {
 }
 
 fn manifests(nodes: usize) -> String {
-    let mut out = String::new();
-    for i in 1..=nodes {
-        out.push_str(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: 192.0.2.{i}}}]}}\n---\n",
-            node_name(i)
-        ));
-    }
-    out.push_str(&format!(
-        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lan, namespace: ferrolb-system}}\nspec: {{addresses: [{}-{}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lan, namespace: ferrolb-system}}\n",
-        vip(0),
-        vip(VIPS - 1)
-    ));
-    for i in 0..VIPS {
-        out.push_str(&format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s{i}\n  namespace: default\n  annotations: {{ferrolb.io/loadBalancerIPs: \"{}\"}}\nspec: {{type: LoadBalancer, ports: [{{port: 7, protocol: UDP}}]}}\n",
-            vip(i)
-        ));
-    }
-    out
+    let vips: Vec<Ipv4Addr> = (0..VIPS).map(vip).collect();
+    ferrolb_e2e::lab::l2_scenario::vip_services_manifests(nodes, &vips)
 }
 
 /// The child: ARP requests for every VIP, every [`EVERY`], for the time the parent wrote.
@@ -83,12 +66,7 @@ fn asker() {
         .trim()
         .parse()
         .unwrap();
-    let index: u32 = std::fs::read_to_string("/sys/class/net/eth0/ifindex")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let socket = PacketSocket::open(index).unwrap();
+    let socket = PacketSocket::open(ferrolb_e2e::lab::l2::ifindex("eth0").unwrap()).unwrap();
     let frames: Vec<Vec<u8>> = (0..VIPS).map(|i| client_arp_request(vip(i))).collect();
     let end = Instant::now() + Duration::from_secs(secs);
     let mut next = Instant::now();

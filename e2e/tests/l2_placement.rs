@@ -22,36 +22,14 @@ fn vip(i: u8) -> Ipv4Addr {
 }
 
 fn manifests() -> String {
-    let mut out = String::new();
-    for i in 1..=NODES {
-        out.push_str(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: 192.0.2.{i}}}]}}\n---\n",
-            node_name(i)
-        ));
-    }
-    out.push_str(&format!(
-        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lan, namespace: ferrolb-system}}\nspec: {{addresses: [{}-{}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lan, namespace: ferrolb-system}}\n",
-        vip(0),
-        vip(VIPS - 1)
-    ));
-    for i in 0..VIPS {
-        out.push_str(&format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s{i}\n  namespace: default\n  annotations: {{ferrolb.io/loadBalancerIPs: \"{}\"}}\nspec: {{type: LoadBalancer, ports: [{{port: 7, protocol: UDP}}]}}\n",
-            vip(i)
-        ));
-    }
-    out
+    let vips: Vec<Ipv4Addr> = (0..VIPS).map(vip).collect();
+    ferrolb_e2e::lab::l2_scenario::vip_services_manifests(NODES, &vips)
 }
 
 /// In the client's namespace: one ARP request for every VIP.
 fn ask_all() {
     use ferrolb_speaker::l2::sys::PacketSocket;
-    let index: u32 = std::fs::read_to_string("/sys/class/net/eth0/ifindex")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let socket = PacketSocket::open(index).unwrap();
+    let socket = PacketSocket::open(ferrolb_e2e::lab::l2::ifindex("eth0").unwrap()).unwrap();
     for i in 0..VIPS {
         socket.send(&client_arp_request(vip(i))).unwrap();
         std::thread::sleep(Duration::from_millis(1));

@@ -3,7 +3,7 @@
 //! every VIP is announced again about 5 s later, at no more than the rate allows: a capture on
 //! the client counts the gratuitous replies per VIP and per second.
 
-use ferrolb_e2e::lab::l2::{capture_lines, node_mac, node_name, skip_reason, speaker_binary};
+use ferrolb_e2e::lab::l2::{capture_lines, node_mac, skip_reason, speaker_binary};
 use ferrolb_e2e::lab::l2::{L2Lab, LabProcess};
 use ferrolb_e2e::lab::l2_scenario::{start_speaker, write_manifest_text};
 use ferrolb_e2e::lab::Capture;
@@ -20,19 +20,8 @@ fn vip(i: u8) -> Ipv4Addr {
 }
 
 fn manifests() -> String {
-    let mut out = format!(
-        "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: 192.0.2.1}}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lan, namespace: ferrolb-system}}\nspec: {{addresses: [{}-{}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lan, namespace: ferrolb-system}}\n",
-        node_name(1),
-        vip(0),
-        vip(VIPS - 1)
-    );
-    for i in 0..VIPS {
-        out.push_str(&format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s{i}\n  namespace: default\n  annotations: {{ferrolb.io/loadBalancerIPs: \"{}\"}}\nspec: {{type: LoadBalancer, ports: [{{port: 7, protocol: UDP}}]}}\n",
-            vip(i)
-        ));
-    }
-    out
+    let vips: Vec<Ipv4Addr> = (0..VIPS).map(vip).collect();
+    ferrolb_e2e::lab::l2_scenario::vip_services_manifests(1, &vips)
 }
 
 #[test]

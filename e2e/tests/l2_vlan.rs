@@ -11,12 +11,14 @@
 //! Extension headers: a Neighbor Solicitation after a Hop-by-Hop and a Destination Options
 //! header (as some stacks send) is answered like a plain one.
 
+mod l2_frames;
+
 use ferrolb_e2e::lab::l2::{capture_lines, node_mac, node_name, skip_reason, speaker_binary};
-use ferrolb_e2e::lab::l2::{client_arp_request, L2Lab, LabProcess, CLIENT_MAC, CLIENT_V6};
+use ferrolb_e2e::lab::l2::{client_arp_request, L2Lab, LabProcess};
 use ferrolb_e2e::lab::l2_scenario::{start_speaker, write_manifest_text};
 use ferrolb_e2e::lab::{is_child, run_in_netns, wait_for, Capture};
-use ferrolb_speaker::l2::packet::{checksum, solicited_node_group, MacAddr};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use l2_frames::client_solicitation;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,36 +47,6 @@ fn manifests(pool: &str, services: &str) -> String {
     )
 }
 
-/// A Neighbor Solicitation from the client for `target`, with a Hop-by-Hop and a Destination
-/// Options header (PadN) before the ICMPv6 message when `extension_headers`.
-fn solicitation(target: Ipv6Addr, extension_headers: bool) -> Vec<u8> {
-    let source: Ipv6Addr = CLIENT_V6.parse().unwrap();
-    let destination = solicited_node_group(target);
-    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
-    icmp.extend_from_slice(&target.octets());
-    icmp.extend_from_slice(&[1, 1]);
-    icmp.extend_from_slice(&CLIENT_MAC);
-    let sum = checksum(source, destination, &icmp);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    let chain: Vec<u8> = if extension_headers {
-        // Hop-by-Hop (next: Destination Options), PadN 4; Destination Options (next: ICMPv6).
-        vec![60, 0, 1, 4, 0, 0, 0, 0, 58, 0, 1, 4, 0, 0, 0, 0]
-    } else {
-        vec![]
-    };
-    let mut frame = MacAddr::ipv6_multicast(destination).0.to_vec();
-    frame.extend_from_slice(&CLIENT_MAC);
-    frame.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-    frame.extend_from_slice(&((chain.len() + icmp.len()) as u16).to_be_bytes());
-    frame.push(if extension_headers { 0 } else { 58 });
-    frame.push(255);
-    frame.extend_from_slice(&source.octets());
-    frame.extend_from_slice(&destination.octets());
-    frame.extend_from_slice(&chain);
-    frame.extend_from_slice(&icmp);
-    frame
-}
-
 /// `frame` with an 802.1Q tag (`tci`: priority and VLAN ID) after its MAC addresses.
 fn tagged(frame: &[u8], tci: u16) -> Vec<u8> {
     let mut out = frame[..12].to_vec();
@@ -91,25 +63,23 @@ fn ask_untagged_and_tagged() {
         return;
     }
     use ferrolb_speaker::l2::sys::PacketSocket;
-    let index: u32 = std::fs::read_to_string("/sys/class/net/eth0/ifindex")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let socket = PacketSocket::open(index).unwrap();
+    let socket = PacketSocket::open(ferrolb_e2e::lab::l2::ifindex("eth0").unwrap()).unwrap();
     let frames = [
         client_arp_request(PLAIN4.parse::<Ipv4Addr>().unwrap()),
-        solicitation(PLAIN6.parse().unwrap(), true),
+        client_solicitation(PLAIN6.parse().unwrap(), true),
         tagged(
             &client_arp_request(TAGGED4.parse::<Ipv4Addr>().unwrap()),
             100,
         ),
-        tagged(&solicitation(TAGGED6.parse().unwrap(), false), 100),
+        tagged(&client_solicitation(TAGGED6.parse().unwrap(), false), 100),
         tagged(
             &client_arp_request(PRIORITY4.parse::<Ipv4Addr>().unwrap()),
             0xa000,
         ),
-        tagged(&solicitation(PRIORITY6.parse().unwrap(), false), 0xa000),
+        tagged(
+            &client_solicitation(PRIORITY6.parse().unwrap(), false),
+            0xa000,
+        ),
     ];
     for _ in 0..3 {
         for f in &frames {

@@ -15,8 +15,7 @@
 
 use ferrolb_e2e::lab::l2::{node_mac, node_name, skip_reason, speaker_binary, L2Lab, LabProcess};
 use ferrolb_e2e::lab::l2_scenario::{
-    kill_hard, link_up, manifests, owners, start_echo, start_speaker, write_manifest_text, VIP4,
-    VIP6,
+    kill_hard, manifests, owners, start_echo, start_speaker, write_manifest_text, VIP4, VIP6,
 };
 use ferrolb_e2e::lab::probe::{percentile, ProbeStream};
 use ferrolb_e2e::lab::{wait_for, NetNs};
@@ -121,14 +120,12 @@ impl Lab {
     }
 
     fn revive(&mut self, i: usize) {
-        link_up(&self.lab, i).unwrap();
-        let p = start_speaker(
+        let p = ferrolb_e2e::lab::l2_scenario::revive(
             &self.lab,
             &self.speaker,
             self.config.path(),
             i,
             &self.logs,
-            &[],
         )
         .unwrap();
         self.speakers.insert(i, p);

@@ -4,13 +4,15 @@
 //! have moved by exactly what was sent, matching what a capture on the client saw.
 
 // The value of a series in a /metrics text (the local closures named `metric` narrow it).
+mod l2_frames;
+
 use ferrolb_e2e::lab::bgp_lab::metric as value;
 use ferrolb_e2e::lab::l2::{
     capture_lines, client_arp_request, node_mac, node_name, skip_reason, speaker_binary, L2Lab,
-    LabProcess, CLIENT_MAC,
+    LabProcess,
 };
 use ferrolb_e2e::lab::{is_child, run_in_netns, wait_for, Capture, NetNs};
-use std::net::Ipv6Addr;
+use l2_frames::client_solicitation;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,6 @@ const VIP6: &str = "2001:db8::200";
 /// In the pool but never assigned: nobody owns it, so nothing may count it.
 const UNOWNED4: &str = "192.0.2.201";
 const CLIENT_MAC_TEXT: &str = "02:00:00:00:00:64";
-const CLIENT_V6: &str = "2001:db8::100";
 /// What the client sends (see `send_queries`).
 const ARP_FOR_VIP: usize = 5;
 const NS_FOR_VIP: usize = 3;
@@ -120,40 +121,13 @@ fn l2(name: &str, ip: &str) -> String {
     format!("ferrolb_layer2_{name}_total{{ip=\"{ip}\",interface=\"eth0\"}}")
 }
 
-fn neighbor_solicitation(target: Ipv6Addr) -> Vec<u8> {
-    use ferrolb_speaker::l2::packet::{checksum, solicited_node_group};
-    let source: Ipv6Addr = CLIENT_V6.parse().unwrap();
-    let group = solicited_node_group(target);
-    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
-    icmp.extend_from_slice(&target.octets());
-    icmp.extend_from_slice(&[1, 1]);
-    icmp.extend_from_slice(&CLIENT_MAC);
-    let sum = checksum(source, group, &icmp);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    let g = group.octets();
-    let mut f = vec![0x33, 0x33, g[12], g[13], g[14], g[15]];
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[58, 255]);
-    f.extend_from_slice(&source.octets());
-    f.extend_from_slice(&g);
-    f.extend_from_slice(&icmp);
-    f
-}
-
 /// In the client namespace: puts the queries on eth0, 20 ms apart.
 fn send_queries() {
     use ferrolb_speaker::l2::sys::PacketSocket;
-    let index: u32 = std::fs::read_to_string("/sys/class/net/eth0/ifindex")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let socket = PacketSocket::open(index).unwrap();
+    let socket = PacketSocket::open(ferrolb_e2e::lab::l2::ifindex("eth0").unwrap()).unwrap();
     let mut frames = Vec::new();
     frames.extend((0..ARP_FOR_VIP).map(|_| client_arp_request(VIP4.parse().unwrap())));
-    frames.extend((0..NS_FOR_VIP).map(|_| neighbor_solicitation(VIP6.parse().unwrap())));
+    frames.extend((0..NS_FOR_VIP).map(|_| client_solicitation(VIP6.parse().unwrap(), false)));
     frames.extend((0..ARP_FOR_UNOWNED).map(|_| client_arp_request(UNOWNED4.parse().unwrap())));
     for f in frames {
         socket.send(&f).unwrap();

@@ -505,6 +505,15 @@ fn mac_text(mac: [u8; 6]) -> String {
         .join(":")
 }
 
+/// The index of interface `name` in this process's network namespace (for a packet socket).
+pub fn ifindex(name: &str) -> Result<u32, String> {
+    let path = format!("/sys/class/net/{name}/ifindex");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{path}: {text:?} is not an index"))
+}
+
 /// A broadcast ARP request from the client (its MAC and [`CLIENT_V4`]) for `target`, as a whole
 /// Ethernet frame.
 pub fn client_arp_request(target: std::net::Ipv4Addr) -> Vec<u8> {

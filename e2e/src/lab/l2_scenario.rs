@@ -48,6 +48,30 @@ pub fn manifests_with(nodes: &[usize], local_endpoints: Option<&[usize]>) -> Str
     out
 }
 
+/// Nodes 1..=`nodes` (192.0.2.i), a pool of the contiguous IPv4 addresses `vips`, its
+/// L2Advertisement, and a Service `s<i>` (UDP port 7) for each address.
+pub fn vip_services_manifests(nodes: usize, vips: &[std::net::Ipv4Addr]) -> String {
+    let mut out = String::new();
+    for i in 1..=nodes {
+        out.push_str(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: 192.0.2.{i}}}]}}\n---\n",
+            node_name(i)
+        ));
+    }
+    let (first, last) = (vips.first(), vips.last());
+    if let (Some(first), Some(last)) = (first, last) {
+        out.push_str(&format!(
+            "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lan, namespace: ferrolb-system}}\nspec: {{addresses: [{first}-{last}]}}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lan, namespace: ferrolb-system}}\n"
+        ));
+    }
+    for (i, vip) in vips.iter().enumerate() {
+        out.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s{i}\n  namespace: default\n  annotations: {{ferrolb.io/loadBalancerIPs: \"{vip}\"}}\nspec: {{type: LoadBalancer, ports: [{{port: 7, protocol: UDP}}]}}\n"
+        ));
+    }
+    out
+}
+
 /// Replaces the lab's manifest atomically (a speaker never reads half a file).
 pub fn write_manifests(dir: &Path, nodes: &[usize]) -> Result<(), String> {
     write_manifest_text(dir, &manifests(nodes))
@@ -147,6 +171,18 @@ pub fn owners(
         owners.insert(ip.to_owned(), n);
     }
     Ok(owners)
+}
+
+/// Node `i` back after a hard kill: its link up, then its speaker started again.
+pub fn revive(
+    lab: &L2Lab,
+    speaker: &Path,
+    dir: &Path,
+    i: usize,
+    logs: &Path,
+) -> Result<LabProcess, String> {
+    link_up(lab, i)?;
+    start_speaker(lab, speaker, dir, i, logs, &[])
 }
 
 /// A hard kill of node `i`: its speaker SIGKILLed and its link down, nothing graceful.
