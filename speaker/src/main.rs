@@ -79,8 +79,9 @@ enum Command {
         /// Address of /metrics, /healthz and /readyz; empty: not served.
         #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
         metrics_addr: String,
-        /// How long a speaker that rejoins a running cluster stands by before it takes
-        /// addresses back, in milliseconds (0: at once).
+        /// How long a speaker that rejoins a running cluster (or comes back after it was cut
+        /// off) stands by before it takes addresses back, in milliseconds (0: at once, and no
+        /// flap damping either).
         #[arg(long, default_value_t = 3000)]
         rejoin_hold_down_ms: u64,
         /// How long a node keeps answering for an address that moved away, in milliseconds

@@ -351,7 +351,7 @@ pub async fn run_observed(
     bgp.shutdown().await;
 }
 
-/// The speakers in their rejoin hold-down now, and when the first hold-down ends.
+/// The speakers in their rejoin hold-down or damped now, and when the first hold ends.
 fn held_down(
     members: &BTreeMap<String, MemberInfo>,
     hold_down: Duration,
@@ -359,11 +359,17 @@ fn held_down(
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let started = members
+    let standing = members
         .iter()
-        .map(|(n, m)| (n.clone(), m.generation))
+        .map(|(n, m)| {
+            let s = crate::rejoin::Standing {
+                started_ms: m.generation,
+                flaps: m.flaps,
+            };
+            (n.clone(), s)
+        })
         .collect();
-    let h = crate::rejoin::held(&started, now_ms, hold_down);
+    let h = crate::rejoin::held(&standing, now_ms, hold_down);
     let until = h
         .until_ms
         .map(|u| Instant::now() + Duration::from_millis(u.saturating_sub(now_ms)));

@@ -170,7 +170,7 @@ async fn garbage_and_replays_are_dropped_and_counted() {
         let mut d: Vec<u8> = (0..n).map(|j| (i * 31 + j * 7) as u8).collect();
         if i % 2 == 0 && d.len() >= 6 {
             // Right magic and version, so the tag check is reached.
-            d[..6].copy_from_slice(b"FLBM\x01\x01");
+            d[..6].copy_from_slice(b"FLBM\x02\x01");
         }
         let _ = sock.send_to(&d, target);
     }
@@ -288,4 +288,68 @@ async fn members_are_published_only_once_joined() {
         );
         assert!(started.elapsed() < Duration::from_millis(900));
     }
+}
+
+#[tokio::test]
+async fn a_stalled_speaker_comes_back_with_a_record_of_its_return() {
+    // node-3 runs on a runtime of its own, which the test stalls for 500 ms: it hears nobody,
+    // the other two declare it down, and when it runs again it renews its identity with the
+    // return on record (flap damping, see `rejoin`). The other two never were cut off.
+    let net = 20;
+    let ms = vec![
+        Membership::start(config(net, 1, 3, key())).await.unwrap(),
+        Membership::start(config(net, 2, 3, key())).await.unwrap(),
+    ];
+    let (stall_tx, stall_rx) = std::sync::mpsc::channel::<Duration>();
+    let third = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let _c = Membership::start(config(net, 3, 3, key())).await.unwrap();
+            for _ in 0..1000 {
+                if let Ok(d) = stall_rx.try_recv() {
+                    // Blocks the runtime, and with it node-3's membership.
+                    std::thread::sleep(d);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        });
+    });
+    for m in &ms {
+        wait_live(m, &names(&[1, 2, 3]), Duration::from_secs(3)).await;
+    }
+    let before = ms[0].members().borrow()["node-3"].clone();
+    assert_eq!(before.flaps, Default::default());
+    stall_tx.send(Duration::from_millis(500)).unwrap();
+    wait_live(&ms[0], &names(&[1, 2]), Duration::from_secs(2)).await;
+    let mut rx = ms[0].members();
+    let back = tokio::time::timeout(
+        Duration::from_secs(2),
+        rx.wait_for(|m| {
+            m.get("node-3")
+                .is_some_and(|i| i.generation > before.generation)
+        }),
+    )
+    .await
+    .expect("node-3 back")
+    .expect("membership running")["node-3"]
+        .clone();
+    assert_eq!(back.flaps.penalty, ferrolb_speaker::rejoin::FLAP_PENALTY);
+    assert!(back.flaps.last_ms >= before.generation, "{back:?}");
+    // The two that were never cut off have no return on record, whatever node-3 said of them.
+    for m in &ms {
+        let members = m.members().borrow().clone();
+        for name in ["node-1", "node-2"] {
+            assert_eq!(
+                members[name].flaps,
+                Default::default(),
+                "{name}: {members:?}"
+            );
+        }
+    }
+    third.join().unwrap();
 }

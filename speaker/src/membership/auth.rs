@@ -7,7 +7,7 @@
 //! ```text
 //! 0      4        5      6                14            22         len-32      len
 //! +------+--------+------+----------------+-------------+-- ... ---+-----------+
-//! | FLBM | ver=1  | mode | timestamp (ms) | nonce (u64) |  payload |  HMAC tag |
+//! | FLBM | ver=2  | mode | timestamp (ms) | nonce (u64) |  payload |  HMAC tag |
 //! +------+--------+------+----------------+-------------+-- ... ---+-----------+
 //! mode 1: tag = HMAC-SHA256(key, bytes 0..len-32)       mode 0 (insecure): no tag
 //! ```
@@ -23,7 +23,9 @@ use sha2::Sha256;
 use std::collections::{HashSet, VecDeque};
 
 const MAGIC: &[u8; 4] = b"FLBM";
-const VERSION: u8 = 1;
+/// 2: identities carry their record of returns (see `identity`); a version-1 speaker's
+/// datagrams are refused as malformed, never misread.
+const VERSION: u8 = 2;
 const MODE_INSECURE: u8 = 0;
 const MODE_HMAC: u8 = 1;
 /// Bytes before the payload.

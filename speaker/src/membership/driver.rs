@@ -61,6 +61,12 @@ struct State {
     /// The source of the datagram being handled: a member's own word that it is down (a
     /// graceful leave) is believed at once.
     handling_from: Option<SocketAddr>,
+    /// When an authenticated datagram last came from anyone.
+    last_heard_any: Instant,
+    /// When this speaker last noticed it had heard nobody for [`Driver::silence`].
+    cut_off_at: Option<Instant>,
+    /// Leaving: foca reports `Defunct` for our own goodbye, which must not renew us.
+    leaving: bool,
 }
 
 /// A member declared down that sent us something this recently is alive: it was declared down
@@ -68,6 +74,9 @@ struct State {
 const TALKING: Duration = Duration::from_millis(60);
 /// How long such a member is kept live while its renewed identity is on the way.
 const LINGER_AT_MOST: Duration = Duration::from_secs(2);
+/// A renewal this soon after a silence is a return from isolation (the verdict that we were
+/// down reaches us within a few probe periods of the link coming back).
+const CUT_OFF_RECENTLY: Duration = Duration::from_secs(2);
 
 impl Driver {
     pub async fn run(mut self) {
@@ -99,6 +108,9 @@ impl Driver {
             heard: BTreeMap::new(),
             lingering: BTreeMap::new(),
             handling_from: None,
+            last_heard_any: Instant::now(),
+            cut_off_at: None,
+            leaving: false,
         };
         st.since
             .insert(self.me.name.clone(), (self.me.generation, Instant::now()));
@@ -178,15 +190,56 @@ impl Driver {
                 return;
             }
         };
-        st.heard.insert(from, Instant::now());
+        let now = Instant::now();
+        self.note_silence(st, now);
+        st.last_heard_any = now;
+        st.heard.insert(from, now);
         if let Err(e) = st.swim.handle_data(payload, &mut st.rt) {
             self.stats.dropped_protocol.fetch_add(1, Relaxed);
             tracing::debug!(%from, error = %e, "membership payload refused");
         }
     }
 
+    /// A speaker that heard nobody at all for [`Driver::silence`] was cut off (its link, its
+    /// membership port, or a stall): while the others run, some member probes or acks it
+    /// every probe period. Checked on every datagram and timer, so the end of a silence is
+    /// seen by the first datagram after it.
+    fn note_silence(&self, st: &mut State, now: Instant) {
+        if now.saturating_duration_since(st.last_heard_any) >= self.silence()
+            && st.swim.num_members() + st.peers.len() > 0
+        {
+            st.cut_off_at = Some(now);
+        }
+    }
+
+    /// Five probe periods, at least 150 ms: in a running cluster no speaker goes that long
+    /// without a datagram, and a link down for a few hundred ms is caught.
+    fn silence(&self) -> Duration {
+        (self.config.timers.probe_period * 5).max(Duration::from_millis(150))
+    }
+
+    /// Declared down while alive: come back as the next generation, at once.
+    fn renew(&self, st: &mut State) {
+        let now = Instant::now();
+        let cut_off = st
+            .cut_off_at
+            .is_some_and(|at| now.saturating_duration_since(at) < CUT_OFF_RECENTLY);
+        let id = st.swim.identity().renewed(cut_off, wall_ms());
+        let (generation, penalty) = (id.generation, id.flaps.penalty);
+        match st.swim.change_identity(id, &mut st.rt) {
+            Ok(()) => tracing::warn!(
+                generation,
+                cut_off,
+                flap_penalty = penalty,
+                "declared down while alive; rejoined"
+            ),
+            Err(e) => tracing::error!(error = %e, "membership: renewing the identity failed"),
+        }
+    }
+
     fn fire_timers(&self, st: &mut State) {
         let now = Instant::now();
+        self.note_silence(st, now);
         let mut due = Vec::new();
         while let Some(entry) = st.timers.first_entry() {
             if entry.key().0 > now {
@@ -225,6 +278,7 @@ impl Driver {
             name: p.name.clone(),
             addr: SocketAddr::new(p.ip, self.config.port),
             generation: 0,
+            flaps: Default::default(),
         };
         let _ = st.swim.announce(dst, &mut st.rt);
     }
@@ -249,6 +303,7 @@ impl Driver {
     async fn leave(&self, st: &mut State) {
         // Say we are leaving to a few members, then repeat twice so one lost datagram does
         // not turn a planned handover into a 100 ms failure detection.
+        st.leaving = true;
         let _ = st.swim.leave_cluster(&mut st.rt);
         self.drain(st);
         for _ in 0..2 {
@@ -260,6 +315,17 @@ impl Driver {
 
     /// Sends what foca queued, schedules its timers, and publishes membership changes.
     fn drain(&self, st: &mut State) {
+        // A renewal queues more to send: at most one round more (foca is not undead after it).
+        for _ in 0..2 {
+            if !self.drain_once(st) {
+                break;
+            }
+        }
+    }
+
+    /// One pass of [`Driver::drain`]; true if the identity was renewed.
+    fn drain_once(&self, st: &mut State) -> bool {
+        let mut renew = false;
         while let Some((to, data)) = st.rt.to_send() {
             let sealed = st.sealer.seal(&data, wall_ms(), st.rng.next_u64());
             // Straight to the kernel: tokio's try_send_to says WouldBlock until its reactor
@@ -302,19 +368,18 @@ impl Driver {
                         tracing::warn!(node = %id.name, "speaker down");
                     }
                 }
-                OwnedNotification::Rejoin(id) => {
-                    tracing::warn!(
-                        generation = id.generation,
-                        "declared down while alive; rejoined"
-                    );
-                }
+                OwnedNotification::Defunct => renew = !st.leaving,
                 _ => {}
             }
             changed = true;
         }
+        if renew {
+            self.renew(st);
+        }
         if changed {
             self.publish(st);
         }
+        renew
     }
 
     /// Whether `id`'s address sent us an authenticated datagram within [`TALKING`]. A member
@@ -357,6 +422,7 @@ impl Driver {
                 MemberInfo {
                     addr: id.addr,
                     generation: id.generation,
+                    flaps: id.flaps,
                     live_since: since,
                 },
             );

@@ -2,16 +2,19 @@
 //!
 //! A member is its Kubernetes node name (unique in a cluster, and what the planner ranks), the
 //! socket address it listens on, and a `generation`: the start time of this speaker process
-//! in milliseconds since the epoch, bumped by one whenever foca has to renew the identity
-//! after a false death. Foca keys members by name (`Identity::Addr`), so a restarted speaker
-//! (larger generation) replaces its previous life at once instead of waiting for the cluster
-//! to forget it.
+//! in milliseconds since the epoch, bumped by one whenever it renews the identity after being
+//! declared down while alive. Foca keys members by name (`Identity::Addr`), so a restarted
+//! speaker (larger generation) replaces its previous life at once instead of waiting for the
+//! cluster to forget it. A renewal after the speaker was cut off also records the return in
+//! `flaps` (see [`crate::rejoin`]): every speaker reads the same record, so all of them agree
+//! on who is damped.
 //!
 //! Wire format (all integers big-endian, every length checked before it is read):
 //!
 //! ```text
 //! NodeId  = name_len:u8 name:[u8; name_len] (UTF-8, 1..=253)
 //!           family:u8 (4 | 6) ip:[u8; 4 | 16] port:u16 generation:u64
+//!           last_return_ms:u64 penalty:u32
 //! Member  = NodeId incarnation:u16 state:u8 (0 alive, 1 suspect, 2 down)
 //! Header  = src:NodeId src_incarnation:u16 dst:NodeId kind:u8 [fields of kind]
 //!   kind  0 Ping(probe:u8)            1 Ack(probe:u8)
@@ -20,6 +23,7 @@
 //!         6 Announce 7 Feed 8 Gossip 9 Broadcast 10 TurnUndead
 //! ```
 
+use crate::rejoin::Flaps;
 use bytes::{Buf, BufMut};
 use foca::{Header, Identity, Member, Message, State};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -33,18 +37,33 @@ pub struct NodeId {
     pub addr: SocketAddr,
     /// Start time in ms since the epoch (+1 per renewal); the larger wins a name conflict.
     pub generation: u64,
+    /// Its returns from isolation.
+    pub flaps: Flaps,
+}
+
+impl NodeId {
+    /// The identity to come back with after being declared down while alive: the next
+    /// generation, with one more return on record if this speaker had been cut off.
+    pub fn renewed(&self, was_cut_off: bool, now_ms: u64) -> NodeId {
+        NodeId {
+            generation: self.generation.wrapping_add(1),
+            flaps: if was_cut_off {
+                self.flaps.returned(now_ms)
+            } else {
+                self.flaps
+            },
+            ..self.clone()
+        }
+    }
 }
 
 impl Identity for NodeId {
     type Addr = String;
 
-    /// Opt in to foca's automatic rejoin: if the cluster declared us down while we are alive
-    /// (a partition, a long stall), come back at once as a newer generation.
+    /// No automatic renewal: foca reports `Defunct` instead and the driver comes back with
+    /// [`NodeId::renewed`], which needs to know whether this speaker had been cut off.
     fn renew(&self) -> Option<Self> {
-        Some(NodeId {
-            generation: self.generation.wrapping_add(1),
-            ..self.clone()
-        })
+        None
     }
 
     fn addr(&self) -> String {
@@ -101,7 +120,7 @@ fn get_u64(buf: &mut impl Buf) -> Result<u64, CodecError> {
 }
 
 fn id_len(id: &NodeId) -> usize {
-    1 + id.name.len() + 1 + if id.addr.is_ipv4() { 4 } else { 16 } + 2 + 8
+    1 + id.name.len() + 1 + if id.addr.is_ipv4() { 4 } else { 16 } + 2 + 8 + 8 + 4
 }
 
 fn put_id(id: &NodeId, buf: &mut impl BufMut) -> Result<(), CodecError> {
@@ -126,6 +145,8 @@ fn put_id(id: &NodeId, buf: &mut impl BufMut) -> Result<(), CodecError> {
     }
     buf.put_u16(id.addr.port());
     buf.put_u64(id.generation);
+    buf.put_u64(id.flaps.last_ms);
+    buf.put_u32(id.flaps.penalty);
     Ok(())
 }
 
@@ -155,10 +176,14 @@ fn get_id(buf: &mut impl Buf) -> Result<NodeId, CodecError> {
     };
     let port = get_u16(buf)?;
     let generation = get_u64(buf)?;
+    let last_ms = get_u64(buf)?;
+    need(buf, 4)?;
+    let penalty = buf.get_u32();
     Ok(NodeId {
         name,
         addr: SocketAddr::new(ip, port),
         generation,
+        flaps: Flaps { last_ms, penalty },
     })
 }
 
@@ -302,6 +327,10 @@ mod tests {
             name: name.into(),
             addr: addr.parse().unwrap(),
             generation,
+            flaps: Flaps {
+                last_ms: generation * 7,
+                penalty: 1234,
+            },
         }
     }
 
@@ -380,13 +409,52 @@ mod tests {
     }
 
     #[test]
-    fn newer_generation_wins_and_renew_bumps_it() {
+    fn newer_generation_wins_and_renewal_bumps_it() {
         let old = id("n", "192.0.2.1:7946", 10);
-        let new = old.renew().unwrap();
+        assert_eq!(old.renew(), None, "renewal is the driver's, not foca's");
+        let new = old.renewed(false, 5_000);
         assert_eq!(new.generation, 11);
+        assert_eq!(new.flaps, old.flaps, "not cut off: no return on record");
         assert_eq!(new.addr(), old.addr());
         assert!(new.win_addr_conflict(&old));
         assert!(!old.win_addr_conflict(&new));
+        let back = old.renewed(true, 5_000);
+        assert_eq!(back.generation, 11);
+        assert_eq!(back.flaps, old.flaps.returned(5_000));
+    }
+
+    #[test]
+    fn the_record_of_returns_travels_and_every_byte_counts() {
+        // One IPv4 identity, byte for byte: name, family, address, port, generation, last
+        // return, penalty.
+        let n = NodeId {
+            name: "n1".into(),
+            addr: "192.0.2.7:7946".parse().unwrap(),
+            generation: 0x0102_0304_0506_0708,
+            flaps: Flaps {
+                last_ms: 0x1112_1314_1516_1718,
+                penalty: 0x2122_2324,
+            },
+        };
+        let mut buf = Vec::new();
+        put_id(&n, &mut buf).unwrap();
+        let expected: Vec<u8> = [
+            &[2, b'n', b'1', 4, 192, 0, 2, 7, 0x1f, 0x0a][..],
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18],
+            &[0x21, 0x22, 0x23, 0x24],
+        ]
+        .concat();
+        assert_eq!(buf, expected);
+        assert_eq!(buf.len(), id_len(&n));
+        assert_eq!(get_id(&mut &buf[..]).unwrap(), n);
+        for cut in 0..buf.len() {
+            assert_eq!(
+                get_id(&mut &buf[..cut]),
+                Err(CodecError::Truncated),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]

@@ -26,8 +26,9 @@
 //! (a) [`Membership::members`] is published only once this speaker has joined, so a restarted
 //! speaker never plans from its lonely first view; (b) [`crate::rejoin`] holds a speaker that
 //! joined an existing cluster (by the start times in the generations, which all speakers see
-//! alike) so it ranks last until it has been live for a hold-down, and a flapping node never
-//! owns anything; (c) `l2::ownership` moves make-before-break: the old owner keeps answering
+//! alike) so it ranks last until it has been live for a hold-down; a speaker that was cut off
+//! and comes back renews its identity with a record of the return, so it is held the same way
+//! and damped if it keeps coming back; (c) `l2::ownership` moves make-before-break: the old owner keeps answering
 //! for a grace period after the plan gave the address away. Membership itself never hides a
 //! live speaker, so every speaker sees the same set and computes the same ranking.
 //!
@@ -60,6 +61,8 @@ pub struct MemberInfo {
     pub addr: SocketAddr,
     /// Start time (ms since the epoch) of that speaker process, +1 per renewal.
     pub generation: u64,
+    /// Its returns from isolation (see [`crate::rejoin`]).
+    pub flaps: crate::rejoin::Flaps,
     /// When this speaker first saw it live in this generation (the stability signal).
     pub live_since: tokio::time::Instant,
 }
@@ -131,6 +134,7 @@ fn prepare(
         name: config.node_name.clone(),
         addr: config.advertised_addr(),
         generation: driver::wall_ms(),
+        flaps: Default::default(),
     };
     let (live_tx, live) = watch::channel(BTreeSet::from([me.name.clone()]));
     let (members_tx, members) = watch::channel(BTreeMap::new());
