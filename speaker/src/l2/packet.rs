@@ -5,7 +5,24 @@
 //! other) and unsolicited Neighbor Advertisements (RFC 4861 7.2.6: to all-nodes, Override set,
 //! Solicited clear, with the Target Link-Layer Address option). Frames are built once per
 //! (address, interface) and kept, so a takeover sends without building anything.
+//!
+//! Formats are pnet's packet types (`pnet_packet`); the addresses' lengths, the extension
+//! header chain and the NDP options are still checked here, because pnet reads what it is given.
+//! The socket, its BPF filter and the frames' reception are `l2::sys`'s: pnet's datalink channel
+//! cannot attach a socket filter.
 
+use pnet_packet::arp::{
+    ArpHardwareTypes, ArpOperation, ArpOperations, ArpPacket, MutableArpPacket,
+};
+use pnet_packet::ethernet::{EtherType, EtherTypes, EthernetPacket, MutableEthernetPacket};
+use pnet_packet::icmpv6::ndp::{
+    MutableNdpOptionPacket, MutableNeighborAdvertPacket, NdpOptionPacket, NdpOptionType,
+    NdpOptionTypes, NeighborAdvertFlags, NeighborSolicitPacket,
+};
+use pnet_packet::icmpv6::{Icmpv6Code, Icmpv6Type, Icmpv6Types};
+use pnet_packet::ip::{IpNextHeaderProtocol, IpNextHeaderProtocols};
+use pnet_packet::ipv6::{ExtensionPacket, Ipv6Packet, MutableIpv6Packet};
+use pnet_packet::Packet;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -35,19 +52,37 @@ impl fmt::Display for MacAddr {
     }
 }
 
-const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
+// The protocol numbers, by name (pnet's values; the byte-vector tests use these names too).
+const ETHERTYPE_ARP: u16 = EtherTypes::Arp.0;
+const ETHERTYPE_IPV6: u16 = EtherTypes::Ipv6.0;
+const ICMPV6: u8 = IpNextHeaderProtocols::Icmpv6.0;
+const NEIGHBOR_SOLICITATION: u8 = Icmpv6Types::NeighborSolicit.0;
+const NEIGHBOR_ADVERTISEMENT: u8 = Icmpv6Types::NeighborAdvert.0;
+const OPTION_SOURCE_LLA: u8 = NdpOptionTypes::SourceLLAddr.0;
+const OPTION_TARGET_LLA: u8 = NdpOptionTypes::TargetLLAddr.0;
+/// NA flags (RFC 4861 4.4): Router, Solicited, Override.
+const NA_SOLICITED: u8 = NeighborAdvertFlags::Solicited;
+const NA_OVERRIDE: u8 = NeighborAdvertFlags::Override;
 const ETHERNET_HEADER: usize = 14;
 const ARP_LEN: usize = 28;
 const IPV6_HEADER: usize = 40;
-const ICMPV6: u8 = 58;
-const NEIGHBOR_SOLICITATION: u8 = 135;
-const NEIGHBOR_ADVERTISEMENT: u8 = 136;
-const OPTION_SOURCE_LLA: u8 = 1;
-const OPTION_TARGET_LLA: u8 = 2;
-/// NA flags (RFC 4861 4.4): Router, Solicited, Override.
-const NA_SOLICITED: u8 = 0x40;
-const NA_OVERRIDE: u8 = 0x20;
+/// Type, code, checksum, reserved, target: the fixed part of a solicitation or advertisement.
+const ND_FIXED: usize = 24;
+/// An advertisement carries one option, the Target Link-Layer Address (8 bytes).
+const NA_LEN: usize = ND_FIXED + 8;
+
+impl From<pnet_base::MacAddr> for MacAddr {
+    fn from(m: pnet_base::MacAddr) -> Self {
+        MacAddr(m.octets())
+    }
+}
+
+impl From<MacAddr> for pnet_base::MacAddr {
+    fn from(m: MacAddr) -> Self {
+        let [a, b, c, d, e, f] = m.0;
+        pnet_base::MacAddr(a, b, c, d, e, f)
+    }
+}
 
 /// All-nodes multicast, where unsolicited NAs go.
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
@@ -96,30 +131,12 @@ pub enum Ignored {
     InvalidSolicitation,
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn mac_at(b: &[u8], at: usize) -> MacAddr {
-    let mut m = [0u8; 6];
-    m.copy_from_slice(&b[at..at + 6]);
-    MacAddr(m)
-}
-
-fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&b[at..at + 16]);
-    Ipv6Addr::from(a)
-}
-
 /// Reads an Ethernet frame as an ARP request or a Neighbor Solicitation.
 pub fn parse_query(frame: &[u8]) -> Result<Query, Ignored> {
-    if frame.len() < ETHERNET_HEADER {
-        return Err(Ignored::Truncated);
-    }
-    match be16(frame, 12) {
-        ETHERTYPE_ARP => parse_arp(&frame[ETHERNET_HEADER..]),
-        ETHERTYPE_IPV6 => parse_ns(&frame[ETHERNET_HEADER..], mac_at(frame, 6)),
+    let ethernet = EthernetPacket::new(frame).ok_or(Ignored::Truncated)?;
+    match ethernet.get_ethertype().0 {
+        ETHERTYPE_ARP => parse_arp(ethernet.payload()),
+        ETHERTYPE_IPV6 => parse_ns(ethernet.payload(), ethernet.get_source().into()),
         _ => Err(Ignored::NotArpOrIpv6),
     }
 }
@@ -129,22 +146,21 @@ pub fn parse_query(frame: &[u8]) -> Result<Query, Ignored> {
   htype(2)=1 ptype(2)=0x0800 hlen(1)=6 plen(1)=4 oper(2)=1 request / 2 reply
   sha(6) spa(4) tha(6) tpa(4)
 */
-fn parse_arp(arp: &[u8]) -> Result<Query, Ignored> {
-    if arp.len() < ARP_LEN {
-        return Err(Ignored::Truncated);
-    }
-    if be16(arp, 0) != 1
-        || be16(arp, 2) != 0x0800
-        || arp[4] != 6
-        || arp[5] != 4
-        || be16(arp, 6) != 1
+fn parse_arp(bytes: &[u8]) -> Result<Query, Ignored> {
+    let arp = ArpPacket::new(bytes).ok_or(Ignored::Truncated)?;
+    // pnet reads the addresses as Ethernet and IPv4 whatever the lengths say: check them.
+    if arp.get_hardware_type() != ArpHardwareTypes::Ethernet
+        || arp.get_protocol_type() != EtherTypes::Ipv4
+        || arp.get_hw_addr_len() != 6
+        || arp.get_proto_addr_len() != 4
+        || arp.get_operation() != ArpOperations::Request
     {
         return Err(Ignored::NotAQuery);
     }
     Ok(Query::Arp {
-        sender_mac: mac_at(arp, 8),
-        sender_ip: Ipv4Addr::new(arp[14], arp[15], arp[16], arp[17]),
-        target: Ipv4Addr::new(arp[24], arp[25], arp[26], arp[27]),
+        sender_mac: arp.get_sender_hw_addr().into(),
+        sender_ip: arp.get_sender_proto_addr(),
+        target: arp.get_target_proto_addr(),
     })
 }
 
@@ -152,9 +168,9 @@ fn parse_arp(arp: &[u8]) -> Result<Query, Ignored> {
 /// Options, Destination Options, Routing. Each is `next header(1) length(1, 8-byte units not
 /// counting the first 8)`, then its data. A Fragment header (44) is not walked: RFC 6980 forbids
 /// fragmented Neighbor Discovery.
-const HOP_BY_HOP: u8 = 0;
-const ROUTING: u8 = 43;
-const DESTINATION_OPTIONS: u8 = 60;
+const HOP_BY_HOP: u8 = IpNextHeaderProtocols::Hopopt.0;
+const ROUTING: u8 = IpNextHeaderProtocols::Ipv6Route.0;
+const DESTINATION_OPTIONS: u8 = IpNextHeaderProtocols::Ipv6Opts.0;
 /// At most this many extension headers before ICMPv6 (a bound against crafted chains).
 const MAX_EXTENSION_HEADERS: usize = 8;
 
@@ -163,64 +179,64 @@ const MAX_EXTENSION_HEADERS: usize = 8;
  headers ending in next header 58:
   type(1)=135 code(1)=0 checksum(2) reserved(4) target(16) options: type(1) len(1, x8 bytes) ...
 */
-fn parse_ns(ip: &[u8], frame_source: MacAddr) -> Result<Query, Ignored> {
-    if ip.len() < IPV6_HEADER {
-        return Err(Ignored::Truncated);
-    }
-    if ip[0] >> 4 != 6 {
+fn parse_ns(bytes: &[u8], frame_source: MacAddr) -> Result<Query, Ignored> {
+    let ip = Ipv6Packet::new(bytes).ok_or(Ignored::Truncated)?;
+    if ip.get_version() != 6 {
         return Err(Ignored::NotAQuery);
     }
-    let payload_len = usize::from(be16(ip, 4));
-    if ip.len() < IPV6_HEADER + payload_len {
+    let end = IPV6_HEADER + usize::from(ip.get_payload_length());
+    if bytes.len() < end {
         return Err(Ignored::Truncated);
     }
-    let end = IPV6_HEADER + payload_len;
-    let (mut next, mut at) = (ip[6], IPV6_HEADER);
+    let (mut next, mut at) = (ip.get_next_header().0, IPV6_HEADER);
     for _ in 0..MAX_EXTENSION_HEADERS {
         if !matches!(next, HOP_BY_HOP | ROUTING | DESTINATION_OPTIONS) {
             break;
         }
-        if at + 2 > end {
-            return Err(Ignored::Truncated);
-        }
-        let len = (usize::from(ip[at + 1]) + 1) * 8;
-        next = ip[at];
-        at += len;
+        let ext = bytes
+            .get(at..end)
+            .and_then(ExtensionPacket::new)
+            .ok_or(Ignored::Truncated)?;
+        next = ext.get_next_header().0;
+        at += (usize::from(ext.get_hdr_ext_len()) + 1) * 8;
     }
     if next != ICMPV6 {
         return Err(Ignored::NotAQuery);
     }
-    if at + 24 > end {
-        return Err(Ignored::Truncated);
-    }
-    let icmp = &ip[at..end];
-    if icmp[0] != NEIGHBOR_SOLICITATION {
+    let icmp = bytes.get(at..end).ok_or(Ignored::Truncated)?;
+    let ns = NeighborSolicitPacket::new(icmp).ok_or(Ignored::Truncated)?;
+    if ns.get_icmpv6_type().0 != NEIGHBOR_SOLICITATION {
         return Err(Ignored::NotAQuery);
     }
-    let source = v6_at(ip, 8);
-    let destination = v6_at(ip, 24);
-    if ip[7] != 255 || icmp[1] != 0 || checksum(source, destination, icmp) != 0 {
+    let (source, destination) = (ip.get_source(), ip.get_destination());
+    if ip.get_hop_limit() != 255
+        || ns.get_icmpv6_code() != Icmpv6Code(0)
+        || checksum(source, destination, icmp) != 0
+    {
         return Err(Ignored::InvalidSolicitation);
     }
-    let target = v6_at(icmp, 8);
+    let target = ns.get_target_addr();
     if target.is_multicast() {
         return Err(Ignored::InvalidSolicitation);
     }
-    // Options: a zero length is invalid (RFC 4861 7.1.1); the source link-layer address is
-    // where a unicast answer goes, else the frame's own source.
+    // Options, walked here: pnet's option iterator computes `length * 8` in a u8, which
+    // overflows from length 32 on. A zero length is invalid (RFC 4861 7.1.1); the source
+    // link-layer address is where a unicast answer goes, else the frame's own source.
     let mut source_mac = frame_source;
-    let mut at = 24;
     let mut has_slla = false;
-    while at + 2 <= icmp.len() {
-        let (kind, len) = (icmp[at], usize::from(icmp[at + 1]) * 8);
-        if len == 0 || at + len > icmp.len() {
+    let mut options = &icmp[ND_FIXED..];
+    while let Some(option) = NdpOptionPacket::new(options) {
+        let len = usize::from(option.get_length()) * 8;
+        if len == 0 || len > options.len() {
             return Err(Ignored::InvalidSolicitation);
         }
-        if kind == OPTION_SOURCE_LLA && len >= 8 {
-            source_mac = mac_at(icmp, at + 2);
+        if option.get_option_type().0 == OPTION_SOURCE_LLA && len >= 8 {
+            let mut m = [0u8; 6];
+            m.copy_from_slice(&options[2..8]);
+            source_mac = MacAddr(m);
             has_slla = true;
         }
-        at += len;
+        options = &options[len..];
     }
     if source.is_unspecified() && has_slla {
         // RFC 4861 7.1.1: no source link-layer option with an unspecified source.
@@ -236,48 +252,39 @@ fn parse_ns(ip: &[u8], frame_source: MacAddr) -> Result<Query, Ignored> {
 /// The Internet checksum of the ICMPv6 message `icmp` with its pseudo-header; 0 when a
 /// received message's checksum is right.
 pub fn checksum(source: Ipv6Addr, destination: Ipv6Addr, icmp: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut add = |bytes: &[u8]| {
-        for chunk in bytes.chunks(2) {
-            let word = if chunk.len() == 2 {
-                u16::from_be_bytes([chunk[0], chunk[1]])
-            } else {
-                u16::from(chunk[0]) << 8
-            };
-            sum += u32::from(word);
-        }
-    };
-    add(&source.octets());
-    add(&destination.octets());
-    add(&(icmp.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, ICMPV6]);
-    add(icmp);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    // No word skipped: the message's own checksum is summed in, so a right one gives 0.
+    pnet_packet::util::ipv6_checksum(
+        icmp,
+        usize::MAX,
+        &[],
+        &source,
+        &destination,
+        IpNextHeaderProtocols::Icmpv6,
+    )
 }
 
 fn ethernet(dst: MacAddr, src: MacAddr, ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(ETHERNET_HEADER + payload.len());
-    f.extend_from_slice(&dst.0);
-    f.extend_from_slice(&src.0);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
+    let mut f = vec![0u8; ETHERNET_HEADER + payload.len()];
+    let mut e = MutableEthernetPacket::new(&mut f).expect("sized for the header");
+    e.set_destination(dst.into());
+    e.set_source(src.into());
+    e.set_ethertype(EtherType(ethertype));
+    e.set_payload(payload);
     f
 }
 
-fn arp(oper: u16, sha: MacAddr, spa: Ipv4Addr, tha: MacAddr, tpa: Ipv4Addr) -> [u8; ARP_LEN] {
-    let mut a = [0u8; ARP_LEN];
-    a[0..2].copy_from_slice(&1u16.to_be_bytes());
-    a[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
-    a[4] = 6;
-    a[5] = 4;
-    a[6..8].copy_from_slice(&oper.to_be_bytes());
-    a[8..14].copy_from_slice(&sha.0);
-    a[14..18].copy_from_slice(&spa.octets());
-    a[18..24].copy_from_slice(&tha.0);
-    a[24..28].copy_from_slice(&tpa.octets());
+fn arp(op: ArpOperation, sha: MacAddr, spa: Ipv4Addr, tha: MacAddr, tpa: Ipv4Addr) -> Vec<u8> {
+    let mut a = vec![0u8; ARP_LEN];
+    let mut p = MutableArpPacket::new(&mut a).expect("sized for ARP");
+    p.set_hardware_type(ArpHardwareTypes::Ethernet);
+    p.set_protocol_type(EtherTypes::Ipv4);
+    p.set_hw_addr_len(6);
+    p.set_proto_addr_len(4);
+    p.set_operation(op);
+    p.set_sender_hw_addr(sha.into());
+    p.set_sender_proto_addr(spa);
+    p.set_target_hw_addr(tha.into());
+    p.set_target_proto_addr(tpa);
     a
 }
 
@@ -292,7 +299,7 @@ pub fn arp_reply(
         sender_mac,
         our_mac,
         ETHERTYPE_ARP,
-        &arp(2, our_mac, vip, sender_mac, sender_ip),
+        &arp(ArpOperations::Reply, our_mac, vip, sender_mac, sender_ip),
     )
 }
 
@@ -303,13 +310,13 @@ pub fn gratuitous_arp(our_mac: MacAddr, vip: Ipv4Addr) -> [Vec<u8>; 2] {
             MacAddr::BROADCAST,
             our_mac,
             ETHERTYPE_ARP,
-            &arp(1, our_mac, vip, MacAddr::ZERO, vip),
+            &arp(ArpOperations::Request, our_mac, vip, MacAddr::ZERO, vip),
         ),
         ethernet(
             MacAddr::BROADCAST,
             our_mac,
             ETHERTYPE_ARP,
-            &arp(2, our_mac, vip, MacAddr::BROADCAST, vip),
+            &arp(ArpOperations::Reply, our_mac, vip, MacAddr::BROADCAST, vip),
         ),
     ]
 }
@@ -326,23 +333,34 @@ fn neighbor_advertisement(
      NA (RFC 4861 4.4): type(1)=136 code(1)=0 checksum(2) R|S|O|reserved(4) target(16)
      option Target Link-Layer Address: type(1)=2 length(1)=1 mac(6)
     */
-    let mut icmp = [0u8; 32];
-    icmp[0] = NEIGHBOR_ADVERTISEMENT;
-    icmp[4] = flags;
-    icmp[8..24].copy_from_slice(&vip.octets());
-    icmp[24] = OPTION_TARGET_LLA;
-    icmp[25] = 1;
-    icmp[26..32].copy_from_slice(&our_mac.0);
+    let mut icmp = vec![0u8; NA_LEN];
+    {
+        let mut na = MutableNeighborAdvertPacket::new(&mut icmp).expect("sized for an NA");
+        na.set_icmpv6_type(Icmpv6Type(NEIGHBOR_ADVERTISEMENT));
+        na.set_icmpv6_code(Icmpv6Code(0));
+        na.set_flags(flags);
+        na.set_target_addr(vip);
+    }
+    {
+        let mut option =
+            MutableNdpOptionPacket::new(&mut icmp[ND_FIXED..]).expect("sized for the option");
+        option.set_option_type(NdpOptionType(OPTION_TARGET_LLA));
+        option.set_length(1);
+        option.set_data(&our_mac.0);
+    }
     let sum = checksum(vip, destination, &icmp);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    let mut ip = Vec::with_capacity(IPV6_HEADER + icmp.len());
-    ip.extend_from_slice(&[0x60, 0, 0, 0]);
-    ip.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
-    ip.push(ICMPV6);
-    ip.push(255);
-    ip.extend_from_slice(&vip.octets());
-    ip.extend_from_slice(&destination.octets());
-    ip.extend_from_slice(&icmp);
+    MutableNeighborAdvertPacket::new(&mut icmp)
+        .expect("sized for an NA")
+        .set_checksum(sum);
+    let mut ip = vec![0u8; IPV6_HEADER + icmp.len()];
+    let mut p = MutableIpv6Packet::new(&mut ip).expect("sized for the header");
+    p.set_version(6);
+    p.set_payload_length(icmp.len() as u16);
+    p.set_next_header(IpNextHeaderProtocol(ICMPV6));
+    p.set_hop_limit(255);
+    p.set_source(vip);
+    p.set_destination(destination);
+    p.set_payload(&icmp);
     ethernet(dst_mac, our_mac, ETHERTYPE_IPV6, &ip)
 }
 

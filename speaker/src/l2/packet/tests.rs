@@ -240,3 +240,28 @@ fn no_frame_panics_the_parser() {
         }
     }
 }
+
+#[test]
+fn every_option_length_is_judged_without_a_panic() {
+    // pnet's own option iterator computes `length * 8` in a u8 (it overflows from 32 on), so
+    // the parser walks the options itself: every length byte, with a right checksum, gives an
+    // answer or a clean refusal.
+    let vip: Ipv6Addr = "2001:db8::10".parse().unwrap();
+    let client: Ipv6Addr = "2001:db8::99".parse().unwrap();
+    let destination = solicited_node_group(vip);
+    let plain = ns_frame(client, vip, Some(CLIENT), 255);
+    let icmp_at = 14 + 40;
+    for len in 0..=255u8 {
+        let mut frame = plain.clone();
+        frame[icmp_at + 24 + 1] = len;
+        frame[icmp_at + 2..icmp_at + 4].copy_from_slice(&[0, 0]);
+        let sum = checksum(client, destination, &frame[icmp_at..]);
+        frame[icmp_at + 2..icmp_at + 4].copy_from_slice(&sum.to_be_bytes());
+        let got = parse_query(&frame);
+        if len == 1 {
+            assert_eq!(got, parse_query(&plain));
+        } else {
+            assert_eq!(got, Err(Ignored::InvalidSolicitation), "length {len}");
+        }
+    }
+}
