@@ -23,9 +23,10 @@
 //! renews its identity when it is back, keeping its start time. Two more rules hold it, both
 //! computed from its identity, which every speaker sees alike:
 //! - its return counts as a start ([`Standing::effective_start_ms`]), so the rule above holds
-//!   it for a hold-down like any late joiner. A whole cluster coming back together (a two-node
-//!   cluster, a two-and-two split) has returns within the cold-start window, so nobody is held
-//!   and nothing moves twice;
+//!   it for a hold-down like any late joiner. When only two speakers are live (a two-node
+//!   cluster, or one node of three down) a cut between them leaves each alone: both record a
+//!   return within the cold-start window, so nobody is held and nothing moves twice. (A
+//!   two-and-two split records nothing: each side hears its partner.);
 //! - each return adds [`FLAP_PENALTY`] to a penalty that halves every [`HALF_LIFE`] (route
 //!   flap damping, RFC 2439). A speaker whose penalty reached [`SUPPRESS`] is *damped*, held
 //!   until the penalty decays below [`REUSE`], as long as some live speaker is clearly steadier
@@ -48,6 +49,9 @@ pub const REUSE: u32 = 750;
 pub const HALF_LIFE: Duration = Duration::from_secs(15);
 /// The penalty never exceeds this: damped for at most four half-lives after the last return.
 pub const MAX_PENALTY: u32 = REUSE * 16;
+/// A record of a return further ahead of this speaker's clock is ignored (membership refuses
+/// datagrams from clocks further apart anyway).
+pub const MAX_AHEAD: Duration = Duration::from_secs(30);
 
 /// A speaker's record of returns from isolation, carried in its membership identity.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -62,7 +66,20 @@ impl Flaps {
     /// The penalty decayed to `now_ms`.
     pub fn decayed(&self, now_ms: u64) -> f64 {
         let dt = now_ms.saturating_sub(self.last_ms) as f64;
-        f64::from(self.penalty) * 0.5f64.powf(dt / HALF_LIFE.as_millis() as f64)
+        f64::from(self.penalty.min(MAX_PENALTY)) * 0.5f64.powf(dt / HALF_LIFE.as_millis() as f64)
+    }
+
+    /// The record as this speaker's rules read it: a penalty beyond [`MAX_PENALTY`] counts as
+    /// that, and a return dated more than [`MAX_AHEAD`] ahead of `now_ms` (a bad clock) as none,
+    /// so another speaker's record can never hold it for longer than the rules say.
+    pub fn sanitized(&self, now_ms: u64) -> Flaps {
+        if self.last_ms > now_ms.saturating_add(MAX_AHEAD.as_millis() as u64) {
+            return Flaps::default();
+        }
+        Flaps {
+            last_ms: self.last_ms,
+            penalty: self.penalty.min(MAX_PENALTY),
+        }
     }
 
     /// The record after one more return at `now_ms`.
@@ -76,10 +93,11 @@ impl Flaps {
 
     /// When the damping that the last return started ends, if it started one.
     pub fn damped_until_ms(&self) -> Option<u64> {
-        if self.penalty < SUPPRESS {
+        let penalty = self.penalty.min(MAX_PENALTY);
+        if penalty < SUPPRESS {
             return None;
         }
-        let half_lives = (f64::from(self.penalty) / f64::from(REUSE)).log2();
+        let half_lives = (f64::from(penalty) / f64::from(REUSE)).log2();
         let ms = (half_lives * HALF_LIFE.as_millis() as f64).ceil() as u64;
         Some(self.last_ms.saturating_add(ms))
     }
@@ -105,6 +123,13 @@ impl Standing {
     pub fn effective_start_ms(&self) -> u64 {
         self.started_ms.max(self.flaps.last_ms)
     }
+
+    fn sanitized(&self, now_ms: u64) -> Standing {
+        Standing {
+            started_ms: self.started_ms,
+            flaps: self.flaps.sanitized(now_ms),
+        }
+    }
 }
 
 /// Who is held and until when.
@@ -125,6 +150,10 @@ pub fn held(members: &BTreeMap<String, Standing>, now_ms: u64, hold_down: Durati
     if hold == 0 {
         return out;
     }
+    let members: BTreeMap<&String, Standing> = members
+        .iter()
+        .map(|(n, m)| (n, m.sanitized(now_ms)))
+        .collect();
     let Some(oldest) = members.values().map(Standing::effective_start_ms).min() else {
         return out;
     };
@@ -132,7 +161,7 @@ pub fn held(members: &BTreeMap<String, Standing>, now_ms: u64, hold_down: Durati
         .values()
         .map(|m| m.flaps.decayed(now_ms))
         .fold(f64::INFINITY, f64::min);
-    for (name, m) in members {
+    for (name, m) in &members {
         let start = m.effective_start_ms();
         let joined_late = start.saturating_sub(oldest) >= window;
         let mut end = None;
@@ -147,7 +176,7 @@ pub fn held(members: &BTreeMap<String, Standing>, now_ms: u64, hold_down: Durati
             }
         }
         if let Some(end) = end {
-            out.names.insert(name.clone());
+            out.names.insert((*name).clone());
             out.until_ms = Some(out.until_ms.map_or(end, |u| u.min(end)));
         }
     }
@@ -254,7 +283,7 @@ mod tests {
 
     #[test]
     fn a_cluster_coming_back_together_holds_nobody() {
-        // A two-node cluster (or a two-and-two split) heals: both sides were cut off, both
+        // A two-node cluster heals: both sides were cut off (each heard nobody), both
         // return within the cold-start window, so neither is held and nothing moves twice.
         let s = with_flaps(&[
             ("a", 100_000, Flaps::default().returned(500_000)),
@@ -350,5 +379,21 @@ mod tests {
         let s = with_flaps(&[("a", u64::MAX, wild), ("b", 0, Flaps::default())]);
         let _ = held(&s, 0, H);
         let _ = held(&s, u64::MAX, H);
+        // Another speaker's record never holds it beyond the rules: the penalty is capped...
+        let huge = Flaps {
+            last_ms: 100_000,
+            penalty: u32::MAX,
+        };
+        let s = with_flaps(&[("a", 0, Flaps::default()), ("c", 0, huge)]);
+        let end = held(&s, 100_001, H).until_ms.unwrap();
+        assert_eq!(Some(end), huge.sanitized(100_001).damped_until_ms());
+        assert!(end <= 100_000 + 4 * HALF_LIFE.as_millis() as u64);
+        // ...and a return dated far ahead of our clock counts as none.
+        let ahead = Flaps {
+            last_ms: 10_000_000,
+            penalty: 5_000,
+        };
+        let s = with_flaps(&[("a", 0, Flaps::default()), ("c", 0, ahead)]);
+        assert_eq!(held(&s, 100_000, H), Held::default());
     }
 }
