@@ -76,6 +76,7 @@ impl KubeMode {
                 ip: *ip,
             })
             .collect();
+        config.fast = args.fast;
         let m = Membership::start_dedicated(config)?;
         tracing::info!(%ip, peers = info.node_ips.len().saturating_sub(1), "membership started");
         Ok(m)

@@ -108,6 +108,23 @@ enum Command {
         #[arg(long, env = "FERROLB_L2_REFRESH_RATE", default_value_t = ferrolb_speaker::l2::schedule::DEFAULT_REFRESH_RATE,
               value_parser = clap::value_parser!(u32).range(1..=100_000))]
         l2_refresh_rate: u32,
+        /// L2 fast failover: milliseconds between heartbeats from each owner to its hot
+        /// standbys (1 to 1000; 0: off, failover then waits for membership's verdict, about
+        /// 100-150 ms).
+        #[arg(long, env = "FERROLB_L2_HEARTBEAT_MS", default_value_t = 5,
+              value_parser = clap::value_parser!(u64).range(0..=1000))]
+        l2_heartbeat_ms: u64,
+        /// L2 fast failover: heartbeat periods without a word before the standby checks the
+        /// owner (2 to 50).
+        #[arg(long, env = "FERROLB_L2_HEARTBEAT_MISSES", default_value_t = 3,
+              value_parser = clap::value_parser!(u32).range(2..=50))]
+        l2_heartbeat_misses: u32,
+        /// L2 fast failover: milliseconds a check waits for the owner, or another speaker
+        /// that heard it, before the owner is taken as down (1 to 1000). A speaker starved of
+        /// CPU for heartbeat x misses + this is taken as down too.
+        #[arg(long, env = "FERROLB_L2_CONFIRM_MS", default_value_t = 5,
+              value_parser = clap::value_parser!(u64).range(1..=1000))]
+        l2_confirm_ms: u64,
         /// BGP graceful shutdown (RFC 8326), in seconds: routes this node stops announcing
         /// (a Service moving away, an advertisement or exclusion label no longer selecting
         /// the node, the speaker stopping on a cordoned or deleted node, or any stop for peers
@@ -168,6 +185,8 @@ struct RunArgs {
     l2_quorum: Option<bool>,
     l2_refresh_seconds: u64,
     l2_refresh_rate: u32,
+    /// The fast path's timers; None: off.
+    fast: Option<ferrolb_speaker::membership::fast::FastTimers>,
     graceful_shutdown_seconds: u64,
 }
 
@@ -250,6 +269,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, Some(m)) => Liveness::Members {
             members: m.members(),
             hold_down: std::time::Duration::from_millis(args.rejoin_hold_down_ms),
+            watcher: Some(m.watcher()),
         },
         (None, None) => Liveness::EveryNode,
     };
@@ -261,6 +281,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 joins: Stats::get(&stats.member_up),
                 deaths: Stats::get(&stats.member_down),
                 suspicions: Stats::get(&stats.suspicions),
+                fast_downs: Stats::get(&stats.fast_downs),
+                fast_backs: Stats::get(&stats.fast_backs),
                 live_members: live.borrow().len() as u64,
                 dropped: [
                     ("malformed", Stats::get(&stats.dropped_malformed)),
@@ -398,6 +420,7 @@ fn start_membership(
     })?;
     let mut config = MembershipConfig::new(&args.node_name, ip, security);
     config.peers = peers_of(&snapshot, &args.node_name);
+    config.fast = args.fast;
     let m = Membership::start_dedicated(config)?;
     tracing::info!(%ip, peers = snapshot.node_ips.len().saturating_sub(1), "membership started");
     Ok(m)
@@ -421,6 +444,9 @@ fn main() -> ExitCode {
             l2_quorum,
             l2_refresh_seconds,
             l2_refresh_rate,
+            l2_heartbeat_ms,
+            l2_heartbeat_misses,
+            l2_confirm_ms,
             graceful_shutdown_seconds,
         } => match run(RunArgs {
             source,
@@ -438,6 +464,11 @@ fn main() -> ExitCode {
             l2_quorum,
             l2_refresh_seconds,
             l2_refresh_rate,
+            fast: (l2_heartbeat_ms > 0).then(|| ferrolb_speaker::membership::fast::FastTimers {
+                heartbeat: std::time::Duration::from_millis(l2_heartbeat_ms),
+                misses: l2_heartbeat_misses,
+                confirm: std::time::Duration::from_millis(l2_confirm_ms),
+            }),
             graceful_shutdown_seconds,
         }) {
             Ok(()) => ExitCode::SUCCESS,

@@ -113,6 +113,9 @@ pub struct MembershipSample {
     pub joins: u64,
     pub deaths: u64,
     pub suspicions: u64,
+    /// Owners the L2 fast path took as down, and those of them that showed life again.
+    pub fast_downs: u64,
+    pub fast_backs: u64,
     /// Live speakers, this one included.
     pub live_members: u64,
     /// Datagrams dropped, by reason: `malformed`, `unauthenticated` (wrong or no key: the
@@ -126,6 +129,8 @@ impl Default for MembershipSample {
             joins: 0,
             deaths: 0,
             suspicions: 0,
+            fast_downs: 0,
+            fast_backs: 0,
             live_members: 0,
             dropped: [
                 ("malformed", 0),
@@ -197,6 +202,8 @@ pub struct Metrics {
     joins: Counter,
     deaths: Counter,
     suspicions: Counter,
+    fast_downs: Counter,
+    fast_backs: Counter,
     live_members: Gauge,
     dropped: Family<ReasonLabel, Counter>,
     bgp_session_up: PerPeerGauge,
@@ -285,6 +292,16 @@ impl Metrics {
             "membership_suspicions",
             "Unanswered direct and indirect probes by this speaker that made a speaker suspect",
             m.suspicions.clone(),
+        );
+        r.register(
+            "membership_fast_downs",
+            "Owners the L2 fast path (heartbeats to hot standbys) took as down before membership did",
+            m.fast_downs.clone(),
+        );
+        r.register(
+            "membership_fast_backs",
+            "Owners taken as down by the L2 fast path that showed life again (a stall or a cut, not a death)",
+            m.fast_backs.clone(),
         );
         r.register(
             "membership_live_members",
@@ -467,6 +484,8 @@ impl Metrics {
         raise_to(&self.joins, s.joins);
         raise_to(&self.deaths, s.deaths);
         raise_to(&self.suspicions, s.suspicions);
+        raise_to(&self.fast_downs, s.fast_downs);
+        raise_to(&self.fast_backs, s.fast_backs);
         self.live_members
             .set(i64::try_from(s.live_members).unwrap_or(i64::MAX));
         for (reason, total) in s.dropped {

@@ -10,6 +10,7 @@
 //! | FLBM | ver=2  | mode | timestamp (ms) | nonce (u64) |  payload |  HMAC tag |
 //! +------+--------+------+----------------+-------------+-- ... ---+-----------+
 //! mode 1: tag = HMAC-SHA256(key, bytes 0..len-32)       mode 0 (insecure): no tag
+//! payload = channel:u8 body   channel 0: foca's message, 1: the L2 fast path's (`fast`)
 //! ```
 //!
 //! The timestamp is the sender's wall clock; a datagram more than `max_clock_skew` away from
@@ -126,6 +127,18 @@ impl Sealer {
 
     /// Checks a received datagram at wall-clock `now_ms`; returns its payload.
     pub fn open<'a>(&mut self, datagram: &'a [u8], now_ms: u64) -> Result<&'a [u8], AuthError> {
+        self.open_with(datagram, now_ms, |_| true)
+    }
+
+    /// [`Sealer::open`], with the replay cache only for payloads `remember` accepts: messages
+    /// that carry their own protection (sequence numbers, nonces of our own) stay out of it,
+    /// so hundreds of heartbeats per second do not crowd out the membership traffic's nonces.
+    pub fn open_with<'a>(
+        &mut self,
+        datagram: &'a [u8],
+        now_ms: u64,
+        remember: impl Fn(&[u8]) -> bool,
+    ) -> Result<&'a [u8], AuthError> {
         if datagram.len() < PREFIX_LEN || &datagram[..4] != MAGIC || datagram[4] != VERSION {
             return Err(AuthError::Malformed);
         }
@@ -150,6 +163,10 @@ impl Sealer {
         if ts.abs_diff(now_ms) > self.max_skew_ms {
             return Err(AuthError::Stale);
         }
+        let payload = &datagram[PREFIX_LEN..body_end];
+        if !remember(payload) {
+            return Ok(payload);
+        }
         self.forget_expired(now_ms);
         if self.seen.contains(&nonce) {
             return Err(AuthError::Replay);
@@ -163,7 +180,7 @@ impl Sealer {
         // A nonce must be remembered as long as its timestamp could still pass the window.
         self.expiry
             .push_back((ts.saturating_add(self.max_skew_ms), nonce));
-        Ok(&datagram[PREFIX_LEN..body_end])
+        Ok(payload)
     }
 
     fn forget_expired(&mut self, now_ms: u64) {
@@ -246,6 +263,24 @@ mod tests {
             rx.open(&tx.seal(b"x", 9000, 8), 5000),
             Err(AuthError::Stale)
         );
+    }
+
+    #[test]
+    fn payloads_left_out_of_the_replay_cache_are_still_authenticated() {
+        let tx = Sealer::new(key(1), 1000);
+        let mut rx = Sealer::new(key(1), 1000);
+        let own = |p: &[u8]| p.first() != Some(&1);
+        let fast = tx.seal(&[1, 9], 5000, 7);
+        assert!(rx.open_with(&fast, 5000, own).is_ok());
+        assert!(rx.open_with(&fast, 5001, own).is_ok(), "its own protection");
+        assert_eq!(rx.remembered(), 0);
+        let foca = tx.seal(&[0, 9], 5000, 8);
+        assert!(rx.open_with(&foca, 5000, own).is_ok());
+        assert_eq!(rx.open_with(&foca, 5001, own), Err(AuthError::Replay));
+        let mut bad = fast.clone();
+        bad[PREFIX_LEN] ^= 1;
+        assert_eq!(rx.open_with(&bad, 5000, own), Err(AuthError::BadTag));
+        assert_eq!(rx.open_with(&fast, 9000, own), Err(AuthError::Stale));
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub struct MembershipConfig {
     pub peers: Vec<Peer>,
     pub security: Security,
     pub timers: Timers,
+    /// The fast path for L2 owners ([`super::fast`]); None: off.
+    pub fast: Option<super::fast::FastTimers>,
 }
 
 impl MembershipConfig {
@@ -132,6 +134,7 @@ impl MembershipConfig {
             peers: Vec::new(),
             security,
             timers: Timers::default(),
+            fast: Some(super::fast::FastTimers::default()),
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::auth::{AuthError, Sealer};
 use super::config::{MembershipConfig, Peer, Security};
+use super::fast::{self, FastDetector, FastMsg, FastOutput};
 use super::identity::{NodeId, WireCodec};
 use super::{MemberInfo, Stats};
 use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, Timer};
@@ -18,8 +19,14 @@ use tokio::time::Instant;
 
 pub(super) enum Command {
     SetPeers(Vec<Peer>),
+    /// The owners this speaker is the hot standby of (the fast path watches them).
+    Watch(BTreeSet<String>),
     Leave(oneshot::Sender<()>),
 }
+
+/// The payload channel of foca's messages in a sealed datagram (the fast path's is
+/// [`fast::CHANNEL`]).
+const FOCA_CHANNEL: u8 = 0;
 
 type Swim = Foca<NodeId, WireCodec, StdRng, NoCustomBroadcast>;
 
@@ -67,6 +74,11 @@ struct State {
     cut_off_at: Option<Instant>,
     /// Leaving: foca reports `Defunct` for our own goodbye, which must not renew us.
     leaving: bool,
+    /// The fast path for L2 owners, if enabled.
+    fast: Option<FastDetector>,
+    /// Members' names by address and addresses by name (foca's members and lingering ones).
+    names: BTreeMap<SocketAddr, String>,
+    addrs: BTreeMap<String, SocketAddr>,
 }
 
 /// A member declared down that sent us something this recently is alive: it was declared down
@@ -111,6 +123,17 @@ impl Driver {
             last_heard_any: Instant::now(),
             cut_off_at: None,
             leaving: false,
+            fast: self.config.fast.map(|t| {
+                let seed = rand_foca::make_rng::<StdRng>().next_u64();
+                FastDetector::new(
+                    &self.me.name,
+                    t,
+                    self.me.generation.saturating_mul(1000),
+                    seed,
+                )
+            }),
+            names: BTreeMap::new(),
+            addrs: BTreeMap::new(),
         };
         st.since
             .insert(self.me.name.clone(), (self.me.generation, Instant::now()));
@@ -149,6 +172,12 @@ impl Driver {
                     }
                 },
                 _ = sleep_until_opt(next) => self.fire_timers(&mut st),
+                _ = sleep_until_opt(st.fast.as_ref().and_then(FastDetector::next_deadline)) => {
+                    let now = Instant::now();
+                    self.note_silence(&mut st, now);
+                    let out = st.fast.as_mut().map(|f| f.tick(now)).unwrap_or_default();
+                    self.fast_outputs(&mut st, out);
+                }
                 _ = announce.tick() => {
                     self.announce_to_absent_peers(&mut st);
                     // The join wait may have ended.
@@ -158,6 +187,16 @@ impl Driver {
                 }
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::SetPeers(p)) => self.set_peers(&mut st, p),
+                    Some(Command::Watch(owners)) => {
+                        let now = Instant::now();
+                        tracing::info!(?owners, "fast path: watching");
+                        let out = st
+                            .fast
+                            .as_mut()
+                            .map(|f| f.set_watched(owners, now))
+                            .unwrap_or_default();
+                        self.fast_outputs(&mut st, out);
+                    }
                     Some(Command::Leave(done)) => {
                         self.leave(&mut st).await;
                         let _ = done.send(());
@@ -174,7 +213,9 @@ impl Driver {
 
     fn on_datagram(&self, st: &mut State, datagram: &[u8], from: SocketAddr) {
         self.stats.received.fetch_add(1, Relaxed);
-        let payload = match st.sealer.open(datagram, wall_ms()) {
+        // Fast-path messages carry their own replay protection (see `fast`).
+        let remember = |p: &[u8]| p.first() != Some(&fast::CHANNEL);
+        let payload = match st.sealer.open_with(datagram, wall_ms(), remember) {
             Ok(p) => p,
             Err(e) => {
                 let counter = match e {
@@ -194,9 +235,97 @@ impl Driver {
         self.note_silence(st, now);
         st.last_heard_any = now;
         st.heard.insert(from, now);
-        if let Err(e) = st.swim.handle_data(payload, &mut st.rt) {
-            self.stats.dropped_protocol.fetch_add(1, Relaxed);
-            tracing::debug!(%from, error = %e, "membership payload refused");
+        let (channel, body) = match payload.split_first() {
+            Some((c, b)) => (*c, b),
+            None => {
+                self.stats.dropped_protocol.fetch_add(1, Relaxed);
+                return;
+            }
+        };
+        // Any word from a member is a sign of life for the fast path.
+        if let (Some(name), Some(f)) = (st.names.get(&from), st.fast.as_mut()) {
+            let out = f.heard(&name.clone(), now);
+            self.fast_outputs(st, out);
+        }
+        match channel {
+            FOCA_CHANNEL => {
+                if let Err(e) = st.swim.handle_data(body, &mut st.rt) {
+                    self.stats.dropped_protocol.fetch_add(1, Relaxed);
+                    tracing::debug!(%from, error = %e, "membership payload refused");
+                }
+            }
+            fast::CHANNEL => match (FastMsg::decode(body), st.fast.as_mut()) {
+                (Ok(msg), Some(f)) => {
+                    let out = f.receive(msg, now);
+                    self.fast_outputs(st, out);
+                }
+                // The fast path is off here: its messages are not an error.
+                (Ok(_), None) => {}
+                (Err(e), _) => {
+                    self.stats.dropped_protocol.fetch_add(1, Relaxed);
+                    tracing::debug!(%from, error = %e, "fast-path payload refused");
+                }
+            },
+            c => {
+                self.stats.dropped_protocol.fetch_add(1, Relaxed);
+                tracing::debug!(%from, channel = c, "membership payload on an unknown channel");
+            }
+        }
+    }
+
+    /// Sends the fast path's messages and publishes its verdicts.
+    fn fast_outputs(&self, st: &mut State, out: Vec<FastOutput>) {
+        let mut changed = false;
+        for o in out {
+            match o {
+                FastOutput::Send { to, msg } => {
+                    let Some(addr) = st.addrs.get(&to).copied() else {
+                        continue;
+                    };
+                    let mut payload = Vec::with_capacity(40);
+                    payload.push(fast::CHANNEL);
+                    payload.extend_from_slice(&msg.encode());
+                    self.send_sealed(st, addr, &payload);
+                }
+                FastOutput::Down(node) => {
+                    let t = st
+                        .fast
+                        .as_ref()
+                        .map(FastDetector::timers)
+                        .unwrap_or_default();
+                    tracing::warn!(
+                        %node,
+                        silent_ms = t.silence().as_millis() as u64,
+                        confirm_ms = t.confirm.as_millis() as u64,
+                        "owner silent and no helper heard it: taken as down (fast path)"
+                    );
+                    self.stats.fast_downs.fetch_add(1, Relaxed);
+                    changed = true;
+                }
+                FastOutput::Back(node) => {
+                    tracing::warn!(%node, "owner taken as down showed life: counted again (fast path)");
+                    self.stats.fast_backs.fetch_add(1, Relaxed);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.publish(st);
+        }
+    }
+
+    fn send_sealed(&self, st: &mut State, to: SocketAddr, payload: &[u8]) {
+        let sealed = st.sealer.seal(payload, wall_ms(), st.rng.next_u64());
+        // Straight to the kernel: tokio's try_send_to says WouldBlock until its reactor
+        // has seen the fresh socket writable, which dropped the first join messages.
+        match socket2::SockRef::from(&self.socket).send_to(&sealed, &to.into()) {
+            Ok(_) => {
+                self.stats.sent.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                self.stats.send_errors.fetch_add(1, Relaxed);
+                tracing::debug!(%to, error = %e, "membership send");
+            }
         }
     }
 
@@ -212,10 +341,15 @@ impl Driver {
         }
     }
 
-    /// Five probe periods, at least 150 ms: in a running cluster no speaker goes that long
-    /// without a datagram, and a link down for a few hundred ms is caught.
+    /// As long as membership needs to declare a member down (a failed probe, then the
+    /// suspicion: 85 ms by default), so every outage that gets this speaker declared down is
+    /// seen; at least two probe periods, since a speaker hears an ack for its own probe of a
+    /// live member every period (and heartbeats every few ms with the fast path).
     fn silence(&self) -> Duration {
-        (self.config.timers.probe_period * 5).max(Duration::from_millis(150))
+        let t = &self.config.timers;
+        (t.probe_rtt + t.suspect_to_down_after)
+            .min(t.probe_period * 5)
+            .max(t.probe_period * 2)
     }
 
     /// Declared down while alive: come back as the next generation, at once.
@@ -327,19 +461,10 @@ impl Driver {
     fn drain_once(&self, st: &mut State) -> bool {
         let mut renew = false;
         while let Some((to, data)) = st.rt.to_send() {
-            let sealed = st.sealer.seal(&data, wall_ms(), st.rng.next_u64());
-            // Straight to the kernel: tokio's try_send_to says WouldBlock until its reactor
-            // has seen the fresh socket writable, which dropped the first join messages.
-            let sent = socket2::SockRef::from(&self.socket).send_to(&sealed, &to.addr.into());
-            match sent {
-                Ok(_) => {
-                    self.stats.sent.fetch_add(1, Relaxed);
-                }
-                Err(e) => {
-                    self.stats.send_errors.fetch_add(1, Relaxed);
-                    tracing::debug!(to = %to.addr, error = %e, "membership send");
-                }
-            }
+            let mut payload = Vec::with_capacity(data.len() + 1);
+            payload.push(FOCA_CHANNEL);
+            payload.extend_from_slice(&data);
+            self.send_sealed(st, to.addr, &payload);
         }
         let now = Instant::now();
         while let Some((after, timer)) = st.rt.to_schedule() {
@@ -431,6 +556,26 @@ impl Driver {
             .iter()
             .map(|(n, m)| (n.clone(), (m.generation, m.live_since)))
             .collect();
+        st.addrs = members.iter().map(|(n, m)| (n.clone(), m.addr)).collect();
+        st.names = members.iter().map(|(n, m)| (m.addr, n.clone())).collect();
+        if let Some(f) = st.fast.as_mut() {
+            let out = f.set_members(members.keys().cloned().collect(), now);
+            for o in out {
+                if let FastOutput::Send { to, msg } = o {
+                    if let Some(addr) = st.addrs.get(&to).copied() {
+                        let mut payload = vec![fast::CHANNEL];
+                        payload.extend_from_slice(&msg.encode());
+                        self.send_sealed(st, addr, &payload);
+                    }
+                }
+            }
+            // Owners the fast path took as down are left out of what the plan sees; SWIM's
+            // verdict follows (or they show life and come back).
+            let me = &self.me.name;
+            if let Some(f) = st.fast.as_ref() {
+                members.retain(|n, _| n == me || !f.down().contains(n));
+            }
+        }
         let names: BTreeSet<String> = members.keys().cloned().collect();
         self.live_tx.send_if_modified(|old| {
             if *old != names {

@@ -40,6 +40,7 @@
 pub mod auth;
 pub mod config;
 mod driver;
+pub mod fast;
 pub mod identity;
 pub mod secret;
 
@@ -84,6 +85,9 @@ pub struct Stats {
     pub member_down: AtomicU64,
     /// Our own probes that went unanswered, direct and indirect, making a member suspect.
     pub suspicions: AtomicU64,
+    /// Owners the fast path took as down, and those of them that showed life afterwards.
+    pub fast_downs: AtomicU64,
+    pub fast_backs: AtomicU64,
 }
 
 impl Stats {
@@ -103,6 +107,16 @@ pub enum MembershipError {
     },
     #[error("starting the membership thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// Sets the owners the fast path watches; see [`Membership::watch`].
+#[derive(Clone, Debug)]
+pub struct Watcher(mpsc::UnboundedSender<Command>);
+
+impl Watcher {
+    pub fn watch(&self, owners: BTreeSet<String>) {
+        let _ = self.0.send(Command::Watch(owners));
+    }
 }
 
 /// A running membership; dropping it stops it without a goodbye (use [`Membership::leave`]).
@@ -227,6 +241,17 @@ impl Membership {
     /// [`crate::rejoin`]).
     pub fn members(&self) -> watch::Receiver<BTreeMap<String, MemberInfo>> {
         self.members.clone()
+    }
+
+    /// The owners this speaker is the hot standby of: the fast path watches them (see
+    /// [`fast`]); without the fast path this does nothing.
+    pub fn watch(&self, owners: BTreeSet<String>) {
+        let _ = self.commands.send(Command::Watch(owners));
+    }
+
+    /// A handle that can only set the watched owners (for the planning loop).
+    pub fn watcher(&self) -> Watcher {
+        Watcher(self.commands.clone())
     }
 
     /// Replaces the peer list (from the Nodes' InternalIPs); new peers are sent a join at once,
