@@ -15,6 +15,7 @@
 //! - the figures of docs/benchmarks.md (`l2_probe_failover_measured`, by hand):
 //!   `cargo test -p ferrolb-e2e --test l2_lab -- --ignored measured --nocapture`.
 
+use ferrolb_e2e::lab::keepalived::{self, Keepalived};
 use ferrolb_e2e::lab::l2::{node_mac, node_name, skip_reason, speaker_binary, L2Lab, LabProcess};
 use ferrolb_e2e::lab::l2_scenario::{
     add_loss, ask, kill_hard, manifests, manifests_with, owners, start_echo, start_speaker,
@@ -136,7 +137,7 @@ impl Running {
     }
 
     fn probe(&self, ns: &NetNs, vip: &str, duration: Duration) -> ProbeStream {
-        ProbeStream::start(ns, Path::new(ECHO), vip, EVERY, duration).unwrap()
+        probe_stream(ns, vip, duration)
     }
 
     fn log_of(&self, i: usize) -> String {
@@ -144,30 +145,59 @@ impl Running {
     }
 }
 
+/// What the failover harness needs of whatever answers for the VIPs: FerroLB's speakers, or
+/// keepalived for comparison.
+trait Contender {
+    fn lab(&self) -> &L2Lab;
+    /// The node answering for `vip` now.
+    fn owner_of(&self, vip: &str) -> usize;
+    /// Hard kill of node `i`: its link down, then its process(es) SIGKILLed.
+    fn kill_node(&mut self, i: usize);
+}
+
+impl Contender for Running {
+    fn lab(&self) -> &L2Lab {
+        &self.lab
+    }
+
+    fn owner_of(&self, vip: &str) -> usize {
+        self.owners()[vip]
+    }
+
+    fn kill_node(&mut self, i: usize) {
+        self.kill(i);
+    }
+}
+
+fn probe_stream(ns: &NetNs, vip: &str, duration: Duration) -> ProbeStream {
+    ProbeStream::start(ns, Path::new(ECHO), vip, EVERY, duration).unwrap()
+}
+
 /// Streams from both clients to both VIPs; the owner of VIP4 is hard-killed, then the owner of
 /// VIP6 among the nodes left. The failovers each stream saw, by (client, family).
-fn kill_round(r: &mut Running) -> BTreeMap<(&'static str, &'static str), Failover> {
+fn kill_round(r: &mut impl Contender) -> BTreeMap<(&'static str, &'static str), Failover> {
     let d = Duration::from_millis(2600);
+    let lab = r.lab();
     let streams = [
-        ("same segment", "IPv4", r.probe(&r.lab.client, VIP4, d)),
-        ("same segment", "IPv6", r.probe(&r.lab.client, VIP6, d)),
+        ("same segment", "IPv4", probe_stream(&lab.client, VIP4, d)),
+        ("same segment", "IPv6", probe_stream(&lab.client, VIP6, d)),
         (
             "behind router",
             "IPv4",
-            r.probe(r.lab.far_client(), VIP4, d),
+            probe_stream(lab.far_client(), VIP4, d),
         ),
         (
             "behind router",
             "IPv6",
-            r.probe(r.lab.far_client(), VIP6, d),
+            probe_stream(lab.far_client(), VIP6, d),
         ),
     ];
     std::thread::sleep(Duration::from_millis(500));
-    let v4_owner = r.owners()[VIP4];
-    r.kill(v4_owner);
+    let v4_owner = r.owner_of(VIP4);
+    r.kill_node(v4_owner);
     std::thread::sleep(Duration::from_millis(1000));
-    let v6_owner = r.owners()[VIP6];
-    r.kill(v6_owner);
+    let v6_owner = r.owner_of(VIP6);
+    r.kill_node(v6_owner);
     let mut out = BTreeMap::new();
     for (client, family, s) in streams {
         let log: ProbeLog = s.finish().unwrap();
@@ -497,19 +527,23 @@ fn l2_announces_only_on_the_selected_interface() {
 /// Streams to both VIPs from the segment client with 1% loss on every node's egress and every
 /// core busy; any change of the answering node is a false takeover.
 fn false_takeovers(tag: &str, secs: u64) -> usize {
-    let r = Running::start(tag, false);
-    let nodes: Vec<&NetNs> = r.lab.nodes.iter().collect();
+    false_takeovers_of(&Running::start(tag, false), "FerroLB", secs)
+}
+
+fn false_takeovers_of(r: &impl Contender, who: &str, secs: u64) -> usize {
+    let lab = r.lab();
+    let nodes: Vec<&NetNs> = lab.nodes.iter().collect();
     let how = add_loss(&nodes).unwrap();
     let _busy = BusyCpu::start().unwrap();
     let d = Duration::from_secs(secs);
-    let v4 = r.probe(&r.lab.client, VIP4, d);
-    let v6 = r.probe(&r.lab.client, VIP6, d);
+    let v4 = probe_stream(&lab.client, VIP4, d);
+    let v6 = probe_stream(&lab.client, VIP6, d);
     let mut total = 0;
     for (family, s) in [("IPv4", v4), ("IPv6", v6)] {
         let log = s.finish().unwrap();
         let f = log.failovers();
         eprintln!(
-            "{secs} s, {how}, every core busy, {family}: {} probes, {} answered, {} ownership changes seen {:?}",
+            "RESULT {who}: {secs} s, {how}, every core busy, {family}: {} probes, {} answered, {} ownership changes seen {:?}",
             log.sent,
             log.answers.len(),
             f.len(),
@@ -574,4 +608,139 @@ fn l2_probe_failover_measured() {
             lost.iter().max().unwrap()
         );
     }
+}
+
+/// keepalived on the same lab (see `lab::keepalived`): node-1 first, node-3 last, for both VIPs.
+struct KeepalivedRun {
+    daemons: BTreeMap<usize, Keepalived>,
+    alive: Vec<usize>,
+    _echoes: Vec<LabProcess>,
+    _logs: PathBuf,
+    lab: L2Lab,
+}
+
+/// Far apart, so the takeover order is known: 250, 150, 50.
+fn vrrp_priority(i: usize) -> u8 {
+    [250, 150, 50][i - 1]
+}
+
+impl KeepalivedRun {
+    fn start(tag: &str, advert: &str) -> KeepalivedRun {
+        let logs = PathBuf::from("/tmp/ferrolb-lab").join(tag);
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir_all(&logs).unwrap();
+        let lab = L2Lab::with_router(tag, 3).unwrap();
+        lab.add_vip(&format!("{VIP4}/32")).unwrap();
+        lab.add_vip(&format!("{VIP6}/128")).unwrap();
+        let alive = vec![1, 2, 3];
+        let echoes = alive
+            .iter()
+            .map(|&i| start_echo(&lab, Path::new(ECHO), i, &logs).unwrap())
+            .collect();
+        let daemons: BTreeMap<usize, Keepalived> = alive
+            .iter()
+            .map(|&i| {
+                let conf = keepalived::config(i, vrrp_priority(i), advert, VIP4, VIP6);
+                (i, Keepalived::start(&lab, i, &conf, &logs).unwrap())
+            })
+            .collect();
+        daemons[&1].wait_master(Duration::from_secs(10)).unwrap();
+        // Let the backups settle and the clients learn the master.
+        std::thread::sleep(Duration::from_millis(300));
+        KeepalivedRun {
+            daemons,
+            alive,
+            _echoes: echoes,
+            _logs: logs,
+            lab,
+        }
+    }
+}
+
+impl Contender for KeepalivedRun {
+    fn lab(&self) -> &L2Lab {
+        &self.lab
+    }
+
+    fn owner_of(&self, _vip: &str) -> usize {
+        // Both instances have the same priorities: the first node alive is master of both.
+        self.alive[0]
+    }
+
+    fn kill_node(&mut self, i: usize) {
+        // As `kill_hard`: the link first, then the processes.
+        self.lab
+            .node(i)
+            .ip(&["link", "set", "eth0", "down"])
+            .unwrap();
+        self.daemons.get_mut(&i).unwrap().kill();
+        self.alive.retain(|&n| n != i);
+    }
+}
+
+fn skip_keepalived() -> bool {
+    if let Some(why) = keepalived::skip_reason() {
+        eprintln!("SKIP: keepalived comparison {why}");
+        return true;
+    }
+    skip()
+}
+
+/// FerroLB and keepalived (VRRPv3, advert_int 0.01, the shortest it accepts) in the same
+/// harness, alternating run by run: FERROLB_FAILOVER_RUNS rounds each (default 20). Figures in
+/// docs/benchmarks.md "L2 fast failover".
+#[test]
+#[ignore = "several minutes, needs keepalived; run by hand for docs/benchmarks.md"]
+fn l2_side_by_side_with_keepalived_measured() {
+    if skip_keepalived() {
+        return;
+    }
+    let _serial = serial();
+    let runs: usize = std::env::var("FERROLB_FAILOVER_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut samples: BTreeMap<(&str, &str, &str), Vec<Duration>> = BTreeMap::new();
+    for run in 0..runs {
+        let mut f = Running::start("lm-kf", true);
+        for ((client, family), x) in kill_round(&mut f) {
+            samples
+                .entry(("FerroLB", client, family))
+                .or_default()
+                .push(x.outage);
+        }
+        drop(f);
+        let mut k = KeepalivedRun::start("lm-kk", "0.01");
+        for ((client, family), x) in kill_round(&mut k) {
+            eprintln!("run {run}: keepalived {client} {family}: {:?}", x.outage);
+            samples
+                .entry(("keepalived", client, family))
+                .or_default()
+                .push(x.outage);
+        }
+    }
+    for ((who, client, family), mut d) in samples {
+        d.sort();
+        eprintln!(
+            "RESULT {who} {family} {client}: {} kills, p50 {:?}, p99 {:?}, max {:?}, min {:?}",
+            d.len(),
+            percentile(&d, 50.0),
+            percentile(&d, 99.0),
+            d[d.len() - 1],
+            d[0],
+        );
+    }
+}
+
+/// keepalived (advert_int 0.01) under the false-takeover conditions FerroLB is held to.
+#[test]
+#[ignore = "60 s, needs keepalived; run by hand for docs/benchmarks.md"]
+fn l2_keepalived_false_takeovers_at_1pct_loss_and_busy_cpu_60s_measured() {
+    if skip_keepalived() {
+        return;
+    }
+    let _serial = serial();
+    let k = KeepalivedRun::start("lm-kft", "0.01");
+    let n = false_takeovers_of(&k, "keepalived advert_int 0.01", 60);
+    eprintln!("RESULT keepalived: {n} ownership changes in 60 s (reported, not asserted)");
 }

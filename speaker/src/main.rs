@@ -111,7 +111,7 @@ enum Command {
         /// L2 fast failover: milliseconds between heartbeats from each owner to its hot
         /// standbys (1 to 1000; 0: off, failover then waits for membership's verdict, about
         /// 100-150 ms).
-        #[arg(long, env = "FERROLB_L2_HEARTBEAT_MS", default_value_t = 5,
+        #[arg(long, env = "FERROLB_L2_HEARTBEAT_MS", default_value_t = 4,
               value_parser = clap::value_parser!(u64).range(0..=1000))]
         l2_heartbeat_ms: u64,
         /// L2 fast failover: heartbeat periods without a word before the standby checks the
@@ -122,7 +122,7 @@ enum Command {
         /// L2 fast failover: milliseconds a check waits for the owner, or another speaker
         /// that heard it, before the owner is taken as down (1 to 1000). A speaker starved of
         /// CPU for heartbeat x misses + this is taken as down too.
-        #[arg(long, env = "FERROLB_L2_CONFIRM_MS", default_value_t = 5,
+        #[arg(long, env = "FERROLB_L2_CONFIRM_MS", default_value_t = 4,
               value_parser = clap::value_parser!(u64).range(1..=1000))]
         l2_confirm_ms: u64,
         /// BGP graceful shutdown (RFC 8326), in seconds: routes this node stops announcing

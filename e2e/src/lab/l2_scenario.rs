@@ -185,10 +185,14 @@ pub fn revive(
     start_speaker(lab, speaker, dir, i, logs, &[])
 }
 
-/// A hard kill of node `i`: its speaker SIGKILLed and its link down, nothing graceful.
+/// A hard kill of node `i`: its link down, then its speaker SIGKILLed, nothing graceful. The
+/// link goes first so the node falls silent at one instant, for the clients and the speakers
+/// alike (the other way round, its echo kept answering while `ip` started, and the outage the
+/// clients saw left out however long that took).
 pub fn kill_hard(lab: &L2Lab, speaker: &mut LabProcess, i: usize) -> Result<(), String> {
+    let down = lab.node(i).ip(&["link", "set", "eth0", "down"]).map(|_| ());
     speaker.kill();
-    lab.node(i).ip(&["link", "set", "eth0", "down"]).map(|_| ())
+    down
 }
 
 /// Node `i`'s link up again (before its speaker restarts), with its default routes back when

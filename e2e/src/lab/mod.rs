@@ -15,6 +15,7 @@ pub mod bird;
 pub mod capture;
 pub mod child;
 pub mod frr;
+pub mod keepalived;
 pub mod l2;
 pub mod l2_scenario;
 pub mod netns;

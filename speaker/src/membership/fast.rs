@@ -20,7 +20,7 @@
 //!    SWIM's own verdict, when it comes, replaces all of this.
 //!
 //! The trade-off: a speaker whose process gets no CPU for `misses x heartbeat + confirm`
-//! (20 ms by default) cannot be told from a dead one by this path; it is taken as down and its
+//! (16 ms by default) cannot be told from a dead one by this path; it is taken as down and its
 //! addresses move, and move back when it runs again. The defaults hold at 1% loss with both
 //! cores of the node busy (lab figures in docs/benchmarks.md); slower timers trade failover
 //! time for more tolerance (`--l2-heartbeat-ms`, `--l2-heartbeat-misses`, `--l2-confirm-ms`).
@@ -62,9 +62,9 @@ pub struct FastTimers {
 impl Default for FastTimers {
     fn default() -> Self {
         FastTimers {
-            heartbeat: Duration::from_millis(5),
+            heartbeat: Duration::from_millis(4),
             misses: 3,
-            confirm: Duration::from_millis(5),
+            confirm: Duration::from_millis(4),
         }
     }
 }
