@@ -39,6 +39,8 @@ pub(super) fn wall_ms() -> u64 {
 
 pub(super) struct Driver {
     pub socket: UdpSocket,
+    /// The same socket (non-blocking), read without waiting for tokio's readiness.
+    pub direct: std::net::UdpSocket,
     pub config: MembershipConfig,
     pub me: NodeId,
     pub stats: Arc<Stats>,
@@ -173,6 +175,10 @@ impl Driver {
                 },
                 _ = sleep_until_opt(next) => self.fire_timers(&mut st),
                 _ = sleep_until_opt(st.fast.as_ref().and_then(FastDetector::next_deadline)) => {
+                    // What already arrived counts first: after this thread was starved, the
+                    // heartbeats waiting in the socket must not be missed (a stalled watcher
+                    // taking everybody down at once was seen in the lab).
+                    self.read_waiting(&mut st, &mut buf);
                     let now = Instant::now();
                     self.note_silence(&mut st, now);
                     let out = st.fast.as_mut().map(|f| f.tick(now)).unwrap_or_default();
@@ -269,6 +275,28 @@ impl Driver {
             c => {
                 self.stats.dropped_protocol.fetch_add(1, Relaxed);
                 tracing::debug!(%from, channel = c, "membership payload on an unknown channel");
+            }
+        }
+    }
+
+    /// Handles every datagram already waiting in the socket (at most a bounded number). Read
+    /// through the direct handle: tokio's `try_recv_from` trusts the reactor's readiness, which
+    /// after a stall may not have seen the socket yet.
+    fn read_waiting(&self, st: &mut State, buf: &mut [u8]) {
+        for _ in 0..1024 {
+            match self.direct.recv_from(buf) {
+                Ok((n, from)) => {
+                    self.on_datagram(st, &buf[..n], from);
+                    st.handling_from = Some(from);
+                    self.drain(st);
+                    st.handling_from = None;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "membership recv error");
+                    self.stats.recv_errors.fetch_add(1, Relaxed);
+                    break;
+                }
             }
         }
     }

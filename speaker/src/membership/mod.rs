@@ -154,6 +154,11 @@ fn prepare(
     let (members_tx, members) = watch::channel(BTreeMap::new());
     let (cmd_tx, commands) = mpsc::unbounded_channel();
     let stats = Arc::new(Stats::default());
+    // A second handle on the same socket, read directly (see `Driver::read_waiting`).
+    let direct = socket.try_clone().map_err(|source| MembershipError::Bind {
+        addr: local_addr,
+        source,
+    })?;
     let socket =
         tokio::net::UdpSocket::from_std(socket).map_err(|source| MembershipError::Bind {
             addr: local_addr,
@@ -162,6 +167,7 @@ fn prepare(
     Ok(Prepared {
         driver: Driver {
             socket,
+            direct,
             config,
             me,
             stats: stats.clone(),
