@@ -143,6 +143,11 @@ pub async fn run_observed(
     let mut held_until: Option<Instant> = None;
     // The owners last given to the fast path to watch.
     let mut watched: BTreeSet<String> = BTreeSet::new();
+    // Every member's (generation, live-since) when last seen, the live set of the last plan,
+    // and the members back from a fast-path verdict in this one (see below).
+    let mut last_seen: BTreeMap<String, (u64, Instant)> = BTreeMap::new();
+    let mut last_live: BTreeSet<String> = BTreeSet::new();
+    let mut unhidden: BTreeSet<String> = BTreeSet::new();
     tokio::pin!(shutdown);
     loop {
         opts.health.tick();
@@ -235,6 +240,23 @@ pub async fn run_observed(
                 let (h, until) = held_down(&members, *hold_down);
                 held = h;
                 held_until = until;
+                // Back with the same generation and the same live-since: only hidden for a
+                // moment by the fast path, never stopped.
+                unhidden = members
+                    .iter()
+                    .filter(|(n, m)| {
+                        !last_live.contains(*n)
+                            && last_seen.get(*n) == Some(&(m.generation, m.live_since))
+                    })
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for (n, m) in &members {
+                    last_seen.insert(n.clone(), (m.generation, m.live_since));
+                }
+                // Forget long-gone names (bounded by the cluster's churn).
+                if last_seen.len() > 4 * members.len() + 64 {
+                    last_seen.retain(|n, _| members.contains_key(n));
+                }
                 members.into_keys().collect()
             }
         };
@@ -358,6 +380,19 @@ pub async fn run_observed(
         }
         owned_here = mine;
         l2.apply(&p, std::time::Instant::now());
+        // An owner the fast path took as down that showed life never stopped answering: what
+        // this node took over from it goes back at once, not after the make-before-break grace.
+        if !unhidden.is_empty() {
+            let back: BTreeSet<IpAddr> = p
+                .l2
+                .iter()
+                .filter(|d| d.owner().is_some_and(|o| unhidden.contains(o)))
+                .map(|d| d.ip)
+                .collect();
+            l2.release_now_of(&back);
+            unhidden.clear();
+        }
+        last_live = live.clone();
         opts.health.set_config_loaded(true);
         opts.health.set_data_plane_running(true);
         publish(&l2, Some(&p));

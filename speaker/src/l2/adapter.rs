@@ -586,6 +586,18 @@ impl L2Adapter {
         self.publish_announced();
     }
 
+    /// Stops answering for `ips` now, without the release grace: their owner never stopped
+    /// answering (it was only taken as down by the fast path), so a grace would be two
+    /// answerers for nothing.
+    pub fn release_now_of(&mut self, ips: &BTreeSet<IpAddr>) {
+        let these = self.ownership.release_now(|(ip, _)| ips.contains(ip));
+        if !these.is_empty() {
+            info!(count = these.len(), "L2: handing back at once to an owner that never stopped");
+            self.release(&these);
+            self.publish_announced();
+        }
+    }
+
     /// Stops answering and announcing everything and closes the sockets.
     pub fn shutdown(&mut self) {
         let all = self.ownership.release_now(|_| true);

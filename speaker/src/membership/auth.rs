@@ -24,8 +24,8 @@ use sha2::Sha256;
 use std::collections::{HashSet, VecDeque};
 
 const MAGIC: &[u8; 4] = b"FLBM";
-/// 2: identities carry their record of returns (see `identity`); a version-1 speaker's
-/// datagrams are refused as malformed, never misread.
+/// 2: identities carry their record of returns (see `identity`) and the payload starts with
+/// a channel byte; a version-1 speaker's datagrams are refused as malformed, never misread.
 const VERSION: u8 = 2;
 const MODE_INSECURE: u8 = 0;
 const MODE_HMAC: u8 = 1;

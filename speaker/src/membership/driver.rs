@@ -78,6 +78,8 @@ struct State {
     leaving: bool,
     /// The fast path for L2 owners, if enabled.
     fast: Option<FastDetector>,
+    /// The max_transmissions foca runs with now (scaled with the cluster's size).
+    max_transmissions: u8,
     /// Members' names by address and addresses by name (foca's members and lingering ones).
     names: BTreeMap<SocketAddr, String>,
     addrs: BTreeMap<String, SocketAddr>,
@@ -136,6 +138,7 @@ impl Driver {
             }),
             names: BTreeMap::new(),
             addrs: BTreeMap::new(),
+            max_transmissions: self.config.timers.max_transmissions,
         };
         st.since
             .insert(self.me.name.clone(), (self.me.generation, Instant::now()));
@@ -248,19 +251,27 @@ impl Driver {
                 return;
             }
         };
-        // Any word from a member is a sign of life for the fast path.
-        if let (Some(name), Some(f)) = (st.names.get(&from), st.fast.as_mut()) {
-            let out = f.heard(&name.clone(), now);
-            self.fast_outputs(st, out);
-        }
         match channel {
             FOCA_CHANNEL => {
+                // A membership datagram (guarded by the replay cache) is a sign of life for the
+                // fast path; its own messages prove life only by their contents (see `fast`).
+                if let (Some(name), Some(f)) = (st.names.get(&from), st.fast.as_mut()) {
+                    let out = f.heard(&name.clone(), now);
+                    self.fast_outputs(st, out);
+                }
                 if let Err(e) = st.swim.handle_data(body, &mut st.rt) {
                     self.stats.dropped_protocol.fetch_add(1, Relaxed);
                     tracing::debug!(%from, error = %e, "membership payload refused");
                 }
             }
             fast::CHANNEL => match (FastMsg::decode(body), st.fast.as_mut()) {
+                // A key holder may only speak for itself: the name must be its address's.
+                (Ok(msg), Some(_))
+                    if st.names.get(&from).map(String::as_str) != Some(msg.from()) =>
+                {
+                    self.stats.dropped_protocol.fetch_add(1, Relaxed);
+                    tracing::debug!(%from, claimed = msg.from(), "fast-path message from another member's address");
+                }
                 (Ok(msg), Some(f)) => {
                     let out = f.receive(msg, now);
                     self.fast_outputs(st, out);
@@ -584,6 +595,23 @@ impl Driver {
             .iter()
             .map(|(n, m)| (n.clone(), (m.generation, m.live_since)))
             .collect();
+        // Updates must reach every member of a large cluster: ride on more datagrams there.
+        let want = self.config.timers.max_transmissions_for(members.len());
+        if want != st.max_transmissions {
+            if let (Ok(mut c), Some(t)) =
+                (self.config.timers.to_foca(), std::num::NonZeroU8::new(want))
+            {
+                c.max_transmissions = t;
+                if st.swim.set_config(c).is_ok() {
+                    tracing::info!(
+                        members = members.len(),
+                        max_transmissions = want,
+                        "membership: updates ride on more datagrams"
+                    );
+                    st.max_transmissions = want;
+                }
+            }
+        }
         st.addrs = members.iter().map(|(n, m)| (n.clone(), m.addr)).collect();
         st.names = members.iter().map(|(n, m)| (m.addr, n.clone())).collect();
         if let Some(f) = st.fast.as_mut() {
@@ -601,7 +629,7 @@ impl Driver {
             // verdict follows (or they show life and come back).
             let me = &self.me.name;
             if let Some(f) = st.fast.as_ref() {
-                members.retain(|n, _| n == me || !f.down().contains(n));
+                members.retain(|n, _| n == me || !f.is_down(n));
             }
         }
         let names: BTreeSet<String> = members.keys().cloned().collect();

@@ -29,7 +29,7 @@
 //!
 //! ```text
 //! FastMsg = kind:u8 from_len:u8 from:[u8; from_len] fields
-//!   kind 1 Heartbeat  seq:u64        2 Subscribe
+//!   kind 1 Heartbeat  seq:u64 every_ms:u16   2 Subscribe
 //!        3 Check      nonce:u64      4 CheckAck  nonce:u64
 //!        5 CheckReq   target_len:u8 target nonce:u64
 //!        6 CheckOk    target_len:u8 target nonce:u64
@@ -47,6 +47,12 @@ pub const HELPERS: usize = 3;
 pub const SUBSCRIBE_EVERY: Duration = Duration::from_millis(200);
 /// ...and an owner sends heartbeats for this long after the last renewal.
 pub const SUBSCRIPTION_LASTS: Duration = Duration::from_secs(1);
+/// A verdict of this path lasts at most this long while membership still counts the owner:
+/// by then SWIM has declared a dead one down (100-150 ms), so an owner it still counts is
+/// alive and only unreachable from here (a broken path between two speakers).
+pub const DOWN_AT_MOST: Duration = Duration::from_secs(1);
+/// At most this many checks made for others at once (a bound against a flood of requests).
+pub const MAX_RELAYS: usize = 1024;
 
 /// The fast path's timers (validated bounds in `main`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,9 +85,11 @@ impl FastTimers {
 /// A fast-path message; `from` is the sender's node name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FastMsg {
+    /// `every_ms`: the sender's heartbeat interval, so a watcher judges it by its pace.
     Heartbeat {
         from: String,
         seq: u64,
+        every_ms: u16,
     },
     Subscribe {
         from: String,
@@ -150,7 +158,10 @@ impl FastMsg {
         out.push(kind);
         name(&mut out, from);
         match self {
-            FastMsg::Heartbeat { seq, .. } => out.extend_from_slice(&seq.to_be_bytes()),
+            FastMsg::Heartbeat { seq, every_ms, .. } => {
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(&every_ms.to_be_bytes());
+            }
             FastMsg::Subscribe { .. } => {}
             FastMsg::Check { nonce, .. } | FastMsg::CheckAck { nonce, .. } => {
                 out.extend_from_slice(&nonce.to_be_bytes())
@@ -188,6 +199,7 @@ impl FastMsg {
             1 => FastMsg::Heartbeat {
                 from,
                 seq: u64_(&mut b)?,
+                every_ms: u16::from_be_bytes(take(&mut b, 2)?.try_into().expect("2 bytes")),
             },
             2 => FastMsg::Subscribe { from },
             3 => FastMsg::Check {
@@ -237,11 +249,15 @@ pub enum FastOutput {
 
 #[derive(Clone, Debug)]
 struct Watched {
-    /// When this watch began or the owner was last heard, whichever is later.
+    /// When the owner was last heard (or vouched for).
     last_heard: Instant,
     next_subscribe: Instant,
     /// A check in progress: its nonce and when it ends.
     check: Option<(u64, Instant)>,
+    /// The owner's heartbeat interval, from its first heartbeat. Until one arrives the owner is
+    /// not judged by this path at all: a speaker with the fast path off (or an older one)
+    /// never sends any, and must not be taken as down for it.
+    every: Option<Duration>,
 }
 
 /// A check this speaker makes for another one (as a helper).
@@ -263,8 +279,9 @@ pub struct FastDetector {
     watched: BTreeMap<String, Watched>,
     /// When any datagram last came from each member.
     heard: BTreeMap<String, Instant>,
-    /// Owners taken as down by this path, until membership drops them or they show life.
-    down: BTreeSet<String>,
+    /// Owners taken as down by this path, and since when; until membership drops them, they
+    /// show life, a helper vouches for them, or [`DOWN_AT_MOST`] passes.
+    down: BTreeMap<String, Instant>,
     /// Subscribers to our heartbeats and until when.
     subscribers: BTreeMap<String, Instant>,
     next_heartbeat: Option<Instant>,
@@ -286,7 +303,7 @@ impl FastDetector {
             members: BTreeSet::new(),
             watched: BTreeMap::new(),
             heard: BTreeMap::new(),
-            down: BTreeSet::new(),
+            down: BTreeMap::new(),
             subscribers: BTreeMap::new(),
             next_heartbeat: None,
             seq: seq_base,
@@ -301,8 +318,13 @@ impl FastDetector {
     }
 
     /// The owners taken as down now.
-    pub fn down(&self) -> &BTreeSet<String> {
-        &self.down
+    pub fn down(&self) -> impl Iterator<Item = &String> {
+        self.down.keys()
+    }
+
+    /// Whether `name` is taken as down now.
+    pub fn is_down(&self, name: &str) -> bool {
+        self.down.contains_key(name)
     }
 
     fn nonce(&mut self) -> u64 {
@@ -315,14 +337,17 @@ impl FastDetector {
     /// here, down or not (its verdict is SWIM's now).
     pub fn set_members(&mut self, members: BTreeSet<String>, now: Instant) -> Vec<FastOutput> {
         let mut out = Vec::new();
-        self.down.retain(|n| members.contains(n));
+        self.down.retain(|n, _| members.contains(n));
+        self.last_seq.retain(|n, _| members.contains(n));
         self.heard.retain(|n, _| members.contains(n));
         self.subscribers.retain(|n, _| members.contains(n));
         for (name, w) in self.watched.iter_mut() {
             if !self.members.contains(name) && members.contains(name) {
-                // Back in membership (a new generation): count from now.
+                // Back in membership after SWIM dropped it: count from now, and wait for its
+                // first heartbeat again.
                 w.last_heard = now;
                 w.check = None;
+                w.every = None;
             }
         }
         self.members = members;
@@ -334,7 +359,11 @@ impl FastDetector {
     /// The owners this speaker is the hot standby of (from the plan).
     pub fn set_watched(&mut self, owners: BTreeSet<String>, now: Instant) -> Vec<FastOutput> {
         let mut out = Vec::new();
-        self.watched.retain(|n, _| owners.contains(n));
+        // An owner taken as down stays watched: the plan no longer ranks it, but it is checked
+        // again (it may be alive behind a broken path).
+        let down = &self.down;
+        self.watched
+            .retain(|n, _| owners.contains(n) || down.contains_key(n));
         for o in owners {
             if o == self.me || self.watched.contains_key(&o) {
                 continue;
@@ -345,6 +374,7 @@ impl FastDetector {
                     last_heard: now,
                     next_subscribe: now,
                     check: None,
+                    every: None,
                 },
             );
         }
@@ -352,7 +382,8 @@ impl FastDetector {
         out
     }
 
-    /// Any authenticated datagram from `name` (membership traffic included): it is alive.
+    /// First-hand, fresh word from `name`: a membership datagram (the replay cache guards
+    /// those), a new heartbeat, or an answer to one of our nonces. It is alive.
     pub fn heard(&mut self, name: &str, now: Instant) -> Vec<FastOutput> {
         let mut out = Vec::new();
         self.heard.insert(name.to_owned(), now);
@@ -360,7 +391,7 @@ impl FastDetector {
             w.last_heard = now;
             w.check = None;
         }
-        if self.down.remove(name) {
+        if self.down.remove(name).is_some() {
             out.push(FastOutput::Back(name.to_owned()));
         }
         out
@@ -391,28 +422,39 @@ impl FastDetector {
         }
         let mut out = Vec::new();
         match msg {
-            FastMsg::Heartbeat { seq, .. } => {
+            FastMsg::Heartbeat { seq, every_ms, .. } => {
                 let last = self.last_seq.entry(from.clone()).or_insert(0);
                 if seq <= *last {
                     return out; // replayed or reordered: no news
                 }
                 *last = seq;
+                if let Some(w) = self.watched.get_mut(&from) {
+                    w.every = Some(Duration::from_millis(u64::from(every_ms.max(1))));
+                }
                 out.extend(self.heard(&from, now));
             }
+            // Requests are no sign of life (they are not guarded against replay): only fresh
+            // heartbeats and answers to our own nonces are.
             FastMsg::Subscribe { .. } => {
-                out.extend(self.heard(&from, now));
                 self.subscribers.insert(from, now + SUBSCRIPTION_LASTS);
                 if self.next_heartbeat.is_none() {
                     self.next_heartbeat = Some(now);
                 }
             }
             FastMsg::Check { nonce, .. } => {
-                out.extend(self.heard(&from, now));
                 let me = self.me.clone();
                 Self::send(&mut out, &from, FastMsg::CheckAck { from: me, nonce });
             }
             FastMsg::CheckAck { nonce, .. } => {
-                out.extend(self.heard(&from, now));
+                let ours = self
+                    .watched
+                    .get(&from)
+                    .and_then(|w| w.check)
+                    .is_some_and(|(n, _)| n == nonce);
+                let relayed = self.relays.get(&nonce).is_some_and(|r| r.target == from);
+                if ours || relayed {
+                    out.extend(self.heard(&from, now));
+                }
                 if let Some(r) = self.relays.remove(&nonce) {
                     if r.target == from {
                         let msg = FastMsg::CheckOk {
@@ -425,7 +467,6 @@ impl FastDetector {
                 }
             }
             FastMsg::CheckReq { target, nonce, .. } => {
-                out.extend(self.heard(&from, now));
                 if target == self.me {
                     let me = self.me.clone();
                     Self::send(&mut out, &from, FastMsg::CheckAck { from: me, nonce });
@@ -436,7 +477,7 @@ impl FastDetector {
                         nonce,
                     };
                     Self::send(&mut out, &from, msg);
-                } else if self.members.contains(&target) {
+                } else if self.members.contains(&target) && self.relays.len() < MAX_RELAYS {
                     let ours = self.nonce();
                     self.relays.insert(
                         ours,
@@ -459,7 +500,6 @@ impl FastDetector {
                 }
             }
             FastMsg::CheckOk { target, nonce, .. } => {
-                out.extend(self.heard(&from, now));
                 let ours = self
                     .watched
                     .get(&target)
@@ -472,6 +512,9 @@ impl FastDetector {
                     if let Some(w) = self.watched.get_mut(&target) {
                         w.last_heard = now;
                         w.check = None;
+                    }
+                    if self.down.remove(&target).is_some() {
+                        out.push(FastOutput::Back(target));
                     }
                 }
             }
@@ -503,6 +546,7 @@ impl FastDetector {
                 let msg = FastMsg::Heartbeat {
                     from: me.clone(),
                     seq,
+                    every_ms: u16::try_from(self.timers.heartbeat.as_millis()).unwrap_or(u16::MAX),
                 };
                 Self::send(&mut out, s, msg);
             }
@@ -515,18 +559,42 @@ impl FastDetector {
         }
         self.subscribe_due(now, &mut out);
         self.relays.retain(|_, r| r.until > now);
-        // Suspicions and verdicts.
-        let silence = self.timers.silence();
+        // Suspicions and verdicts. An owner is judged by its own pace (the slower of its
+        // heartbeat and ours), and only once it sent one; one taken as down is checked again
+        // every silence, and given back after DOWN_AT_MOST if membership still counts it.
         let mut start = Vec::new();
         for (name, w) in self.watched.iter_mut() {
-            if !self.members.contains(name) || self.down.contains(name) {
+            let Some(every) = w.every else { continue };
+            if !self.members.contains(name) {
+                continue;
+            }
+            let silence = self.timers.silence().max(every * self.timers.misses);
+            if let Some(since) = self.down.get(name) {
+                if now.saturating_duration_since(*since) >= DOWN_AT_MOST {
+                    self.down.remove(name);
+                    w.last_heard = now;
+                    w.check = None;
+                    out.push(FastOutput::Back(name.clone()));
+                    continue;
+                }
+                match w.check {
+                    Some((_, until)) if until <= now => {
+                        w.check = None;
+                        w.last_heard = now; // next check in one silence
+                    }
+                    Some(_) => {}
+                    None if now.saturating_duration_since(w.last_heard) >= silence => {
+                        start.push(name.clone());
+                    }
+                    None => {}
+                }
                 continue;
             }
             match w.check {
                 Some((_, until)) if until <= now => {
                     w.check = None;
                     // Nothing since the check began (anything heard clears it).
-                    self.down.insert(name.clone());
+                    self.down.insert(name.clone(), now);
                     out.push(FastOutput::Down(name.clone()));
                 }
                 Some(_) => {}
@@ -578,17 +646,23 @@ impl FastDetector {
 
     /// When [`FastDetector::tick`] has something to do next.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let silence = self.timers.silence();
         let watch = self
             .watched
             .iter()
-            .filter(|(n, _)| self.members.contains(*n) && !self.down.contains(*n))
-            .map(|(_, w)| {
-                let when = match w.check {
-                    Some((_, until)) => until,
-                    None => w.last_heard + silence,
-                };
-                when.min(w.next_subscribe)
+            .filter(|(n, _)| self.members.contains(*n))
+            .map(|(n, w)| {
+                let judged = w.every.map(|every| {
+                    let silence = self.timers.silence().max(every * self.timers.misses);
+                    let when = match w.check {
+                        Some((_, until)) => until,
+                        None => w.last_heard + silence,
+                    };
+                    match self.down.get(n) {
+                        Some(since) => when.min(*since + DOWN_AT_MOST),
+                        None => when,
+                    }
+                });
+                judged.map_or(w.next_subscribe, |j| j.min(w.next_subscribe))
             });
         let relays = self.relays.values().map(|r| r.until);
         let subs = self.subscribers.values().copied();

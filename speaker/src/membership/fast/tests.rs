@@ -27,6 +27,7 @@ fn every_message_round_trips_and_bad_bytes_are_errors() {
         FastMsg::Heartbeat {
             from: "node-a".into(),
             seq: u64::MAX,
+            every_ms: 4,
         },
         FastMsg::Subscribe {
             from: "node-b".into(),
@@ -73,8 +74,12 @@ fn every_message_round_trips_and_bad_bytes_are_errors() {
     let hb = FastMsg::Heartbeat {
         from: "n1".into(),
         seq: 0x0102_0304_0506_0708,
+        every_ms: 4,
     };
-    assert_eq!(hb.encode(), vec![1, 2, b'n', b'1', 1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        hb.encode(),
+        vec![1, 2, b'n', b'1', 1, 2, 3, 4, 5, 6, 7, 8, 0, 4]
+    );
 }
 
 #[test]
@@ -120,7 +125,20 @@ fn standby(t0: Instant) -> FastDetector {
         sends(&out),
         vec![("a".to_string(), FastMsg::Subscribe { from: "b".into() })]
     );
+    // The owner's first heartbeat: from now on it is judged.
+    b.receive(
+        FastMsg::Heartbeat {
+            from: "a".into(),
+            seq: 1,
+            every_ms: 4,
+        },
+        t0,
+    );
     b
+}
+
+fn down_set(d: &FastDetector) -> BTreeSet<String> {
+    d.down().cloned().collect()
 }
 
 #[test]
@@ -165,7 +183,7 @@ fn a_silent_owner_is_checked_then_taken_down() {
         b.tick(t0 + silence + confirm),
         vec![FastOutput::Down("a".into())]
     );
-    assert_eq!(b.down(), &set(&["a"]));
+    assert_eq!(down_set(&b), set(&["a"]));
     // Taken down once; the next tick says nothing more.
     assert!(b
         .tick(t0 + silence + confirm + 10 * MS)
@@ -176,7 +194,7 @@ fn a_silent_owner_is_checked_then_taken_down() {
         b.heard("a", t0 + 100 * MS),
         vec![FastOutput::Back("a".into())]
     );
-    assert!(b.down().is_empty());
+    assert!(down_set(&b).is_empty());
 }
 
 #[test]
@@ -195,6 +213,7 @@ fn heartbeats_and_a_lost_one_or_two_keep_the_owner() {
                 FastMsg::Heartbeat {
                     from: "a".into(),
                     seq,
+                    every_ms: 4,
                 },
                 t,
             );
@@ -212,7 +231,7 @@ fn heartbeats_and_a_lost_one_or_two_keep_the_owner() {
             );
         }
     }
-    assert!(b.down().is_empty(), "{t:?}");
+    assert!(down_set(&b).is_empty(), "{t:?}");
 }
 
 #[test]
@@ -243,7 +262,7 @@ fn the_owner_answering_or_a_helper_vouching_keeps_it() {
             !later.iter().any(|o| matches!(o, FastOutput::Down(_))),
             "{later:?}"
         );
-        assert!(b.down().is_empty());
+        assert!(down_set(&b).is_empty());
         // A stale vouch (wrong nonce) is not one.
         let s = sends(&b.tick(t0 + 2 * silence + MS));
         assert!(matches!(s[0].1, FastMsg::Check { .. }), "{s:?}");
@@ -348,6 +367,7 @@ fn replays_strangers_and_dropped_members_are_no_sign_of_life() {
         FastMsg::Heartbeat {
             from: "a".into(),
             seq: 50,
+            every_ms: 4,
         },
         t0,
     );
@@ -358,6 +378,7 @@ fn replays_strangers_and_dropped_members_are_no_sign_of_life() {
         FastMsg::Heartbeat {
             from: "a".into(),
             seq: 50,
+            every_ms: 4,
         },
         t0 + silence - MS,
     );
@@ -369,7 +390,7 @@ fn replays_strangers_and_dropped_members_are_no_sign_of_life() {
     );
     // Membership dropping it: forgotten, and no longer checked.
     b.set_members(set(&["b", "c", "d", "e"]), t0 + 50 * MS);
-    assert!(b.down().is_empty());
+    assert!(down_set(&b).is_empty());
     assert_eq!(b.tick(t0 + 200 * MS), vec![]);
 }
 
@@ -575,4 +596,160 @@ fn a_vouch_is_not_passed_on() {
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(s[0].0, "a");
     assert!(matches!(s[0].1, FastMsg::Check { .. }), "{s:?}");
+}
+
+#[test]
+fn an_owner_that_sends_no_heartbeats_is_never_judged() {
+    // The fast path off there (or an older speaker): subscribed, but nothing comes. No check,
+    // no verdict, ever; membership alone decides.
+    let t0 = Instant::now();
+    let mut b = detector("b", &["a", "b", "c"], t0);
+    b.set_watched(set(&["a"]), t0);
+    for ms in (0..3000u64).step_by(2) {
+        for o in b.tick(t0 + Duration::from_millis(ms)) {
+            assert!(
+                matches!(
+                    &o,
+                    FastOutput::Send {
+                        msg: FastMsg::Subscribe { .. },
+                        ..
+                    }
+                ),
+                "at {ms} ms: {o:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_owner_is_judged_at_its_own_slower_pace() {
+    // Its heartbeats come every 20 ms: silence is 60 ms for it, not our 12.
+    let t0 = Instant::now();
+    let mut b = detector("b", &["a", "b", "c"], t0);
+    b.set_watched(set(&["a"]), t0);
+    for k in 0..10u64 {
+        let t = t0 + Duration::from_millis(20 * k);
+        b.receive(
+            FastMsg::Heartbeat {
+                from: "a".into(),
+                seq: k + 1,
+                every_ms: 20,
+            },
+            t,
+        );
+        for step in 0..20u64 {
+            let out = b.tick(t + Duration::from_millis(step));
+            assert!(
+                !out.iter().any(|o| matches!(
+                    o,
+                    FastOutput::Send {
+                        msg: FastMsg::Check { .. },
+                        ..
+                    }
+                )),
+                "{out:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_owner_down_behind_a_broken_path_is_checked_again_and_given_back() {
+    let t0 = Instant::now();
+    let mut b = standby(t0);
+    let silence = FastTimers::default().silence();
+    let confirm = FastTimers::default().confirm;
+    b.tick(t0 + silence);
+    assert_eq!(
+        b.tick(t0 + silence + confirm),
+        vec![FastOutput::Down("a".into())]
+    );
+    // The plan no longer ranks a: the watch set drops it, but it stays watched while down.
+    b.set_watched(BTreeSet::new(), t0 + silence + confirm);
+    // One silence later it is checked again, and a helper vouches this time: back.
+    let t = t0 + 2 * silence + confirm;
+    let s = sends(&b.tick(t));
+    let nonce = s
+        .iter()
+        .find_map(|(to, m)| match m {
+            FastMsg::Check { nonce, .. } if to == "a" => Some(*nonce),
+            _ => None,
+        })
+        .expect("checked again");
+    let out = b.receive(
+        FastMsg::CheckOk {
+            from: "c".into(),
+            target: "a".into(),
+            nonce,
+        },
+        t + MS,
+    );
+    assert_eq!(out, vec![FastOutput::Back("a".into())]);
+    assert!(down_set(&b).is_empty());
+}
+
+#[test]
+fn a_verdict_membership_does_not_confirm_lapses() {
+    // Nobody can reach a, yet membership still counts it: after DOWN_AT_MOST, given back.
+    let t0 = Instant::now();
+    let mut b = standby(t0);
+    let silence = FastTimers::default().silence();
+    let confirm = FastTimers::default().confirm;
+    b.tick(t0 + silence);
+    let down_at = t0 + silence + confirm;
+    assert_eq!(b.tick(down_at), vec![FastOutput::Down("a".into())]);
+    let mut back = None;
+    let mut t = down_at;
+    while t < down_at + DOWN_AT_MOST + 100 * MS {
+        t += MS;
+        if b.tick(t).contains(&FastOutput::Back("a".into())) {
+            back = Some(t);
+            break;
+        }
+    }
+    assert_eq!(back, Some(down_at + DOWN_AT_MOST));
+}
+
+#[test]
+fn requests_and_replays_are_no_sign_of_life() {
+    let t0 = Instant::now();
+    let mut b = standby(t0);
+    let silence = FastTimers::default().silence();
+    let confirm = FastTimers::default().confirm;
+    b.tick(t0 + silence);
+    assert_eq!(
+        b.tick(t0 + silence + confirm),
+        vec![FastOutput::Down("a".into())]
+    );
+    // A replayed Subscribe, Check or CheckReq "from a", or an ack to a nonce we never sent:
+    // a stays down.
+    let t = t0 + silence + confirm + MS;
+    for msg in [
+        FastMsg::Subscribe { from: "a".into() },
+        FastMsg::Check {
+            from: "a".into(),
+            nonce: 5,
+        },
+        FastMsg::CheckReq {
+            from: "a".into(),
+            target: "c".into(),
+            nonce: 6,
+        },
+        FastMsg::CheckAck {
+            from: "a".into(),
+            nonce: 12345,
+        },
+        FastMsg::Heartbeat {
+            from: "a".into(),
+            seq: 1,
+            every_ms: 4,
+        },
+    ] {
+        let out = b.receive(msg.clone(), t);
+        assert!(
+            !out.iter().any(|o| matches!(o, FastOutput::Back(_))),
+            "{msg:?}: {out:?}"
+        );
+    }
+    assert_eq!(down_set(&b), set(&["a"]));
 }
