@@ -145,6 +145,58 @@ impl Running {
     }
 }
 
+/// A speaker starved of CPU (SIGSTOP) for longer than the fast path's window: its standby
+/// takes its VIP; when it runs again it announces its addresses again (it noticed its own
+/// stall) and the standby hands the VIP back at once, without the make-before-break grace
+/// (the owner never stopped). The client ends up at the owner again, quickly.
+#[test]
+fn l2_a_stalled_owner_takes_its_address_back_at_once() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let r = Running::start("lm-st", false);
+    let owner = r.owners()[VIP4];
+    let pid = r.speakers[&owner].pid().expect("running");
+    let stream = r.probe(&r.lab.client, VIP4, Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(800));
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    std::thread::sleep(Duration::from_millis(80));
+    let cont = std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(cont.success());
+    let log = stream.finish().unwrap();
+    let moves = log.failovers();
+    eprintln!("RESULT stalled owner node-{owner} for 80 ms: moves {moves:?}");
+    assert_eq!(
+        log.last_node(),
+        Some(node_name(owner).as_str()),
+        "the client did not come back to node-{owner}: {moves:?}\n{}",
+        r.log_of(owner)
+    );
+    assert!(moves.len() <= 2, "{moves:?}");
+    if moves.len() == 2 {
+        // Away and back: the standby handed it back at once and the owner announced again.
+        let standby: usize = moves[0].to.trim_start_matches("node-").parse().unwrap();
+        assert!(
+            r.log_of(standby).contains("handing back at once"),
+            "{}",
+            r.log_of(standby)
+        );
+        assert!(
+            r.log_of(owner).contains("announcing its addresses again"),
+            "{}",
+            r.log_of(owner)
+        );
+    }
+}
+
 /// What the failover harness needs of whatever answers for the VIPs: FerroLB's speakers, or
 /// keepalived for comparison.
 trait Contender {

@@ -137,6 +137,14 @@ pub async fn run_observed(
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshots_open = true;
     let mut live_open = !matches!(liveness, Liveness::EveryNode);
+    let mut stalls_open = true;
+    // This speaker's stalls, as membership notices them (announce everything again then).
+    let mut stalls = match &liveness {
+        Liveness::Members {
+            watcher: Some(w), ..
+        } => Some(w.stalls.clone()),
+        _ => None,
+    };
     // The layer 2 addresses this node owned after the last plan, to count takeovers.
     let mut owned_here: BTreeSet<IpAddr> = BTreeSet::new();
     // When a rejoin hold-down ends: plan again then.
@@ -211,6 +219,18 @@ pub async fn run_observed(
                 }
             } => {
                 l2.send_due(std::time::Instant::now());
+                false
+            }
+            r = async {
+                match &mut stalls {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            }, if stalls_open => {
+                stalls_open = r.is_ok();
+                if r.is_ok() {
+                    l2.announce_again(std::time::Instant::now());
+                }
                 false
             }
             _ = rescan.tick() => {
@@ -383,12 +403,11 @@ pub async fn run_observed(
         // An owner the fast path took as down that showed life never stopped answering: what
         // this node took over from it goes back at once, not after the make-before-break grace.
         if !unhidden.is_empty() {
-            let back: BTreeSet<IpAddr> = p
-                .l2
-                .iter()
-                .filter(|d| d.owner().is_some_and(|o| unhidden.contains(o)))
-                .map(|d| d.ip)
-                .collect();
+            let back: BTreeSet<IpAddr> =
+                p.l2.iter()
+                    .filter(|d| d.owner().is_some_and(|o| unhidden.contains(o)))
+                    .map(|d| d.ip)
+                    .collect();
             l2.release_now_of(&back);
             unhidden.clear();
         }

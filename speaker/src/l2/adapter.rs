@@ -586,13 +586,28 @@ impl L2Adapter {
         self.publish_announced();
     }
 
+    /// Announces every owned address again, as on a takeover (see
+    /// [`crate::membership::Membership::stalls`]).
+    pub fn announce_again(&mut self, now: Instant) {
+        if !self.ownership.owned().is_empty() {
+            info!(
+                count = self.ownership.owned().len(),
+                "L2: this node was stalled; announcing its addresses again"
+            );
+            self.ownership.announce_again(now);
+        }
+    }
+
     /// Stops answering for `ips` now, without the release grace: their owner never stopped
     /// answering (it was only taken as down by the fast path), so a grace would be two
     /// answerers for nothing.
     pub fn release_now_of(&mut self, ips: &BTreeSet<IpAddr>) {
         let these = self.ownership.release_now(|(ip, _)| ips.contains(ip));
         if !these.is_empty() {
-            info!(count = these.len(), "L2: handing back at once to an owner that never stopped");
+            info!(
+                count = these.len(),
+                "L2: handing back at once to an owner that never stopped"
+            );
             self.release(&these);
             self.publish_announced();
         }

@@ -150,6 +150,14 @@ impl Ownership {
         due
     }
 
+    /// Starts a takeover burst again for every owned pair (after this node was stalled long
+    /// enough for a standby to take its addresses: clients must come back).
+    pub fn announce_again(&mut self, now: Instant) {
+        for k in &self.owned {
+            self.announcements.start(k.clone(), now);
+        }
+    }
+
     /// Drops the pairs matching `which`, owned or in grace, at once (their interface is gone,
     /// or the speaker stops); returns them to stop answering.
     pub fn release_now(&mut self, which: impl Fn(&Key) -> bool) -> Vec<Key> {

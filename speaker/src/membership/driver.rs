@@ -45,6 +45,9 @@ pub(super) struct Driver {
     pub me: NodeId,
     pub stats: Arc<Stats>,
     pub live_tx: watch::Sender<BTreeSet<String>>,
+    /// Counts the times this speaker found itself starved for long enough to be taken as down
+    /// by the fast path elsewhere.
+    pub stalls_tx: watch::Sender<u64>,
     pub members_tx: watch::Sender<BTreeMap<String, MemberInfo>>,
     pub commands: mpsc::UnboundedReceiver<Command>,
 }
@@ -163,6 +166,7 @@ impl Driver {
                     silent.min(*until)
                 })
                 .min();
+            let fast_due = st.fast.as_ref().and_then(FastDetector::next_deadline);
             tokio::select! {
                 _ = sleep_until_opt(linger_check) => self.publish(&mut st),
                 r = self.socket.recv_from(&mut buf) => match r {
@@ -177,7 +181,16 @@ impl Driver {
                     }
                 },
                 _ = sleep_until_opt(next) => self.fire_timers(&mut st),
-                _ = sleep_until_opt(st.fast.as_ref().and_then(FastDetector::next_deadline)) => {
+                _ = sleep_until_opt(fast_due) => {
+                    // Woken this late, this speaker's own heartbeats and answers were as late:
+                    // standbys may have taken its addresses, and clients must be told again.
+                    if let (Some(due), Some(f)) = (fast_due, st.fast.as_ref()) {
+                        let t = f.timers();
+                        if Instant::now().saturating_duration_since(due) >= t.silence() {
+                            self.stalls_tx.send_modify(|n| *n += 1);
+                            tracing::warn!(late_ms = Instant::now().saturating_duration_since(due).as_millis() as u64, "this speaker was stalled: its addresses are announced again");
+                        }
+                    }
                     // What already arrived counts first: after this thread was starved, the
                     // heartbeats waiting in the socket must not be missed (a stalled watcher
                     // taking everybody down at once was seen in the lab).

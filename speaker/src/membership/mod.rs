@@ -109,13 +109,17 @@ pub enum MembershipError {
     Thread(std::io::Error),
 }
 
-/// Sets the owners the fast path watches; see [`Membership::watch`].
+/// Sets the owners the fast path watches ([`Membership::watch`]) and hears of this speaker's
+/// stalls ([`Membership::stalls`]).
 #[derive(Clone, Debug)]
-pub struct Watcher(mpsc::UnboundedSender<Command>);
+pub struct Watcher {
+    commands: mpsc::UnboundedSender<Command>,
+    pub stalls: watch::Receiver<u64>,
+}
 
 impl Watcher {
     pub fn watch(&self, owners: BTreeSet<String>) {
-        let _ = self.0.send(Command::Watch(owners));
+        let _ = self.commands.send(Command::Watch(owners));
     }
 }
 
@@ -123,6 +127,7 @@ impl Watcher {
 #[derive(Debug)]
 pub struct Membership {
     live: watch::Receiver<BTreeSet<String>>,
+    stalls: watch::Receiver<u64>,
     members: watch::Receiver<BTreeMap<String, MemberInfo>>,
     commands: mpsc::UnboundedSender<Command>,
     stats: Arc<Stats>,
@@ -153,6 +158,7 @@ fn prepare(
     let (live_tx, live) = watch::channel(BTreeSet::from([me.name.clone()]));
     let (members_tx, members) = watch::channel(BTreeMap::new());
     let (cmd_tx, commands) = mpsc::unbounded_channel();
+    let (stalls_tx, stalls) = watch::channel(0u64);
     let stats = Arc::new(Stats::default());
     // A second handle on the same socket, read directly (see `Driver::read_waiting`).
     let direct = socket.try_clone().map_err(|source| MembershipError::Bind {
@@ -172,11 +178,13 @@ fn prepare(
             me,
             stats: stats.clone(),
             live_tx,
+            stalls_tx,
             members_tx,
             commands,
         },
         handle: Membership {
             live,
+            stalls,
             members,
             commands: cmd_tx,
             stats,
@@ -257,7 +265,17 @@ impl Membership {
 
     /// A handle that can only set the watched owners (for the planning loop).
     pub fn watcher(&self) -> Watcher {
-        Watcher(self.commands.clone())
+        Watcher {
+            commands: self.commands.clone(),
+            stalls: self.stalls.clone(),
+        }
+    }
+
+    /// Counts the times this speaker woke up too late for its own heartbeats (starved of CPU,
+    /// or stopped): the fast path elsewhere may have taken its addresses, so the planning loop
+    /// announces them again when this changes.
+    pub fn stalls(&self) -> watch::Receiver<u64> {
+        self.stalls.clone()
     }
 
     /// Replaces the peer list (from the Nodes' InternalIPs); new peers are sent a join at once,
