@@ -336,12 +336,15 @@ fn membership_metrics_count_a_join_and_a_hard_kill() {
     // A hard kill: the speaker SIGKILLed and its link down.
     p2.kill();
     lab.node(2).ip(&["link", "set", "eth0", "down"]).unwrap();
+    // The fast path leaves it out of the live set first; membership's verdict follows.
     let text = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
         let text = scrape(node);
-        (metric(&text, "live_members") == Some(1.0)).then_some(text)
+        (metric(&text, "live_members") == Some(1.0) && metric(&text, "deaths_total") == Some(1.0))
+            .then_some(text)
     })
     .unwrap_or_else(|| panic!("node-2 never declared dead:\n{}", p1.log()));
-    assert_eq!(metric(&text, "deaths_total"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "fast_downs_total"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "fast_backs_total"), Some(0.0), "{text}");
     assert_eq!(metric(&text, "joins_total"), Some(1.0), "{text}");
     // Detection goes through suspicion (at least one of our own probes failed).
     assert!(metric(&text, "suspicions_total").unwrap() >= 1.0, "{text}");
