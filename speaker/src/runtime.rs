@@ -102,14 +102,20 @@ pub async fn run_observed(
     shutdown: impl Future<Output = ()>,
     announced: Option<watch::Sender<Announced>>,
 ) {
-    let publish = |l2: &L2Adapter, plan: Option<&NodePlan>| {
+    // `plan`: the plan, the live set it was made with, and whether this node sweeps.
+    let publish = |l2: &L2Adapter, plan: Option<(&NodePlan, &BTreeSet<String>, bool)>| {
         if let Some(tx) = &announced {
             tx.send_if_modified(|a| {
-                let changed = a.l2 != *l2.owned() || plan.is_some_and(|p| a.plan != *p);
+                let changed = a.l2 != *l2.owned()
+                    || plan.is_some_and(|(p, live, sweeps)| {
+                        a.plan != *p || a.live != *live || a.sweeps != sweeps
+                    });
                 if changed {
                     a.l2 = l2.owned().clone();
-                    if let Some(p) = plan {
+                    if let Some((p, live, sweeps)) = plan {
                         a.plan = p.clone();
+                        a.live = live.clone();
+                        a.sweeps = sweeps;
                     }
                 }
                 changed
@@ -414,13 +420,19 @@ pub async fn run_observed(
         last_live = live.clone();
         opts.health.set_config_loaded(true);
         opts.health.set_data_plane_running(true);
-        publish(&l2, Some(&p));
+        // Without the quorum a dead speaker cannot be told from a cut-off one: no sweeping.
+        let sweeps = crate::status::sweeper(
+            &node,
+            &live,
+            with_quorum && now_standing == Standing::Majority,
+        );
+        publish(&l2, Some((&p, &live, sweeps)));
         bgp.apply(snapshot, Arc::new(p));
     }
     opts.health.set_data_plane_running(false);
     info!("shutting down: no more answers or announcements");
     l2.shutdown();
-    publish(&l2, Some(&NodePlan::default()));
+    publish(&l2, Some((&NodePlan::default(), &BTreeSet::new(), false)));
     bgp.shutdown().await;
 }
 

@@ -1,7 +1,8 @@
 //! The status writer against the API emulator (or the cluster named by FERROLB_E2E_KUBECONFIG):
 //! objects of an earlier run of this node are adopted or deleted, other nodes' are left alone,
 //! what is announced is written once, a takeover gives an Event, the ConfigurationState follows
-//! the report, and stopping deletes this node's objects.
+//! the report, and stopping deletes this node's objects. The sweeper deletes the objects of
+//! speakers out of the live set, and only theirs.
 
 use ferrolb_crds::{ConfigurationState, ServiceBGPStatus, ServiceL2Status};
 use ferrolb_e2e::emulator::harness::TestCluster;
@@ -10,7 +11,7 @@ use ferrolb_speaker::source::ConfigReport;
 use ferrolb_speaker::status::writer::StatusWriter;
 use ferrolb_speaker::status::{object_name, Announced, Protocol, TAKEOVER_REASON};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -73,6 +74,7 @@ async fn writes_what_is_announced_adopts_or_deletes_leftovers_and_cleans_up_on_s
     announced_tx.send_replace(Announced {
         l2: [("192.0.2.10".parse().unwrap(), "eth0".to_string())].into(),
         plan,
+        ..Default::default()
     });
     config_tx.send_replace(ConfigReport::Valid);
 
@@ -160,4 +162,96 @@ async fn writes_what_is_announced_adopts_or_deletes_leftovers_and_cleans_up_on_s
     assert_eq!(names().await, vec!["l2-of-another-node".to_string()]);
     let _ = cluster.delete_namespace(&system).await;
     let _ = cluster.delete_namespace(&apps).await;
+}
+
+/// A ServiceL2Status of `node` for Service apps/`service`, status included (as its speaker
+/// writes it).
+async fn status_of(
+    api: &Api<ServiceL2Status>,
+    cluster: &TestCluster,
+    ns: &str,
+    node: &str,
+    service: &str,
+) -> String {
+    let name = format!("l2-{node}-{service}");
+    cluster
+        .apply_yaml(
+            &format!("apiVersion: ferrolb.io/v1beta1\nkind: ServiceL2Status\nmetadata:\n  name: {name}\n  labels: {{ferrolb.io/node: {node}, ferrolb.io/service-name: {service}, ferrolb.io/service-namespace: apps}}\n"),
+            Some(ns),
+        )
+        .await
+        .unwrap();
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {"node": node, "serviceName": service, "serviceNamespace": "apps"}})),
+    )
+    .await
+    .unwrap();
+    name
+}
+
+#[tokio::test]
+async fn the_sweeper_deletes_the_objects_of_dead_speakers_and_no_others() {
+    let cluster = TestCluster::start().await.unwrap();
+    cluster.apply_ferrolb_crds().await.unwrap();
+    let system = cluster.create_namespace("flb-kb-sw-").await.unwrap();
+    let statuses: Api<ServiceL2Status> = Api::namespaced(cluster.client(), &system);
+    let of_live = status_of(&statuses, &cluster, &system, "node-b", "web").await;
+    let of_dead = status_of(&statuses, &cluster, &system, "node-c", "web").await;
+    let names = || async {
+        let mut v: Vec<String> = statuses
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|o| o.metadata.name)
+            .collect();
+        v.sort();
+        v
+    };
+
+    let (announced_tx, announced) = watch::channel(Announced::default());
+    let (_config_tx, config) = watch::channel(ConfigReport::Unknown);
+    let mut writer = StatusWriter::new(&system, "node-a");
+    writer.coalesce = Duration::from_millis(10);
+    let task = writer.spawn(cluster.client(), announced, config);
+    let live: std::collections::BTreeSet<String> =
+        ["node-a", "node-b"].iter().map(|s| s.to_string()).collect();
+
+    // Not the sweeper (a minority, or not first by name): nothing of others is touched.
+    announced_tx.send_replace(Announced {
+        live: live.clone(),
+        sweeps: false,
+        ..Default::default()
+    });
+    tokio::time::sleep(ferrolb_speaker::status::DEAD_FOR + Duration::from_secs(1)).await;
+    let mut both = vec![of_live.clone(), of_dead.clone()];
+    both.sort();
+    assert_eq!(names().await, both);
+
+    // The sweeper: node-c's object goes once node-c has been out for DEAD_FOR, not before.
+    let start = Instant::now();
+    announced_tx.send_replace(Announced {
+        live,
+        sweeps: true,
+        ..Default::default()
+    });
+    wait_until("the dead speaker's object deleted", || async {
+        names().await == vec![of_live.clone()]
+    })
+    .await;
+    assert!(
+        start.elapsed() >= ferrolb_speaker::status::DEAD_FOR - Duration::from_millis(100),
+        "deleted after {:?}, before DEAD_FOR",
+        start.elapsed()
+    );
+    drop(announced_tx);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the writer ends once the run loop is gone")
+        .unwrap();
+    assert_eq!(names().await, vec![of_live]);
+    let _ = cluster.delete_namespace(&system).await;
 }

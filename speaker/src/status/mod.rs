@@ -35,6 +35,51 @@ pub struct Announced {
     pub l2: BTreeSet<(IpAddr, String)>,
     /// The plan they come from: which Service each address belongs to, and the BGP routes.
     pub plan: NodePlan,
+    /// The live speakers the plan was made with (membership's view; empty without it).
+    pub live: BTreeSet<String>,
+    /// This node sweeps the ServiceL2Status objects of speakers membership declared dead (see
+    /// [`sweeper`]).
+    pub sweeps: bool,
+}
+
+/// A node declared dead keeps nothing that says it announces: its ServiceL2Status objects go
+/// once it has been out of the live set for this long (longer than the fast path hides a
+/// stalled owner, so a blip deletes nothing).
+pub const DEAD_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether `node` sweeps the dead speakers' ServiceL2Status objects: the first live speaker
+/// by name, and only while it stands with a majority (`majority`, the L2 quorum). A minority
+/// cannot tell a dead speaker from one cut off from it, so it never sweeps; and the majority
+/// has taken over the dead speakers' addresses, so their objects no longer say anything true.
+pub fn sweeper(node: &str, live: &BTreeSet<String>, majority: bool) -> bool {
+    majority && live.iter().next().is_some_and(|first| first == node)
+}
+
+/// The ServiceL2Status objects (name, node) to delete now, of `listed`: those of nodes out of
+/// `live` since `absent_since` says for [`DEAD_FOR`] or more (never this node's own), and
+/// when to look again for those not yet that long.
+pub fn dead_objects(
+    node: &str,
+    live: &BTreeSet<String>,
+    listed: &[(String, String)],
+    absent_since: &BTreeMap<String, std::time::Duration>,
+    now: std::time::Duration,
+) -> (Vec<String>, Option<std::time::Duration>) {
+    let mut delete = Vec::new();
+    let mut again: Option<std::time::Duration> = None;
+    for (name, owner) in listed {
+        if owner == node || live.contains(owner) {
+            continue;
+        }
+        let since = absent_since.get(owner).copied().unwrap_or(now);
+        let due = since + DEAD_FOR;
+        if due <= now {
+            delete.push(name.clone());
+        } else {
+            again = Some(again.map_or(due, |a| a.min(due)));
+        }
+    }
+    (delete, again)
 }
 
 /// Which status kind an object is.

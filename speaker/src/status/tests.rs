@@ -19,6 +19,7 @@ fn announced(l2: &[(&str, &str)], plan: NodePlan) -> Announced {
     Announced {
         l2: l2.iter().map(|(a, i)| (ip(a), i.to_string())).collect(),
         plan,
+        ..Default::default()
     }
 }
 
@@ -273,4 +274,43 @@ fn node_problems_join_the_report() {
         with_node_problems(&invalid, std::slice::from_ref(&line)),
         ConfigReport::Invalid(vec!["IPAddressPool/a: spec.addresses[0]: bad".into(), line])
     );
+}
+
+fn names(n: &[&str]) -> BTreeSet<String> {
+    n.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn the_first_live_speaker_of_a_majority_sweeps() {
+    let live = names(&["node-b", "node-a", "node-c"]);
+    assert!(sweeper("node-a", &live, true));
+    assert!(!sweeper("node-b", &live, true));
+    // A minority cannot tell the dead from the cut-off.
+    assert!(!sweeper("node-a", &live, false));
+    assert!(!sweeper("node-a", &BTreeSet::new(), true));
+}
+
+#[test]
+fn objects_of_a_dead_node_go_after_dead_for_and_never_ours_or_the_living() {
+    let live = names(&["node-a", "node-b"]);
+    let listed: Vec<(String, String)> = [
+        ("web-a", "node-a"),
+        ("web-b", "node-b"),
+        ("web-c", "node-c"),
+        ("db-c", "node-c"),
+        ("web-d", "node-d"),
+    ]
+    .iter()
+    .map(|(n, o)| (n.to_string(), o.to_string()))
+    .collect();
+    let s = std::time::Duration::from_secs;
+    // node-c out for 5 s, node-d just now (not yet in the map: absent from now on).
+    let absent = BTreeMap::from([("node-c".to_string(), s(10))]);
+    let (delete, again) = dead_objects("node-a", &live, &listed, &absent, s(15));
+    assert_eq!(delete, vec!["web-c".to_string(), "db-c".to_string()]);
+    assert_eq!(again, Some(s(15) + DEAD_FOR));
+    // Our own objects are ours to manage, even if we are not in the live set.
+    let (delete, again) = dead_objects("node-c", &live, &listed, &absent, s(15));
+    assert!(delete.is_empty(), "{delete:?}");
+    assert_eq!(again, Some(s(15) + DEAD_FOR));
 }

@@ -5,8 +5,9 @@
 //! backoff and catches up with whatever is current when it comes back.
 
 use super::{
-    configuration_state_name, configuration_status, desired, label_value, takeovers, Announced,
-    Protocol, StatusObject, Takeover, FIELD_MANAGER, NODE_LABEL, REPORTER, TAKEOVER_REASON,
+    configuration_state_name, configuration_status, dead_objects, desired, label_value, takeovers,
+    Announced, Protocol, StatusObject, Takeover, FIELD_MANAGER, NODE_LABEL, REPORTER,
+    TAKEOVER_REASON,
 };
 use crate::source::ConfigReport;
 use ferrolb_crds::{ConfigurationState, ServiceBGPStatus, ServiceL2Status};
@@ -14,7 +15,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -25,6 +26,8 @@ const MAX_PENDING_EVENTS: usize = 64;
 /// How often this node's status objects are listed again, to repair what others changed or
 /// deleted (only objects that differ are written).
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often the sweeper lists every ServiceL2Status, besides when the live set changes.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The Pod the status objects belong to, so that deleting the Pod (e.g. its node is gone for
 /// good) deletes them through garbage collection.
@@ -56,6 +59,13 @@ struct State {
     config_written: Option<ConfigReport>,
     last: Announced,
     pending_events: Vec<Takeover>,
+    /// The live set this node's own objects were last listed with.
+    listed_live: BTreeSet<String>,
+    /// Sweeping: when each node out of the live set was first seen out (since `epoch`).
+    absent_since: BTreeMap<String, Duration>,
+    epoch: tokio::time::Instant,
+    /// When to sweep next (only while this node sweeps).
+    sweep_at: Option<tokio::time::Instant>,
 }
 
 impl StatusWriter {
@@ -90,6 +100,10 @@ impl StatusWriter {
                 config_written: None,
                 last: Announced::default(),
                 pending_events: Vec::new(),
+                listed_live: BTreeSet::new(),
+                absent_since: BTreeMap::new(),
+                epoch: tokio::time::Instant::now(),
+                sweep_at: None,
             };
             let mut backoff = Duration::from_millis(200);
             let mut config_open = true;
@@ -106,6 +120,21 @@ impl StatusWriter {
                     .saturating_sub(MAX_PENDING_EVENTS);
                 state.pending_events.drain(..excess);
                 state.last = now;
+                if state.last.live != state.listed_live {
+                    // Membership changed. This node may have been declared dead meanwhile and
+                    // its objects swept: list them again, rewrite what is missing.
+                    state.written = None;
+                    state.listed_live = state.last.live.clone();
+                    if state.last.sweeps {
+                        state.sweep_at = Some(tokio::time::Instant::now());
+                    }
+                }
+                if !state.last.sweeps {
+                    state.sweep_at = None;
+                    state.absent_since.clear();
+                } else if state.sweep_at.is_none() {
+                    state.sweep_at = Some(tokio::time::Instant::now());
+                }
                 let ok = self.sync(&client, &recorder, &mut state, &report).await;
                 let announced_open = announced.has_changed().is_ok();
                 if !announced_open && ok {
@@ -119,6 +148,12 @@ impl StatusWriter {
                         _ = announced.changed() => {}
                         r = config.changed(), if config_open => config_open = r.is_ok(),
                         _ = tokio::time::sleep(RESYNC) => {}
+                        _ = async {
+                            match state.sweep_at {
+                                Some(at) => tokio::time::sleep_until(at).await,
+                                None => std::future::pending().await,
+                            }
+                        } => {}
                     }
                     tokio::time::sleep(self.coalesce).await;
                 } else {
@@ -147,6 +182,15 @@ impl StatusWriter {
         if let Err(e) = self.sync_objects(client, state).await {
             warn!(error = %e, "cannot write the status objects; retrying");
             ok = false;
+        }
+        if state
+            .sweep_at
+            .is_some_and(|at| at <= tokio::time::Instant::now())
+        {
+            if let Err(e) = self.sweep(client, state).await {
+                warn!(error = %e, "cannot sweep the status objects of dead speakers; retrying");
+                ok = false;
+            }
         }
         while let Some(t) = state.pending_events.first() {
             let reference = ObjectReference {
@@ -283,6 +327,41 @@ impl StatusWriter {
             info!(name = %name, "status deleted");
             written.remove(&key);
         }
+        Ok(())
+    }
+
+    /// Deletes the ServiceL2Status objects of speakers out of the live set for
+    /// [`super::DEAD_FOR`] (this node sweeps: [`super::sweeper`]).
+    async fn sweep(&self, client: &kube::Client, state: &mut State) -> Result<(), kube::Error> {
+        let l2: Api<ServiceL2Status> = Api::namespaced(client.clone(), &self.namespace);
+        let listed: Vec<(String, String)> = l2
+            .list(&ListParams::default())
+            .await?
+            .into_iter()
+            .filter_map(|o| Some((o.metadata.name?, o.status?.node?)))
+            .collect();
+        let now = state.epoch.elapsed();
+        let live = &state.last.live;
+        state.absent_since.retain(|n, _| !live.contains(n));
+        for (_, node) in &listed {
+            if !live.contains(node) && *node != self.node {
+                state.absent_since.entry(node.clone()).or_insert(now);
+            }
+        }
+        let (dead, again) = dead_objects(&self.node, live, &listed, &state.absent_since, now);
+        for name in dead {
+            match l2.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => info!(name = %name, "status of a speaker declared dead deleted"),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Forget nodes that have no object left.
+        state
+            .absent_since
+            .retain(|n, _| listed.iter().any(|(_, node)| node == n));
+        let next = again.map_or(SWEEP_EVERY, |a| a.saturating_sub(now).min(SWEEP_EVERY));
+        state.sweep_at = Some(tokio::time::Instant::now() + next);
         Ok(())
     }
 
