@@ -11,13 +11,11 @@
 //! Extension headers: a Neighbor Solicitation after a Hop-by-Hop and a Destination Options
 //! header (as some stacks send) is answered like a plain one.
 
-mod l2_frames;
-
+use ferrolb_e2e::lab::l2::client_solicitation;
 use ferrolb_e2e::lab::l2::{capture_lines, node_mac, node_name, skip_reason, speaker_binary};
 use ferrolb_e2e::lab::l2::{client_arp_request, L2Lab, LabProcess};
 use ferrolb_e2e::lab::l2_scenario::{start_speaker, write_manifest_text};
 use ferrolb_e2e::lab::{is_child, run_in_netns, wait_for, Capture};
-use l2_frames::client_solicitation;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -4,15 +4,14 @@
 //! have moved by exactly what was sent, matching what a capture on the client saw.
 
 // The value of a series in a /metrics text (the local closures named `metric` narrow it).
-mod l2_frames;
 
 use ferrolb_e2e::lab::bgp_lab::metric as value;
+use ferrolb_e2e::lab::l2::client_solicitation;
 use ferrolb_e2e::lab::l2::{
     capture_lines, client_arp_request, node_mac, node_name, skip_reason, speaker_binary, L2Lab,
     LabProcess,
 };
 use ferrolb_e2e::lab::{is_child, run_in_netns, wait_for, Capture, NetNs};
-use l2_frames::client_solicitation;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -123,6 +123,11 @@ impl TestCluster {
         self.emulator.as_ref()
     }
 
+    /// The emulator, to take it down and back at times of the caller's choosing (the soak).
+    pub fn emulator_mut(&mut self) -> Option<&mut Emulator> {
+        self.emulator.as_mut()
+    }
+
     pub fn is_real_cluster(&self) -> bool {
         self.emulator.is_none()
     }

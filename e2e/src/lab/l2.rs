@@ -379,6 +379,10 @@ impl LabProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -397,6 +401,11 @@ impl LabProcess {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Whether the process has ended (by itself or killed): its exit status then.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 
     /// SIGTERM, then waits at most `limit` for the exit; SIGKILL after that. The exit code if
@@ -498,7 +507,7 @@ pub fn capture_lines(pcap: &Path) -> Vec<String> {
     .unwrap_or_default()
 }
 
-fn mac_text(mac: [u8; 6]) -> String {
+pub fn mac_text(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
@@ -526,4 +535,37 @@ pub fn client_arp_request(target: std::net::Ipv4Addr) -> Vec<u8> {
     f.extend_from_slice(&[0; 6]);
     f.extend_from_slice(&target.octets());
     f
+}
+
+/// A Neighbor Solicitation from the client for `target`, to its solicited-node group, with a
+/// Hop-by-Hop and a Destination Options header (PadN) before the ICMPv6 message when
+/// `extension_headers`.
+pub fn client_solicitation(target: std::net::Ipv6Addr, extension_headers: bool) -> Vec<u8> {
+    let source: std::net::Ipv6Addr = CLIENT_V6.parse().unwrap();
+    let destination = ferrolb_speaker::l2::packet::solicited_node_group(target);
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&target.octets());
+    icmp.extend_from_slice(&[1, 1]);
+    icmp.extend_from_slice(&CLIENT_MAC);
+    let sum = ferrolb_speaker::l2::packet::checksum(source, destination, &icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let chain: Vec<u8> = if extension_headers {
+        // Hop-by-Hop (next: Destination Options), PadN 4; Destination Options (next: ICMPv6).
+        vec![60, 0, 1, 4, 0, 0, 0, 0, 58, 0, 1, 4, 0, 0, 0, 0]
+    } else {
+        vec![]
+    };
+    let mut frame = ferrolb_speaker::l2::packet::MacAddr::ipv6_multicast(destination)
+        .0
+        .to_vec();
+    frame.extend_from_slice(&CLIENT_MAC);
+    frame.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    frame.extend_from_slice(&((chain.len() + icmp.len()) as u16).to_be_bytes());
+    frame.push(if extension_headers { 0 } else { 58 });
+    frame.push(255);
+    frame.extend_from_slice(&source.octets());
+    frame.extend_from_slice(&destination.octets());
+    frame.extend_from_slice(&chain);
+    frame.extend_from_slice(&icmp);
+    frame
 }

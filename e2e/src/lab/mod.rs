@@ -16,6 +16,7 @@ pub mod capture;
 pub mod child;
 pub mod frr;
 pub mod keepalived;
+pub mod kube_setup;
 pub mod l2;
 pub mod l2_scenario;
 pub mod netns;

@@ -10,10 +10,10 @@
 use ferrolb_e2e::api_requests::from_text_log;
 use ferrolb_e2e::emulator::harness::{LbTestSpace, TestCluster, KUBECONFIG_ENV};
 use ferrolb_e2e::lab::l2::{controller_binary, speaker_binary, LabProcess};
-use ferrolb_e2e::lab::{child, skip_reason};
+use ferrolb_e2e::lab::{child, kube_setup, skip_reason};
 use ferrolb_speaker::api_calls::{declared, Scope};
 use k8s_openapi::api::core::v1::{Node, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -197,35 +197,17 @@ impl Env {
             .await;
     }
 
-    /// Creates the Nodes `(name, InternalIP)`, the addresses in their status (membership
-    /// listens on them; BGP takes them as default router IDs).
+    /// Creates the Nodes `(name, InternalIP)` ([`kube_setup::create_nodes`]).
     pub async fn create_nodes(&self, nodes: &[(String, String)]) {
-        let node_api: Api<Node> = Api::all(self.cluster.client());
-        for (name, address) in nodes {
-            let node: Node = serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "status": {"addresses": [{"type": "InternalIP", "address": address}]},
-            }))
+        kube_setup::create_nodes(&self.cluster.client(), nodes)
+            .await
             .unwrap();
-            node_api
-                .create(&PostParams::default(), &node)
-                .await
-                .unwrap();
-            node_api
-                .patch_status(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": node.status})),
-                )
-                .await
-                .unwrap();
-        }
     }
 
     /// The Secret with the speakers' membership key.
     pub async fn membership_secret(&self) {
         self.apply(
-            &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: ferrolb-memberlist}}\nstringData: {{secretkey: {}-test-membership-key-0123456789abcdef}}\n", self.short),
+            &kube_setup::membership_secret_yaml(&self.short),
             &self.system,
         )
         .await;
@@ -254,50 +236,16 @@ impl Env {
     }
 
     pub fn controller_args(&self) -> Vec<String> {
-        [
-            "run",
-            "--namespace",
+        kube_setup::controller_args(
             &self.system,
-            "--lb-class",
             &self.class,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--identity",
             &format!("{}-controller", self.short),
-            "--lease-duration-seconds",
-            "3",
-            "--lease-grace-seconds",
-            "1",
-            // On a real cluster the other tests' objects are in other namespaces.
-            "--ignore-objects-elsewhere",
-        ]
-        .map(String::from)
-        .into_iter()
-        .chain(self.metallb_args())
-        .collect()
-    }
-
-    fn metallb_args(&self) -> Vec<String> {
-        match &self.metallb {
-            Some(ns) => vec!["--metallb-namespace".into(), ns.clone()],
-            None => vec![],
-        }
+            self.metallb.as_deref(),
+        )
     }
 
     pub fn speaker_args(&self) -> Vec<String> {
-        [
-            "run",
-            "--source",
-            "kube",
-            "--namespace",
-            &self.system,
-            "--lb-class",
-            &self.class,
-        ]
-        .map(String::from)
-        .into_iter()
-        .chain(self.metallb_args())
-        .collect()
+        kube_setup::speaker_args(&self.system, &self.class, self.metallb.as_deref())
     }
 
     /// Starts the controller in network namespace `netns`, on this cluster's kubeconfig.
