@@ -5,3 +5,4 @@ pub mod api_requests;
 pub mod emulator;
 pub mod lab;
 pub mod rbac;
+pub mod soak;

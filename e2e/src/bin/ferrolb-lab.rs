@@ -11,8 +11,13 @@
 //! - `down`: stops every process in the lab's namespaces by PID, deletes the namespaces and
 //!   the files. Safe to run any number of times.
 //!
-//! Options: `--tag T` (namespaces `flb-T-*`, default `lab`), `--speaker PATH` and `--echo PATH`
-//! (default: next to this binary).
+//! - `soak --minutes N [--seed S]`: the soak (`ferrolb_e2e::soak`) in a lab of its own: N
+//!   minutes of churn and failures against the real controller and speakers, invariants
+//!   checked throughout; prints the report (also written to its logs directory) and fails on
+//!   any violation. Removes its lab at the end.
+//!
+//! Options: `--tag T` (namespaces `flb-T-*`, default `lab`), `--speaker PATH`,
+//! `--controller PATH` and `--echo PATH` (default: next to this binary).
 
 use ferrolb_e2e::lab::l2::{node_name, L2Lab, LabProcess};
 use ferrolb_e2e::lab::l2_scenario::{
@@ -20,6 +25,7 @@ use ferrolb_e2e::lab::l2_scenario::{
 };
 use ferrolb_e2e::lab::probe::ProbeStream;
 use ferrolb_e2e::lab::{frr, run, wait_for};
+use ferrolb_e2e::soak::{self, SoakOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +36,10 @@ const NODES: usize = 3;
 struct Options {
     tag: String,
     speaker: PathBuf,
+    controller: PathBuf,
     echo: PathBuf,
+    minutes: f64,
+    seed: Option<u64>,
 }
 
 impl Options {
@@ -332,6 +341,95 @@ fn down(o: &Options, quiet: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The soak's part inside the client's namespace (started by `soak`, not by hand).
+const SOAK_INSIDE: &str = "soak-inside";
+
+fn soak_options(o: &Options) -> SoakOptions {
+    SoakOptions {
+        minutes: o.minutes,
+        tag: o.tag.clone(),
+        seed: o.seed.unwrap_or(0),
+        speaker: o.speaker.clone(),
+        controller: o.controller.clone(),
+        logs: PathBuf::from("/tmp/ferrolb-lab").join(format!("soak-{}", o.tag)),
+    }
+}
+
+/// Builds the soak's lab (three nodes and a client on a bridge), runs the soak inside the
+/// client's namespace (where the API emulator listens for the nodes), removes the lab.
+fn soak(o: &Options) -> Result<(), String> {
+    for bin in [&o.speaker, &o.controller] {
+        if !bin.exists() {
+            return Err(format!("{} is missing: build it first", bin.display()));
+        }
+    }
+    down(o, true)?;
+    let seed = o.seed.unwrap_or_else(rand::random);
+    let lab = L2Lab::new(&o.tag, soak::NODES)?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let minutes = o.minutes.to_string();
+    let seed_text = seed.to_string();
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.client.name()])
+        .arg(&exe)
+        .args([
+            SOAK_INSIDE,
+            "--tag",
+            &o.tag,
+            "--minutes",
+            &minutes,
+            "--seed",
+            &seed_text,
+        ])
+        .arg("--speaker")
+        .arg(&o.speaker)
+        .arg("--controller")
+        .arg(&o.controller)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    // The churn, the settling and the last checks, with room to spare; then it is killed.
+    let limit = Duration::from_secs_f64(o.minutes * 60.0 + 240.0);
+    let status = wait_for(limit, Duration::from_millis(200), || {
+        child.try_wait().ok().flatten()
+    });
+    let result = match status {
+        Some(s) if s.success() => Ok(()),
+        Some(s) => Err(format!("the soak failed ({s})")),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("the soak did not end within {limit:?}"))
+        }
+    };
+    // Whatever the soak left in the nodes' namespaces goes with them.
+    drop(lab);
+    down(o, true)?;
+    result
+}
+
+fn soak_inside(o: &Options) -> Result<(), String> {
+    let options = soak_options(o);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let report = runtime.block_on(soak::run(&options))?;
+    let text = report.text();
+    println!("{text}");
+    let path = options.logs.join("report.txt");
+    std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if report.violations.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} violations (report: {})",
+            report.violations.len(),
+            path.display()
+        ))
+    }
+}
+
 fn next_to_me(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
@@ -344,7 +442,10 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
     let mut o = Options {
         tag: "lab".into(),
         speaker: next_to_me("ferrolb-speaker"),
+        controller: next_to_me("ferrolb-controller"),
         echo: next_to_me("ferrolb-lab-echo"),
+        minutes: 2.0,
+        seed: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -357,7 +458,25 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
             "--tag" => o.tag = value("--tag")?,
             "--speaker" => o.speaker = PathBuf::from(value("--speaker")?),
             "--echo" => o.echo = PathBuf::from(value("--echo")?),
-            "up" | "demo" | "down" if command.is_none() => command = Some(a.clone()),
+            "--controller" => o.controller = PathBuf::from(value("--controller")?),
+            "--minutes" => {
+                let v = value("--minutes")?;
+                o.minutes = v
+                    .parse()
+                    .ok()
+                    .filter(|m: &f64| (0.5..=24.0 * 60.0).contains(m))
+                    .ok_or_else(|| format!("--minutes {v:?}: a number from 0.5 to 1440"))?;
+            }
+            "--seed" => {
+                let v = value("--seed")?;
+                o.seed = Some(
+                    v.parse()
+                        .map_err(|_| format!("--seed {v:?}: a whole number"))?,
+                );
+            }
+            "up" | "demo" | "down" | "soak" | SOAK_INSIDE if command.is_none() => {
+                command = Some(a.clone())
+            }
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
@@ -372,7 +491,7 @@ fn main() -> ExitCode {
     let (command, o) = match parse(&args) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("ferrolb-lab: {e}\nusage: ferrolb-lab up|demo|down [--tag T] [--speaker PATH] [--echo PATH]");
+            eprintln!("ferrolb-lab: {e}\nusage: ferrolb-lab up|demo|down|soak [--tag T] [--minutes N] [--seed S] [--speaker PATH] [--controller PATH] [--echo PATH]");
             return ExitCode::from(2);
         }
     };
@@ -383,6 +502,8 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "up" => up(&o),
         "demo" => demo(&o),
+        "soak" => soak(&o),
+        SOAK_INSIDE => soak_inside(&o),
         _ => down(&o, false),
     };
     match result {
