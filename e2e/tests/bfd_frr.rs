@@ -526,10 +526,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn bfd_frr_hard_kill_20_runs() {
     let test = "bfd_frr_hard_kill_20_runs";
     bfd_test(test, || {
-        let every: u32 = std::env::var("FERROLB_BFD_KILL_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(50);
+        let every: u32 = ferrolb_e2e::lab::env_number("FERROLB_BFD_KILL_MS", 50);
         println!("profile {every} ms x 3");
         let mut lab = BfdLab::new("bfd-m", test, every, 3);
         let mut series: [Vec<f64>; 5] = Default::default();

@@ -293,10 +293,7 @@ fn bgp_bench_ferrolb_vs_bird() {
             .split(',')
             .filter_map(|s| s.trim().parse().ok())
             .collect();
-        let rounds: u32 = std::env::var("FERROLB_BENCH_ROUNDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(3);
+        let rounds: u32 = ferrolb_e2e::lab::env_number("FERROLB_BENCH_ROUNDS", 3);
         let dir = frr::lab_dir("flb-bn-pcap");
         let _ = std::fs::create_dir_all(&dir);
         println!("| sender | N | establish ms | announce UPDATEs | announce wire ms | 99% on wire ms | announce at FRR ms | withdraw UPDATEs | withdraw wire ms | withdraw at FRR ms |");

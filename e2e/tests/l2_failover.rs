@@ -343,10 +343,7 @@ fn l2_failover_measured() {
     if skip() {
         return;
     }
-    let runs: usize = std::env::var("FERROLB_FAILOVER_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let runs: usize = ferrolb_e2e::lab::env_number("FERROLB_FAILOVER_RUNS", 20);
     let speaker = speaker_binary().unwrap();
     let mut samples: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     for run in 0..runs {

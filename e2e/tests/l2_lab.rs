@@ -645,10 +645,7 @@ fn l2_probe_failover_measured() {
         return;
     }
     let _serial = serial();
-    let runs: usize = std::env::var("FERROLB_FAILOVER_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let runs: usize = ferrolb_e2e::lab::env_number("FERROLB_FAILOVER_RUNS", 20);
     let mut samples: BTreeMap<(&str, &str), Vec<(Duration, u64)>> = BTreeMap::new();
     for run in 0..runs {
         let mut r = Running::start("lm-ms", true);
@@ -764,10 +761,7 @@ fn l2_side_by_side_with_keepalived_measured() {
         return;
     }
     let _serial = serial();
-    let runs: usize = std::env::var("FERROLB_FAILOVER_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let runs: usize = ferrolb_e2e::lab::env_number("FERROLB_FAILOVER_RUNS", 20);
     let mut samples: BTreeMap<(&str, &str, &str), Vec<Duration>> = BTreeMap::new();
     let mut anomalies: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
     for run in 0..runs {

@@ -43,10 +43,7 @@ fn vip(i: u8) -> Ipv4Addr {
 }
 
 fn partition_secs() -> u64 {
-    std::env::var("FERROLB_PARTITION_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8)
+    ferrolb_e2e::lab::env_number("FERROLB_PARTITION_SECS", 8)
 }
 
 fn manifests(nodes: usize) -> String {
@@ -440,10 +437,7 @@ fn two_nodes_cut_from_each_other_keep_one_answerer() {
 }
 
 fn disturb_secs() -> u64 {
-    std::env::var("FERROLB_DISTURB_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
+    ferrolb_e2e::lab::env_number("FERROLB_DISTURB_SECS", 10)
 }
 
 /// The longest run of unanswered rounds of any VIP between `from` and `to`, in rounds.

@@ -21,7 +21,7 @@ fn two_minutes_of_churn_and_failures_break_no_invariant() {
         eprintln!("SKIP: soak {why}");
         return;
     }
-    let minutes = std::env::var("FERROLB_SOAK_MINUTES").unwrap_or_else(|_| "2".into());
+    let minutes = ferrolb_e2e::lab::env_number("FERROLB_SOAK_MINUTES", 2.0_f64).to_string();
     let speaker = speaker_binary().unwrap();
     let controller = controller_binary().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ferrolb-lab"))

@@ -28,3 +28,4 @@ pub mod source;
 pub mod status;
 pub mod tiebreak;
 pub mod view;
+pub mod wait;

@@ -19,6 +19,7 @@ use crate::quorum::{
 };
 use crate::source::Snapshot;
 use crate::status::Announced;
+use crate::wait::{changed_opt, sleep_until_opt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::IpAddr;
@@ -182,57 +183,27 @@ pub async fn run_observed(
                 live_open = r.is_ok();
                 r.is_ok()
             }
-            r = async {
-                match &mut tie_break {
-                    Some(t) => t.holder.changed().await,
-                    None => std::future::pending().await,
-                }
-            }, if tie_open => {
+            r = changed_opt(tie_break.as_mut().map(|t| &mut t.holder)), if tie_open => {
                 tie_open = r.is_ok();
                 r.is_ok()
             }
-            _ = async {
-                match tie_unread_until {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            _ = sleep_until_opt(tie_unread_until) => {
                 tie_unread_until = None;
                 true
             }
-            _ = async {
-                match minority_wait_until {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            _ = sleep_until_opt(minority_wait_until) => {
                 minority_wait_until = None;
                 true
             }
-            _ = async {
-                match held_until {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            _ = sleep_until_opt(held_until) => {
                 held_until = None;
                 true
             }
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            _ = sleep_until_opt(deadline) => {
                 l2.send_due(std::time::Instant::now());
                 false
             }
-            r = async {
-                match &mut stalls {
-                    Some(rx) => rx.changed().await,
-                    None => std::future::pending().await,
-                }
-            }, if stalls_open => {
+            r = changed_opt(stalls.as_mut()), if stalls_open => {
                 stalls_open = r.is_ok();
                 if r.is_ok() {
                     l2.announce_again(std::time::Instant::now());

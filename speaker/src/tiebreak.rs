@@ -17,6 +17,7 @@
 //! takes the Lease within one API round trip if nobody held it, or after the holder's lease
 //! duration if the dead node held it (a tie was already going on).
 
+use crate::wait::sleep_until_opt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -154,13 +155,6 @@ async fn release(api: &Api<Lease>, me: &str) -> Result<(), kube::Error> {
     {
         Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -31,6 +31,15 @@ pub use netns::{NetNs, VethPair};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// A number from environment variable `name` (how the measured tests take their run counts
+/// and durations), `default` when unset or not a number.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
 /// Why lab tests cannot run here, if they cannot.
 pub fn skip_reason() -> Option<String> {
     let uid = std::fs::read_to_string("/proc/self/status")

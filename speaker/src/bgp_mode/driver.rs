@@ -761,12 +761,7 @@ impl BgpDriver {
                     changed = rx.changed() => if changed.is_err() { break },
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(RETRY_WAITING), if self.waiting => {}
-                    _ = async {
-                        match drained {
-                            Some(at) => tokio::time::sleep_until(at.into()).await,
-                            None => std::future::pending().await,
-                        }
-                    } => {}
+                    _ = crate::wait::sleep_until_opt(drained.map(Into::into)) => {}
                 }
                 let latest = rx.borrow_and_update().clone();
                 if let Some((snapshot, plan)) = latest {

@@ -5,6 +5,7 @@ use super::config::{MembershipConfig, Peer, Security};
 use super::fast::{self, FastDetector, FastMsg, FastOutput};
 use super::identity::{NodeId, WireCodec};
 use super::{MemberInfo, Stats};
+use crate::wait::sleep_until_opt;
 use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, Timer};
 use rand_foca::rngs::StdRng;
 use rand_foca::Rng;
@@ -674,12 +675,5 @@ impl Driver {
                 false
             }
         });
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

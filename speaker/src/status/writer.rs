@@ -148,12 +148,7 @@ impl StatusWriter {
                         _ = announced.changed() => {}
                         r = config.changed(), if config_open => config_open = r.is_ok(),
                         _ = tokio::time::sleep(RESYNC) => {}
-                        _ = async {
-                            match state.sweep_at {
-                                Some(at) => tokio::time::sleep_until(at).await,
-                                None => std::future::pending().await,
-                            }
-                        } => {}
+                        _ = crate::wait::sleep_until_opt(state.sweep_at) => {}
                     }
                     tokio::time::sleep(self.coalesce).await;
                 } else {
