@@ -331,15 +331,7 @@ impl Driver {
         let mut changed = false;
         for o in out {
             match o {
-                FastOutput::Send { to, msg } => {
-                    let Some(addr) = st.addrs.get(&to).copied() else {
-                        continue;
-                    };
-                    let mut payload = Vec::with_capacity(40);
-                    payload.push(fast::CHANNEL);
-                    payload.extend_from_slice(&msg.encode());
-                    self.send_sealed(st, addr, &payload);
-                }
+                FastOutput::Send { to, msg } => self.send_fast(st, &to, &msg),
                 FastOutput::Down(node) => {
                     let t = st
                         .fast
@@ -365,6 +357,18 @@ impl Driver {
         if changed {
             self.publish(st);
         }
+    }
+
+    /// A fast-path message to member `to` (nothing if its address is unknown): its channel
+    /// byte, then the message, sealed.
+    fn send_fast(&self, st: &mut State, to: &str, msg: &fast::FastMsg) {
+        let Some(addr) = st.addrs.get(to).copied() else {
+            return;
+        };
+        let mut payload = Vec::with_capacity(40);
+        payload.push(fast::CHANNEL);
+        payload.extend_from_slice(&msg.encode());
+        self.send_sealed(st, addr, &payload);
     }
 
     fn send_sealed(&self, st: &mut State, to: SocketAddr, payload: &[u8]) {
@@ -632,11 +636,7 @@ impl Driver {
             let out = f.set_members(members.keys().cloned().collect(), now);
             for o in out {
                 if let FastOutput::Send { to, msg } = o {
-                    if let Some(addr) = st.addrs.get(&to).copied() {
-                        let mut payload = vec![fast::CHANNEL];
-                        payload.extend_from_slice(&msg.encode());
-                        self.send_sealed(st, addr, &payload);
-                    }
+                    self.send_fast(st, &to, &msg);
                 }
             }
             // Owners the fast path took as down are left out of what the plan sees; SWIM's
