@@ -44,6 +44,10 @@ pub fn build(resources: &Resources) -> Result<Config, Vec<ConfigError>> {
 pub(crate) struct Context {
     /// `Kind/name` of every object left out.
     pub left_out: BTreeSet<String>,
+    /// Pools that advertisements name but that do not exist, already reported: dropped from
+    /// those advertisements as MetalLB does, instead of making them invalid (a running component
+    /// keeps announcing the pools that exist while one is created or deleted).
+    pub missing_pools: BTreeSet<String>,
     /// Names of pools whose addresses were in force, unchanged.
     pub pools_in_force: BTreeSet<String>,
 }
@@ -705,8 +709,10 @@ fn resolve_pools(
     for (i, name) in names.iter().enumerate() {
         if pools.contains_key(name) {
             out.insert(name.clone());
-        } else if context.is_left_out("IPAddressPool", name) {
-            // The pool reports its own problem; the other pools named here still apply.
+        } else if context.is_left_out("IPAddressPool", name) || context.missing_pools.contains(name)
+        {
+            // The pool reports its own problem (or its absence was reported); the other pools
+            // named here still apply.
         } else {
             r.error(
                 format!("spec.ipAddressPools[{i}]"),

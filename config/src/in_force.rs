@@ -198,6 +198,36 @@ fn bring_back<K: Slot + Resource + Clone>(
     true
 }
 
+/// The pools that advertisements of `current` name and that do not exist; each such reference
+/// is reported in `errors` (the advertisement stays in force for the pools that exist).
+fn missing_pools(current: &Resources, errors: &mut Vec<ConfigError>) -> BTreeSet<String> {
+    let exists: BTreeSet<String> = current.pools.iter().map(|p| p.name_any()).collect();
+    let named = current
+        .l2_advertisements
+        .iter()
+        .map(|a| ("L2Advertisement", a.name_any(), &a.spec.ip_address_pools))
+        .chain(
+            current
+                .bgp_advertisements
+                .iter()
+                .map(|a| ("BGPAdvertisement", a.name_any(), &a.spec.ip_address_pools)),
+        );
+    let mut missing = BTreeSet::new();
+    for (kind, name, pools) in named {
+        for (i, pool) in pools.iter().enumerate() {
+            if !exists.contains(pool) {
+                errors.push(ConfigError::new(
+                    format!("{kind}/{name}"),
+                    format!("spec.ipAddressPools[{i}]"),
+                    format!("IPAddressPool/{pool} does not exist"),
+                ));
+                missing.insert(pool.clone());
+            }
+        }
+    }
+    missing
+}
+
 /// Builds the configuration in force from `current`, given `last`, the objects in force before
 /// (the `resources` of the previous outcome; empty on a start). `unreadable` names (`Kind/name`)
 /// objects that exist but could not even be read (a manifest with a type error): they are not
@@ -224,8 +254,11 @@ pub fn in_force(current: &Resources, last: &Resources, unreadable: &BTreeSet<Str
             restored.insert(id.clone());
         }
     }
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let missing_pools = missing_pools(current, &mut errors);
     let mut context = Context {
         left_out: BTreeSet::new(),
+        missing_pools,
         pools_in_force: last
             .pools
             .iter()
@@ -238,7 +271,6 @@ pub fn in_force(current: &Resources, last: &Resources, unreadable: &BTreeSet<Str
             .map(|p| p.name_any())
             .collect(),
     };
-    let mut errors: Vec<ConfigError> = Vec::new();
     let mut first = true;
     // Each round restores or removes at least one object, so this ends; the bound is a guard.
     let objects = current.pools.len()

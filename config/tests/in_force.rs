@@ -162,6 +162,48 @@ fn an_advertisement_naming_a_bad_pool_still_announces_the_good_one() {
 }
 
 #[test]
+fn an_advertisement_naming_a_pool_that_does_not_exist_announces_the_others() {
+    // As MetalLB: a pool not created yet, or just deleted, is no reason to stop announcing the
+    // pools that exist. Reported, not left out.
+    let yaml = pool("main", &["192.0.2.0/28"])
+        + &object("L2Advertisement", "l2", "  ipAddressPools: [main, spare]")
+        + &object("BGPAdvertisement", "bgp", "  ipAddressPools: [gone]");
+    let out = start(&yaml);
+    assert_eq!(
+        out.config.l2_advertisements["l2"]
+            .pools
+            .iter()
+            .collect::<Vec<_>>(),
+        vec!["main"]
+    );
+    assert!(out.config.bgp_advertisements["bgp"].pools.is_empty());
+    assert!(out.left_out.is_empty() && out.kept.is_empty(), "{out:?}");
+    let lines: Vec<String> = out.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "BGPAdvertisement/bgp: spec.ipAddressPools[0]: IPAddressPool/gone does not exist",
+            "L2Advertisement/l2: spec.ipAddressPools[1]: IPAddressPool/spare does not exist",
+        ]
+    );
+    // The pool deleted later: the same, from a configuration that had it.
+    let with_spare = resources(&(yaml.clone() + &pool("spare", &["192.0.2.16/28"])));
+    let before = in_force(&with_spare, &Resources::default(), &none());
+    assert!(before
+        .errors
+        .iter()
+        .all(|e| e.object == "BGPAdvertisement/bgp"));
+    let after = in_force(&resources(&yaml), &before.resources, &none());
+    assert_eq!(
+        after.config.l2_advertisements["l2"]
+            .pools
+            .iter()
+            .collect::<Vec<_>>(),
+        vec!["main"]
+    );
+}
+
+#[test]
 fn an_advertisement_whose_only_pool_is_bad_announces_nothing() {
     let yaml = pool("bad", &["nope"])
         + &pool("good", &["192.0.2.0/28"])
