@@ -199,6 +199,11 @@ async fn the_sweeper_deletes_the_objects_of_dead_speakers_and_no_others() {
     let statuses: Api<ServiceL2Status> = Api::namespaced(cluster.client(), &system);
     let of_live = status_of(&statuses, &cluster, &system, "node-b", "web").await;
     let of_dead = status_of(&statuses, &cluster, &system, "node-c", "web").await;
+    // Its speaker was killed between the object and its status: found by its label.
+    cluster
+        .apply_yaml(&stale("l2-node-c-unwritten", "node-c"), Some(&system))
+        .await
+        .unwrap();
     let names = || async {
         let mut v: Vec<String> = statuses
             .list(&ListParams::default())
@@ -227,9 +232,13 @@ async fn the_sweeper_deletes_the_objects_of_dead_speakers_and_no_others() {
         ..Default::default()
     });
     tokio::time::sleep(ferrolb_speaker::status::DEAD_FOR + Duration::from_secs(1)).await;
-    let mut both = vec![of_live.clone(), of_dead.clone()];
-    both.sort();
-    assert_eq!(names().await, both);
+    let mut all = vec![
+        of_live.clone(),
+        of_dead.clone(),
+        "l2-node-c-unwritten".to_string(),
+    ];
+    all.sort();
+    assert_eq!(names().await, all);
 
     // The sweeper: node-c's object goes once node-c has been out for DEAD_FOR, not before.
     let start = Instant::now();
@@ -238,7 +247,7 @@ async fn the_sweeper_deletes_the_objects_of_dead_speakers_and_no_others() {
         sweeps: true,
         ..Default::default()
     });
-    wait_until("the dead speaker's object deleted", || async {
+    wait_until("the dead speaker's objects deleted", || async {
         names().await == vec![of_live.clone()]
     })
     .await;

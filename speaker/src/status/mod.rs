@@ -57,7 +57,8 @@ pub fn sweeper(node: &str, live: &BTreeSet<String>, majority: bool) -> bool {
 
 /// The ServiceL2Status objects (name, node) to delete now, of `listed`: those of nodes out of
 /// `live` since `absent_since` says for [`DEAD_FOR`] or more (never this node's own), and
-/// when to look again for those not yet that long.
+/// when to look again for those not yet that long. Nodes are named the same way throughout
+/// (the writer uses their label values).
 pub fn dead_objects(
     node: &str,
     live: &BTreeSet<String>,

@@ -12,7 +12,7 @@ use super::{
 use crate::source::ConfigReport;
 use ferrolb_crds::{ConfigurationState, ServiceBGPStatus, ServiceL2Status};
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +28,8 @@ const MAX_PENDING_EVENTS: usize = 64;
 const RESYNC: Duration = Duration::from_secs(300);
 /// How often the sweeper lists every ServiceL2Status, besides when the live set changes.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// A failed sweep is tried again after this long.
+const SWEEP_RETRY: Duration = Duration::from_secs(5);
 
 /// The Pod the status objects belong to, so that deleting the Pod (e.g. its node is gone for
 /// good) deletes them through garbage collection.
@@ -135,6 +137,10 @@ impl StatusWriter {
                 } else if state.sweep_at.is_none() {
                     state.sweep_at = Some(tokio::time::Instant::now());
                 }
+                // A node back in the live set starts afresh if it leaves again: its absence
+                // is counted from then, not from the first time.
+                let live = live_labels(&state.last.live);
+                state.absent_since.retain(|n, _| !live.contains(n));
                 let ok = self.sync(&client, &recorder, &mut state, &report).await;
                 let announced_open = announced.has_changed().is_ok();
                 if !announced_open && ok {
@@ -182,9 +188,10 @@ impl StatusWriter {
             .sweep_at
             .is_some_and(|at| at <= tokio::time::Instant::now())
         {
+            // Its own retry: a failing sweep must not hold up this node's own writes.
             if let Err(e) = self.sweep(client, state).await {
-                warn!(error = %e, "cannot sweep the status objects of dead speakers; retrying");
-                ok = false;
+                warn!(error = %e, "cannot sweep the status objects of dead speakers; retrying in 5 s");
+                state.sweep_at = Some(tokio::time::Instant::now() + SWEEP_RETRY);
             }
         }
         while let Some(t) = state.pending_events.first() {
@@ -326,35 +333,59 @@ impl StatusWriter {
     }
 
     /// Deletes the ServiceL2Status objects of speakers out of the live set for
-    /// [`super::DEAD_FOR`] (this node sweeps: [`super::sweeper`]).
+    /// [`super::DEAD_FOR`] (this node sweeps: [`super::sweeper`]). Objects are matched by
+    /// their node label, so one whose status was never written (its speaker killed between
+    /// the two writes) goes too; each delete is conditional on the object as listed, so one
+    /// its speaker rewrote meanwhile (back) stays.
     async fn sweep(&self, client: &kube::Client, state: &mut State) -> Result<(), kube::Error> {
         let l2: Api<ServiceL2Status> = Api::namespaced(client.clone(), &self.namespace);
-        let listed: Vec<(String, String)> = l2
-            .list(&ListParams::default())
-            .await?
-            .into_iter()
-            .filter_map(|o| Some((o.metadata.name?, o.status?.node?)))
-            .collect();
+        let mut versions: BTreeMap<String, Preconditions> = BTreeMap::new();
+        let mut listed: Vec<(String, String)> = Vec::new();
+        for o in l2.list(&ListParams::default()).await? {
+            let (Some(name), Some(owner)) = (
+                o.metadata.name.clone(),
+                o.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(NODE_LABEL))
+                    .cloned(),
+            ) else {
+                continue;
+            };
+            versions.insert(
+                name.clone(),
+                Preconditions {
+                    uid: o.metadata.uid.clone(),
+                    resource_version: o.metadata.resource_version.clone(),
+                },
+            );
+            listed.push((name, owner));
+        }
         let now = state.epoch.elapsed();
-        let live = &state.last.live;
-        state.absent_since.retain(|n, _| !live.contains(n));
-        for (_, node) in &listed {
-            if !live.contains(node) && *node != self.node {
-                state.absent_since.entry(node.clone()).or_insert(now);
+        let me = label_value(&self.node);
+        let live = live_labels(&state.last.live);
+        for (_, owner) in &listed {
+            if !live.contains(owner) && *owner != me {
+                state.absent_since.entry(owner.clone()).or_insert(now);
             }
         }
-        let (dead, again) = dead_objects(&self.node, live, &listed, &state.absent_since, now);
+        let (dead, again) = dead_objects(&me, &live, &listed, &state.absent_since, now);
         for name in dead {
-            match l2.delete(&name, &DeleteParams::default()).await {
+            let params = DeleteParams {
+                preconditions: versions.remove(&name),
+                ..DeleteParams::default()
+            };
+            match l2.delete(&name, &params).await {
                 Ok(_) => info!(name = %name, "status of a speaker declared dead deleted"),
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                // Gone already, or rewritten since the list (its speaker is back).
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(e) => return Err(e),
             }
         }
         // Forget nodes that have no object left.
         state
             .absent_since
-            .retain(|n, _| listed.iter().any(|(_, node)| node == n));
+            .retain(|n, _| listed.iter().any(|(_, owner)| owner == n));
         let next = again.map_or(SWEEP_EVERY, |a| a.saturating_sub(now).min(SWEEP_EVERY));
         state.sweep_at = Some(tokio::time::Instant::now() + next);
         Ok(())
@@ -386,6 +417,11 @@ impl StatusWriter {
         info!(name = %name, result = %status["status"]["result"], "ConfigurationState written");
         Ok(())
     }
+}
+
+/// The node label values of the live speakers (what the status objects carry).
+fn live_labels(live: &BTreeSet<String>) -> BTreeSet<String> {
+    live.iter().map(|n| label_value(n)).collect()
 }
 
 /// A listed object's status fields: node, Service namespace and name, interfaces or peers.
