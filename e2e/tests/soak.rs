@@ -1,6 +1,6 @@
 //! The soak's CI variant: `ferrolb-lab soak --minutes 2` (see `ferrolb_e2e::soak`), the real
-//! controller and speakers in a three-node lab of network namespaces, two minutes of churn
-//! and failures with the invariants checked throughout. Fails on any violation; the report is
+//! controller and speakers in a three-node lab of network namespaces with an FRR router, two
+//! minutes of churn and failures with the invariants checked throughout. Fails on any violation; the report is
 //! printed either way (and kept in /tmp/ferrolb-lab/soak-sk/). `FERROLB_SOAK_MINUTES` runs it
 //! longer.
 //!
@@ -17,7 +17,8 @@ fn two_minutes_of_churn_and_failures_break_no_invariant() {
         eprintln!("SKIP: the soak restarts the API server, which it cannot do to a real cluster");
         return;
     }
-    if let Some(why) = skip_reason() {
+    // Root, ip and tcpdump for the lab; FRR for its router.
+    if let Some(why) = skip_reason().or_else(ferrolb_e2e::lab::skip_reason) {
         eprintln!("SKIP: soak {why}");
         return;
     }

@@ -16,7 +16,7 @@
 //!   checked throughout; prints the report (also written to its logs directory) and fails on
 //!   any violation. Removes its lab at the end.
 //!
-//! Options: `--tag T` (namespaces `flb-T-*`, default `lab`), `--speaker PATH`,
+//! Options: `--tag T` (namespaces `flb-T-*`, default `lab`, `soak` for the soak), `--speaker PATH`,
 //! `--controller PATH` and `--echo PATH` (default: next to this binary).
 
 use ferrolb_e2e::lab::l2::{node_name, L2Lab, LabProcess};
@@ -355,8 +355,9 @@ fn soak_options(o: &Options) -> SoakOptions {
     }
 }
 
-/// Builds the soak's lab (three nodes and a client on a bridge), runs the soak inside the
-/// client's namespace (where the API emulator listens for the nodes), removes the lab.
+/// Builds the soak's lab (three nodes, a client and a router with FRR on a bridge), runs the
+/// soak inside the client's namespace (where the API emulator listens for the nodes), removes
+/// the lab.
 fn soak(o: &Options) -> Result<(), String> {
     for bin in [&o.speaker, &o.controller] {
         if !bin.exists() {
@@ -365,7 +366,11 @@ fn soak(o: &Options) -> Result<(), String> {
     }
     down(o, true)?;
     let seed = o.seed.unwrap_or_else(rand::random);
-    let lab = L2Lab::new(&o.tag, soak::NODES)?;
+    let lab = L2Lab::with_bgp_router(
+        &o.tag,
+        soak::NODES,
+        &soak::world::router_bgp_config(soak::NODES),
+    )?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let minutes = o.minutes.to_string();
     let seed_text = seed.to_string();
@@ -401,9 +406,10 @@ fn soak(o: &Options) -> Result<(), String> {
             Err(format!("the soak did not end within {limit:?}"))
         }
     };
-    // Whatever the soak left in the nodes' namespaces goes with them.
-    drop(lab);
+    // Every process in the lab's namespaces (the soak's controller, speakers and tcpdump
+    // outlive a killed soak) by PID, then the namespaces.
     down(o, true)?;
+    drop(lab);
     result
 }
 
@@ -447,6 +453,7 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
         minutes: 2.0,
         seed: None,
     };
+    let mut tag_given = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| {
@@ -455,7 +462,10 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
                 .ok_or_else(|| format!("{flag} needs a value"))
         };
         match a.as_str() {
-            "--tag" => o.tag = value("--tag")?,
+            "--tag" => {
+                o.tag = value("--tag")?;
+                tag_given = true;
+            }
             "--speaker" => o.speaker = PathBuf::from(value("--speaker")?),
             "--echo" => o.echo = PathBuf::from(value("--echo")?),
             "--controller" => o.controller = PathBuf::from(value("--controller")?),
@@ -479,6 +489,10 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
             }
             other => return Err(format!("unexpected argument {other:?}")),
         }
+    }
+    // The soak builds and removes a lab of its own: never `up`'s, unless asked.
+    if !tag_given && matches!(command.as_deref(), Some("soak" | SOAK_INSIDE)) {
+        o.tag = "soak".into();
     }
     if o.tag.is_empty() || !o.tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(format!("--tag {:?}: letters, digits and '-' only", o.tag));

@@ -27,6 +27,44 @@ impl RouterView {
         }
     }
 
+    /// A router in namespace `router_ns` whose FRR was started under the name `frr_name`
+    /// (e.g. [`super::l2::L2Lab::with_bgp_router`]'s, named after its namespace).
+    pub fn at(router_ns: &str, frr_name: &str) -> RouterView {
+        RouterView {
+            router_ns: router_ns.to_owned(),
+            vty_dir: lab_dir(frr_name),
+        }
+    }
+
+    /// Every route of `afi` in FRR's table with its next hops (best path and multipaths),
+    /// sorted: one vtysh call for the whole table.
+    pub fn rib(
+        &self,
+        afi: &str,
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
+        let v = self.json(&format!("show bgp {afi} unicast json"))?;
+        let mut out = std::collections::BTreeMap::new();
+        let Some(routes) = v.get("routes").and_then(Value::as_object) else {
+            return Ok(out);
+        };
+        for (prefix, paths) in routes {
+            let mut hops: Vec<String> = paths
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| {
+                    p.get("bestpath").and_then(Value::as_bool) == Some(true)
+                        || p.get("multipath").and_then(Value::as_bool) == Some(true)
+                })
+                .filter_map(|p| p["nexthops"][0]["ip"].as_str().map(str::to_owned))
+                .collect();
+            hops.sort();
+            hops.dedup();
+            out.insert(prefix.clone(), hops);
+        }
+        Ok(out)
+    }
+
     /// Runs a vtysh `... json` command and parses the answer.
     pub fn json(&self, cmd: &str) -> Result<Value, String> {
         let dir = self.vty_dir.to_string_lossy().into_owned();

@@ -172,6 +172,17 @@ impl L2Lab {
     /// [`L2Lab::new`] plus a router on the segment running FRR zebra, a client behind it, and
     /// the router as every node's default gateway.
     pub fn with_router(tag: &str, n: usize) -> Result<L2Lab, String> {
+        Self::with_router_running(tag, n, None)
+    }
+
+    /// [`L2Lab::with_router`] with bgpd beside zebra, `bgp` the router's BGP configuration
+    /// (appended to the forwarding lines). Its FRR is named after the router's namespace:
+    /// [`RouterView::at`](super::bgp_router_view::RouterView::at) reads it.
+    pub fn with_bgp_router(tag: &str, n: usize, bgp: &str) -> Result<L2Lab, String> {
+        Self::with_router_running(tag, n, Some(bgp))
+    }
+
+    fn with_router_running(tag: &str, n: usize, bgp: Option<&str>) -> Result<L2Lab, String> {
         let mut lab = Self::new(tag, n)?;
         let router = NetNs::new(&format!("flb-{tag}-r"))?;
         attach(&lab.switch, &router, "pr", "02:00:00:00:00:fe")?;
@@ -196,11 +207,11 @@ impl L2Lab {
             ns.ip(&["-6", "route", "add", "default", "via", ROUTER_V6])?;
         }
         // zebra turns forwarding on (as on a real router) and owns the routing table.
-        let frr = Frr::start_zebra(
-            router.name(),
-            router.name(),
-            "frr defaults traditional\nip forwarding\nipv6 forwarding\n!\n",
-        )?;
+        let forwarding = "frr defaults traditional\nip forwarding\nipv6 forwarding\n!\n";
+        let frr = match bgp {
+            None => Frr::start_zebra(router.name(), router.name(), forwarding)?,
+            Some(bgp) => Frr::start(router.name(), router.name(), &format!("{forwarding}{bgp}"))?,
+        };
         wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
             let v4 = router.exec("sysctl", &["-n", "net.ipv4.ip_forward"]).ok()?;
             let v6 = router

@@ -4,7 +4,7 @@
 //! controller needs to take the lead. Outside those windows nothing may be off.
 
 use super::churn::{Model, Shape};
-use super::world::{POOL_SPARE, POOL_V4, POOL_V6};
+use super::world::{POOL_BGP, POOL_SPARE, POOL_V4, POOL_V6};
 use crate::lab::l2::{node_mac, node_name};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +16,9 @@ pub const ADDRESS_SETTLE: Duration = Duration::from_secs(4);
 /// After a speaker stops or starts (or a node's link changes): membership's verdict, the
 /// rejoin hold-down (3 s) and the make-before-break hand-back.
 pub const NODE_SETTLE: Duration = Duration::from_secs(6);
+/// BGP after a speaker stops or starts: the router's hold timer (3 s) for a node lost, the
+/// session back and the routes sent for one that returns.
+pub const BGP_SETTLE: Duration = Duration::from_secs(10);
 /// After a controller restart or an API server outage: the new leader's Lease, its lists,
 /// its allocations.
 pub const CONTROL_SETTLE: Duration = Duration::from_secs(12);
@@ -48,6 +51,8 @@ pub struct Snapshot {
 pub struct Calm {
     pub node_event: Option<Instant>,
     pub control_event: Option<Instant>,
+    /// The API server is down (the control plane is not calm until it is back and settled).
+    pub api_down: bool,
     /// Nodes whose speaker is not running, and since when.
     pub stopped: BTreeMap<usize, Instant>,
 }
@@ -58,9 +63,16 @@ impl Calm {
             .is_none_or(|t| now.duration_since(t) >= NODE_SETTLE)
     }
 
+    fn bgp_calm(&self, now: Instant) -> bool {
+        self.node_event
+            .is_none_or(|t| now.duration_since(t) >= BGP_SETTLE)
+    }
+
     fn control_calm(&self, now: Instant) -> bool {
-        self.control_event
-            .is_none_or(|t| now.duration_since(t) >= CONTROL_SETTLE)
+        !self.api_down
+            && self
+                .control_event
+                .is_none_or(|t| now.duration_since(t) >= CONTROL_SETTLE)
     }
 }
 
@@ -76,9 +88,13 @@ pub struct Checks {
     started: Option<Instant>,
 }
 
-/// Every address of the pools the soak uses: the addresses asked about on the segment.
+/// Every address of the L2 pools: the addresses asked about on the segment.
 pub fn pool_addresses() -> BTreeSet<IpAddr> {
-    [POOL_V4, POOL_V6, POOL_SPARE]
+    addresses_of(&[POOL_V4, POOL_V6, POOL_SPARE])
+}
+
+fn addresses_of(pools: &[&str]) -> BTreeSet<IpAddr> {
+    pools
         .iter()
         .filter_map(|p| p.parse::<IpNet>().ok())
         .flat_map(|net| net.hosts().chain([net.network(), net.broadcast()]))
@@ -115,7 +131,15 @@ impl Checks {
                 .iter()
                 .map(|s| model.services.get(s).and_then(|m| m.shape.sharing_key()))
                 .collect();
-            if holders.len() > 1 && (keys.len() > 1 || keys.contains(&None)) {
+            // A holder edited a moment ago may still show its old address (the controller
+            // has not acted yet): judged once every holder has settled.
+            let settled = holders.iter().all(|h| {
+                model
+                    .services
+                    .get(h)
+                    .is_none_or(|m| now.duration_since(m.changed_at) >= SERVICE_SETTLE)
+            });
+            if settled && holders.len() > 1 && (keys.len() > 1 || keys.contains(&None)) {
                 self.violation(
                     now,
                     format!("{ip} held by {holders:?}, which may not share"),
@@ -125,7 +149,7 @@ impl Checks {
             let spare_recent = model
                 .spare_changed_at
                 .is_some_and(|t| now.duration_since(t) < SERVICE_SETTLE);
-            let inside = [POOL_V4, POOL_V6]
+            let inside = [POOL_V4, POOL_V6, POOL_BGP]
                 .iter()
                 .chain((model.spare_pool || spare_recent).then_some(&POOL_SPARE))
                 .filter_map(|p| p.parse::<IpNet>().ok())
@@ -144,7 +168,8 @@ impl Checks {
             .spare_changed_at
             .is_some_and(|t| now.duration_since(t) < SERVICE_SETTLE);
         for (svc, m) in &model.services {
-            let ips = snap.services.get(svc).cloned().unwrap_or_default();
+            let mut ips = snap.services.get(svc).cloned().unwrap_or_default();
+            ips.sort();
             let settled = now.duration_since(m.changed_at) >= SERVICE_SETTLE;
             if let Some(before) = self.last_ips.get(svc).cloned() {
                 self.count("addresses unchanged without a cause");
@@ -172,7 +197,7 @@ impl Checks {
                     );
                 }
             }
-            if m.shape == Shape::BadAnnotation && m.fresh && settled {
+            if m.shape == Shape::BadAnnotation && m.fresh {
                 self.count("bad annotation refused");
                 if !ips.is_empty() {
                     self.violation(
@@ -290,6 +315,53 @@ impl Checks {
                         .figures
                         .entry("address answered by two nodes within a hand-over's release grace")
                         .or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// Judges the router's table (`rib`: prefix -> next hops) for the BGP pool: a held address
+    /// settled for 4 s is routed over exactly the nodes whose speakers run (every node is
+    /// eligible and has an endpoint), a free one not at all. Waits [`BGP_SETTLE`] after a
+    /// speaker stops or starts.
+    pub fn routes(
+        &mut self,
+        now: Instant,
+        rib: &BTreeMap<String, Vec<String>>,
+        snap: &Snapshot,
+        nodes: usize,
+        calm: &Calm,
+    ) {
+        self.started.get_or_insert(now);
+        if !calm.bgp_calm(now) {
+            return;
+        }
+        let running: Vec<String> = (1..=nodes)
+            .filter(|i| !calm.stopped.contains_key(i))
+            .map(|i| format!("192.0.2.{i}"))
+            .collect();
+        let held: BTreeSet<IpAddr> = snap.services.values().flatten().copied().collect();
+        for ip in addresses_of(&[POOL_BGP]) {
+            let settled = snap
+                .address_changed
+                .get(&ip)
+                .is_none_or(|t| now.duration_since(*t) >= ADDRESS_SETTLE);
+            if !settled {
+                continue;
+            }
+            let hops = rib.get(&format!("{ip}/32")).cloned().unwrap_or_default();
+            if held.contains(&ip) {
+                self.count("BGP address routed over exactly the running nodes");
+                if hops != running {
+                    self.violation(now, format!("{ip}/32 at the router via {hops:?}, not every running node {running:?}"));
+                }
+            } else {
+                self.count("free BGP address not routed");
+                if !hops.is_empty() {
+                    self.violation(
+                        now,
+                        format!("{ip}/32 is held by no Service but routed via {hops:?}"),
+                    );
                 }
             }
         }

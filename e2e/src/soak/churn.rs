@@ -25,18 +25,21 @@ pub enum Shape {
     SparePool,
     /// 192.0.2.(64 + n), by annotation (another Service may hold it).
     Requested(u8),
+    /// An address from the BGP pool (announced to the router by every node, not by L2).
+    Bgp,
     /// An annotation the controller must refuse (no address, ever).
     BadAnnotation,
 }
 
 impl Shape {
     fn random(rng: &mut StdRng) -> Shape {
-        match rng.random_range(0..10) {
+        match rng.random_range(0..12) {
             0..=2 => Shape::V4,
             3..=4 => Shape::DualStack,
             5..=6 => Shape::Shared(rng.random_range(0..2)),
             7 => Shape::SparePool,
             8 => Shape::Requested(rng.random_range(0..16)),
+            9..=10 => Shape::Bgp,
             _ => Shape::BadAnnotation,
         }
     }
@@ -44,7 +47,10 @@ impl Shape {
     /// Whether the Service must have an address once the controller has had time, whatever
     /// else happens (a free address always exists for these).
     pub fn always_served(self) -> bool {
-        matches!(self, Shape::V4 | Shape::DualStack | Shape::Shared(_))
+        matches!(
+            self,
+            Shape::V4 | Shape::DualStack | Shape::Shared(_) | Shape::Bgp
+        )
     }
 
     pub fn sharing_key(self) -> Option<String> {
@@ -58,6 +64,7 @@ impl Shape {
         match self {
             Shape::Shared(_) => json!({"metallb.io/allow-shared-ip": self.sharing_key()}),
             Shape::SparePool => json!({"metallb.io/address-pool": "soak-spare"}),
+            Shape::Bgp => json!({"metallb.io/address-pool": "soak-bgp"}),
             Shape::Requested(n) => {
                 json!({"metallb.io/loadBalancerIPs": format!("192.0.2.{}", 64 + u32::from(n))})
             }

@@ -9,8 +9,9 @@
 //! process's memory flat. Then it prints a report; any violation fails the run.
 //!
 //! Real parts: the controller and speaker binaries, the kernel's network namespaces (three
-//! nodes and a client on a bridge), the API emulator in this process (in the client's
-//! namespace, as the kube-mode tests run it).
+//! nodes, a client and a router on a bridge), FRR on the router (the speakers peer with it and
+//! announce the BGP pool; its table is the judge), the API emulator in this process (in the
+//! client's namespace, as the kube-mode tests run it).
 
 pub mod answers;
 pub mod checks;
@@ -102,6 +103,8 @@ struct Soak {
     refused: u64,
     observed: observed::Observed,
     statuses_ended: u64,
+    /// The router's FRR, read through vtysh.
+    router: crate::lab::bgp_router_view::RouterView,
     events_seen: usize,
     leases_seen: usize,
     next_victim: usize,
@@ -126,6 +129,7 @@ pub async fn run(o: &SoakOptions) -> Result<Report, String> {
         calm: Calm {
             node_event: Some(Instant::now()),
             control_event: Some(Instant::now()),
+            api_down: false,
             stopped: BTreeMap::new(),
         },
         api_up: true,
@@ -134,6 +138,10 @@ pub async fn run(o: &SoakOptions) -> Result<Report, String> {
         refused: 0,
         observed,
         statuses_ended: 0,
+        router: crate::lab::bgp_router_view::RouterView::at(
+            &format!("flb-{}-r", o.tag),
+            &format!("flb-{}-r", o.tag),
+        ),
         events_seen: 0,
         leases_seen: 0,
         next_victim: 1,
@@ -164,14 +172,23 @@ pub async fn run(o: &SoakOptions) -> Result<Report, String> {
         if now >= next_disruption && soak.pending.is_empty() {
             let d = ROTATION[turn % ROTATION.len()];
             turn += 1;
-            soak.disrupt(d, now).await?;
+            // A disruption that cannot be made is reported; the run goes on to its report.
+            if let Err(e) = soak.disrupt(d, now).await {
+                soak.checks
+                    .violations
+                    .push(format!("{d:?} could not be made: {e}"));
+            }
             next_disruption = now + DISRUPTION_EVERY;
         }
         if now >= next_sample {
             for crash in soak.world.sample() {
                 soak.checks.violations.push(crash);
             }
-            soak.restart_crashed()?;
+            if let Err(e) = soak.restart_crashed() {
+                soak.checks
+                    .violations
+                    .push(format!("a crashed process could not be started again: {e}"));
+            }
             next_sample = now + SAMPLE_EVERY;
         }
         if now >= next_check {
@@ -306,6 +323,7 @@ impl Soak {
                     e.go_down().await;
                 }
                 self.api_up = false;
+                self.calm.api_down = true;
                 self.calm.control_event = Some(now);
                 self.pending.push((now + down, Pending::ApiBack));
                 self.inject("API server restart");
@@ -408,6 +426,7 @@ impl Soak {
             }
             Pending::ApiBack => {
                 self.calm.control_event = Some(now);
+                self.calm.api_down = false;
                 self.api_up = true;
                 match self.world.cluster.emulator_mut() {
                     Some(e) => e.come_back().await.map_err(|e| e.to_string()),
@@ -445,6 +464,7 @@ impl Soak {
         {
             self.world.kill_controller();
             self.world.start_controller()?;
+            self.calm.control_event = Some(Instant::now());
         }
         for i in 1..=self.world.nodes {
             let crashed = self.world.speakers[i - 1]
@@ -453,6 +473,7 @@ impl Soak {
             if crashed {
                 self.world.kill_speaker(i, false)?;
                 self.world.start_speaker(i)?;
+                self.calm.node_event = Some(Instant::now());
             }
         }
         Ok(())
@@ -493,6 +514,16 @@ impl Soak {
         let snap = self.observed.snapshot(now);
         self.checks
             .answers(now, &answered, &snap, self.world.nodes, &self.calm);
+        match self.router.rib("ipv4") {
+            Ok(rib) => {
+                self.checks
+                    .routes(Instant::now(), &rib, &snap, self.world.nodes, &self.calm)
+            }
+            Err(e) => self
+                .checks
+                .violations
+                .push(format!("the router's table could not be read: {e}")),
+        }
         self.statuses_ended = snap.statuses_ended;
         if self.api_up {
             self.watch_counts().await;

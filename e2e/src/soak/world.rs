@@ -6,7 +6,7 @@
 use crate::emulator::harness::{LbTestSpace, TestCluster};
 use crate::emulator::EmulatorConfig;
 use crate::lab::kube_setup::{controller_args, create_nodes, membership_secret_yaml, speaker_args};
-use crate::lab::l2::{node_name, L2Lab, LabProcess, CLIENT_V4};
+use crate::lab::l2::{node_name, L2Lab, LabProcess, CLIENT_V4, ROUTER_V4};
 use crate::lab::l2_scenario::link_up;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,6 +18,24 @@ pub const POOL_V6: &str = "2001:db8::1:0/124";
 pub const POOL_SPARE: &str = "192.0.2.112/29";
 /// A pool that overlaps POOL_V4: valid for the schema, refused by the configuration.
 pub const POOL_OVERLAPPING: &str = "192.0.2.72/29";
+/// The pool announced by BGP to the router (and not by L2).
+pub const POOL_BGP: &str = "203.0.113.0/28";
+/// The router's and the speakers' AS numbers.
+pub const ROUTER_AS: u32 = 64500;
+pub const NODES_AS: u32 = 64512;
+
+/// The router's BGP configuration for `nodes` speakers: eBGP from every node, ECMP over all of
+/// them, short timers (a node lost is dropped within 3 s, a returning one reconnects at once).
+pub fn router_bgp_config(nodes: usize) -> String {
+    let mut c = format!(
+        "router bgp {ROUTER_AS}\n bgp router-id {ROUTER_V4}\n no bgp ebgp-requires-policy\n neighbor nodes peer-group\n neighbor nodes remote-as {NODES_AS}\n neighbor nodes timers 1 3\n neighbor nodes timers connect 1\n"
+    );
+    for i in 1..=nodes {
+        c.push_str(&format!(" neighbor 192.0.2.{i} peer-group nodes\n"));
+    }
+    c.push_str(" address-family ipv4 unicast\n  maximum-paths 16\n exit-address-family\n!\n");
+    c
+}
 
 /// One run of a process (a restart is a new incarnation) and its memory over time.
 pub struct Incarnation {
@@ -101,7 +119,7 @@ impl World {
             .await
             .map_err(|e| format!("Nodes: {e}"))?;
         let mut world = World {
-            lab: L2Lab::existing(tag, nodes, false)?,
+            lab: L2Lab::existing(tag, nodes, true)?,
             cluster,
             space,
             nodes,
@@ -125,9 +143,16 @@ impl World {
                 &system,
             )
             .await?;
+        // L2 for the segment's pools, BGP to the router for its own.
         world
             .apply(
-                "apiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: soak}\n",
+                &format!(
+                    "apiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: soak}}\nspec: {{ipAddressPools: [soak-main, soak-spare]}}\n---\n\
+                     {}---\n\
+                     apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata: {{name: router}}\nspec: {{myASN: {NODES_AS}, peerASN: {ROUTER_AS}, peerAddress: {ROUTER_V4}, holdTime: 3s, keepaliveTime: 1s, connectTime: 1s}}\n---\n\
+                     apiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: soak}}\nspec: {{ipAddressPools: [soak-bgp]}}\n",
+                    pool_yaml("soak-bgp", POOL_BGP, false)
+                ),
                 &system,
             )
             .await?;
