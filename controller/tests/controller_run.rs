@@ -8,7 +8,9 @@
 
 use ferrolb_controller::run::api_calls::{api_calls, metallb_compat_calls, Scope};
 use ferrolb_crds::{ConfigurationResult, ConfigurationState, IPAddressPool};
-use ferrolb_e2e::emulator::harness::{LbTestSpace, TestCluster, TestProcess};
+use ferrolb_e2e::emulator::harness::{
+    free_port, ingress_ips, LbTestSpace, TestCluster, TestProcess,
+};
 use ferrolb_e2e::emulator::EmulatorConfig;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
@@ -188,14 +190,7 @@ impl Env {
     }
 
     async fn ips(&self, name: &str) -> Vec<String> {
-        let svc = self.services().get(name).await.expect("get Service");
-        svc.status
-            .and_then(|s| s.load_balancer)
-            .and_then(|lb| lb.ingress)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|i| i.ip)
-            .collect()
+        ingress_ips(&self.services().get(name).await.expect("get Service"))
     }
 
     /// Waits (at most `limit`) until the Service shows addresses; returns them and the time.
@@ -382,14 +377,6 @@ fn requests_are_classified_as_rbac_sees_them() {
         "DELETE",
         "http://h:1/api/v1/namespaces/app/services/web"
     )));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// All Services' addresses, by name.
@@ -830,17 +817,7 @@ async fn all_ips(env: &Env) -> BTreeMap<String, Vec<String>> {
         .unwrap()
         .items
         .into_iter()
-        .map(|s| {
-            let ips = s
-                .status
-                .and_then(|s| s.load_balancer)
-                .and_then(|lb| lb.ingress)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|i| i.ip)
-                .collect();
-            (s.metadata.name.unwrap_or_default(), ips)
-        })
+        .map(|s| (s.metadata.name.clone().unwrap_or_default(), ingress_ips(&s)))
         .collect()
 }
 

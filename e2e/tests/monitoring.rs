@@ -6,7 +6,7 @@
 //! network namespace; root-only: otherwise only the controller's names are checked, and the
 //! test says so).
 
-use ferrolb_e2e::emulator::harness::TestCluster;
+use ferrolb_e2e::emulator::harness::{free_port, TestCluster};
 use ferrolb_e2e::lab::bgp_lab::{metric, node_v4, nodes_yaml, BgpLab, ROUTER_V4};
 use ferrolb_e2e::lab::l2::{controller_binary, skip_reason};
 use serde_json::Value;
@@ -211,14 +211,6 @@ fn exported(text: &str) -> BTreeSet<String> {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.split(['{', ' ']).next().map(str::to_owned))
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {

@@ -30,6 +30,20 @@ where
     }
 }
 
+/// The names of the ServiceL2Status objects `api` lists, sorted.
+async fn sorted_names(api: &Api<ServiceL2Status>) -> Vec<String> {
+    let mut v: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    v.sort();
+    v
+}
+
 fn stale(name: &str, node: &str) -> String {
     format!("apiVersion: ferrolb.io/v1beta1\nkind: ServiceL2Status\nmetadata:\n  name: {name}\n  labels: {{ferrolb.io/node: {node}, ferrolb.io/service-name: old, ferrolb.io/service-namespace: apps}}\n")
 }
@@ -79,18 +93,7 @@ async fn writes_what_is_announced_adopts_or_deletes_leftovers_and_cleans_up_on_s
     config_tx.send_replace(ConfigReport::Valid);
 
     let statuses: Api<ServiceL2Status> = Api::namespaced(cluster.client(), &system);
-    let names = || async {
-        let mut v: Vec<String> = statuses
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|o| o.metadata.name)
-            .collect();
-        v.sort();
-        v
-    };
+    let names = || sorted_names(&statuses);
     let ours = object_name(Protocol::Layer2, "node-a", &web);
     let mut expected = vec![ours.clone(), "l2-of-another-node".to_string()];
     expected.sort();
@@ -204,18 +207,7 @@ async fn the_sweeper_deletes_the_objects_of_dead_speakers_and_no_others() {
         .apply_yaml(&stale("l2-node-c-unwritten", "node-c"), Some(&system))
         .await
         .unwrap();
-    let names = || async {
-        let mut v: Vec<String> = statuses
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|o| o.metadata.name)
-            .collect();
-        v.sort();
-        v
-    };
+    let names = || sorted_names(&statuses);
 
     let (announced_tx, announced) = watch::channel(Announced::default());
     let (_config_tx, config) = watch::channel(ConfigReport::Unknown);

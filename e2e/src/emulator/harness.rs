@@ -518,3 +518,21 @@ impl Drop for EmulatorProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The addresses in a Service's status (`status.loadBalancer.ingress[].ip`), as written.
+pub fn ingress_ips(svc: &k8s_openapi::api::core::v1::Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|i| i.iter().filter_map(|i| i.ip.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// A free TCP port on loopback (for a metrics address), as the kernel picks one.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on loopback")
+}

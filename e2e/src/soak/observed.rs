@@ -33,9 +33,6 @@ struct State {
     owners_changed: BTreeMap<String, Instant>,
     /// How many status objects went or changed (hand-overs, Services deleted).
     statuses_ended: u64,
-    /// Seen during a relist (replaces the old set at its end).
-    relisting_services: Option<BTreeSet<String>>,
-    relisting_statuses: Option<BTreeSet<String>>,
 }
 
 impl State {
@@ -87,105 +84,89 @@ pub struct Observed {
 }
 
 fn addresses(s: &Service) -> Vec<IpAddr> {
-    s.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|i| {
-            i.iter()
-                .filter_map(|i| i.ip.as_ref()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::emulator::harness::ingress_ips(s)
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect()
+}
+
+/// Follows `api` through the reconnecting watch (as the components do): every object seen goes
+/// to `apply` (`None`: deleted), and the end of a relist deletes what it did not list (`listed`
+/// names what the state holds).
+fn follow<K>(
+    api: Api<K>,
+    state: Arc<Mutex<State>>,
+    apply: fn(&mut State, String, Option<&K>, Instant),
+    listed: fn(&State) -> Vec<String>,
+) -> JoinHandle<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(ferrolb_kube::reconnect::watch(
+            api,
+            watcher::Config::default()
+        ));
+        let mut relisting: Option<BTreeSet<String>> = None;
+        while let Some(e) = events.next().await {
+            let now = Instant::now();
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            match e {
+                Ok(watcher::Event::Init) => relisting = Some(BTreeSet::new()),
+                Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o)) => {
+                    let name = o.meta().name.clone().unwrap_or_default();
+                    if let Some(seen) = relisting.as_mut() {
+                        seen.insert(name.clone());
+                    }
+                    apply(&mut st, name, Some(&o), now);
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    apply(
+                        &mut st,
+                        o.meta().name.clone().unwrap_or_default(),
+                        None,
+                        now,
+                    );
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let seen = relisting.take().unwrap_or_default();
+                    for name in listed(&st) {
+                        if !seen.contains(&name) {
+                            apply(&mut st, name, None, now);
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    })
 }
 
 impl Observed {
     /// Watches the Services of `apps` and the ServiceL2Status objects of `system`.
     pub fn start(client: &kube::Client, apps: &str, system: &str) -> Observed {
         let state: Arc<Mutex<State>> = Arc::default();
-        let services: Api<Service> = Api::namespaced(client.clone(), apps);
-        let statuses: Api<ServiceL2Status> = Api::namespaced(client.clone(), system);
-        let s1 = state.clone();
-        let t1 = tokio::spawn(async move {
-            let mut events = std::pin::pin!(ferrolb_kube::reconnect::watch(
-                services,
-                watcher::Config::default()
-            ));
-            while let Some(e) = events.next().await {
-                let now = Instant::now();
-                let mut st = s1.lock().unwrap_or_else(|p| p.into_inner());
-                match e {
-                    Ok(watcher::Event::Init) => st.relisting_services = Some(BTreeSet::new()),
-                    Ok(watcher::Event::InitApply(s)) | Ok(watcher::Event::Apply(s)) => {
-                        let name = s.metadata.name.clone().unwrap_or_default();
-                        if let Some(seen) = st.relisting_services.as_mut() {
-                            seen.insert(name.clone());
-                        }
-                        st.set_service(name, addresses(&s), now);
-                    }
-                    Ok(watcher::Event::Delete(s)) => {
-                        st.set_service(s.metadata.name.unwrap_or_default(), vec![], now);
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        let seen = st.relisting_services.take().unwrap_or_default();
-                        let gone: Vec<String> = st
-                            .services
-                            .keys()
-                            .filter(|n| !seen.contains(*n))
-                            .cloned()
-                            .collect();
-                        for name in gone {
-                            st.set_service(name, vec![], now);
-                        }
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
-        let s2 = state.clone();
-        let t2 = tokio::spawn(async move {
-            let mut events = std::pin::pin!(ferrolb_kube::reconnect::watch(
-                statuses,
-                watcher::Config::default()
-            ));
-            let read = |o: &ServiceL2Status| {
-                let st = o.status.as_ref()?;
-                Some((st.service_name.clone()?, st.node.clone()?))
-            };
-            while let Some(e) = events.next().await {
-                let now = Instant::now();
-                let mut st = s2.lock().unwrap_or_else(|p| p.into_inner());
-                match e {
-                    Ok(watcher::Event::Init) => st.relisting_statuses = Some(BTreeSet::new()),
-                    Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => {
-                        let name = o.metadata.name.clone().unwrap_or_default();
-                        if let Some(seen) = st.relisting_statuses.as_mut() {
-                            seen.insert(name.clone());
-                        }
-                        st.set_status(name, read(&o), now);
-                    }
-                    Ok(watcher::Event::Delete(o)) => {
-                        st.set_status(o.metadata.name.unwrap_or_default(), None, now);
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        let seen = st.relisting_statuses.take().unwrap_or_default();
-                        let gone: Vec<String> = st
-                            .statuses
-                            .keys()
-                            .filter(|n| !seen.contains(*n))
-                            .cloned()
-                            .collect();
-                        for name in gone {
-                            st.set_status(name, None, now);
-                        }
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
+        let services = follow::<Service>(
+            Api::namespaced(client.clone(), apps),
+            state.clone(),
+            |st, name, s, now| st.set_service(name, s.map(addresses).unwrap_or_default(), now),
+            |st| st.services.keys().cloned().collect(),
+        );
+        let statuses = follow::<ServiceL2Status>(
+            Api::namespaced(client.clone(), system),
+            state.clone(),
+            |st, name, o, now| {
+                let read = o.and_then(|o| {
+                    let status = o.status.as_ref()?;
+                    Some((status.service_name.clone()?, status.node.clone()?))
+                });
+                st.set_status(name, read, now);
+            },
+            |st| st.statuses.keys().cloned().collect(),
+        );
         Observed {
             state,
-            tasks: vec![t1, t2],
+            tasks: vec![services, statuses],
         }
     }
 
