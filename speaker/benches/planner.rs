@@ -3,6 +3,9 @@
 //! Nodes over 10 pools (half announced by L2, half by BGP). Target (issue 18): plan + apply
 //! within 10 ms for 10,000 Services.
 //!
+//! `plan_and_select_after_a_change` is what the running speaker does: the rank-key orders kept
+//! from earlier plans ([`RankCache`]), a node lost or back in turn.
+//!
 //! `cargo bench -p ferrolb-speaker --bench planner`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -10,7 +13,7 @@ use ferrolb_config::manifest::config_from_yaml;
 use ferrolb_speaker::l2::interfaces::{Exclusions, Interface, DEFAULT_EXCLUSIONS};
 use ferrolb_speaker::l2::ownership::wanted;
 use ferrolb_speaker::l2::packet::MacAddr;
-use ferrolb_speaker::planner::{plan, Inputs};
+use ferrolb_speaker::planner::{plan, plan_cached, Inputs, RankCache};
 use ferrolb_speaker::view::{NodeView, ServiceView, Serving};
 use std::collections::BTreeSet;
 
@@ -87,6 +90,41 @@ fn bench(c: &mut Criterion) {
                     live_speakers: &live,
                     this_node: "node-1",
                 });
+                wanted(&p, "node-1", &eth0, &exclusions)
+            })
+        });
+    }
+    group.finish();
+
+    // What the running speaker does on a change: the same plan with the rank-key orders kept
+    // from the plans before (a node lost, then back, in turn).
+    let mut group = c.benchmark_group("plan_and_select_after_a_change");
+    group.sample_size(20);
+    let without_one: BTreeSet<String> = live.iter().skip(1).cloned().collect();
+    let held = BTreeSet::new();
+    for count in [1_000usize, 10_000] {
+        let services = services(count);
+        let mut ranks = RankCache::new();
+        let mut turn = 0u64;
+        group.bench_with_input(BenchmarkId::from_parameter(count), &count, |b, _| {
+            b.iter(|| {
+                turn += 1;
+                let live_now = if turn.is_multiple_of(2) {
+                    &live
+                } else {
+                    &without_one
+                };
+                let p = plan_cached(
+                    Inputs {
+                        config: &config,
+                        services: &services,
+                        nodes: &nodes,
+                        live_speakers: live_now,
+                        this_node: "node-1",
+                    },
+                    &held,
+                    &mut ranks,
+                );
                 wanted(&p, "node-1", &eth0, &exclusions)
             })
         });

@@ -22,7 +22,7 @@ use ferrolb_config::community::Community;
 use ferrolb_config::Config;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 /// Everything the decision depends on.
@@ -141,6 +141,12 @@ pub fn plan(inputs: Inputs<'_>) -> NodePlan {
 /// ranked after every other L2 candidate: they stand by and take over only when nobody settled
 /// is left.
 pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
+    plan_cached(inputs, held, &mut RankCache::new())
+}
+
+/// [`plan_with_held`], with the addresses' rank-key orders kept in `cache` across plans (the
+/// running speaker's: a change costs the hashes of the addresses it brings, not of all).
+pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut RankCache) -> NodePlan {
     let Inputs {
         config,
         services,
@@ -160,10 +166,21 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
         .filter(|n| n.eligible() && live_speakers.contains(&n.name))
         .take(usize::from(u16::MAX))
         .collect();
-    let prefixes: Vec<(Sha256, bool)> = candidate_nodes
+    cache.begin_plan();
+    // Candidate index of each of the cache's node ids, and whether each candidate is held.
+    let mut candidate_of: Vec<Option<u16>> = Vec::new();
+    for (i, n) in candidate_nodes.iter().enumerate() {
+        let id = usize::from(cache.id_of(&n.name));
+        candidate_of.resize(cache.len().max(candidate_of.len()), None);
+        candidate_of[id] = Some(i as u16);
+    }
+    let is_held: Vec<bool> = candidate_nodes
         .iter()
-        .map(|n| (rank_prefix(&n.name), held.contains(&n.name)))
+        .map(|n| held.contains(&n.name))
         .collect();
+    // Each candidate's preference weight for a set of advertisements (None: none selects it),
+    // computed once per set, not once per address.
+    let mut preferences: HashMap<Vec<&str>, Vec<Option<u32>>> = HashMap::new();
     let mut sorted: Vec<&ServiceView> = services.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     for svc in sorted {
@@ -197,24 +214,35 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                 })
                 .collect();
             if !l2_ads.is_empty() {
-                let ip_text = ip.to_string();
-                // (held, preference, rank key, candidate index), best first after the sort.
-                let mut candidates: Vec<(bool, u32, [u8; 32], u16)> = candidate_nodes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| !svc.local_traffic || svc.serving.on(&n.name))
-                    .filter_map(|(i, n)| {
-                        let preference = l2_ads
+                let weights = preferences
+                    .entry(l2_ads.iter().map(|a| a.name.as_str()).collect())
+                    .or_insert_with(|| {
+                        candidate_nodes
                             .iter()
-                            .filter(|a| a.node_selectors.matches(&n.labels))
-                            .map(|a| a.node_preference(&n.labels))
-                            .max()?;
-                        let (prefix, is_held) = &prefixes[i];
-                        let key = rank_key_from(prefix, &ip_text);
-                        Some((*is_held, preference, key, i as u16))
+                            .map(|n| {
+                                l2_ads
+                                    .iter()
+                                    .filter(|a| a.node_selectors.matches(&n.labels))
+                                    .map(|a| a.node_preference(&n.labels))
+                                    .max()
+                            })
+                            .collect()
+                    });
+                // (held, preference, candidate index), in rank-key order; the stable sort
+                // below keeps that order among equals.
+                let mut candidates: Vec<(bool, u32, u16)> = cache
+                    .order(ip)
+                    .iter()
+                    .filter_map(|id| candidate_of.get(usize::from(*id)).copied().flatten())
+                    .filter(|i| {
+                        !svc.local_traffic || svc.serving.on(&candidate_nodes[usize::from(*i)].name)
+                    })
+                    .filter_map(|i| {
+                        let i_ = usize::from(i);
+                        Some((is_held[i_], weights[i_]?, i))
                     })
                     .collect();
-                candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+                candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
                 // The leading tier: the candidates as preferred as the first (hold-down state,
                 // preference weight); the owner is placed among them (placement).
                 let leading = candidates.first().map_or(0, |first| {
@@ -228,7 +256,7 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
                 }
                 unplaced.push(Unplaced {
                     index: out.l2.len(),
-                    order: candidates.iter().map(|c| c.3).collect(),
+                    order: candidates.iter().map(|c| c.2).collect(),
                     leading,
                     ads: l2_ads.clone(),
                 });
@@ -372,8 +400,11 @@ pub fn plan_with_held(inputs: Inputs<'_>, held: &BTreeSet<String>) -> NodePlan {
 }
 
 mod placement;
+mod rank_cache;
+
 pub use placement::bound as l2_load_bound;
 use placement::Unplaced;
+pub use rank_cache::RankCache;
 
 #[cfg(test)]
 mod tests;

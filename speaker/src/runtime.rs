@@ -13,7 +13,7 @@ use crate::bgp_mode::driver::{BgpDriver, BgpStatus};
 use crate::l2::adapter::{L2Adapter, L2Options};
 use crate::membership::MemberInfo;
 use crate::metrics::Health;
-use crate::planner::{plan_with_held, Inputs, NodePlan};
+use crate::planner::{plan_cached, Inputs, NodePlan, RankCache};
 use crate::quorum::{
     decide_with_lease, electorate, is_minority, standing, Standing, TieBreaker, MINORITY_WAIT,
 };
@@ -162,6 +162,8 @@ pub async fn run_observed(
     // and the members back from a fast-path verdict in this one (see below).
     let mut last_seen: BTreeMap<String, (u64, Instant)> = BTreeMap::new();
     let mut last_live: BTreeSet<String> = BTreeSet::new();
+    // Each address's rank-key order, kept from plan to plan.
+    let mut ranks = RankCache::new();
     let mut unhidden: BTreeSet<String> = BTreeSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -260,7 +262,7 @@ pub async fn run_observed(
         if !snapshot.nodes.iter().any(|n| n.name == node) {
             warn!(node = %node, "this node is not among the Nodes of the configuration; announcing nothing");
         }
-        let mut p = plan_with_held(
+        let mut p = plan_cached(
             Inputs {
                 config: &snapshot.config,
                 services: &snapshot.services,
@@ -269,6 +271,7 @@ pub async fn run_observed(
                 this_node: &node,
             },
             &held,
+            &mut ranks,
         );
         // The owners this node stands by for, from the plan as placed (before the quorum
         // below may take this node out): the fast path watches them.

@@ -279,6 +279,68 @@ fn churn_moves(count: u32, nodes: usize, ops: u32) -> (f64, usize) {
 }
 
 #[test]
+fn a_plan_with_the_rank_cache_kept_across_changes_equals_a_fresh_one() {
+    let c = config(
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: big}\nspec: {addresses: [198.18.0.0/20]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: big}\nspec:\n  preferredNodeSelectors:\n  - weight: 10\n    preference: {matchLabels: {zone: a}}\n",
+    );
+    let names: Vec<String> = (1..=12).map(|i| format!("node-{i:02}")).collect();
+    let nodes: Vec<NodeView> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            if i % 3 == 0 {
+                node(n, &[("zone", "a")])
+            } else {
+                node(n, &[])
+            }
+        })
+        .collect();
+    let mut cache = crate::planner::RankCache::new();
+    let mut present: Vec<u32> = (0..40).collect();
+    for step in 0..30u32 {
+        // Nodes die and come back, new ones appear, some are held, Services come and go.
+        let live: BTreeSet<String> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                *i < 6 + (step as usize % 7) && !(*i + step as usize).is_multiple_of(5)
+            })
+            .map(|(_, n)| n.clone())
+            .collect();
+        let held: BTreeSet<String> = live.iter().filter(|n| n.ends_with('4')).cloned().collect();
+        if step % 2 == 0 {
+            present.push(100 + step);
+        } else {
+            present.remove((step as usize * 7) % present.len());
+        }
+        let mut svcs: Vec<ServiceView> = present
+            .iter()
+            .map(|i| {
+                service(
+                    &format!("a/s{i}"),
+                    &IpAddr::from(std::net::Ipv4Addr::from(0xc612_0000 + i)).to_string(),
+                )
+            })
+            .collect();
+        // One Service with Local traffic, served on two nodes.
+        svcs[0].local_traffic = true;
+        svcs[0].serving = Serving::On(live.iter().take(2).cloned().collect());
+        let inputs = Inputs {
+            config: &c,
+            services: &svcs,
+            nodes: &nodes,
+            live_speakers: &live,
+            this_node: "node-01",
+        };
+        assert_eq!(
+            crate::planner::plan_cached(inputs, &held, &mut cache),
+            crate::planner::plan_with_held(inputs, &held),
+            "step {step}"
+        );
+    }
+}
+
+#[test]
 fn a_service_created_or_deleted_moves_few_other_addresses() {
     for (count, nodes) in [(10u32, 3usize), (200, 10), (1000, 10)] {
         let (average, worst) = churn_moves(count, nodes, 100);
