@@ -61,7 +61,7 @@ struct State {
     config_written: Option<ConfigReport>,
     last: Announced,
     pending_events: Vec<Takeover>,
-    /// The live set this node's own objects were last listed with.
+    /// The live set of the last update (a larger one lists this node's objects again).
     listed_live: BTreeSet<String>,
     /// Sweeping: when each node out of the live set was first seen out (since `epoch`).
     absent_since: BTreeMap<String, Duration>,
@@ -123,9 +123,13 @@ impl StatusWriter {
                 state.pending_events.drain(..excess);
                 state.last = now;
                 if state.last.live != state.listed_live {
-                    // Membership changed. This node may have been declared dead meanwhile and
-                    // its objects swept: list them again, rewrite what is missing.
-                    state.written = None;
+                    // Speakers came back: this node may have been cut off from them and
+                    // declared dead meanwhile, its objects swept. List them again and rewrite
+                    // what is missing. (A death alone needs no list: every speaker at once
+                    // would send one for nothing.)
+                    if !state.last.live.is_subset(&state.listed_live) {
+                        state.written = None;
+                    }
                     state.listed_live = state.last.live.clone();
                     if state.last.sweeps {
                         state.sweep_at = Some(tokio::time::Instant::now());
