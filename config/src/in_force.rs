@@ -198,10 +198,15 @@ fn bring_back<K: Slot + Resource + Clone>(
     true
 }
 
-/// The pools that advertisements of `current` name and that do not exist; each such reference
-/// is reported in `errors` (the advertisement stays in force for the pools that exist).
-fn missing_pools(current: &Resources, errors: &mut Vec<ConfigError>) -> BTreeSet<String> {
-    let exists: BTreeSet<String> = current.pools.iter().map(|p| p.name_any()).collect();
+/// The pools that advertisements of `current` name and that are not in `set` (the objects in
+/// use, unreadable ones brought back); each such reference is reported in `errors` (the
+/// advertisement stays in force for the pools that exist).
+fn missing_pools(
+    current: &Resources,
+    set: &Resources,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeSet<String> {
+    let exists: BTreeSet<String> = set.pools.iter().map(|p| p.name_any()).collect();
     let named = current
         .l2_advertisements
         .iter()
@@ -255,7 +260,8 @@ pub fn in_force(current: &Resources, last: &Resources, unreadable: &BTreeSet<Str
         }
     }
     let mut errors: Vec<ConfigError> = Vec::new();
-    let missing_pools = missing_pools(current, &mut errors);
+    // After the unreadable objects are back: a pool that exists but cannot be read is not missing.
+    let missing_pools = missing_pools(current, &set, &mut errors);
     let mut context = Context {
         left_out: BTreeSet::new(),
         missing_pools,

@@ -287,4 +287,16 @@ fn an_unreadable_object_is_not_a_deletion() {
     let second = in_force(&Resources::default(), &first.resources, &unreadable);
     assert_eq!(addresses(&second, "p"), vec!["192.0.2.0-192.0.2.15"]);
     assert_eq!(second.kept, unreadable);
+    // An advertisement naming the unreadable pool: the pool is there, not missing.
+    let l2 = object("L2Advertisement", "l2", "  ipAddressPools: [p]");
+    let first = start(&(pool("p", &["192.0.2.0/28"]) + &l2));
+    let second = in_force(&resources(&l2), &first.resources, &unreadable);
+    assert!(second.errors.is_empty(), "{:?}", second.errors);
+    assert_eq!(
+        second.config.l2_advertisements["l2"]
+            .pools
+            .iter()
+            .collect::<Vec<_>>(),
+        vec!["p"]
+    );
 }

@@ -166,7 +166,7 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
         .filter(|n| n.eligible() && live_speakers.contains(&n.name))
         .take(usize::from(u16::MAX))
         .collect();
-    cache.begin_plan();
+    cache.begin_plan(candidate_nodes.len());
     // Candidate index of each of the cache's node ids, and whether each candidate is held.
     let mut candidate_of: Vec<Option<u16>> = Vec::new();
     for (i, n) in candidate_nodes.iter().enumerate() {

@@ -5,7 +5,8 @@
 //! for an address depends only on the address and the nodes' names, not on which are live,
 //! held or preferred (the planner filters and re-sorts it stably for those), so it is computed
 //! once per address and kept: a Service added costs its own addresses' hashes, a node lost or
-//! back costs none. A node never seen before extends every order on its next use.
+//! back costs none. A node never seen before makes every order computed again on its next use;
+//! names of nodes long gone are forgotten when they outnumber the cluster's nodes.
 //!
 //! A cache, not state: a plan with it equals a plan without it ([`super::plan_with_held`] uses a
 //! fresh one).
@@ -15,7 +16,7 @@ use sha2::Sha256;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-/// The most node names a cache holds before it starts over (ids are u16).
+/// The most node names a cache can hold (ids are u16).
 const MAX_NAMES: usize = u16::MAX as usize;
 
 #[derive(Clone, Default)]
@@ -50,8 +51,17 @@ impl RankCache {
         RankCache::default()
     }
 
-    /// Starts a plan: orders not used by the previous one are dropped (their addresses left).
-    pub(super) fn begin_plan(&mut self) {
+    /// Starts a plan over `candidates` nodes: orders not used by the previous one are dropped
+    /// (their addresses left). The cache starts over when it holds many more names than the
+    /// cluster has nodes (node churn under new names would otherwise grow every order) or
+    /// could not take every candidate's (ids are u16), so ids never change within a plan.
+    pub(super) fn begin_plan(&mut self, candidates: usize) {
+        if self.names.len() > 4 * candidates + 64 || self.names.len() + candidates > MAX_NAMES {
+            *self = RankCache {
+                plan: self.plan,
+                ..RankCache::default()
+            };
+        }
         let last = self.plan;
         self.orders.retain(|_, o| o.used == last);
         self.plan += 1;
@@ -62,14 +72,8 @@ impl RankCache {
         if let Some(id) = self.ids.get(name) {
             return *id;
         }
-        if self.names.len() >= MAX_NAMES {
-            // Names beyond u16: start over (a cluster that renamed 65,535 nodes).
-            *self = RankCache {
-                plan: self.plan,
-                ..RankCache::default()
-            };
-        }
-        let id = self.names.len() as u16;
+        // begin_plan made room for every candidate of the plan: ids fit in u16.
+        let id = u16::try_from(self.names.len()).unwrap_or(u16::MAX);
         self.names.push((name.to_owned(), rank_prefix(name)));
         self.ids.insert(name.to_owned(), id);
         id
@@ -115,7 +119,7 @@ mod tests {
     fn the_order_is_the_rank_key_order_and_grows_with_new_names() {
         let mut c = RankCache::new();
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        c.begin_plan();
+        c.begin_plan(20);
         let names: Vec<String> = (1..=20).map(|i| format!("node-{i}")).collect();
         for n in &names[..10] {
             c.id_of(n);
@@ -144,13 +148,26 @@ mod tests {
         let mut c = RankCache::new();
         c.id_of("node-1");
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        c.begin_plan();
+        c.begin_plan(1);
         c.order(a);
         c.order(b);
-        c.begin_plan();
+        c.begin_plan(1);
         c.order(a);
-        c.begin_plan();
+        c.begin_plan(1);
         assert_eq!(c.orders.len(), 1);
         assert!(c.orders.contains_key(&a));
+    }
+
+    #[test]
+    fn names_of_nodes_long_gone_are_forgotten() {
+        let mut c = RankCache::new();
+        // Nodes replaced under new names, three at a time, for a long while.
+        for round in 0..200 {
+            c.begin_plan(3);
+            for k in 0..3 {
+                c.id_of(&format!("node-{round}-{k}"));
+            }
+            assert!(c.names.len() <= 4 * 3 + 64 + 3, "{}", c.names.len());
+        }
     }
 }
