@@ -30,21 +30,7 @@ use std::time::{Duration, Instant};
 const SPEAKER: &str = env!("CARGO_BIN_EXE_ferrolb-speaker");
 const NODES: usize = 100;
 
-/// CPU seconds (user + system) and resident MiB of process `pid`.
-fn usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    (cpu, rss / 1024.0)
-}
+use ferrolb_e2e::lab::process_usage as usage;
 
 /// Service `i`'s address: pool i % 10, the k-th address of it.
 fn address(i: usize) -> String {
