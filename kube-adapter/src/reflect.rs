@@ -1,6 +1,6 @@
 //! A watch into a store, for a component's whole life or until aborted.
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::Api;
 use kube::runtime::reflector::{store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -37,29 +37,56 @@ where
         })
         .reflect(writer)
         .touched_objects();
-    let task = tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        let mut failing = false;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(_) => {
-                    if std::mem::take(&mut failing) {
-                        info!(%kind, "watch restored");
-                    }
-                    changed.notify_one();
+    let task = tokio::spawn(drive(kind, stream.map_ok(|_| ()), changed));
+    (reader, task)
+}
+
+/// Watches `api`, handing every event to `sink` (which keeps what it needs of the object, so
+/// nothing holds the objects whole) and waking `changed` after it, in a task (abort it to
+/// stop). While the watch fails, `sink` hears nothing and the watcher retries; a relist comes
+/// as `Init`, the objects, `InitDone`.
+pub fn follow<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    mut sink: impl FnMut(watcher::Event<K>) + Send + 'static,
+) -> JoinHandle<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let stream = crate::reconnect::watch(api, config).map_ok(move |event| sink(event));
+    tokio::spawn(drive(kind, stream, changed))
+}
+
+/// Runs a watch stream to its end, waking `changed` on every event and logging failures once
+/// per outage.
+async fn drive(
+    kind: String,
+    stream: impl futures::Stream<Item = Result<(), watcher::Error>>,
+    changed: Arc<Notify>,
+) {
+    futures::pin_mut!(stream);
+    let mut failing = false;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(()) => {
+                if std::mem::take(&mut failing) {
+                    info!(%kind, "watch restored");
                 }
-                Err(e) => {
-                    if !failing {
-                        warn!(%kind, error = %e, "watch failed; keeping the last known objects");
-                    } else {
-                        debug!(%kind, error = %e, "watch still failing");
-                    }
-                    failing = true;
+                changed.notify_one();
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(%kind, error = %e, "watch failed; keeping the last known objects");
+                } else {
+                    debug!(%kind, error = %e, "watch still failing");
                 }
+                failing = true;
             }
         }
-    });
-    (reader, task)
+    }
 }
 
 /// Leaves an object as it is.

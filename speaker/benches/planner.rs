@@ -43,8 +43,9 @@ fn nodes(n: usize) -> Vec<NodeView> {
         .collect()
 }
 
-fn services(n: usize) -> Vec<ServiceView> {
-    (0..n)
+/// In key order and shared, as a snapshot holds them.
+fn services(n: usize) -> Vec<std::sync::Arc<ServiceView>> {
+    let views = (0..n)
         .map(|s| {
             let (p, k) = (s % 10, s / 10);
             ServiceView {
@@ -59,7 +60,8 @@ fn services(n: usize) -> Vec<ServiceView> {
                 endpoints_on: Default::default(),
             }
         })
-        .collect()
+        .collect();
+    ferrolb_speaker::source::shared(views)
 }
 
 fn bench(c: &mut Criterion) {

@@ -35,7 +35,7 @@ pub fn offline_plan(
         .cloned()
         .collect();
     // File mode: a Service without EndpointSlices in the files serves everywhere.
-    let views = service_views(&services, &manifests.endpoint_slices, false);
+    let views = crate::source::shared(service_views(&services, &manifests.endpoint_slices, false));
     let live_speakers: BTreeSet<String> = match live {
         Some(names) => names.iter().cloned().collect(),
         None => nodes.iter().map(|n| n.name.clone()).collect(),

@@ -24,12 +24,14 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Everything the decision depends on.
 #[derive(Clone, Copy, Debug)]
 pub struct Inputs<'a> {
     pub config: &'a Config,
-    pub services: &'a [ServiceView],
+    /// Sorted by key (as snapshots are); the planner sorts them otherwise.
+    pub services: &'a [Arc<ServiceView>],
     pub nodes: &'a [NodeView],
     /// Nodes whose speaker is alive (from membership).
     pub live_speakers: &'a BTreeSet<String>,
@@ -181,8 +183,10 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
     // Each candidate's preference weight for a set of advertisements (None: none selects it),
     // computed once per set, not once per address.
     let mut preferences: HashMap<Vec<&str>, Vec<Option<u32>>> = HashMap::new();
-    let mut sorted: Vec<&ServiceView> = services.iter().collect();
-    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut sorted: Vec<&ServiceView> = services.iter().map(|s| &**s).collect();
+    if !sorted.is_sorted_by(|a, b| a.key <= b.key) {
+        sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    }
     for svc in sorted {
         let skip = |out: &mut NodePlan, ip: Option<IpAddr>, reason: &str| {
             out.skipped.push(Skipped {

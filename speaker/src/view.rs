@@ -180,92 +180,138 @@ fn endpoint_terminates(
     conditions.and_then(|c| c.terminating).unwrap_or(false)
 }
 
+/// What a Service contributes to its view (everything but where it serves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceFacts {
+    /// `namespace/name`.
+    pub key: String,
+    pub labels: Labels,
+    pub ips: Vec<IpAddr>,
+    /// externalTrafficPolicy: Local.
+    pub local_traffic: bool,
+}
+
+impl ServiceFacts {
+    /// The facts of `svc`, announcing `ips`.
+    pub fn of(svc: &Service, ips: Vec<IpAddr>) -> ServiceFacts {
+        let ns = svc.namespace().unwrap_or_else(|| "default".into());
+        ServiceFacts {
+            key: format!("{ns}/{}", svc.name_any()),
+            labels: svc.labels().clone(),
+            ips,
+            local_traffic: svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.external_traffic_policy.as_deref())
+                == Some("Local"),
+        }
+    }
+}
+
+/// What an EndpointSlice contributes: its Service and its serving endpoints that name a node
+/// (the only ones anything reads), a few bytes each instead of the whole object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceFacts {
+    /// The Service's `namespace/name` (from the slice's service-name label).
+    pub service: String,
+    pub address_type: String,
+    /// Serving endpoints: node name, and whether the endpoint is terminating.
+    pub endpoints: Vec<(String, bool)>,
+}
+
+impl SliceFacts {
+    /// `None` for a slice without the service-name label (not a Service's).
+    pub fn of(slice: &EndpointSlice) -> Option<SliceFacts> {
+        let name = slice.labels().get(SERVICE_NAME_LABEL)?;
+        let ns = slice.namespace().unwrap_or_else(|| "default".into());
+        Some(SliceFacts {
+            service: format!("{ns}/{name}"),
+            address_type: slice.address_type.clone(),
+            endpoints: slice
+                .endpoints
+                .iter()
+                .filter(|e| endpoint_serves(e.conditions.as_ref()))
+                .filter_map(|e| {
+                    let node = e.node_name.clone()?;
+                    Some((node, endpoint_terminates(e.conditions.as_ref())))
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The view of a Service from its facts and its EndpointSlices' (`slices_known` false: slices
+/// are not watched at all, file mode without any, and a Service without any serves everywhere).
+pub fn view_of(facts: &ServiceFacts, slices: &[&SliceFacts], slices_known: bool) -> ServiceView {
+    let serving_endpoints = || slices.iter().flat_map(|s| s.endpoints.iter());
+    let serving = if slices.is_empty() && !slices_known {
+        Serving::Everywhere
+    } else {
+        Serving::On(serving_endpoints().map(|(n, _)| n.clone()).collect())
+    };
+    let staying: BTreeSet<&str> = serving_endpoints()
+        .filter(|(_, terminating)| !terminating)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let terminating_on = serving_endpoints()
+        .filter(|(n, _)| !staying.contains(n.as_str()))
+        .map(|(n, _)| n.clone())
+        .collect();
+    // Serving endpoints per node and family, those staying apart from those terminating: a
+    // node's weight is its staying endpoints, or 1 while only terminating ones are left (they
+    // still serve).
+    let mut per_family: BTreeMap<(&str, &str), (u32, u32)> = BTreeMap::new();
+    for slice in slices {
+        for (node, terminating) in &slice.endpoints {
+            let c = per_family
+                .entry((slice.address_type.as_str(), node.as_str()))
+                .or_default();
+            if *terminating {
+                c.1 += 1;
+            } else {
+                c.0 += 1;
+            }
+        }
+    }
+    let mut endpoints_on: BTreeMap<String, u32> = BTreeMap::new();
+    for ((_, node), (staying, leaving)) in per_family {
+        let count = if staying > 0 { staying } else { leaving.min(1) };
+        let c = endpoints_on.entry(node.to_string()).or_default();
+        *c = (*c).max(count);
+    }
+    ServiceView {
+        key: facts.key.clone(),
+        labels: facts.labels.clone(),
+        ips: facts.ips.clone(),
+        local_traffic: facts.local_traffic,
+        serving,
+        terminating_on,
+        endpoints_on,
+    }
+}
+
 /// Views of `services`, with where each serves from `slices` (grouped by their service-name
 /// label). `slices_known` false means EndpointSlices are not watched at all (file mode without
-/// any): every Service then serves everywhere.
+/// any): every Service then serves everywhere. A Service without an address in its status
+/// announces the addresses it requests (file mode, offline: hosts with no controller).
 pub fn service_views(
     services: &[Service],
     slices: &[EndpointSlice],
     slices_known: bool,
 ) -> Vec<ServiceView> {
-    let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
-    for slice in slices {
-        if let Some(name) = slice.labels().get(SERVICE_NAME_LABEL) {
-            let ns = slice.namespace().unwrap_or_else(|| "default".into());
-            by_service
-                .entry((ns, name.clone()))
-                .or_default()
-                .push(slice);
-        }
+    let facts: Vec<SliceFacts> = slices.iter().filter_map(SliceFacts::of).collect();
+    let mut by_service: BTreeMap<&str, Vec<&SliceFacts>> = BTreeMap::new();
+    for f in &facts {
+        by_service.entry(f.service.as_str()).or_default().push(f);
     }
     services
         .iter()
         .map(|svc| {
-            let ns = svc.namespace().unwrap_or_else(|| "default".into());
-            let name = svc.name_any();
-            let slices = by_service.get(&(ns.clone(), name.clone()));
-            let serving_endpoints = || {
-                slices
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|s| s.endpoints.iter())
-                    .filter(|e| endpoint_serves(e.conditions.as_ref()))
-            };
-            let serving = match slices {
-                None if !slices_known => Serving::Everywhere,
-                None => Serving::On(BTreeSet::new()),
-                Some(_) => Serving::On(
-                    serving_endpoints()
-                        .filter_map(|e| e.node_name.clone())
-                        .collect(),
-                ),
-            };
-            let staying: BTreeSet<String> = serving_endpoints()
-                .filter(|e| !endpoint_terminates(e.conditions.as_ref()))
-                .filter_map(|e| e.node_name.clone())
-                .collect();
-            let terminating_on = serving_endpoints()
-                .filter_map(|e| e.node_name.clone())
-                .filter(|n| !staying.contains(n))
-                .collect();
-            // Serving endpoints per node and family, those staying apart from those
-            // terminating: a node's weight is its staying endpoints, or 1 while only
-            // terminating ones are left (they still serve).
-            let mut per_family: BTreeMap<(&str, String), (u32, u32)> = BTreeMap::new();
-            for slice in slices.into_iter().flatten() {
-                for e in slice.endpoints.iter() {
-                    if !endpoint_serves(e.conditions.as_ref()) {
-                        continue;
-                    }
-                    if let Some(node) = &e.node_name {
-                        let c = per_family
-                            .entry((slice.address_type.as_str(), node.clone()))
-                            .or_default();
-                        if endpoint_terminates(e.conditions.as_ref()) {
-                            c.1 += 1;
-                        } else {
-                            c.0 += 1;
-                        }
-                    }
-                }
-            }
-            let mut endpoints_on: BTreeMap<String, u32> = BTreeMap::new();
-            for ((_, node), (staying, leaving)) in per_family {
-                let count = if staying > 0 { staying } else { leaving.min(1) };
-                let c = endpoints_on.entry(node).or_default();
-                *c = (*c).max(count);
-            }
-            let spec = svc.spec.as_ref();
-            ServiceView {
-                key: format!("{ns}/{name}"),
-                labels: svc.labels().clone(),
-                ips: addresses(svc),
-                local_traffic: spec.and_then(|s| s.external_traffic_policy.as_deref())
-                    == Some("Local"),
-                serving,
-                terminating_on,
-                endpoints_on,
-            }
+            let facts = ServiceFacts::of(svc, addresses(svc));
+            let slices = by_service
+                .get(facts.key.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            view_of(&facts, slices, slices_known)
         })
         .collect()
 }

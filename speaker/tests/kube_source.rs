@@ -5,6 +5,9 @@
 
 use ferrolb_e2e::emulator::harness::TestCluster;
 use ferrolb_speaker::source::{ConfigReport, KubeSource, Snapshot};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +60,13 @@ async fn lan_with_web(cluster: &TestCluster, prefix: &str) -> (String, String) {
         .unwrap();
     cluster
         .apply_yaml(&service("web", "192.0.2.10", &class), Some(&system))
+        .await
+        .unwrap();
+    // The address the controller would give it: only an address in the status is announced.
+    let services: Api<Service> = Api::namespaced(cluster.client(), &system);
+    let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}});
+    services
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(status))
         .await
         .unwrap();
     (system, class)

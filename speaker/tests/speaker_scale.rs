@@ -215,6 +215,26 @@ async fn ten_thousand_services_on_a_hundred_nodes_measured() {
         first.as_secs_f64()
     );
 
+    // FERROLB_SCALE_PERF=FILE: `perf record` the speaker over the changes below (by hand,
+    // to see where a change's CPU goes).
+    let perf = std::env::var("FERROLB_SCALE_PERF").ok().map(|out| {
+        std::process::Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "1000",
+                "--call-graph",
+                "dwarf,16384",
+                "-o",
+                &out,
+                "-p",
+            ])
+            .arg(speaker.pid().to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("perf")
+    });
+
     // One Service added, ten times: until the plan has it, and the CPU it cost.
     let mut added = Vec::new();
     for k in 0..10 {
@@ -264,6 +284,14 @@ async fn ten_thousand_services_on_a_hundred_nodes_measured() {
         node_gone.as_secs_f64() * 1000.0,
         (cpu1 - cpu0) * 1000.0
     );
+
+    if let Some(mut perf) = perf {
+        // perf writes its file on SIGINT.
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status();
+        let _ = perf.wait();
+    }
 
     // A restart: the whole plan again from a fresh list.
     speaker.kill();

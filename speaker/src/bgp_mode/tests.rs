@@ -99,7 +99,7 @@ fn routes_reach_the_peers_of_their_advertisement_with_attributes() {
     let live = BTreeSet::new();
     let node_plan = plan(Inputs {
         config: &c,
-        services: std::slice::from_ref(&svc),
+        services: &[std::sync::Arc::new(svc)],
         nodes: std::slice::from_ref(&n1),
         live_speakers: &live,
         this_node: "n1",

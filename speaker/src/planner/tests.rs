@@ -37,6 +37,10 @@ use ferrolb_config::model::Labels;
 
 const L2: &str = "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan}\nspec: {addresses: [192.0.2.0/24, 2001:db8::/120]}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lan}\n";
 
+fn shared(services: &[ServiceView]) -> Vec<std::sync::Arc<ServiceView>> {
+    services.iter().cloned().map(std::sync::Arc::new).collect()
+}
+
 fn live(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -50,7 +54,7 @@ fn run(
 ) -> NodePlan {
     plan(Inputs {
         config,
-        services,
+        services: &shared(services),
         nodes,
         live_speakers,
         this_node: this,
@@ -327,7 +331,7 @@ fn a_plan_with_the_rank_cache_kept_across_changes_equals_a_fresh_one() {
         svcs[0].serving = Serving::On(live.iter().take(2).cloned().collect());
         let inputs = Inputs {
             config: &c,
-            services: &svcs,
+            services: &shared(&svcs),
             nodes: &nodes,
             live_speakers: &live,
             this_node: "node-01",
@@ -518,7 +522,7 @@ fn a_held_speaker_stands_by_until_nobody_settled_is_left() {
         let p = plan_with_held(
             Inputs {
                 config: &c,
-                services: &svcs,
+                services: &shared(&svcs),
                 nodes: &nodes,
                 live_speakers: &all,
                 this_node: this,
@@ -534,7 +538,7 @@ fn a_held_speaker_stands_by_until_nobody_settled_is_left() {
     let p = plan_with_held(
         Inputs {
             config: &c,
-            services: &svcs,
+            services: &shared(&svcs),
             nodes: &nodes,
             live_speakers: &only,
             this_node: &first,
@@ -556,7 +560,7 @@ fn holding_outranks_node_preference() {
     let p = plan_with_held(
         Inputs {
             config: &c,
-            services: &svcs,
+            services: &shared(&svcs),
             nodes: &nodes,
             live_speakers: &all,
             this_node: "n1",

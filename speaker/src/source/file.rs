@@ -1,7 +1,8 @@
 //! `file:DIR`: a directory of manifests, polled for changes. A bad object is left out or keeps
 //! its last valid version; a file that cannot be parsed keeps the whole last configuration.
 
-use super::{assemble, is_served, Assembled, Snapshot};
+use super::{assemble, is_served, shared, Assembled, Snapshot};
+use crate::view::service_views;
 use ferrolb_config::files::{manifest_files, read_manifests};
 use ferrolb_config::Resources;
 use k8s_openapi::api::core::v1::Service;
@@ -48,13 +49,12 @@ pub fn load_dir(
         .cloned()
         .collect();
     // File mode: a Service without EndpointSlices in the files serves everywhere.
+    let views = shared(service_views(&services, &manifests.endpoint_slices, false));
     let mut assembled = assemble(
         &manifests.resources,
         last,
         &unreadable,
-        &services,
-        &manifests.endpoint_slices,
-        false,
+        views,
         &manifests.nodes,
     );
     let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();

@@ -1,8 +1,10 @@
-//! `kube`: the cluster as kube-runtime reflectors see it. Services, EndpointSlices (only those
-//! naming a Service) and Nodes everywhere; the FerroLB objects and Secrets in the speaker's
-//! namespace only. Every change, after a short quiet period that folds bursts (a `kubectl
-//! apply` of ten objects, a rollout updating many EndpointSlices) into one, rebuilds the
-//! snapshot; it is published only when different. An invalid object is reported and left out,
+//! `kube`: the cluster as its watches see it. Services and EndpointSlices (only those naming a
+//! Service) everywhere, reduced as they arrive to what the planner reads ([`ServiceIndex`]);
+//! Nodes everywhere and the FerroLB objects and Secrets in the speaker's namespace, through
+//! kube-runtime reflectors. Every change, after a short quiet period that folds bursts (a
+//! `kubectl apply` of ten objects, a rollout updating many EndpointSlices) into one, rebuilds
+//! the snapshot (only the views of the Services that changed are new); it is published only
+//! when different. An invalid object is reported and left out,
 //! or keeps its last valid version in force; everything else applies (as in the controller).
 //!
 //! Namespaces are not watched: nothing the speaker decides depends on namespace labels (the
@@ -12,9 +14,10 @@
 //! watches fail and retry, so with the API down the speaker keeps announcing what it last knew,
 //! and membership alone moves addresses between nodes.
 
-use super::{assemble, is_served, node_ips, Snapshot};
+use super::index::ServiceIndex;
+use super::{assemble, node_ips, Snapshot};
 use ferrolb_config::Resources;
-use ferrolb_kube::reflect::{keep, reflect};
+use ferrolb_kube::reflect::{follow, keep, reflect};
 use ferrolb_kube::{ConfigApi, ConfigWatch};
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,7 +28,7 @@ use kube::Resource;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -106,8 +109,8 @@ where
 }
 
 struct Stores {
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    /// Services and EndpointSlices, reduced (fed by their watch tasks).
+    index: Arc<Mutex<ServiceIndex>>,
     nodes: Store<Node>,
     /// The configuration kinds and their Secrets, FerroLB's or MetalLB's.
     config: ConfigWatch,
@@ -140,16 +143,18 @@ impl Stores {
             }
         }
         let mut tasks = Vec::new();
-        let (services, task) = reflect(Api::<Service>::all(c()), (), all(), n(), keep);
-        tasks.push(task);
-        let (slices, task) = reflect(
+        let index = Arc::new(Mutex::new(ServiceIndex::new(source.lb_class.clone())));
+        let ix = index.clone();
+        tasks.push(follow(Api::<Service>::all(c()), all(), n(), move |e| {
+            lock(&ix).service_event(e)
+        }));
+        let ix = index.clone();
+        tasks.push(follow(
             Api::<EndpointSlice>::all(c()),
-            (),
             all().labels(SERVICE_NAME_LABEL),
             n(),
-            keep,
-        );
-        tasks.push(task);
+            move |e| lock(&ix).slice_event(e),
+        ));
         let (nodes, task) = reflect(Api::<Node>::all(c()), (), all(), n(), trim_node);
         tasks.push(task);
         let (config_namespace, api) = match &source.metallb_namespace {
@@ -168,8 +173,7 @@ impl Stores {
             store
         });
         Stores {
-            services,
-            slices,
+            index,
             nodes,
             config: ConfigWatch::start(client, config_namespace, api, changed),
             own_secrets,
@@ -177,16 +181,21 @@ impl Stores {
         }
     }
 
-    /// Only one task may wait on a store (kube-runtime wakes a single waiter): this one.
-    async fn wait_until_ready(&self) {
+    /// Only one task may wait on a store (kube-runtime wakes a single waiter): this one. The
+    /// index is ready once both its watches have listed (each wakes `changed` then).
+    async fn wait_until_ready(&self, changed: &Notify) {
         let own = async {
             if let Some(s) = &self.own_secrets {
                 let _ = s.wait_until_ready().await;
             }
         };
+        let index = async {
+            while !lock(&self.index).ready() {
+                changed.notified().await;
+            }
+        };
         let _ = futures::join!(
-            self.services.wait_until_ready(),
-            self.slices.wait_until_ready(),
+            index,
             self.nodes.wait_until_ready(),
             self.config.wait_until_ready(),
             own,
@@ -211,7 +220,7 @@ impl KubeSource {
         let changed = Arc::new(Notify::new());
         let stores = Stores::start(&client, &self, &changed);
         tokio::spawn(async move {
-            stores.wait_until_ready().await;
+            stores.wait_until_ready(&changed).await;
             info!(namespace = %self.namespace, "caches filled");
             // The objects in force: an object that turns invalid keeps this version.
             let mut in_force = Resources::default();
@@ -259,11 +268,7 @@ impl KubeSource {
             }
             changed
         });
-        let services: Vec<Service> = objects(&stores.services)
-            .into_iter()
-            .filter(|s| is_served(s, self.lb_class.as_deref()))
-            .collect();
-        let slices = objects(&stores.slices);
+        let services = lock(&stores.index).views();
         let publish = |snapshot: Snapshot| {
             snapshot_tx.send_if_modified(|old| {
                 let changed = old.as_deref() != Some(&snapshot);
@@ -278,15 +283,7 @@ impl KubeSource {
                 changed
             });
         };
-        let assembled = assemble(
-            &resources,
-            in_force,
-            &config.unreadable,
-            &services,
-            &slices,
-            true,
-            &nodes,
-        );
+        let assembled = assemble(&resources, in_force, &config.unreadable, services, &nodes);
         *in_force = assembled.in_force;
         let mut snapshot = assembled.snapshot;
         // The membership key lives in the speaker's own namespace, whatever the configuration's.
@@ -310,6 +307,12 @@ impl KubeSource {
             );
         }
     }
+}
+
+/// The index, even after a task panicked holding it (a bug): the speaker keeps announcing
+/// what it knows rather than stopping.
+fn lock(index: &Mutex<ServiceIndex>) -> std::sync::MutexGuard<'_, ServiceIndex> {
+    index.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {

@@ -4,25 +4,27 @@
 //! an invalid object is left out (or its last valid version kept) and reported, the rest works.
 
 pub mod file;
+pub mod index;
 pub mod kube;
 
 pub use self::kube::{ClusterInfo, ConfigReport, KubeFeeds, KubeSource};
 pub use file::{load_dir, FileSource};
 
-use crate::view::{internal_ip, service_views, NodeView, ServiceView};
+use crate::view::{internal_ip, NodeView, ServiceView};
 use ::kube::ResourceExt;
 use ferrolb_config::{Config, Resources};
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Everything the planner needs besides the live set and the node's name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     pub config: Config,
     pub nodes: Vec<NodeView>,
-    pub services: Vec<ServiceView>,
+    /// In key order; shared with earlier snapshots where unchanged.
+    pub services: Vec<Arc<ServiceView>>,
     /// Each Node's InternalIP: where its speaker's membership listens.
     pub node_ips: BTreeMap<String, IpAddr>,
     /// Secrets in the source (the membership key among them).
@@ -54,50 +56,34 @@ pub struct Assembled {
     pub problems: Vec<String>,
 }
 
-/// Builds a snapshot from the objects of either source. `services` are the served ones;
-/// `slices_known` says whether EndpointSlices are authoritative (kube mode) or optional (file
-/// mode: a Service without any serves everywhere). The configuration is what is in force: every
-/// valid object, the `last` valid version of one that turned invalid (or is `unreadable`), the
-/// rest left out and reported ([`ferrolb_config::in_force`]).
+/// Builds a snapshot from the objects of either source: `services`, the served ones' views.
+/// The configuration is what is in force: every valid object, the `last` valid version of one
+/// that turned invalid (or is `unreadable`), the rest left out and reported
+/// ([`ferrolb_config::in_force`]).
 pub fn assemble(
     resources: &Resources,
     last: &Resources,
     unreadable: &BTreeSet<String>,
-    services: &[Service],
-    slices: &[EndpointSlice],
-    slices_known: bool,
+    services: Vec<Arc<ServiceView>>,
     nodes: &[Node],
 ) -> Assembled {
     let outcome = ferrolb_config::in_force(resources, last, unreadable);
     let problems = outcome.report_lines();
     Assembled {
-        snapshot: with_config(
-            outcome.config,
+        snapshot: Snapshot {
+            config: outcome.config,
+            nodes: nodes.iter().map(NodeView::of).collect(),
             services,
-            slices,
-            slices_known,
-            nodes,
-            &resources.secrets,
-        ),
+            node_ips: node_ips(nodes),
+            secrets: resources.secrets.clone(),
+        },
         in_force: outcome.resources,
         problems,
     }
 }
 
-/// A snapshot of the objects under an already built configuration.
-pub fn with_config(
-    config: Config,
-    services: &[Service],
-    slices: &[EndpointSlice],
-    slices_known: bool,
-    nodes: &[Node],
-    secrets: &[Secret],
-) -> Snapshot {
-    Snapshot {
-        config,
-        nodes: nodes.iter().map(NodeView::of).collect(),
-        services: service_views(services, slices, slices_known),
-        node_ips: node_ips(nodes),
-        secrets: secrets.to_vec(),
-    }
+/// `views` in key order, each shared.
+pub fn shared(mut views: Vec<ServiceView>) -> Vec<Arc<ServiceView>> {
+    views.sort_by(|a, b| a.key.cmp(&b.key));
+    views.into_iter().map(Arc::new).collect()
 }
