@@ -49,14 +49,14 @@ pub fn follow<K>(
     api: Api<K>,
     config: watcher::Config,
     changed: Arc<Notify>,
-    mut sink: impl FnMut(watcher::Event<K>) + Send + 'static,
+    sink: impl FnMut(watcher::Event<K>) + Send + 'static,
 ) -> JoinHandle<()>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     K::DynamicType: Default,
 {
     let kind = K::kind(&K::DynamicType::default()).to_string();
-    let stream = crate::reconnect::watch(api, config).map_ok(move |event| sink(event));
+    let stream = crate::reconnect::watch(api, config).map_ok(sink);
     tokio::spawn(drive(kind, stream, changed))
 }
 
