@@ -104,17 +104,17 @@ pub async fn run_observed(
     announced: Option<watch::Sender<Announced>>,
 ) {
     // `plan`: the plan, the live set it was made with, and whether this node sweeps.
-    let publish = |l2: &L2Adapter, plan: Option<(&NodePlan, &BTreeSet<String>, bool)>| {
+    let publish = |l2: &L2Adapter, plan: Option<(&Arc<NodePlan>, &BTreeSet<String>, bool)>| {
         if let Some(tx) = &announced {
             tx.send_if_modified(|a| {
                 let changed = a.l2 != *l2.owned()
                     || plan.is_some_and(|(p, live, sweeps)| {
-                        a.plan != *p || a.live != *live || a.sweeps != sweeps
+                        *a.plan != **p || a.live != *live || a.sweeps != sweeps
                     });
                 if changed {
                     a.l2 = l2.owned().clone();
                     if let Some((p, live, sweeps)) = plan {
-                        a.plan = p.clone();
+                        a.plan = Arc::clone(p);
                         a.live = live.clone();
                         a.sweeps = sweeps;
                     }
@@ -379,6 +379,8 @@ pub async fn run_observed(
             opts.health.metrics.takeover(*ip);
         }
         owned_here = mine;
+        // One plan, shared by the data plane, the status writer and the BGP driver.
+        let p = Arc::new(p);
         l2.apply(&p, std::time::Instant::now());
         // An owner the fast path took as down that showed life never stopped answering: what
         // this node took over from it goes back at once, not after the make-before-break grace.
@@ -401,12 +403,12 @@ pub async fn run_observed(
             with_quorum && now_standing == Standing::Majority,
         );
         publish(&l2, Some((&p, &live, sweeps)));
-        bgp.apply(snapshot, Arc::new(p));
+        bgp.apply(snapshot, p);
     }
     opts.health.set_data_plane_running(false);
     info!("shutting down: no more answers or announcements");
     l2.shutdown();
-    publish(&l2, Some((&NodePlan::default(), &BTreeSet::new(), false)));
+    publish(&l2, Some((&Arc::default(), &BTreeSet::new(), false)));
     bgp.shutdown().await;
 }
 

@@ -87,7 +87,7 @@ async fn writes_what_is_announced_adopts_or_deletes_leftovers_and_cleans_up_on_s
     };
     announced_tx.send_replace(Announced {
         l2: [("192.0.2.10".parse().unwrap(), "eth0".to_string())].into(),
-        plan,
+        plan: plan.into(),
         ..Default::default()
     });
     config_tx.send_replace(ConfigReport::Valid);

@@ -96,7 +96,7 @@ pub struct L2Adapter {
     /// Announcement frames and counters per pair this node ranks for, built ahead of a takeover.
     frames: BTreeMap<Key, Prepared>,
     /// The last plan applied, to redo the selection when interfaces change.
-    plan: NodePlan,
+    plan: Arc<NodePlan>,
     /// Macvlan devices made for virtual MACs, by pair.
     devices: BTreeMap<Key, String>,
     /// Opened at the first virtual MAC.
@@ -271,7 +271,7 @@ impl L2Adapter {
             links: BTreeMap::new(),
             ownership,
             frames: BTreeMap::new(),
-            plan: NodePlan::default(),
+            plan: Arc::default(),
             devices: BTreeMap::new(),
             rtnetlink: None,
         }
@@ -284,8 +284,8 @@ impl L2Adapter {
 
     /// Applies a new plan (and the interfaces as they are now): opens and closes sockets,
     /// answers for gained addresses and announces them at once, stops for lost ones.
-    pub fn apply(&mut self, plan: &NodePlan, now: Instant) {
-        self.plan = plan.clone();
+    pub fn apply(&mut self, plan: &Arc<NodePlan>, now: Instant) {
+        self.plan = Arc::clone(plan);
         self.refresh(now);
     }
 

@@ -34,7 +34,7 @@ pub struct Announced {
     /// Layer 2: (address, interface) pairs this node answers for.
     pub l2: BTreeSet<(IpAddr, String)>,
     /// The plan they come from: which Service each address belongs to, and the BGP routes.
-    pub plan: NodePlan,
+    pub plan: std::sync::Arc<NodePlan>,
     /// The live speakers the plan was made with (membership's view; empty without it).
     pub live: BTreeSet<String>,
     /// This node sweeps the ServiceL2Status objects of speakers membership declared dead (see
@@ -194,38 +194,74 @@ fn split_key(key: &str) -> (String, String) {
     }
 }
 
-/// The status objects this node should have, by name.
-pub fn desired(node: &str, announced: &Announced) -> BTreeMap<String, StatusObject> {
-    let mut l2: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+/// What the status objects say, without their names and fields: per protocol and Service
+/// key, the interfaces (layer 2) or peers (BGP). Borrowed and cheap, so a writer can tell that
+/// nothing it writes changed (most plans: a Service another node owns) without building the
+/// objects.
+pub type Projection<'a> = BTreeMap<(Protocol, &'a str), BTreeSet<&'a str>>;
+
+/// A [`Projection`] kept past its [`Announced`].
+pub type OwnedProjection = BTreeMap<(Protocol, String), BTreeSet<String>>;
+
+/// Whether `kept` says what `now` says.
+pub fn same_projection(kept: &OwnedProjection, now: &Projection<'_>) -> bool {
+    kept.len() == now.len()
+        && kept.iter().zip(now).all(|((k1, v1), (k2, v2))| {
+            k1.0 == k2.0
+                && k1.1 == k2.1
+                && v1.len() == v2.len()
+                && v1.iter().zip(v2).all(|(a, b)| a == b)
+        })
+}
+
+pub fn owned_projection(p: &Projection<'_>) -> OwnedProjection {
+    p.iter()
+        .map(|((protocol, key), items)| {
+            let items = items.iter().map(|s| s.to_string()).collect();
+            ((*protocol, key.to_string()), items)
+        })
+        .collect()
+}
+
+pub fn projection(announced: &Announced) -> Projection<'_> {
+    let mut out: Projection<'_> = BTreeMap::new();
+    let mut ifaces: BTreeMap<IpAddr, Vec<&str>> = BTreeMap::new();
     for (ip, iface) in &announced.l2 {
-        for d in announced.plan.l2.iter().filter(|d| d.ip == *ip) {
-            l2.entry(d.service.as_str())
-                .or_default()
-                .insert(iface.as_str());
+        ifaces.entry(*ip).or_default().push(iface.as_str());
+    }
+    if !ifaces.is_empty() {
+        for d in &announced.plan.l2 {
+            if let Some(names) = ifaces.get(&d.ip) {
+                out.entry((Protocol::Layer2, d.service.as_str()))
+                    .or_default()
+                    .extend(names.iter().copied());
+            }
         }
     }
-    let mut bgp: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for route in &announced.plan.bgp {
         for svc in &route.services {
-            bgp.entry(svc.as_str())
+            out.entry((Protocol::Bgp, svc.as_str()))
                 .or_default()
                 .extend(route.peers.iter().map(String::as_str));
         }
     }
+    out
+}
+
+/// The status objects this node should have, by name.
+pub fn desired(node: &str, announced: &Announced) -> BTreeMap<String, StatusObject> {
     let mut out = BTreeMap::new();
-    for (protocol, services) in [(Protocol::Layer2, l2), (Protocol::Bgp, bgp)] {
-        for (key, items) in services {
-            let (service_namespace, service_name) = split_key(key);
-            let object = StatusObject {
-                protocol,
-                name: object_name(protocol, node, key),
-                node: node.to_string(),
-                service_namespace,
-                service_name,
-                items: items.into_iter().map(str::to_string).collect(),
-            };
-            out.insert(object.name.clone(), object);
-        }
+    for ((protocol, key), items) in projection(announced) {
+        let (service_namespace, service_name) = split_key(key);
+        let object = StatusObject {
+            protocol,
+            name: object_name(protocol, node, key),
+            node: node.to_string(),
+            service_namespace,
+            service_name,
+            items: items.into_iter().map(str::to_string).collect(),
+        };
+        out.insert(object.name.clone(), object);
     }
     out
 }
@@ -276,19 +312,19 @@ pub fn takeovers(before: &Announced, now: &Announced) -> Vec<Takeover> {
                 .push(d.ip.to_string());
         }
     }
-    let sent = |announced: &Announced| -> BTreeSet<(String, ipnet::IpNet)> {
+    fn sent(announced: &Announced) -> BTreeSet<(&str, ipnet::IpNet)> {
         announced
             .plan
             .bgp
             .iter()
             .filter(|r| !r.peers.is_empty())
-            .flat_map(|r| r.services.iter().map(move |s| (s.clone(), r.prefix)))
+            .flat_map(|r| r.services.iter().map(move |s| (s.as_str(), r.prefix)))
             .collect()
-    };
+    }
     let old_routes = sent(before);
     for (service, prefix) in sent(now).difference(&old_routes) {
         by_service
-            .entry((Protocol::Bgp, service.clone()))
+            .entry((Protocol::Bgp, service.to_string()))
             .or_default()
             .push(prefix.to_string());
     }

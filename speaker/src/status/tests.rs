@@ -18,7 +18,7 @@ fn decision(service: &str, addr: &str, ranking: &[&str]) -> L2Decision {
 fn announced(l2: &[(&str, &str)], plan: NodePlan) -> Announced {
     Announced {
         l2: l2.iter().map(|(a, i)| (ip(a), i.to_string())).collect(),
-        plan,
+        plan: plan.into(),
         ..Default::default()
     }
 }

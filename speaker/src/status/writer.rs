@@ -5,9 +5,9 @@
 //! backoff and catches up with whatever is current when it comes back.
 
 use super::{
-    configuration_state_name, configuration_status, dead_objects, desired, label_value, takeovers,
-    Announced, Protocol, StatusObject, Takeover, FIELD_MANAGER, NODE_LABEL, REPORTER,
-    TAKEOVER_REASON,
+    configuration_state_name, configuration_status, dead_objects, desired, label_value,
+    owned_projection, projection, same_projection, takeovers, Announced, OwnedProjection, Protocol,
+    StatusObject, Takeover, FIELD_MANAGER, NODE_LABEL, REPORTER, TAKEOVER_REASON,
 };
 use crate::source::ConfigReport;
 use ferrolb_crds::{ConfigurationState, ServiceBGPStatus, ServiceL2Status};
@@ -68,6 +68,8 @@ struct State {
     epoch: tokio::time::Instant,
     /// When to sweep next (only while this node sweeps).
     sweep_at: Option<tokio::time::Instant>,
+    /// What the objects said after the last complete write (since the last list).
+    synced: Option<OwnedProjection>,
 }
 
 impl StatusWriter {
@@ -106,6 +108,7 @@ impl StatusWriter {
                 absent_since: BTreeMap::new(),
                 epoch: tokio::time::Instant::now(),
                 sweep_at: None,
+                synced: None,
             };
             let mut backoff = Duration::from_millis(200);
             let mut config_open = true;
@@ -247,6 +250,17 @@ impl StatusWriter {
     ) -> Result<(), kube::Error> {
         let l2: Api<ServiceL2Status> = Api::namespaced(client.clone(), &self.namespace);
         let bgp: Api<ServiceBGPStatus> = Api::namespaced(client.clone(), &self.namespace);
+        let now = projection(&state.last);
+        if state.written.is_some()
+            && state
+                .synced
+                .as_ref()
+                .is_some_and(|kept| same_projection(kept, &now))
+        {
+            // Nothing this node's objects say changed (a plan about addresses it does not
+            // own): no objects to build.
+            return Ok(());
+        }
         if state.written.is_none() {
             // Objects left by an earlier run of this node's speaker: ours to update or delete.
             let mine =
@@ -292,6 +306,7 @@ impl StatusWriter {
         }
         let written = state.written.as_mut().expect("listed above");
         let want = desired(&self.node, &state.last);
+        state.synced = None;
         for (name, object) in &want {
             let key = (object.protocol, name.clone());
             if written
@@ -333,6 +348,7 @@ impl StatusWriter {
             info!(name = %name, "status deleted");
             written.remove(&key);
         }
+        state.synced = Some(owned_projection(&now));
         Ok(())
     }
 
