@@ -19,6 +19,7 @@
 use crate::view::{NodeView, ServiceView};
 use ferrolb_config::addresses::Family;
 use ferrolb_config::community::Community;
+use ferrolb_config::model::L2Advertisement;
 use ferrolb_config::Config;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
@@ -160,7 +161,7 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
     let this = nodes.iter().find(|n| n.name == this_node);
     let mut routes: BTreeMap<RouteKey, BTreeSet<RouteService>> = BTreeMap::new();
 
-    let mut unplaced: Vec<Unplaced<'_>> = Vec::new();
+    let mut unplaced: Vec<Unplaced> = Vec::new();
     // The nodes that may be L2 candidates at all, each with its rank-key prefix and whether it
     // is held: computed once, not once per address (placement refers to them by index).
     let candidate_nodes: Vec<&NodeView> = nodes
@@ -180,9 +181,13 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
         .iter()
         .map(|n| held.contains(&n.name))
         .collect();
-    // Each candidate's preference weight for a set of advertisements (None: none selects it),
-    // computed once per set, not once per address.
-    let mut preferences: HashMap<Vec<&str>, Vec<Option<u32>>> = HashMap::new();
+    // The sets of L2Advertisements addresses come under (most share one), each with every
+    // candidate's preference weight (None: none of them selects it), computed once per set,
+    // not once per address.
+    let mut ad_sets: Vec<AdSet<'_>> = Vec::new();
+    let mut ad_set_of: HashMap<Vec<u16>, usize> = HashMap::new();
+    let mut ad_key: Vec<u16> = Vec::new();
+    let any_held = is_held.iter().any(|h| *h);
     let mut sorted: Vec<&ServiceView> = services.iter().map(|s| &**s).collect();
     if !sorted.is_sorted_by(|a, b| a.key <= b.key) {
         sorted.sort_by(|a, b| a.key.cmp(&b.key));
@@ -210,59 +215,73 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
             };
 
             // Layer 2.
-            let l2_ads: Vec<_> = config
-                .l2_advertisements
-                .values()
-                .filter(|a| {
-                    a.pools.contains(&pool.name) && a.service_selectors.matches(&svc.labels)
-                })
-                .collect();
-            if !l2_ads.is_empty() {
-                let weights = preferences
-                    .entry(l2_ads.iter().map(|a| a.name.as_str()).collect())
-                    .or_insert_with(|| {
-                        candidate_nodes
-                            .iter()
-                            .map(|n| {
-                                l2_ads
-                                    .iter()
-                                    .filter(|a| a.node_selectors.matches(&n.labels))
-                                    .map(|a| a.node_preference(&n.labels))
-                                    .max()
-                            })
-                            .collect()
-                    });
-                // (held, preference, candidate index), in rank-key order; the stable sort
-                // below keeps that order among equals.
-                let mut candidates: Vec<(bool, u32, u16)> = cache
-                    .order(ip)
-                    .iter()
-                    .filter_map(|id| candidate_of.get(usize::from(*id)).copied().flatten())
-                    .filter(|i| {
-                        !svc.local_traffic || svc.serving.on(&candidate_nodes[usize::from(*i)].name)
+            ad_key.clear();
+            ad_key.extend(
+                config
+                    .l2_advertisements
+                    .values()
+                    .enumerate()
+                    .filter(|(_, a)| {
+                        a.pools.contains(&pool.name) && a.service_selectors.matches(&svc.labels)
                     })
-                    .filter_map(|i| {
-                        let i_ = usize::from(i);
-                        Some((is_held[i_], weights[i_]?, i))
-                    })
-                    .collect();
-                candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-                // The leading tier: the candidates as preferred as the first (hold-down state,
-                // preference weight); the owner is placed among them (placement).
-                let leading = candidates.first().map_or(0, |first| {
-                    candidates
+                    .map(|(i, _)| i as u16),
+            );
+            let l2_set = (!ad_key.is_empty()).then(|| match ad_set_of.get(ad_key.as_slice()) {
+                Some(i) => *i,
+                None => {
+                    let all: Vec<&L2Advertisement> = config.l2_advertisements.values().collect();
+                    let ads: Vec<&L2Advertisement> =
+                        ad_key.iter().map(|i| all[usize::from(*i)]).collect();
+                    ad_sets.push(AdSet::new(ads, &candidate_nodes));
+                    ad_set_of.insert(ad_key.clone(), ad_sets.len() - 1);
+                    ad_sets.len() - 1
+                }
+            });
+            if let Some(set) = l2_set {
+                let weights = &ad_sets[set].weights;
+                let (ids, place_key) = cache.order(ip);
+                let candidate = |id: &u16| candidate_of.get(usize::from(*id)).copied().flatten();
+                let (order, leading) = if !any_held && ad_sets[set].uniform && !svc.local_traffic {
+                    // Every candidate alike (no hold-down, one preference weight, no endpoint
+                    // condition): the rank-key order as it is, all of it the leading tier.
+                    let order: Vec<u16> = ids.iter().filter_map(candidate).collect();
+                    let n = order.len();
+                    (order, n)
+                } else {
+                    // (held, preference, candidate index), in rank-key order; the stable sort
+                    // below keeps that order among equals.
+                    let mut candidates: Vec<(bool, u32, u16)> = ids
                         .iter()
-                        .take_while(|c| (c.0, c.1) == (first.0, first.1))
-                        .count()
-                });
-                if candidates.is_empty() {
+                        .filter_map(candidate)
+                        .filter(|i| {
+                            !svc.local_traffic
+                                || svc.serving.on(&candidate_nodes[usize::from(*i)].name)
+                        })
+                        .filter_map(|i| {
+                            let i_ = usize::from(i);
+                            Some((is_held[i_], weights[i_]?, i))
+                        })
+                        .collect();
+                    candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                    // The leading tier: the candidates as preferred as the first (hold-down
+                    // state, preference weight); the owner is placed among them (placement).
+                    let leading = candidates.first().map_or(0, |first| {
+                        candidates
+                            .iter()
+                            .take_while(|c| (c.0, c.1) == (first.0, first.1))
+                            .count()
+                    });
+                    (candidates.iter().map(|c| c.2).collect(), leading)
+                };
+                if order.is_empty() {
                     skip(&mut out, Some(ip), "L2: no live, eligible node is selected (or none has a serving endpoint, with externalTrafficPolicy Local)");
                 }
                 unplaced.push(Unplaced {
                     index: out.l2.len(),
-                    order: candidates.iter().map(|c| c.2).collect(),
+                    order,
                     leading,
-                    ads: l2_ads.clone(),
+                    ads: set,
+                    place_key,
                 });
                 out.l2.push(L2Decision {
                     service: svc.key.clone(),
@@ -273,7 +292,7 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
                 });
             }
 
-            let advertised = !l2_ads.is_empty()
+            let advertised = l2_set.is_some()
                 || config.bgp_advertisements.values().any(|a| {
                     a.pools.contains(&pool.name) && a.service_selectors.matches(&svc.labels)
                 });
@@ -350,7 +369,8 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
     }
     // The owner and a few standbys are all anyone uses; the whole ranking would make a plan
     // grow with Services x nodes (500,000 names for 5,000 addresses on 100 nodes).
-    placement::place(&mut out.l2, &unplaced, &candidate_nodes);
+    let ad_lists: Vec<&[&L2Advertisement]> = ad_sets.iter().map(|s| s.ads.as_slice()).collect();
+    placement::place(&mut out.l2, &unplaced, &candidate_nodes, &ad_lists);
     // One route per prefix: attribute sets of several advertisements for the same prefix are
     // merged per peer set (communities united, the highest local preference kept).
     let mut merged: BTreeMap<(IpNet, Vec<String>), BgpRoute> = BTreeMap::new();
@@ -401,6 +421,38 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
     }
     out.bgp = merged.into_values().collect();
     out
+}
+
+/// A set of L2Advertisements that addresses come under, with each candidate's preference.
+struct AdSet<'a> {
+    ads: Vec<&'a L2Advertisement>,
+    /// Per candidate: its highest preference weight among the advertisements selecting it
+    /// (`None`: none selects it).
+    weights: Vec<Option<u32>>,
+    /// Every candidate selected, all with the same weight.
+    uniform: bool,
+}
+
+impl<'a> AdSet<'a> {
+    fn new(ads: Vec<&'a L2Advertisement>, candidates: &[&NodeView]) -> AdSet<'a> {
+        let weights: Vec<Option<u32>> = candidates
+            .iter()
+            .map(|n| {
+                ads.iter()
+                    .filter(|a| a.node_selectors.matches(&n.labels))
+                    .map(|a| a.node_preference(&n.labels))
+                    .max()
+            })
+            .collect();
+        let uniform = weights
+            .first()
+            .is_none_or(|w| w.is_some() && weights.iter().all(|x| x == w));
+        AdSet {
+            ads,
+            weights,
+            uniform,
+        }
+    }
 }
 
 mod placement;

@@ -13,15 +13,15 @@
 //! the first), past the bound if all of them are full. An address shared by several Services
 //! gets one owner and counts once.
 
-use super::{rank_key, L2Decision, RANKING_KEPT};
+use super::{L2Decision, RANKING_KEPT};
 use crate::view::NodeView;
 use ferrolb_config::model::L2Advertisement;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 /// An L2 decision whose owner is not placed yet.
 #[derive(Debug)]
-pub struct Unplaced<'a> {
+pub struct Unplaced {
     /// Its index among the plan's L2 decisions.
     pub index: usize,
     /// Its candidates, best first, as indices into the plan's candidate nodes (a whole ranking
@@ -29,8 +29,11 @@ pub struct Unplaced<'a> {
     pub order: Vec<u16>,
     /// How many of `order`'s first candidates form the leading tier.
     pub leading: usize,
-    /// The L2Advertisements that carry it (for the owner's interfaces).
-    pub ads: Vec<&'a L2Advertisement>,
+    /// The L2Advertisements that carry it (for the owner's interfaces): an index into
+    /// [`place`]'s `ad_sets`.
+    pub ads: usize,
+    /// sha256("#" address): every speaker places addresses in this order.
+    pub place_key: [u8; 32],
 }
 
 /// ceil(1.1 x `addresses` / `nodes`): the most addresses a node should own.
@@ -46,39 +49,42 @@ pub fn bound(addresses: usize, nodes: usize) -> usize {
 /// and the interfaces it announces on. An address is placed once, for all the Services that
 /// share it: on a node of every one's leading tier (of the first Service's, by key, when they
 /// have none in common, a configuration whose Services disagree on where the address may go).
-pub fn place(decisions: &mut [L2Decision], unplaced: &[Unplaced<'_>], candidates: &[&NodeView]) {
-    // The decisions of each address, by Service key.
-    let mut by_ip: BTreeMap<IpAddr, Vec<&Unplaced<'_>>> = BTreeMap::new();
-    for u in unplaced {
-        if !u.order.is_empty() {
-            by_ip.entry(decisions[u.index].ip).or_default().push(u);
-        }
-    }
-    for group in by_ip.values_mut() {
-        group.sort_by(|a, b| decisions[a.index].service.cmp(&decisions[b.index].service));
-    }
+pub fn place(
+    decisions: &mut [L2Decision],
+    unplaced: &[Unplaced],
+    candidates: &[&NodeView],
+    ad_sets: &[&[&L2Advertisement]],
+) {
+    // Every speaker places in the same order: by a hash of the address; the decisions of one
+    // address together, by Service key.
+    let mut order: Vec<(&Unplaced, IpAddr)> = unplaced
+        .iter()
+        .filter(|u| !u.order.is_empty())
+        .map(|u| (u, decisions[u.index].ip))
+        .collect();
+    order.sort_by(|(a, ip_a), (b, ip_b)| {
+        let (sa, sb) = (&decisions[a.index].service, &decisions[b.index].service);
+        (a.place_key, ip_a, sa).cmp(&(b.place_key, ip_b, sb))
+    });
+    let same_address = |a: &(&Unplaced, IpAddr), b: &(&Unplaced, IpAddr)| a.1 == b.1;
     let mut seen = vec![false; candidates.len()];
-    for u in by_ip.values().flatten() {
+    for (u, _) in &order {
         for &i in &u.order {
             seen[usize::from(i)] = true;
         }
     }
-    let bound = bound(by_ip.len(), seen.iter().filter(|s| **s).count());
-    // Every speaker places in the same order: by a hash of the address.
-    let mut order: Vec<(IpAddr, [u8; 32])> =
-        by_ip.keys().map(|ip| (*ip, rank_key("", *ip))).collect();
-    order.sort_by_key(|a| a.1);
+    let addresses = order.chunk_by(same_address).count();
+    let bound = bound(addresses, seen.iter().filter(|s| **s).count());
     let mut load = vec![0usize; candidates.len()];
-    for (ip, _) in order {
-        let group = &by_ip[&ip];
-        fn leading<'u>(u: &'u Unplaced<'_>) -> &'u [u16] {
+    for group in order.chunk_by(same_address) {
+        fn leading(u: &Unplaced) -> &[u16] {
             &u.order[..u.leading.clamp(1, u.order.len())]
         }
         // The first Service's leading tier, in its order, narrowed to the nodes every other
         // Service of the address also leads with.
-        let first = leading(group[0]);
-        let in_all = |n: &u16| group[1..].iter().all(|u| leading(u).contains(n));
-        let narrowed = first.iter().any(in_all);
+        let first = leading(group[0].0);
+        let in_all = |n: &u16| group[1..].iter().all(|(u, _)| leading(u).contains(n));
+        let narrowed = group.len() > 1 && first.iter().any(in_all);
         let mut tier = first.iter().filter(|n| !narrowed || in_all(n));
         let owner = *tier
             .clone()
@@ -87,15 +93,15 @@ pub fn place(decisions: &mut [L2Decision], unplaced: &[Unplaced<'_>], candidates
             .expect("a leading tier is never empty");
         load[usize::from(owner)] += 1;
         let announcer = candidates[usize::from(owner)];
-        for u in group {
+        for (u, _) in group {
             let d = &mut decisions[u.index];
             d.ranking = std::iter::once(owner)
                 .chain(u.order.iter().copied().filter(|i| *i != owner))
                 .take(RANKING_KEPT)
                 .map(|i| candidates[usize::from(i)].name.clone())
                 .collect();
-            d.interfaces = interfaces(announcer, &u.ads);
-            d.virtual_mac = virtual_mac(announcer, &u.ads);
+            d.interfaces = interfaces(announcer, ad_sets[u.ads]);
+            d.virtual_mac = virtual_mac(announcer, ad_sets[u.ads]);
         }
     }
 }

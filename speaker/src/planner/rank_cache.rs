@@ -11,7 +11,7 @@
 //! A cache, not state: a plan with it equals a plan without it ([`super::plan_with_held`] uses a
 //! fresh one).
 
-use super::{rank_key_from, rank_prefix};
+use super::{rank_key, rank_key_from, rank_prefix};
 use sha2::Sha256;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -35,6 +35,8 @@ struct Order {
     ids: Vec<u16>,
     covers: usize,
     used: u64,
+    /// sha256("#" address): where the address comes in the placement order.
+    place_key: [u8; 32],
 }
 
 impl std::fmt::Debug for RankCache {
@@ -84,14 +86,16 @@ impl RankCache {
         self.names.len()
     }
 
-    /// Every registered node's id for `ip`, best rank key first.
-    pub(super) fn order(&mut self, ip: IpAddr) -> &[u16] {
+    /// Every registered node's id for `ip`, best rank key first, and the address's placement
+    /// key ([`super::placement`]).
+    pub(super) fn order(&mut self, ip: IpAddr) -> (&[u16], [u8; 32]) {
         let names = &self.names;
         let plan = self.plan;
         let order = self.orders.entry(ip).or_insert_with(|| Order {
             ids: Vec::new(),
             covers: 0,
             used: plan,
+            place_key: rank_key("", ip),
         });
         order.used = plan;
         if order.covers != names.len() {
@@ -105,7 +109,7 @@ impl RankCache {
             order.ids = keyed.into_iter().map(|(_, id)| id).collect();
             order.covers = names.len();
         }
-        &order.ids
+        (&order.ids, order.place_key)
     }
 }
 
@@ -127,6 +131,7 @@ mod tests {
         let check = |c: &mut RankCache, upto: usize| {
             let got: Vec<String> = c
                 .order(ip)
+                .0
                 .iter()
                 .map(|id| names[usize::from(*id)].clone())
                 .collect();
