@@ -233,7 +233,11 @@ impl<'a> Analysis<'a> {
     /// Every node's plan, as its speaker would make it.
     fn node_plans(&self) -> BTreeMap<String, NodePlan> {
         let nodes: Vec<NodeView> = self.snapshot.nodes.iter().map(NodeView::of).collect();
-        let views = service_views(&self.ours, &self.snapshot.endpoint_slices, true);
+        let views = ferrolb_speaker::source::shared(service_views(
+            &self.ours,
+            &self.snapshot.endpoint_slices,
+            true,
+        ));
         let live = self.live_speakers();
         nodes
             .iter()
