@@ -17,13 +17,12 @@
 //!   select this node, as a prefix of the advertisement's aggregation length.
 
 use crate::view::{NodeView, ServiceView};
-use ferrolb_config::addresses::Family;
 use ferrolb_config::community::Community;
 use ferrolb_config::model::L2Advertisement;
 use ferrolb_config::Config;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -105,11 +104,6 @@ impl NodePlan {
     }
 }
 
-/// A route before merging: prefix, communities, local preference, peers.
-type RouteKey = (IpNet, Vec<Community>, Option<u32>, Vec<String>);
-/// A Service behind a route: its key, Local, ending, and the endpoints to weigh by.
-type RouteService = (String, bool, bool, Option<u32>);
-
 /// sha256(node "#" address), the rank key every speaker computes alike.
 pub fn rank_key(node: &str, ip: IpAddr) -> [u8; 32] {
     rank_key_from(&rank_prefix(node), &ip.to_string())
@@ -159,7 +153,7 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
     } = inputs;
     let mut out = NodePlan::default();
     let this = nodes.iter().find(|n| n.name == this_node);
-    let mut routes: BTreeMap<RouteKey, BTreeSet<RouteService>> = BTreeMap::new();
+    let mut routes = Routes::new(config, this, this_node);
 
     let mut unplaced: Vec<Unplaced> = Vec::new();
     // The nodes that may be L2 candidates at all, each with its rank-key prefix and whether it
@@ -241,12 +235,14 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
                 let weights = &ad_sets[set].weights;
                 let (ids, place_key) = cache.order(ip);
                 let candidate = |id: &u16| candidate_of.get(usize::from(*id)).copied().flatten();
-                let (order, leading) = if !any_held && ad_sets[set].uniform && !svc.local_traffic {
+                let order = if !any_held
+                    && ad_sets[set].uniform
+                    && !svc.local_traffic
+                    && !candidate_nodes.is_empty()
+                {
                     // Every candidate alike (no hold-down, one preference weight, no endpoint
                     // condition): the rank-key order as it is, all of it the leading tier.
-                    let order: Vec<u16> = ids.iter().filter_map(candidate).collect();
-                    let n = order.len();
-                    (order, n)
+                    Order::Ranked
                 } else {
                     // (held, preference, candidate index), in rank-key order; the stable sort
                     // below keeps that order among equals.
@@ -271,15 +267,17 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
                             .take_while(|c| (c.0, c.1) == (first.0, first.1))
                             .count()
                     });
-                    (candidates.iter().map(|c| c.2).collect(), leading)
+                    Order::Listed {
+                        order: candidates.iter().map(|c| c.2).collect(),
+                        leading,
+                    }
                 };
-                if order.is_empty() {
+                if matches!(&order, Order::Listed { order, .. } if order.is_empty()) {
                     skip(&mut out, Some(ip), "L2: no live, eligible node is selected (or none has a serving endpoint, with externalTrafficPolicy Local)");
                 }
                 unplaced.push(Unplaced {
                     index: out.l2.len(),
                     order,
-                    leading,
                     ads: set,
                     place_key,
                 });
@@ -309,117 +307,18 @@ pub fn plan_cached(inputs: Inputs<'_>, held: &BTreeSet<String>, cache: &mut Rank
             }
 
             // BGP.
-            let Some(this) = this else { continue };
-            for adv in config.bgp_advertisements.values() {
-                if !adv.pools.contains(&pool.name) || !adv.service_selectors.matches(&svc.labels) {
-                    continue;
-                }
-                if !this.eligible() || !adv.node_selectors.matches(&this.labels) {
-                    continue;
-                }
-                if svc.local_traffic && !svc.serving.on(this_node) {
-                    skip(
-                        &mut out,
-                        Some(ip),
-                        "BGP: externalTrafficPolicy Local and no serving endpoint on this node",
-                    );
-                    continue;
-                }
-                let peers: Vec<String> = config
-                    .peers
-                    .values()
-                    .filter(|p| adv.peers.is_empty() || adv.peers.contains(&p.name))
-                    .filter(|p| p.node_selectors.matches(&this.labels))
-                    .map(|p| p.name.clone())
-                    .collect();
-                if peers.is_empty() {
-                    skip(
-                        &mut out,
-                        Some(ip),
-                        "BGP: no peer of the advertisement selects this node",
-                    );
-                    continue;
-                }
-                let length = match Family::of(ip) {
-                    Family::V4 => adv.aggregation_length,
-                    Family::V6 => adv.aggregation_length_v6,
-                };
-                let prefix = IpNet::new(ip, length)
-                    .expect("validated aggregation length")
-                    .trunc();
-                let key = (
-                    prefix,
-                    adv.communities.iter().copied().collect(),
-                    adv.local_pref,
-                    peers,
-                );
-                let ending = svc.local_traffic && svc.terminating_on.contains(this_node);
-                // Not without EndpointSlices (file mode): nothing to weigh by.
-                let known = !matches!(svc.serving, crate::view::Serving::Everywhere);
-                let weight = (adv.weight_by_endpoints && svc.local_traffic && known)
-                    .then(|| svc.endpoints_on.get(this_node).copied().unwrap_or(0));
-                routes.entry(key).or_default().insert((
-                    svc.key.clone(),
-                    svc.local_traffic,
-                    ending,
-                    weight,
-                ));
-            }
+            routes.add(svc, ip, &pool.name, &mut out.skipped);
         }
     }
     // The owner and a few standbys are all anyone uses; the whole ranking would make a plan
     // grow with Services x nodes (500,000 names for 5,000 addresses on 100 nodes).
     let ad_lists: Vec<&[&L2Advertisement]> = ad_sets.iter().map(|s| s.ads.as_slice()).collect();
-    placement::place(&mut out.l2, &unplaced, &candidate_nodes, &ad_lists);
-    // One route per prefix: attribute sets of several advertisements for the same prefix are
-    // merged per peer set (communities united, the highest local preference kept).
-    let mut merged: BTreeMap<(IpNet, Vec<String>), BgpRoute> = BTreeMap::new();
-    // A Service counts once per route (prefix and peers), whichever advertisements carry it.
-    let mut weights: BTreeMap<(IpNet, Vec<String>, String), u32> = BTreeMap::new();
-    for ((prefix, communities, local_pref, peers), services) in routes {
-        let peer_list = peers.clone();
-        let route = merged
-            .entry((prefix, peers.clone()))
-            .or_insert_with(|| BgpRoute {
-                prefix,
-                services: BTreeSet::new(),
-                peers: peers.into_iter().collect(),
-                communities: BTreeSet::new(),
-                local_pref: None,
-                local_only: true,
-                ending: true,
-                endpoint_weight: None,
-            });
-        for (key, local, ending, weight) in services {
-            if let Some(w) = weight {
-                weights
-                    .entry((prefix, peer_list.clone(), key.clone()))
-                    .or_insert(w);
-            }
-            route.services.insert(key);
-            route.local_only &= local;
-            route.ending &= ending;
-        }
-        route.communities.extend(communities);
-        route.local_pref = route.local_pref.max(local_pref);
-    }
-    for ((_, peers), route) in merged.iter_mut() {
-        let weighted: Vec<u32> = route
-            .services
-            .iter()
-            .filter_map(|s| {
-                weights
-                    .get(&(route.prefix, peers.clone(), s.clone()))
-                    .copied()
-            })
-            .collect();
-        // A route that also carries Cluster Services (an aggregate) takes traffic for them
-        // too: its endpoints say nothing of that share, so it is not weighted.
-        if !weighted.is_empty() && route.local_only {
-            route.endpoint_weight = Some(weighted.iter().sum());
-        }
-    }
-    out.bgp = merged.into_values().collect();
+    let ranked = placement::RankedOrders {
+        cache,
+        candidate_of: &candidate_of,
+    };
+    placement::place(&mut out.l2, &unplaced, &candidate_nodes, &ad_lists, &ranked);
+    out.bgp = routes.finish();
     out
 }
 
@@ -457,10 +356,12 @@ impl<'a> AdSet<'a> {
 
 mod placement;
 mod rank_cache;
+mod routes;
 
 pub use placement::bound as l2_load_bound;
-use placement::Unplaced;
+use placement::{Order, Unplaced};
 pub use rank_cache::RankCache;
+use routes::Routes;
 
 #[cfg(test)]
 mod tests;

@@ -262,6 +262,8 @@ pub async fn run_observed(
         if !snapshot.nodes.iter().any(|n| n.name == node) {
             warn!(node = %node, "this node is not among the Nodes of the configuration; announcing nothing");
         }
+        // Plan and apply: what a change costs this loop (logged with the plan).
+        let started = std::time::Instant::now();
         let mut p = plan_cached(
             Inputs {
                 config: &snapshot.config,
@@ -356,13 +358,7 @@ pub async fn run_observed(
             }
             l2.release_all_now();
         }
-        info!(
-            live = ?live,
-            held = ?held,
-            owned = p.l2_owned(&node).count(),
-            l2 = p.l2.len(),
-            "plan computed"
-        );
+        let (owned_count, l2_count) = (p.l2_owned(&node).count(), p.l2.len());
         let owned: BTreeSet<IpAddr> =
             p.l2.iter()
                 .filter(|d| d.owner().is_some())
@@ -404,6 +400,14 @@ pub async fn run_observed(
         );
         publish(&l2, Some((&p, &live, sweeps)));
         bgp.apply(snapshot, p);
+        info!(
+            live = ?live,
+            held = ?held,
+            owned = owned_count,
+            l2 = l2_count,
+            took_us = started.elapsed().as_micros() as u64,
+            "plan computed"
+        );
     }
     opts.health.set_data_plane_running(false);
     info!("shutting down: no more answers or announcements");

@@ -26,14 +26,95 @@ pub struct Unplaced {
     pub index: usize,
     /// Its candidates, best first, as indices into the plan's candidate nodes (a whole ranking
     /// of names per address would cost addresses x nodes strings).
-    pub order: Vec<u16>,
-    /// How many of `order`'s first candidates form the leading tier.
-    pub leading: usize,
+    pub order: Order,
     /// The L2Advertisements that carry it (for the owner's interfaces): an index into
     /// [`place`]'s `ad_sets`.
     pub ads: usize,
     /// sha256("#" address): every speaker places addresses in this order.
     pub place_key: [u8; 32],
+}
+
+/// An address's candidates.
+#[derive(Debug)]
+pub enum Order {
+    /// Every candidate, in the address's rank-key order, all of them the leading tier (nothing
+    /// tells them apart): read from the rank cache as far as placement needs, usually the
+    /// first few, instead of copied for every address.
+    Ranked,
+    /// These, best first; the first `leading` form the leading tier.
+    Listed { order: Vec<u16>, leading: usize },
+}
+
+/// The candidates of an [`Order`], best first.
+#[derive(Clone)]
+enum Candidates<'x> {
+    Listed(std::slice::Iter<'x, u16>),
+    Ranked {
+        ids: std::slice::Iter<'x, u16>,
+        candidate_of: &'x [Option<u16>],
+    },
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = u16;
+
+    fn next(&mut self) -> Option<u16> {
+        match self {
+            Candidates::Listed(it) => it.next().copied(),
+            Candidates::Ranked { ids, candidate_of } => {
+                ids.find_map(|id| candidate_of.get(usize::from(*id)).copied().flatten())
+            }
+        }
+    }
+}
+
+/// Where placement reads the candidates of [`Order::Ranked`] addresses: the rank cache's
+/// orders (node ids) and the candidate index of each id.
+pub struct RankedOrders<'x> {
+    pub cache: &'x super::RankCache,
+    pub candidate_of: &'x [Option<u16>],
+}
+
+impl RankedOrders<'_> {
+    /// All of `u`'s candidates, best first.
+    fn all<'x>(&'x self, u: &'x Unplaced, ip: IpAddr) -> Candidates<'x> {
+        match &u.order {
+            Order::Listed { order, .. } => Candidates::Listed(order.iter()),
+            Order::Ranked => Candidates::Ranked {
+                ids: self.cache.peek(ip).iter(),
+                candidate_of: self.candidate_of,
+            },
+        }
+    }
+
+    /// `u`'s leading tier, best first (never empty for a non-empty order).
+    fn leading<'x>(&'x self, u: &'x Unplaced, ip: IpAddr) -> Candidates<'x> {
+        match &u.order {
+            Order::Listed { order, leading } => {
+                Candidates::Listed(order[..(*leading).clamp(1, order.len())].iter())
+            }
+            Order::Ranked => self.all(u, ip),
+        }
+    }
+
+    /// Whether `n` is in `u`'s leading tier.
+    fn leads(&self, u: &Unplaced, n: u16) -> bool {
+        match &u.order {
+            Order::Listed { order, leading } => {
+                order[..(*leading).clamp(1, order.len())].contains(&n)
+            }
+            // Every candidate leads.
+            Order::Ranked => true,
+        }
+    }
+}
+
+impl Unplaced {
+    /// Whether it has no candidate at all (with [`Order::Ranked`], only when the plan has no
+    /// candidates, which the planner lists instead).
+    fn is_empty(&self) -> bool {
+        matches!(&self.order, Order::Listed { order, .. } if order.is_empty())
+    }
 }
 
 /// ceil(1.1 x `addresses` / `nodes`): the most addresses a node should own.
@@ -54,52 +135,61 @@ pub fn place(
     unplaced: &[Unplaced],
     candidates: &[&NodeView],
     ad_sets: &[&[&L2Advertisement]],
+    ranked: &RankedOrders<'_>,
 ) {
     // Every speaker places in the same order: by a hash of the address; the decisions of one
-    // address together, by Service key.
+    // address together, by Service key. (Keys are unique: an unstable sort gives that order.)
     let mut order: Vec<(&Unplaced, IpAddr)> = unplaced
         .iter()
-        .filter(|u| !u.order.is_empty())
+        .filter(|u| !u.is_empty())
         .map(|u| (u, decisions[u.index].ip))
         .collect();
-    order.sort_by(|(a, ip_a), (b, ip_b)| {
-        let (sa, sb) = (&decisions[a.index].service, &decisions[b.index].service);
-        (a.place_key, ip_a, sa).cmp(&(b.place_key, ip_b, sb))
+    order.sort_unstable_by(|(a, ip_a), (b, ip_b)| {
+        a.place_key
+            .cmp(&b.place_key)
+            .then(ip_a.cmp(ip_b))
+            .then_with(|| decisions[a.index].service.cmp(&decisions[b.index].service))
     });
     let same_address = |a: &(&Unplaced, IpAddr), b: &(&Unplaced, IpAddr)| a.1 == b.1;
+    // The nodes that are some address's candidate.
     let mut seen = vec![false; candidates.len()];
+    if order.iter().any(|(u, _)| matches!(u.order, Order::Ranked)) {
+        // Every candidate is in a ranked order.
+        seen.fill(true);
+    }
     for (u, _) in &order {
-        for &i in &u.order {
-            seen[usize::from(i)] = true;
+        if let Order::Listed { order, .. } = &u.order {
+            for &i in order {
+                seen[usize::from(i)] = true;
+            }
         }
     }
     let addresses = order.chunk_by(same_address).count();
     let bound = bound(addresses, seen.iter().filter(|s| **s).count());
     let mut load = vec![0usize; candidates.len()];
     for group in order.chunk_by(same_address) {
-        fn leading(u: &Unplaced) -> &[u16] {
-            &u.order[..u.leading.clamp(1, u.order.len())]
-        }
+        let ip = group[0].1;
         // The first Service's leading tier, in its order, narrowed to the nodes every other
         // Service of the address also leads with.
-        let first = leading(group[0].0);
-        let in_all = |n: &u16| group[1..].iter().all(|(u, _)| leading(u).contains(n));
-        let narrowed = group.len() > 1 && first.iter().any(in_all);
-        let mut tier = first.iter().filter(|n| !narrowed || in_all(n));
-        let owner = *tier
+        let first = ranked.leading(group[0].0, ip);
+        let in_all = |n: &u16| group[1..].iter().all(|(u, _)| ranked.leads(u, *n));
+        let narrowed = group.len() > 1 && first.clone().any(|n| in_all(&n));
+        let mut tier = first.filter(|n| !narrowed || in_all(n));
+        let owner = tier
             .clone()
-            .find(|n| load[usize::from(**n)] < bound)
+            .find(|n| load[usize::from(*n)] < bound)
             .or_else(|| tier.next())
             .expect("a leading tier is never empty");
         load[usize::from(owner)] += 1;
         let announcer = candidates[usize::from(owner)];
         for (u, _) in group {
-            let d = &mut decisions[u.index];
-            d.ranking = std::iter::once(owner)
-                .chain(u.order.iter().copied().filter(|i| *i != owner))
+            let ranking: Vec<String> = std::iter::once(owner)
+                .chain(ranked.all(u, ip).filter(|i| *i != owner))
                 .take(RANKING_KEPT)
                 .map(|i| candidates[usize::from(i)].name.clone())
                 .collect();
+            let d = &mut decisions[u.index];
+            d.ranking = ranking;
             d.interfaces = interfaces(announcer, ad_sets[u.ads]);
             d.virtual_mac = virtual_mac(announcer, ad_sets[u.ads]);
         }
@@ -116,15 +206,15 @@ fn virtual_mac(owner: &NodeView, ads: &[&L2Advertisement]) -> bool {
 /// The interfaces `owner` announces on for advertisements `ads`: empty (every eligible one) if
 /// one of those selecting it names none, else the union of the ones they name.
 fn interfaces(owner: &NodeView, ads: &[&L2Advertisement]) -> Vec<String> {
-    let selecting: Vec<&&L2Advertisement> = ads
-        .iter()
-        .filter(|a| a.node_selectors.matches(&owner.labels))
-        .collect();
-    if selecting.iter().any(|a| a.interfaces.is_empty()) {
+    let selecting = || {
+        ads.iter()
+            .filter(|a| a.node_selectors.matches(&owner.labels))
+    };
+    // The common case (an advertisement naming no interface) allocates nothing.
+    if selecting().any(|a| a.interfaces.is_empty()) {
         return vec![];
     }
-    let set: BTreeSet<String> = selecting
-        .iter()
+    let set: BTreeSet<String> = selecting()
         .flat_map(|a| a.interfaces.iter().cloned())
         .collect();
     set.into_iter().collect()

@@ -113,6 +113,13 @@ impl RankCache {
     }
 }
 
+impl RankCache {
+    /// The order [`RankCache::order`] computed for `ip` in this plan (empty if it did not).
+    pub(super) fn peek(&self, ip: IpAddr) -> &[u16] {
+        self.orders.get(&ip).map_or(&[], |o| o.ids.as_slice())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::RankCache;

@@ -1,6 +1,7 @@
 use super::*;
 use crate::view::Serving;
 use ferrolb_config::manifest::config_from_yaml;
+use std::collections::BTreeMap;
 
 fn config(yaml: &str) -> Config {
     config_from_yaml(yaml).unwrap_or_else(|e| panic!("{e:#?}"))
