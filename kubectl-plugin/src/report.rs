@@ -280,7 +280,10 @@ impl<'a> Analysis<'a> {
                 for d in plan.l2.iter().filter(|d| d.service == service) {
                     if d.ip.to_string() == *ip {
                         if let Some(owner) = d.owner() {
-                            l2_owner = Some((owner.to_string(), d.ranking.clone()));
+                            l2_owner = Some((
+                                owner.to_string(),
+                                d.ranking.iter().map(|n| n.to_string()).collect(),
+                            ));
                         }
                     }
                 }

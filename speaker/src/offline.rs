@@ -58,7 +58,7 @@ pub fn to_json(plan: &NodePlan, node: &str) -> Value {
             "ip": d.ip.to_string(),
             "owner": d.owner(),
             "announcedHere": d.owner() == Some(node),
-            "ranking": d.ranking,
+            "ranking": d.ranking.iter().map(|n| &**n).collect::<Vec<&str>>(),
             "interfaces": d.interfaces,
             "virtualMAC": d.virtual_mac.then(|| crate::l2::vmac::virtual_mac(d.ip).to_string()),
         })).collect::<Vec<_>>(),

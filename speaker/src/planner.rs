@@ -44,7 +44,8 @@ pub struct L2Decision {
     pub service: String,
     pub ip: IpAddr,
     /// Candidates, best first; the first announces. At most [`RANKING_KEPT`].
-    pub ranking: Vec<String>,
+    /// Shared names: a plan holds thousands of rankings of the same few nodes.
+    pub ranking: Vec<Arc<str>>,
     /// Interfaces to announce on when this node owns the address; empty: every eligible one.
     pub interfaces: Vec<String>,
     /// Announce from the address's virtual MAC (an L2Advertisement selecting the owner asks
@@ -54,7 +55,7 @@ pub struct L2Decision {
 
 impl L2Decision {
     pub fn owner(&self) -> Option<&str> {
-        self.ranking.first().map(String::as_str)
+        self.ranking.first().map(|n| &**n)
     }
 }
 

@@ -264,6 +264,7 @@ pub async fn run_observed(
         }
         // Plan and apply: what a change costs this loop (logged with the plan).
         let started = std::time::Instant::now();
+        let cpu_started = thread_cpu();
         let mut p = plan_cached(
             Inputs {
                 config: &snapshot.config,
@@ -347,14 +348,14 @@ pub async fn run_observed(
         if keep_own {
             for d in &mut p.l2 {
                 if !(d.owner() == Some(node.as_str()) && owned_here.contains(&d.ip)) {
-                    d.ranking.retain(|n| *n != node);
+                    d.ranking.retain(|n| **n != *node);
                 }
             }
         } else if !now_standing.may_announce() {
             // The other side may hold a majority and takes every address: let go at once, no
             // make-before-break grace (which would mean two owners).
             for d in &mut p.l2 {
-                d.ranking.retain(|n| *n != node);
+                d.ranking.retain(|n| **n != *node);
             }
             l2.release_all_now();
         }
@@ -406,6 +407,9 @@ pub async fn run_observed(
             owned = owned_count,
             l2 = l2_count,
             took_us = started.elapsed().as_micros() as u64,
+            cpu_us = thread_cpu()
+                .zip(cpu_started)
+                .map(|(now, then)| now.saturating_sub(then).as_micros() as u64),
             "plan computed"
         );
     }
@@ -414,6 +418,15 @@ pub async fn run_observed(
     l2.shutdown();
     publish(&l2, Some((&Arc::default(), &BTreeSet::new(), false)));
     bgp.shutdown().await;
+}
+
+/// The CPU time this thread has had (Linux's schedstat; `None` where it cannot be read). Plan
+/// and apply run without awaiting, on one thread: the difference is what they cost, whatever
+/// else shares the machine.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// Up to this many live speakers, each watches all the others with the fast path.
@@ -428,7 +441,7 @@ pub const FULL_MESH_UP_TO: usize = 16;
 fn watched_owners(p: &NodePlan, node: &str, live: &BTreeSet<String>) -> BTreeSet<String> {
     let mut owners: BTreeSet<String> =
         p.l2.iter()
-            .filter(|d| d.ranking.get(1).map(String::as_str) == Some(node))
+            .filter(|d| d.ranking.get(1).map(|n| &**n) == Some(node))
             .filter_map(|d| d.owner().map(str::to_owned))
             .collect();
     if live.len() <= FULL_MESH_UP_TO {

@@ -38,7 +38,7 @@ pub fn wanted(
 ) -> Wanted {
     let mut w = Wanted::default();
     for d in &plan.l2 {
-        if !d.ranking.iter().any(|n| n == node) {
+        if !d.ranking.iter().any(|n| **n == *node) {
             continue;
         }
         let owner = d.owner() == Some(node);
@@ -217,7 +217,7 @@ mod tests {
         L2Decision {
             service: "default/web".into(),
             ip: ip.parse().unwrap(),
-            ranking: ranking.iter().map(|s| s.to_string()).collect(),
+            ranking: ranking.iter().map(|s| std::sync::Arc::from(*s)).collect(),
             interfaces: interfaces.iter().map(|s| s.to_string()).collect(),
             virtual_mac: false,
         }

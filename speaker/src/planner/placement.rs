@@ -18,6 +18,7 @@ use crate::view::NodeView;
 use ferrolb_config::model::L2Advertisement;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// An L2 decision whose owner is not placed yet.
 #[derive(Debug)]
@@ -167,6 +168,11 @@ pub fn place(
     let addresses = order.chunk_by(same_address).count();
     let bound = bound(addresses, seen.iter().filter(|s| **s).count());
     let mut load = vec![0usize; candidates.len()];
+    // Each candidate's name once, shared by every ranking it appears in.
+    let names: Vec<Arc<str>> = candidates
+        .iter()
+        .map(|n| Arc::from(n.name.as_str()))
+        .collect();
     for group in order.chunk_by(same_address) {
         let ip = group[0].1;
         // The first Service's leading tier, in its order, narrowed to the nodes every other
@@ -183,10 +189,10 @@ pub fn place(
         load[usize::from(owner)] += 1;
         let announcer = candidates[usize::from(owner)];
         for (u, _) in group {
-            let ranking: Vec<String> = std::iter::once(owner)
+            let ranking: Vec<Arc<str>> = std::iter::once(owner)
                 .chain(ranked.all(u, ip).filter(|i| *i != owner))
                 .take(RANKING_KEPT)
-                .map(|i| candidates[usize::from(i)].name.clone())
+                .map(|i| Arc::clone(&names[usize::from(i)]))
                 .collect();
             let d = &mut decisions[u.index];
             d.ranking = ranking;

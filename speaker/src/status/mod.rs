@@ -321,8 +321,19 @@ pub fn takeovers(before: &Announced, now: &Announced) -> Vec<Takeover> {
             .flat_map(|r| r.services.iter().map(move |s| (s.as_str(), r.prefix)))
             .collect()
     }
-    let old_routes = sent(before);
-    for (service, prefix) in sent(now).difference(&old_routes) {
+    // Most plans leave the routes as they were: nothing new to tell, nothing to collect.
+    let same_routes = before.plan.bgp == now.plan.bgp;
+    let old_routes = if same_routes {
+        BTreeSet::new()
+    } else {
+        sent(before)
+    };
+    let new_routes = if same_routes {
+        BTreeSet::new()
+    } else {
+        sent(now)
+    };
+    for (service, prefix) in new_routes.difference(&old_routes) {
         by_service
             .entry((Protocol::Bgp, service.to_string()))
             .or_default()

@@ -9,7 +9,7 @@ fn decision(service: &str, addr: &str, ranking: &[&str]) -> L2Decision {
     L2Decision {
         service: service.into(),
         ip: ip(addr),
-        ranking: ranking.iter().map(|s| s.to_string()).collect(),
+        ranking: ranking.iter().map(|s| std::sync::Arc::from(*s)).collect(),
         interfaces: vec![],
         virtual_mac: false,
     }
