@@ -72,6 +72,31 @@ struct State {
     synced: Option<OwnedProjection>,
 }
 
+/// Objects listed per page: a node announcing thousands of Services has thousands of status
+/// objects, and one list of them all was the speaker's largest allocation after a restart.
+const LIST_PAGE: u32 = 500;
+
+/// Lists `api`'s objects a page at a time, handing each to `f`.
+async fn for_each_listed<K>(
+    api: &Api<K>,
+    params: &ListParams,
+    mut f: impl FnMut(K),
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = params.clone().limit(LIST_PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        page.items.into_iter().for_each(&mut f);
+        match next {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
+
 impl StatusWriter {
     pub fn new(namespace: &str, node: &str) -> StatusWriter {
         StatusWriter {
@@ -266,7 +291,7 @@ impl StatusWriter {
             let mine =
                 ListParams::default().labels(&format!("{NODE_LABEL}={}", label_value(&self.node)));
             let mut found = Written::new();
-            for o in l2.list(&mine).await? {
+            for_each_listed(&l2, &mine, |o| {
                 let read = listed(
                     Protocol::Layer2,
                     &o.metadata,
@@ -282,8 +307,9 @@ impl StatusWriter {
                     ),
                     read,
                 );
-            }
-            for o in bgp.list(&mine).await? {
+            })
+            .await?;
+            for_each_listed(&bgp, &mine, |o| {
                 let read = listed(
                     Protocol::Bgp,
                     &o.metadata,
@@ -300,7 +326,8 @@ impl StatusWriter {
                     (Protocol::Bgp, o.metadata.name.clone().unwrap_or_default()),
                     read,
                 );
-            }
+            })
+            .await?;
             state.written = Some(found);
             state.listed_at = tokio::time::Instant::now();
         }
@@ -361,7 +388,7 @@ impl StatusWriter {
         let l2: Api<ServiceL2Status> = Api::namespaced(client.clone(), &self.namespace);
         let mut versions: BTreeMap<String, Preconditions> = BTreeMap::new();
         let mut listed: Vec<(String, String)> = Vec::new();
-        for o in l2.list(&ListParams::default()).await? {
+        for_each_listed(&l2, &ListParams::default(), |o| {
             let (Some(name), Some(owner)) = (
                 o.metadata.name.clone(),
                 o.metadata
@@ -370,7 +397,7 @@ impl StatusWriter {
                     .and_then(|l| l.get(NODE_LABEL))
                     .cloned(),
             ) else {
-                continue;
+                return;
             };
             versions.insert(
                 name.clone(),
@@ -380,7 +407,8 @@ impl StatusWriter {
                 },
             );
             listed.push((name, owner));
-        }
+        })
+        .await?;
         let now = state.epoch.elapsed();
         let me = label_value(&self.node);
         let live = live_labels(&state.last.live);
