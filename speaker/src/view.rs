@@ -92,13 +92,88 @@ impl NodeView {
     }
 }
 
+/// Node names, sorted, each once. A Service's views name a few nodes each, ten thousand
+/// Services at a time: a boxed slice takes a fifth of a BTreeSet's node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeSet(Box<[String]>);
+
+impl NodeSet {
+    pub fn contains(&self, node: &str) -> bool {
+        self.0.binary_search_by(|n| n.as_str().cmp(node)).is_ok()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl FromIterator<String> for NodeSet {
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
+        let mut v: Vec<String> = iter.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        NodeSet(v.into_boxed_slice())
+    }
+}
+
+impl From<BTreeSet<String>> for NodeSet {
+    fn from(set: BTreeSet<String>) -> Self {
+        NodeSet(set.into_iter().collect())
+    }
+}
+
+impl<const N: usize> From<[String; N]> for NodeSet {
+    fn from(names: [String; N]) -> Self {
+        names.into_iter().collect()
+    }
+}
+
+/// A count per node name, sorted by name (as [`NodeSet`], compact).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounts(Box<[(String, u32)]>);
+
+impl NodeCounts {
+    pub fn get(&self, node: &str) -> Option<&u32> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_str().cmp(node))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &u32)> {
+        self.0.iter().map(|(n, c)| (n, c))
+    }
+}
+
+impl FromIterator<(String, u32)> for NodeCounts {
+    /// A name given twice keeps its last count (as a map would).
+    fn from_iter<I: IntoIterator<Item = (String, u32)>>(iter: I) -> Self {
+        let map: BTreeMap<String, u32> = iter.into_iter().collect();
+        NodeCounts(map.into_iter().collect())
+    }
+}
+
+impl<const N: usize> From<[(String, u32); N]> for NodeCounts {
+    fn from(counts: [(String, u32); N]) -> Self {
+        counts.into_iter().collect()
+    }
+}
+
 /// Where a Service's endpoints serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Serving {
     /// No EndpointSlice is known for the Service (file mode): it counts as serving everywhere.
     Everywhere,
     /// Nodes with at least one serving endpoint (empty: nowhere).
-    On(BTreeSet<String>),
+    On(NodeSet),
 }
 
 impl Serving {
@@ -129,11 +204,11 @@ pub struct ServiceView {
     pub serving: Serving,
     /// Nodes whose serving endpoints are all terminating (`serving` and `terminating`, as
     /// kube-proxy still sends to them while no other is left): they serve, about to stop.
-    pub terminating_on: BTreeSet<String>,
+    pub terminating_on: NodeSet,
     /// Serving endpoints per node that are not terminating (1 where only terminating ones are
     /// left), the larger count of the address families, so a dual-stack Pod counts once;
     /// empty when EndpointSlices are not known.
-    pub endpoints_on: BTreeMap<String, u32>,
+    pub endpoints_on: NodeCounts,
 }
 
 /// The Service's addresses: its status, or (for hosts with no controller yet, in file mode)
@@ -273,10 +348,10 @@ pub fn view_of(facts: &ServiceFacts, slices: &[&SliceFacts], slices_known: bool)
             }
         }
     }
-    let mut endpoints_on: BTreeMap<String, u32> = BTreeMap::new();
+    let mut endpoints_on: BTreeMap<&str, u32> = BTreeMap::new();
     for ((_, node), (staying, leaving)) in per_family {
         let count = if staying > 0 { staying } else { leaving.min(1) };
-        let c = endpoints_on.entry(node.to_string()).or_default();
+        let c = endpoints_on.entry(node).or_default();
         *c = (*c).max(count);
     }
     ServiceView {
@@ -286,7 +361,10 @@ pub fn view_of(facts: &ServiceFacts, slices: &[&SliceFacts], slices_known: bool)
         local_traffic: facts.local_traffic,
         serving,
         terminating_on,
-        endpoints_on,
+        endpoints_on: endpoints_on
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect(),
     }
 }
 

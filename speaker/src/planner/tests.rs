@@ -372,10 +372,10 @@ fn no_serving_endpoint_means_no_announcement_and_local_traffic_picks_serving_nod
     let c = config(L2);
     let nodes = [node("n1", &[]), node("n2", &[])];
     let mut idle = service("a/idle", "192.0.2.1");
-    idle.serving = Serving::On(BTreeSet::new());
+    idle.serving = Serving::On(Default::default());
     let mut local = service("a/local", "192.0.2.2");
     local.local_traffic = true;
-    local.serving = Serving::On(live(&["n2"]));
+    local.serving = Serving::On(live(&["n2"]).into());
     let p = run(&c, &[idle, local], &nodes, &live(&["n1", "n2"]), "n1");
     assert_eq!(p.skipped[0].reason, "no endpoint of the Service is serving");
     assert_eq!(p.l2.len(), 1);
@@ -477,7 +477,7 @@ fn bgp_local_traffic_announces_only_from_nodes_with_endpoints() {
     let nodes = [node("n1", &[]), node("n2", &[])];
     let mut svc = service("a/web", "203.0.113.5");
     svc.local_traffic = true;
-    svc.serving = Serving::On(live(&["n2"]));
+    svc.serving = Serving::On(live(&["n2"]).into());
     assert!(
         run(&c, std::slice::from_ref(&svc), &nodes, &live(&[]), "n1")
             .bgp
@@ -492,8 +492,8 @@ fn local_routes_say_whether_they_end_with_their_terminating_endpoints() {
     let nodes = [node("n1", &[]), node("n2", &[])];
     let mut local = service("a/web", "203.0.113.5");
     local.local_traffic = true;
-    local.serving = Serving::On(live(&["n1", "n2"]));
-    local.terminating_on = live(&["n2"]);
+    local.serving = Serving::On(live(&["n1", "n2"]).into());
+    local.terminating_on = live(&["n2"]).into();
     let on = |svcs: &[ServiceView], node: &str| run(&c, svcs, &nodes, &live(&[]), node).bgp;
     // (Two routes each: the /32 and the /28 aggregate of the other advertisement.)
     let r1 = on(std::slice::from_ref(&local), "n1");
@@ -584,7 +584,7 @@ fn weighted_advertisements_carry_this_nodes_serving_endpoints() {
     let nodes = [node("n1", &[]), node("n2", &[])];
     let mut local = service("a/web", "203.0.113.5");
     local.local_traffic = true;
-    local.serving = Serving::On(live(&["n1", "n2"]));
+    local.serving = Serving::On(live(&["n1", "n2"]).into());
     local.endpoints_on = [("n1".to_string(), 1), ("n2".to_string(), 3)].into();
     // externalTrafficPolicy Cluster: kube-proxy spreads the traffic anyway, nothing to weigh.
     let cluster = service("a/db", "203.0.113.6");
@@ -623,7 +623,7 @@ fn an_address_shared_by_services_with_different_candidates_has_one_owner() {
         // The same address, Local with endpoints on n2 and n3 only.
         let mut local = service(&format!("b/l{i:02}"), &format!("192.0.2.{i}"));
         local.local_traffic = true;
-        local.serving = Serving::On(live(&["n2", "n3"]));
+        local.serving = Serving::On(live(&["n2", "n3"]).into());
         svcs.push(local);
     }
     let plan = run(&c, &svcs, &nodes, &all, "n1");

@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(v[0].key, "apps/b");
         assert_eq!(
             v[0].serving,
-            Serving::On(BTreeSet::new()),
+            Serving::On(Default::default()),
             "its slice is gone"
         );
     }
