@@ -239,7 +239,7 @@ pub fn routes_per_peer(
     let mut out: BTreeMap<PeerKey, Vec<(IpNet, RouteAttributes)>> =
         peers.keys().map(|key| (key.clone(), Vec::new())).collect();
     for route in &plan.bgp {
-        for name in &route.peers {
+        for name in route.peers.iter() {
             if let Some(key) = by_name.get(name.as_str()) {
                 let mut a = attributes(route.communities.iter().copied(), route.local_pref);
                 if let (Some(endpoints), Some((_, config))) =

@@ -65,7 +65,7 @@ pub fn to_json(plan: &NodePlan, node: &str) -> Value {
         "bgp": plan.bgp.iter().map(|r| json!({
             "prefix": r.prefix.to_string(),
             "services": r.services,
-            "peers": r.peers,
+            "peers": &*r.peers,
             "communities": r.communities.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "localPref": r.local_pref,
         })).collect::<Vec<_>>(),

@@ -65,7 +65,8 @@ pub struct BgpRoute {
     pub prefix: IpNet,
     /// Services whose addresses the prefix covers.
     pub services: BTreeSet<String>,
-    pub peers: BTreeSet<String>,
+    /// Shared by every route of the same peers (thousands of /32s, a handful of peer sets).
+    pub peers: Arc<BTreeSet<String>>,
     pub communities: BTreeSet<Community>,
     /// Sent to iBGP peers only.
     pub local_pref: Option<u32>,

@@ -11,8 +11,9 @@ use ferrolb_config::addresses::Family;
 use ferrolb_config::community::Community;
 use ferrolb_config::Config;
 use ipnet::IpNet;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// What a BGPAdvertisement means on this node.
 enum Here {
@@ -41,15 +42,16 @@ pub(super) struct Routes<'a> {
     this_node: &'a str,
     /// Per BGPAdvertisement, in the configuration's order.
     here: Vec<Here>,
-    /// Distinct peer sets (names in order).
-    peer_sets: Vec<Vec<String>>,
-    routes: BTreeMap<(IpNet, usize), Gathered>,
+    /// Distinct peer sets, each shared by all its routes.
+    peer_sets: Vec<Arc<BTreeSet<String>>>,
+    /// By prefix and peer set; ordered once at the end.
+    routes: HashMap<(IpNet, usize), Gathered>,
 }
 
 impl<'a> Routes<'a> {
     /// `this`: this node's view (`None`: not among the Nodes, nothing is announced).
     pub(super) fn new(config: &'a Config, this: Option<&NodeView>, this_node: &'a str) -> Self {
-        let mut peer_sets: Vec<Vec<String>> = Vec::new();
+        let mut peer_sets: Vec<Arc<BTreeSet<String>>> = Vec::new();
         let here = config
             .bgp_advertisements
             .values()
@@ -60,7 +62,7 @@ impl<'a> Routes<'a> {
                 if !this.eligible() || !adv.node_selectors.matches(&this.labels) {
                     return Here::Absent;
                 }
-                let peers: Vec<String> = config
+                let peers: BTreeSet<String> = config
                     .peers
                     .values()
                     .filter(|p| adv.peers.is_empty() || adv.peers.contains(&p.name))
@@ -70,10 +72,10 @@ impl<'a> Routes<'a> {
                 if peers.is_empty() {
                     return Here::NoPeers;
                 }
-                let id = match peer_sets.iter().position(|s| *s == peers) {
+                let id = match peer_sets.iter().position(|s| **s == peers) {
                     Some(id) => id,
                     None => {
-                        peer_sets.push(peers);
+                        peer_sets.push(Arc::new(peers));
                         peer_sets.len() - 1
                     }
                 };
@@ -85,7 +87,7 @@ impl<'a> Routes<'a> {
             this_node,
             here,
             peer_sets,
-            routes: BTreeMap::new(),
+            routes: HashMap::new(),
         }
     }
 
@@ -162,7 +164,7 @@ impl<'a> Routes<'a> {
     /// The routes, by prefix and then peer names.
     pub(super) fn finish(self) -> Vec<BgpRoute> {
         let peer_sets = self.peer_sets;
-        let mut out: Vec<(IpNet, usize, BgpRoute)> = self
+        let mut out: Vec<BgpRoute> = self
             .routes
             .into_iter()
             .map(|((prefix, peers), g)| {
@@ -170,20 +172,19 @@ impl<'a> Routes<'a> {
                 // them too: its endpoints say nothing of that share, so it is not weighted.
                 let endpoint_weight =
                     (!g.weights.is_empty() && g.local_only).then(|| g.weights.values().sum());
-                let route = BgpRoute {
+                BgpRoute {
                     prefix,
                     services: g.services,
-                    peers: peer_sets[peers].iter().cloned().collect(),
+                    peers: Arc::clone(&peer_sets[peers]),
                     communities: g.communities,
                     local_pref: g.local_pref,
                     local_only: g.local_only,
                     ending: g.ending,
                     endpoint_weight,
-                };
-                (prefix, peers, route)
+                }
             })
             .collect();
-        out.sort_by(|a, b| (a.0, &peer_sets[a.1]).cmp(&(b.0, &peer_sets[b.1])));
-        out.into_iter().map(|(_, _, r)| r).collect()
+        out.sort_unstable_by(|a, b| (a.prefix, &*a.peers).cmp(&(b.prefix, &*b.peers)));
+        out
     }
 }

@@ -34,7 +34,7 @@ fn plan() -> NodePlan {
             BgpRoute {
                 prefix: "192.0.2.12/32".parse().unwrap(),
                 services: ["apps/api".to_string()].into(),
-                peers: ["tor-1".to_string(), "tor-2".to_string()].into(),
+                peers: std::sync::Arc::new(["tor-1".to_string(), "tor-2".to_string()].into()),
                 communities: Default::default(),
                 local_pref: None,
                 local_only: false,
@@ -44,7 +44,7 @@ fn plan() -> NodePlan {
             BgpRoute {
                 prefix: "2001:db8::12/128".parse().unwrap(),
                 services: ["apps/api".to_string()].into(),
-                peers: ["tor-3".to_string()].into(),
+                peers: std::sync::Arc::new(["tor-3".to_string()].into()),
                 communities: Default::default(),
                 local_pref: None,
                 local_only: false,
@@ -199,13 +199,13 @@ fn bgp_takeovers_are_the_services_of_newly_sent_prefixes() {
     );
     // A prefix that only changes peers is no news, nor is one withdrawn.
     let mut fewer_peers = plan();
-    fewer_peers.bgp[0].peers = ["tor-2".to_string()].into();
+    fewer_peers.bgp[0].peers = std::sync::Arc::new(["tor-2".to_string()].into());
     assert!(takeovers(&announced(&[], plan()), &announced(&[], fewer_peers)).is_empty());
     assert!(takeovers(&announced(&[], plan()), &announced(&[], no_bgp.clone())).is_empty());
     // A route planned for no peer is not announced: no Event (until a peer is selected).
     let mut no_peer = plan();
     no_peer.bgp.truncate(1);
-    no_peer.bgp[0].peers.clear();
+    no_peer.bgp[0].peers = Default::default();
     assert!(takeovers(&announced(&[], no_bgp), &announced(&[], no_peer.clone())).is_empty());
     assert_eq!(
         takeovers(&announced(&[], no_peer), &announced(&[], plan()))[0].announced,
