@@ -9,7 +9,7 @@ use ferrolb_controller::allocator::service::is_ours;
 use ferrolb_controller::plan::{align, allocation_config, plan_objects, PlanReport};
 use ferrolb_crds::{AddressCount, ConfigurationResult};
 use ferrolb_speaker::planner::{plan as plan_node, Inputs, NodePlan};
-use ferrolb_speaker::view::{service_views, NodeView};
+use ferrolb_speaker::view::{cluster_service_views, NodeView};
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use serde::Serialize;
@@ -233,10 +233,9 @@ impl<'a> Analysis<'a> {
     /// Every node's plan, as its speaker would make it.
     fn node_plans(&self) -> BTreeMap<String, NodePlan> {
         let nodes: Vec<NodeView> = self.snapshot.nodes.iter().map(NodeView::of).collect();
-        let views = ferrolb_speaker::source::shared(service_views(
+        let views = ferrolb_speaker::source::shared(cluster_service_views(
             &self.ours,
             &self.snapshot.endpoint_slices,
-            true,
         ));
         let live = self.live_speakers();
         nodes

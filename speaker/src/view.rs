@@ -368,6 +368,12 @@ pub fn view_of(facts: &ServiceFacts, slices: &[&SliceFacts], slices_known: bool)
     }
 }
 
+/// Views of `services` as a speaker in kube mode sees them: only the addresses in each
+/// Service's status (what the controller granted), where each serves from `slices`.
+pub fn cluster_service_views(services: &[Service], slices: &[EndpointSlice]) -> Vec<ServiceView> {
+    views_with(services, slices, true, status_ips)
+}
+
 /// Views of `services`, with where each serves from `slices` (grouped by their service-name
 /// label). `slices_known` false means EndpointSlices are not watched at all (file mode without
 /// any): every Service then serves everywhere. A Service without an address in its status
@@ -376,6 +382,15 @@ pub fn service_views(
     services: &[Service],
     slices: &[EndpointSlice],
     slices_known: bool,
+) -> Vec<ServiceView> {
+    views_with(services, slices, slices_known, addresses)
+}
+
+fn views_with(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    slices_known: bool,
+    addresses: fn(&Service) -> Vec<IpAddr>,
 ) -> Vec<ServiceView> {
     let facts: Vec<SliceFacts> = slices.iter().filter_map(SliceFacts::of).collect();
     let mut by_service: BTreeMap<&str, Vec<&SliceFacts>> = BTreeMap::new();

@@ -155,8 +155,11 @@ pub fn place(
     // The nodes that are some address's candidate.
     let mut seen = vec![false; candidates.len()];
     if order.iter().any(|(u, _)| matches!(u.order, Order::Ranked)) {
-        // Every candidate is in a ranked order.
-        seen.fill(true);
+        // A ranked order holds every candidate a node id maps to: all of them, unless two
+        // Nodes share a name (only the last counts, as in a listed order).
+        for c in ranked.candidate_of.iter().flatten() {
+            seen[usize::from(*c)] = true;
+        }
     }
     for (u, _) in &order {
         if let Order::Listed { order, .. } = &u.order {

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The served Services and their EndpointSlices, reduced, with each Service's view.
@@ -32,9 +32,11 @@ pub struct ServiceIndex {
     /// The view of every served Service, in key order; `dirty` ones are built again.
     views: BTreeMap<String, Arc<ServiceView>>,
     dirty: BTreeSet<String>,
-    /// Keys brought by a list in progress, per kind.
-    listing_services: Option<HashSet<String>>,
-    listing_slices: Option<HashSet<String>>,
+    /// A list in progress, per kind: what it brought (`None`: an object that is not ours),
+    /// taken as a whole when it is done, as a reflector store swaps its contents, so that no
+    /// snapshot mixes the old list with part of the new.
+    listing_services: Option<HashMap<String, Option<ServiceFacts>>>,
+    listing_slices: Option<HashMap<String, Option<SliceFacts>>>,
     /// Whether each kind's first list is done.
     services_listed: bool,
     slices_listed: bool,
@@ -64,25 +66,31 @@ impl ServiceIndex {
 
     pub fn service_event(&mut self, event: Event<Service>) {
         match event {
-            Event::Apply(svc) => self.apply_service(&svc),
-            Event::Delete(svc) => self.remove_service(&key_of(&svc)),
-            Event::Init => self.listing_services = Some(HashSet::new()),
+            Event::Apply(svc) => {
+                let facts = self.service_facts(&svc);
+                self.set_service(key_of(&svc), facts);
+            }
+            Event::Delete(svc) => self.set_service(key_of(&svc), None),
+            Event::Init => self.listing_services = Some(HashMap::new()),
             Event::InitApply(svc) => {
-                if let Some(seen) = &mut self.listing_services {
-                    seen.insert(key_of(&svc));
+                let facts = self.service_facts(&svc);
+                match &mut self.listing_services {
+                    Some(listed) => {
+                        listed.insert(key_of(&svc), facts);
+                    }
+                    None => self.set_service(key_of(&svc), facts),
                 }
-                self.apply_service(&svc);
             }
             Event::InitDone => {
-                if let Some(seen) = self.listing_services.take() {
-                    let gone: Vec<String> = self
-                        .services
-                        .keys()
-                        .filter(|k| !seen.contains(*k))
-                        .cloned()
-                        .collect();
-                    for key in gone {
-                        self.remove_service(&key);
+                if let Some(listed) = self.listing_services.take() {
+                    let known: Vec<String> = self.services.keys().cloned().collect();
+                    for key in known {
+                        if !listed.contains_key(&key) {
+                            self.set_service(key, None);
+                        }
+                    }
+                    for (key, facts) in listed {
+                        self.set_service(key, facts);
                     }
                 }
                 self.services_listed = true;
@@ -92,25 +100,28 @@ impl ServiceIndex {
 
     pub fn slice_event(&mut self, event: Event<EndpointSlice>) {
         match event {
-            Event::Apply(slice) => self.apply_slice(&slice),
-            Event::Delete(slice) => self.remove_slice(&key_of(&slice)),
-            Event::Init => self.listing_slices = Some(HashSet::new()),
+            Event::Apply(slice) => self.set_slice(key_of(&slice), SliceFacts::of(&slice)),
+            Event::Delete(slice) => self.set_slice(key_of(&slice), None),
+            Event::Init => self.listing_slices = Some(HashMap::new()),
             Event::InitApply(slice) => {
-                if let Some(seen) = &mut self.listing_slices {
-                    seen.insert(key_of(&slice));
+                let facts = SliceFacts::of(&slice);
+                match &mut self.listing_slices {
+                    Some(listed) => {
+                        listed.insert(key_of(&slice), facts);
+                    }
+                    None => self.set_slice(key_of(&slice), facts),
                 }
-                self.apply_slice(&slice);
             }
             Event::InitDone => {
-                if let Some(seen) = self.listing_slices.take() {
-                    let gone: Vec<String> = self
-                        .slices
-                        .keys()
-                        .filter(|k| !seen.contains(*k))
-                        .cloned()
-                        .collect();
-                    for key in gone {
-                        self.remove_slice(&key);
+                if let Some(listed) = self.listing_slices.take() {
+                    let known: Vec<String> = self.slices.keys().cloned().collect();
+                    for key in known {
+                        if !listed.contains_key(&key) {
+                            self.set_slice(key, None);
+                        }
+                    }
+                    for (key, facts) in listed {
+                        self.set_slice(key, facts);
                     }
                 }
                 self.slices_listed = true;
@@ -118,57 +129,51 @@ impl ServiceIndex {
         }
     }
 
-    fn apply_service(&mut self, svc: &Service) {
-        let key = key_of(svc);
-        if !is_served(svc, self.lb_class.as_deref()) {
-            // Its type or class changed: no longer ours.
-            self.remove_service(&key);
-            return;
-        }
+    /// What the index keeps of `svc`; `None` if it is not served here (another type or class,
+    /// or changed to one).
+    fn service_facts(&self, svc: &Service) -> Option<ServiceFacts> {
         // Only the addresses the controller gave it: a request it refused is not announced.
-        let facts = ServiceFacts::of(svc, status_ips(svc));
-        if self.services.get(&key) != Some(&facts) {
-            self.services.insert(key.clone(), facts);
-            self.dirty.insert(key);
-        }
+        is_served(svc, self.lb_class.as_deref()).then(|| ServiceFacts::of(svc, status_ips(svc)))
     }
 
-    fn remove_service(&mut self, key: &str) {
-        if self.services.remove(key).is_some() {
-            self.dirty.insert(key.to_string());
-        }
-    }
-
-    fn apply_slice(&mut self, slice: &EndpointSlice) {
-        let key = key_of(slice);
-        let Some(facts) = SliceFacts::of(slice) else {
-            self.remove_slice(&key);
-            return;
-        };
-        match self.slices.get(&key) {
-            Some(old) if *old == facts => return,
-            Some(old) if old.service != facts.service => self.remove_slice(&key),
-            _ => {}
-        }
-        self.dirty.insert(facts.service.clone());
-        self.slices_of
-            .entry(facts.service.clone())
-            .or_default()
-            .insert(key.clone());
-        self.slices.insert(key, facts);
-    }
-
-    fn remove_slice(&mut self, key: &str) {
-        let Some(old) = self.slices.remove(key) else {
-            return;
-        };
-        if let Some(set) = self.slices_of.get_mut(&old.service) {
-            set.remove(key);
-            if set.is_empty() {
-                self.slices_of.remove(&old.service);
+    fn set_service(&mut self, key: String, facts: Option<ServiceFacts>) {
+        match facts {
+            Some(facts) => {
+                if self.services.get(&key) != Some(&facts) {
+                    self.services.insert(key.clone(), facts);
+                    self.dirty.insert(key);
+                }
+            }
+            None => {
+                if self.services.remove(&key).is_some() {
+                    self.dirty.insert(key);
+                }
             }
         }
-        self.dirty.insert(old.service);
+    }
+
+    /// `facts` `None`: the slice is gone, or no longer names a Service.
+    fn set_slice(&mut self, key: String, facts: Option<SliceFacts>) {
+        if self.slices.get(&key) == facts.as_ref() {
+            return;
+        }
+        if let Some(old) = self.slices.remove(&key) {
+            if let Some(set) = self.slices_of.get_mut(&old.service) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.slices_of.remove(&old.service);
+                }
+            }
+            self.dirty.insert(old.service);
+        }
+        if let Some(facts) = facts {
+            self.dirty.insert(facts.service.clone());
+            self.slices_of
+                .entry(facts.service.clone())
+                .or_default()
+                .insert(key.clone());
+            self.slices.insert(key, facts);
+        }
     }
 
     /// Every served Service's view, in key order; only those changed since the last call are
@@ -287,27 +292,38 @@ mod tests {
     }
 
     #[test]
-    fn a_relist_forgets_what_it_does_not_bring_again() {
+    fn a_relist_is_taken_whole_and_forgets_what_it_does_not_bring_again() {
         let mut ix = ServiceIndex::new(None);
         ix.service_event(Event::Apply(service("a", Some("192.0.2.1"), None)));
         ix.service_event(Event::Apply(service("b", Some("192.0.2.2"), None)));
         ix.slice_event(Event::Apply(slice("a-1", "a", &[("n1", false)])));
         ix.slice_event(Event::Apply(slice("b-1", "b", &[("n1", false)])));
-        // While the list runs, the old objects stay (the API server may be slow to answer).
+        // While the list runs, the old objects stay as they were (the API server may be slow
+        // to answer): nothing of the new list shows before it is whole.
         ix.service_event(Event::Init);
         ix.service_event(Event::InitApply(service("b", Some("192.0.2.2"), None)));
-        assert_eq!(ix.views().len(), 2);
+        ix.service_event(Event::InitApply(service("c", Some("192.0.2.3"), None)));
+        let keys = |ix: &mut ServiceIndex| -> Vec<String> {
+            ix.views().iter().map(|v| v.key.clone()).collect()
+        };
+        assert_eq!(keys(&mut ix), ["apps/a", "apps/b"]);
         ix.service_event(Event::InitDone);
+        assert_eq!(keys(&mut ix), ["apps/b", "apps/c"]);
         ix.slice_event(Event::Init);
+        ix.slice_event(Event::InitApply(slice("c-1", "c", &[("n2", false)])));
+        assert_eq!(
+            nodes(&ix.views()[0]),
+            ["n1"],
+            "b's slice stays until the list is done"
+        );
         ix.slice_event(Event::InitDone);
         let v = ix.views();
-        assert_eq!(v.len(), 1);
-        assert_eq!(v[0].key, "apps/b");
         assert_eq!(
             v[0].serving,
             Serving::On(Default::default()),
-            "its slice is gone"
+            "b's slice is gone"
         );
+        assert_eq!(nodes(&v[1]), ["n2"]);
     }
 
     #[test]
