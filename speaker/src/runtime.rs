@@ -420,13 +420,14 @@ pub async fn run_observed(
     bgp.shutdown().await;
 }
 
-/// The CPU time this thread has had (Linux's schedstat; `None` where it cannot be read). Plan
-/// and apply run without awaiting, on one thread: the difference is what they cost, whatever
-/// else shares the machine.
+/// The CPU time this thread has had (CLOCK_THREAD_CPUTIME_ID: exact, where the scheduler's
+/// statistics lag by up to a tick). Plan and apply run without awaiting, on one thread: the
+/// difference is what they cost, whatever else shares the machine.
 fn thread_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u32::try_from(t.tv_nsec).ok()?;
+    Some(Duration::new(secs, nanos))
 }
 
 /// Up to this many live speakers, each watches all the others with the fast path.
