@@ -22,6 +22,11 @@ pub const BGP_SETTLE: Duration = Duration::from_secs(10);
 /// After a controller restart or an API server outage: the new leader's Lease, its lists,
 /// its allocations.
 pub const CONTROL_SETTLE: Duration = Duration::from_secs(12);
+/// After the API server is back: every watcher (the speakers', the checker's own) relists, each
+/// at its own moment, so for a while they disagree on what exists (a Service deleted just
+/// before the outage is gone for a speaker whose lists came back first and still held for the
+/// checker). Addresses are judged again once all have relisted.
+pub const RELIST_SETTLE: Duration = Duration::from_secs(5);
 /// A Service the soak just changed: the controller's time to act on it.
 pub const SERVICE_SETTLE: Duration = Duration::from_secs(10);
 /// Status objects of deleted Services and of stopped speakers must be gone by then.
@@ -53,6 +58,8 @@ pub struct Calm {
     pub control_event: Option<Instant>,
     /// The API server is down (the control plane is not calm until it is back and settled).
     pub api_down: bool,
+    /// When the API server last came back.
+    pub api_back: Option<Instant>,
     /// Nodes whose speaker is not running, and since when.
     pub stopped: BTreeMap<usize, Instant>,
 }
@@ -61,11 +68,20 @@ impl Calm {
     fn node_calm(&self, now: Instant) -> bool {
         self.node_event
             .is_none_or(|t| now.duration_since(t) >= NODE_SETTLE)
+            && self.relisted(now)
     }
 
     fn bgp_calm(&self, now: Instant) -> bool {
         self.node_event
             .is_none_or(|t| now.duration_since(t) >= BGP_SETTLE)
+            && self.relisted(now)
+    }
+
+    /// Every watcher has relisted since the API server came back ([`RELIST_SETTLE`]). While it
+    /// is down all views stay as they were, and are judged.
+    fn relisted(&self, now: Instant) -> bool {
+        self.api_back
+            .is_none_or(|t| now.duration_since(t) >= RELIST_SETTLE)
     }
 
     fn control_calm(&self, now: Instant) -> bool {

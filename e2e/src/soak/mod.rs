@@ -132,6 +132,7 @@ pub async fn run(o: &SoakOptions) -> Result<Report, String> {
             node_event: Some(Instant::now()),
             control_event: Some(Instant::now()),
             api_down: false,
+            api_back: None,
             stopped: BTreeMap::new(),
         },
         api_up: true,
@@ -435,6 +436,7 @@ impl Soak {
             Pending::ApiBack => {
                 self.calm.control_event = Some(now);
                 self.calm.api_down = false;
+                self.calm.api_back = Some(now);
                 self.api_up = true;
                 match self.world.cluster.emulator_mut() {
                     Some(e) => e.come_back().await.map_err(|e| e.to_string()),
