@@ -42,6 +42,20 @@ pub struct ServiceIndex {
     slices_listed: bool,
 }
 
+/// What a finished list means for objects kept under `known` keys: those it did not bring are
+/// gone (`None`), then everything it brought.
+fn list_outcome<'k, F>(
+    known: impl Iterator<Item = &'k String>,
+    listed: HashMap<String, Option<F>>,
+) -> Vec<(String, Option<F>)> {
+    let mut out: Vec<(String, Option<F>)> = known
+        .filter(|k| !listed.contains_key(*k))
+        .map(|k| (k.clone(), None))
+        .collect();
+    out.extend(listed);
+    out
+}
+
 fn key_of<K: ResourceExt>(o: &K) -> String {
     format!(
         "{}/{}",
@@ -83,13 +97,7 @@ impl ServiceIndex {
             }
             Event::InitDone => {
                 if let Some(listed) = self.listing_services.take() {
-                    let known: Vec<String> = self.services.keys().cloned().collect();
-                    for key in known {
-                        if !listed.contains_key(&key) {
-                            self.set_service(key, None);
-                        }
-                    }
-                    for (key, facts) in listed {
+                    for (key, facts) in list_outcome(self.services.keys(), listed) {
                         self.set_service(key, facts);
                     }
                 }
@@ -114,13 +122,7 @@ impl ServiceIndex {
             }
             Event::InitDone => {
                 if let Some(listed) = self.listing_slices.take() {
-                    let known: Vec<String> = self.slices.keys().cloned().collect();
-                    for key in known {
-                        if !listed.contains_key(&key) {
-                            self.set_slice(key, None);
-                        }
-                    }
-                    for (key, facts) in listed {
+                    for (key, facts) in list_outcome(self.slices.keys(), listed) {
                         self.set_slice(key, facts);
                     }
                 }
